@@ -1,0 +1,115 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Config configures a Node. Start from DefaultConfig.
+type Config struct {
+	// NodeID is the Raft server id; stable across restarts (persisted by cmd).
+	NodeID string
+	// DataDir holds raft.db (log and stable store) and snapshots/.
+	DataDir string
+	// RaftBind is the TCP address Raft listens on.
+	RaftBind string
+	// RaftAdvertise is the address peers dial; defaults to RaftBind.
+	RaftAdvertise string
+	// Bootstrap makes a node with no Raft state start a one-node cluster.
+	// Nodes that join an existing cluster set it false.
+	Bootstrap bool
+
+	// Raft timings (see RAFT.md for the measurements behind the defaults).
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+	MaxAppendEntries   int
+	SnapshotInterval   time.Duration
+	SnapshotThreshold  uint64
+	TrailingLogs       uint64
+	// NoSync turns fsync off: faster and unsafe; for benchmarks only.
+	NoSync bool
+
+	// MaxBatch caps the commands packed into one log entry.
+	MaxBatch int
+	// MaxBatchBytes caps the encoded size of one log entry.
+	MaxBatchBytes int
+	// HoldTimeout is how long a submission waits for a leader before failing
+	// with ErrNoLeader.
+	HoldTimeout time.Duration
+	// ApplyTimeout bounds how long raft may take to enqueue an entry.
+	ApplyTimeout time.Duration
+
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns LAN defaults.
+func DefaultConfig() Config {
+	return Config{
+		RaftBind:           "127.0.0.1:7000",
+		Bootstrap:          true,
+		HeartbeatTimeout:   500 * time.Millisecond,
+		ElectionTimeout:    500 * time.Millisecond,
+		LeaderLeaseTimeout: 250 * time.Millisecond,
+		CommitTimeout:      5 * time.Millisecond,
+		MaxAppendEntries:   1024,
+		SnapshotInterval:   20 * time.Second,
+		SnapshotThreshold:  16384,
+		TrailingLogs:       10240,
+		MaxBatch:           256,
+		MaxBatchBytes:      1 << 20,
+		HoldTimeout:        5 * time.Second,
+		ApplyTimeout:       10 * time.Second,
+	}
+}
+
+// Validate checks fields and their relations, naming the values.
+func (c Config) Validate() error {
+	var errs []error
+	if c.NodeID == "" {
+		errs = append(errs, errors.New("NodeID is empty"))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("DataDir is empty"))
+	}
+	if c.RaftBind == "" {
+		errs = append(errs, errors.New("RaftBind is empty"))
+	}
+	if c.HeartbeatTimeout < 5*time.Millisecond {
+		errs = append(errs, fmt.Errorf("HeartbeatTimeout (%s) must be at least 5ms", c.HeartbeatTimeout))
+	}
+	if c.ElectionTimeout < c.HeartbeatTimeout {
+		errs = append(errs, fmt.Errorf("ElectionTimeout (%s) must not be less than HeartbeatTimeout (%s)", c.ElectionTimeout, c.HeartbeatTimeout))
+	}
+	if c.LeaderLeaseTimeout > c.HeartbeatTimeout {
+		errs = append(errs, fmt.Errorf("LeaderLeaseTimeout (%s) cannot be larger than HeartbeatTimeout (%s)", c.LeaderLeaseTimeout, c.HeartbeatTimeout))
+	}
+	if c.CommitTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("CommitTimeout (%s) must be positive", c.CommitTimeout))
+	}
+	if c.MaxAppendEntries < 1 || c.MaxAppendEntries > 1<<16 {
+		errs = append(errs, fmt.Errorf("MaxAppendEntries (%d) must be in [1, 65536]", c.MaxAppendEntries))
+	}
+	if c.MaxBatch < 1 {
+		errs = append(errs, fmt.Errorf("MaxBatch (%d) must be at least 1", c.MaxBatch))
+	}
+	if c.MaxBatchBytes < 1024 {
+		errs = append(errs, fmt.Errorf("MaxBatchBytes (%d) must be at least 1024", c.MaxBatchBytes))
+	}
+	if c.SnapshotInterval < time.Second {
+		errs = append(errs, fmt.Errorf("SnapshotInterval (%s) must be at least 1s", c.SnapshotInterval))
+	}
+	if c.SnapshotThreshold < 1 {
+		errs = append(errs, errors.New("SnapshotThreshold must be at least 1"))
+	}
+	if c.HoldTimeout <= 0 || c.ApplyTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("HoldTimeout (%s) and ApplyTimeout (%s) must be positive", c.HoldTimeout, c.ApplyTimeout))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("cluster config: %w", errors.Join(errs...))
+	}
+	return nil
+}

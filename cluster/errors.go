@@ -1,0 +1,18 @@
+package cluster
+
+import "errors"
+
+// Sentinel errors of the write path. Callers match them with errors.Is.
+var (
+	// ErrNoLeader means no leader was known within the hold time; nothing
+	// was applied and the caller may retry.
+	ErrNoLeader = errors.New("cluster: no leader")
+	// ErrNotLeader means this node is not the leader and cannot forward.
+	ErrNotLeader = errors.New("cluster: not the leader")
+	// ErrNotReady means the stream has no epoch yet (cluster-init not applied).
+	ErrNotReady = errors.New("cluster: not ready")
+	// ErrClosed means the node is shutting down.
+	ErrClosed = errors.New("cluster: node closed")
+	// ErrOverloaded means the submission queue stayed full past the timeout.
+	ErrOverloaded = errors.New("cluster: submission queue full")
+)

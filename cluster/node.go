@@ -1,0 +1,295 @@
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"github.com/raftplane/raftplane/fsm"
+)
+
+// Node is one member of a raftplane cluster: it owns the Raft instance, its
+// stores and transport, and the write path into the log.
+type Node struct {
+	cfg     Config
+	log     *slog.Logger
+	machine *fsm.Machine
+
+	raft      *raft.Raft
+	transport *raft.NetworkTransport
+	store     *raftboltdb.BoltStore
+
+	idPrefix string // unique per process start, for command ids
+	idSeq    uint64 // guarded by submitMu
+
+	submitMu sync.Mutex
+	submitCh chan *request
+	inflight chan *inflight
+	notifyCh chan bool
+
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New validates cfg and prepares a node; Open starts it.
+func New(cfg Config, machine *fsm.Machine) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if machine == nil {
+		return nil, errors.New("cluster: nil fsm")
+	}
+	if cfg.RaftAdvertise == "" {
+		cfg.RaftAdvertise = cfg.RaftBind
+	}
+	lg := cfg.Logger
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return nil, err
+	}
+	return &Node{
+		cfg:      cfg,
+		log:      lg,
+		machine:  machine,
+		idPrefix: hex.EncodeToString(b[:]) + "-",
+		submitCh: make(chan *request, 4096),
+		inflight: make(chan *inflight, 64),
+		notifyCh: make(chan bool, 16),
+		stop:     make(chan struct{}),
+	}, nil
+}
+
+// Open opens the stores, starts Raft, bootstraps a one-node cluster when
+// configured to and there is no Raft state, and starts the node's loops.
+func (n *Node) Open() error {
+	if err := os.MkdirAll(n.cfg.DataDir, 0o750); err != nil {
+		return fmt.Errorf("cluster: data dir: %w", err)
+	}
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(n.cfg.NodeID)
+	rc.HeartbeatTimeout = n.cfg.HeartbeatTimeout
+	rc.ElectionTimeout = n.cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = n.cfg.LeaderLeaseTimeout
+	rc.CommitTimeout = n.cfg.CommitTimeout
+	rc.MaxAppendEntries = n.cfg.MaxAppendEntries
+	rc.SnapshotInterval = n.cfg.SnapshotInterval
+	rc.SnapshotThreshold = n.cfg.SnapshotThreshold
+	rc.TrailingLogs = n.cfg.TrailingLogs
+	rc.NotifyCh = n.notifyCh
+	rc.ShutdownOnRemove = false
+	rc.Logger = newHCLog(n.log, "raft")
+	if err := raft.ValidateConfig(rc); err != nil {
+		return fmt.Errorf("cluster: raft config: %w", err)
+	}
+
+	store, err := raftboltdb.New(raftboltdb.Options{
+		Path:   filepath.Join(n.cfg.DataDir, "raft.db"),
+		NoSync: n.cfg.NoSync,
+	})
+	if err != nil {
+		return fmt.Errorf("cluster: open raft.db: %w", err)
+	}
+	logs, err := raft.NewLogCache(1024, store)
+	if err != nil {
+		store.Close()
+		return err
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(n.cfg.DataDir, 2, newHCLog(n.log, "snapshot"))
+	if err != nil {
+		store.Close()
+		return fmt.Errorf("cluster: snapshot store: %w", err)
+	}
+	adv, err := net.ResolveTCPAddr("tcp", n.cfg.RaftAdvertise)
+	if err != nil {
+		store.Close()
+		return fmt.Errorf("cluster: raft advertise address %q: %w", n.cfg.RaftAdvertise, err)
+	}
+	if adv.IP == nil || adv.IP.IsUnspecified() {
+		store.Close()
+		return fmt.Errorf("cluster: raft advertise address %q must name a reachable IP", n.cfg.RaftAdvertise)
+	}
+	trans, err := raft.NewTCPTransportWithLogger(n.cfg.RaftBind, adv, 3, 10*time.Second, newHCLog(n.log, "raft-net"))
+	if err != nil {
+		store.Close()
+		return fmt.Errorf("cluster: raft listen on %s: %w", n.cfg.RaftBind, err)
+	}
+	hasState, err := raft.HasExistingState(logs, store, snaps)
+	if err != nil {
+		trans.Close()
+		store.Close()
+		return err
+	}
+	if !hasState && n.cfg.Bootstrap {
+		conf := raft.Configuration{Servers: []raft.Server{{
+			Suffrage: raft.Voter, ID: rc.LocalID, Address: trans.LocalAddr(),
+		}}}
+		if err := raft.BootstrapCluster(rc, logs, store, snaps, trans, conf); err != nil {
+			trans.Close()
+			store.Close()
+			return fmt.Errorf("cluster: bootstrap: %w", err)
+		}
+		n.log.Info("bootstrapped a new one-node cluster", "raft", trans.LocalAddr())
+	}
+	r, err := raft.NewRaft(rc, n.machine, logs, store, snaps, trans)
+	if err != nil {
+		trans.Close()
+		store.Close()
+		return fmt.Errorf("cluster: start raft: %w", err)
+	}
+	n.raft, n.transport, n.store = r, trans, store
+
+	n.wg.Add(3)
+	go n.batchLoop()
+	go n.resolveLoop()
+	go n.monitorLeadership()
+	return nil
+}
+
+// RaftAddr returns the address Raft listens on (useful with port 0).
+func (n *Node) RaftAddr() string { return string(n.transport.LocalAddr()) }
+
+// ID returns the node id.
+func (n *Node) ID() string { return n.cfg.NodeID }
+
+// WaitReady blocks until the stream has an epoch (the cluster-init entry is
+// applied on this node), or ctx ends.
+func (n *Node) WaitReady(ctx context.Context) error {
+	for {
+		ch := n.machine.Changed()
+		if n.machine.Epoch() != "" {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %w", ErrNotReady, ctx.Err())
+		case <-n.stop:
+			return ErrClosed
+		}
+	}
+}
+
+// monitorLeadership reacts to leadership changes from raft's NotifyCh, which,
+// unlike LeaderCh, never drops a transition. On gaining leadership it issues a
+// barrier (so the FSM has everything the previous leader committed) and then
+// does the leader's one-time duties.
+func (n *Node) monitorLeadership() {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case isLeader := <-n.notifyCh:
+			if !isLeader {
+				n.log.Info("lost leadership")
+				continue
+			}
+			n.log.Info("gained leadership", "term", n.raft.Stats()["term"])
+			if err := n.raft.Barrier(n.cfg.ApplyTimeout).Error(); err != nil {
+				n.log.Warn("barrier after gaining leadership failed", "err", err)
+				continue
+			}
+			if n.machine.Epoch() == "" {
+				n.initCluster()
+			}
+		}
+	}
+}
+
+// initCluster writes the cluster-init entry that names the stream.
+func (n *Node) initCluster() {
+	var b [4]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		n.log.Error("cluster id", "err", err)
+		return
+	}
+	id := hex.EncodeToString(b[:])
+	cmd := fsm.Command{Kind: fsm.KindClusterInit, ClusterID: id, Time: time.Now().UnixNano()}
+	f := n.raft.Apply(fsm.EncodeBatch([]fsm.Command{cmd}), n.cfg.ApplyTimeout)
+	if err := f.Error(); err != nil {
+		n.log.Warn("writing cluster id failed", "err", err)
+		return
+	}
+	n.log.Info("cluster initialised", "cluster_id", n.machine.Epoch())
+}
+
+// Status is a snapshot of this node's Raft view.
+type Status struct {
+	NodeID       string `json:"node_id"`
+	RaftAddr     string `json:"raft_addr"`
+	State        string `json:"state"`
+	Term         uint64 `json:"term"`
+	LeaderID     string `json:"leader_id"`
+	LeaderAddr   string `json:"leader_addr"`
+	CommitIndex  uint64 `json:"commit_index"`
+	AppliedIndex uint64 `json:"applied_index"`
+	LastLogIndex uint64 `json:"last_log_index"`
+	LastContact  string `json:"last_contact"`
+}
+
+// Status reports the node's Raft state.
+func (n *Node) Status() Status {
+	st := n.raft.Stats()
+	num := func(k string) uint64 { v, _ := strconv.ParseUint(st[k], 10, 64); return v }
+	addr, id := n.raft.LeaderWithID()
+	return Status{
+		NodeID:       n.cfg.NodeID,
+		RaftAddr:     string(n.transport.LocalAddr()),
+		State:        n.raft.State().String(),
+		Term:         num("term"),
+		LeaderID:     string(id),
+		LeaderAddr:   string(addr),
+		CommitIndex:  num("commit_index"),
+		AppliedIndex: num("applied_index"),
+		LastLogIndex: num("last_log_index"),
+		LastContact:  st["last_contact"],
+	}
+}
+
+// Close stops the node: submissions fail with ErrClosed, Raft shuts down and
+// the stores close. It is idempotent and returns ctx.Err() if the shutdown
+// outlives ctx.
+func (n *Node) Close(ctx context.Context) error {
+	n.closeOnce.Do(func() {
+		done := make(chan error, 1)
+		go func() {
+			close(n.stop)
+			var errs []error
+			if n.raft != nil {
+				// Shutting raft down first fails its pending futures, which
+				// unblocks the resolver and a leader duty stuck in Apply.
+				errs = append(errs, n.raft.Shutdown().Error())
+			}
+			n.wg.Wait()
+			if n.transport != nil {
+				errs = append(errs, n.transport.Close())
+			}
+			if n.store != nil {
+				errs = append(errs, n.store.Close())
+			}
+			done <- errors.Join(errs...)
+		}()
+		select {
+		case n.closeErr = <-done:
+		case <-ctx.Done():
+			n.closeErr = ctx.Err()
+		}
+	})
+	return n.closeErr
+}

@@ -1,0 +1,343 @@
+package fsm
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// Kind is the type byte of a command. Kinds at or above KindIgnorable may be
+// skipped by a node that does not know them (room for rolling upgrades);
+// any other unknown kind stops the node rather than let replicas diverge.
+type Kind uint8
+
+// Command kinds.
+const (
+	KindClusterInit Kind = 1 // names the stream: ClusterID becomes the cursor epoch
+	KindPublish     Kind = 2 // a hub message to an audience
+	KindGroupJoin   Kind = 3 // Conn joins Group in Hub
+	KindGroupLeave  Kind = 4 // Conn leaves Group in Hub
+	KindConnOpen    Kind = 5 // Conn of User opens in Hub, owned by Node
+	KindConnClose   Kind = 6 // Conn closes (left its groups); Reason says why
+
+	KindIgnorable Kind = 128
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindClusterInit:
+		return "cluster-init"
+	case KindPublish:
+		return "publish"
+	case KindGroupJoin:
+		return "group-join"
+	case KindGroupLeave:
+		return "group-leave"
+	case KindConnOpen:
+		return "conn-open"
+	case KindConnClose:
+		return "conn-close"
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// Audience says who receives a KindPublish command.
+type Audience uint8
+
+// Audiences of a publish. Key holds the group, user or connection id.
+const (
+	AudienceAll        Audience = 1
+	AudienceGroup      Audience = 2
+	AudienceUser       Audience = 3
+	AudienceConnection Audience = 4
+)
+
+func (a Audience) String() string {
+	switch a {
+	case AudienceAll:
+		return "all"
+	case AudienceGroup:
+		return "group"
+	case AudienceUser:
+		return "user"
+	case AudienceConnection:
+		return "connection"
+	}
+	return fmt.Sprintf("audience(%d)", uint8(a))
+}
+
+// Command is one operation in the log. Which fields matter depends on Kind;
+// the others stay empty and are not encoded.
+type Command struct {
+	Kind Kind
+	// ID is unique per command; the FSM drops a command whose ID it applied
+	// within DedupWindow, so a retried submission never publishes twice.
+	ID string
+	// Time is the submitter's clock (Unix nanoseconds). The FSM never reads a
+	// clock; cache age and the dedup window are measured on these stamps.
+	Time int64
+	Hub  string
+
+	// KindPublish
+	Audience Audience
+	Key      string   // group, user or connection id, per Audience
+	Exclude  []string // connection ids that must not receive it
+	Target   string   // client method name
+	Args     []byte   // the arguments as a JSON array, validated by the submitter
+
+	// KindGroupJoin, KindGroupLeave, KindConnOpen, KindConnClose
+	Conn   string
+	Group  string // join/leave
+	User   string // open
+	Node   string // open: the node that holds the transport
+	Reason string // close
+
+	// KindClusterInit
+	ClusterID string
+}
+
+// size estimates the memory a cached command costs, for the byte limit.
+func (c *Command) size() int {
+	n := 64 + len(c.ID) + len(c.Hub) + len(c.Key) + len(c.Target) + len(c.Args) +
+		len(c.Conn) + len(c.Group) + len(c.User) + len(c.Node) + len(c.Reason) + len(c.ClusterID)
+	for _, e := range c.Exclude {
+		n += 16 + len(e)
+	}
+	return n
+}
+
+// batchVersion is the first byte of every log entry raftplane writes.
+const batchVersion = 1
+
+// Limits the decoder enforces, so a corrupt entry cannot make it allocate
+// without bound.
+const (
+	maxBatchCommands = 1 << 20
+	maxFieldBytes    = 64 << 20
+	maxExclude       = 1 << 16
+)
+
+// ErrMalformed is wrapped by every decoding error.
+var ErrMalformed = errors.New("fsm: malformed command")
+
+// EncodeBatch encodes commands as the data of one Raft log entry. Their
+// offsets in the entry are their positions in cmds.
+func EncodeBatch(cmds []Command) []byte {
+	n := 8
+	for i := range cmds {
+		n += cmds[i].size()
+	}
+	b := make([]byte, 0, n)
+	b = append(b, batchVersion)
+	b = binary.AppendUvarint(b, uint64(len(cmds)))
+	var scratch []byte
+	for i := range cmds {
+		scratch = appendCommand(scratch[:0], &cmds[i])
+		b = binary.AppendUvarint(b, uint64(len(scratch)))
+		b = append(b, scratch...)
+	}
+	return b
+}
+
+// DecodeBatch decodes the data of a log entry written by EncodeBatch.
+func DecodeBatch(data []byte) ([]Command, error) {
+	if len(data) == 0 {
+		return nil, fmt.Errorf("%w: empty entry", ErrMalformed)
+	}
+	if data[0] != batchVersion {
+		return nil, fmt.Errorf("%w: unknown batch version %d", ErrMalformed, data[0])
+	}
+	r := reader{b: data[1:]}
+	n := r.uvarint()
+	if r.err == nil && n > maxBatchCommands {
+		return nil, fmt.Errorf("%w: %d commands in one entry", ErrMalformed, n)
+	}
+	if r.err == nil && n > uint64(len(r.b)) { // every command takes at least one byte
+		return nil, fmt.Errorf("%w: %d commands in %d bytes", ErrMalformed, n, len(r.b))
+	}
+	cmds := make([]Command, 0, n)
+	for i := uint64(0); i < n && r.err == nil; i++ {
+		body := r.bytes()
+		if r.err != nil {
+			break
+		}
+		c, err := DecodeCommand(body)
+		if err != nil {
+			return nil, fmt.Errorf("command %d: %w", i, err)
+		}
+		cmds = append(cmds, c)
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	if len(r.b) != 0 {
+		return nil, fmt.Errorf("%w: %d trailing bytes", ErrMalformed, len(r.b))
+	}
+	return cmds, nil
+}
+
+// EncodeCommand encodes one command (the unit inside a batch).
+func EncodeCommand(c *Command) []byte { return appendCommand(nil, c) }
+
+func appendCommand(b []byte, c *Command) []byte {
+	b = append(b, byte(c.Kind))
+	b = appendString(b, c.ID)
+	b = binary.AppendVarint(b, c.Time)
+	b = appendString(b, c.Hub)
+	switch c.Kind {
+	case KindClusterInit:
+		b = appendString(b, c.ClusterID)
+	case KindPublish:
+		b = append(b, byte(c.Audience))
+		b = appendString(b, c.Key)
+		b = binary.AppendUvarint(b, uint64(len(c.Exclude)))
+		for _, e := range c.Exclude {
+			b = appendString(b, e)
+		}
+		b = appendString(b, c.Target)
+		b = appendBytes(b, c.Args)
+	case KindGroupJoin, KindGroupLeave:
+		b = appendString(b, c.Conn)
+		b = appendString(b, c.Group)
+	case KindConnOpen:
+		b = appendString(b, c.Conn)
+		b = appendString(b, c.User)
+		b = appendString(b, c.Node)
+	case KindConnClose:
+		b = appendString(b, c.Conn)
+		b = appendString(b, c.Reason)
+	}
+	return b
+}
+
+// DecodeCommand decodes one command. A kind at or above KindIgnorable decodes
+// with only its common fields, so that a newer peer's command can be skipped.
+func DecodeCommand(data []byte) (Command, error) {
+	r := reader{b: data}
+	var c Command
+	c.Kind = Kind(r.byte())
+	c.ID = r.string()
+	c.Time = r.varint()
+	c.Hub = r.string()
+	switch c.Kind {
+	case KindClusterInit:
+		c.ClusterID = r.string()
+	case KindPublish:
+		c.Audience = Audience(r.byte())
+		c.Key = r.string()
+		n := r.uvarint()
+		if r.err == nil && (n > maxExclude || n > uint64(len(r.b))) {
+			r.fail("exclude list of %d", n)
+		}
+		if r.err == nil && n > 0 {
+			c.Exclude = make([]string, 0, n)
+			for i := uint64(0); i < n && r.err == nil; i++ {
+				c.Exclude = append(c.Exclude, r.string())
+			}
+		}
+		c.Target = r.string()
+		if a := r.bytes(); len(a) > 0 {
+			c.Args = append([]byte(nil), a...) // the entry buffer is not ours to keep
+		}
+		if r.err == nil && (c.Audience < AudienceAll || c.Audience > AudienceConnection) {
+			r.fail("unknown audience %d", c.Audience)
+		}
+	case KindGroupJoin, KindGroupLeave:
+		c.Conn = r.string()
+		c.Group = r.string()
+	case KindConnOpen:
+		c.Conn = r.string()
+		c.User = r.string()
+		c.Node = r.string()
+	case KindConnClose:
+		c.Conn = r.string()
+		c.Reason = r.string()
+	default:
+		if r.err == nil && c.Kind < KindIgnorable {
+			r.fail("unknown command kind %d", c.Kind)
+		}
+		return c, r.err // ignorable: the rest belongs to a newer version
+	}
+	if r.err == nil && len(r.b) != 0 {
+		r.fail("%d trailing bytes in %s", len(r.b), c.Kind)
+	}
+	return c, r.err
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func appendBytes(b, p []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(p)))
+	return append(b, p...)
+}
+
+// reader decodes fields and remembers the first error, so that decoding code
+// reads straight through and checks once.
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) fail(format string, args ...any) {
+	if r.err == nil {
+		r.err = fmt.Errorf("%w: "+format, append([]any{ErrMalformed}, args...)...)
+	}
+}
+
+func (r *reader) byte() byte {
+	if r.err != nil {
+		return 0
+	}
+	if len(r.b) == 0 {
+		r.fail("unexpected end of data")
+		return 0
+	}
+	v := r.b[0]
+	r.b = r.b[1:]
+	return v
+}
+
+func (r *reader) uvarint() uint64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.fail("bad uvarint")
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) varint() int64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.fail("bad varint")
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) bytes() []byte {
+	n := r.uvarint()
+	if r.err != nil {
+		return nil
+	}
+	if n > maxFieldBytes || n > uint64(len(r.b)) {
+		r.fail("field of %d bytes with %d left", n, len(r.b))
+		return nil
+	}
+	v := r.b[:n:n]
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) string() string { return string(r.bytes()) }

@@ -1,0 +1,507 @@
+package fsm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// DedupWindow is how long (in command time) the FSM remembers command IDs.
+// It is a constant, not a flag: every node must drop exactly the same
+// duplicates or replicas diverge.
+const DedupWindow = 2 * time.Minute
+
+// Sentinel errors. Apply reports per-command errors in Result.Err and keeps
+// the command in the stream, so every node sees the same outcome.
+var (
+	ErrUnknownConnection = errors.New("unknown connection")
+	ErrConnectionExists  = errors.New("connection already exists")
+	ErrCursorTooOld      = errors.New("cursor expired: older than the message cache")
+	ErrNoEpoch           = errors.New("stream not initialised yet (no cluster id applied)")
+)
+
+// Config bounds the message cache. The limits are per node: a node with a
+// bigger cache can serve older cursors, nothing else changes.
+type Config struct {
+	// CacheMaxEntries caps the number of cached commands.
+	CacheMaxEntries int
+	// CacheMaxBytes caps the estimated memory of cached commands.
+	CacheMaxBytes int64
+	// CacheMaxAge drops commands older than this, measured against the
+	// newest command's time stamp (not the local clock).
+	CacheMaxAge time.Duration
+	// Logger receives the FSM's few log lines; nil discards them.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults documented in the README.
+func DefaultConfig() Config {
+	return Config{
+		CacheMaxEntries: 100_000,
+		CacheMaxBytes:   64 << 20,
+		CacheMaxAge:     10 * time.Minute,
+	}
+}
+
+// Validate checks the limits.
+func (c Config) Validate() error {
+	if c.CacheMaxEntries < 1 {
+		return fmt.Errorf("fsm: CacheMaxEntries (%d) must be at least 1", c.CacheMaxEntries)
+	}
+	if c.CacheMaxBytes < 1024 {
+		return fmt.Errorf("fsm: CacheMaxBytes (%d) must be at least 1024", c.CacheMaxBytes)
+	}
+	if c.CacheMaxAge < time.Second {
+		return fmt.Errorf("fsm: CacheMaxAge (%s) must be at least 1s", c.CacheMaxAge)
+	}
+	return nil
+}
+
+// Entry is one applied command as the stream serves it.
+type Entry struct {
+	Cursor Cursor
+	Command
+	// Err is the command's outcome (ErrUnknownConnection, ...); a command
+	// with an error changed nothing and reaches nobody.
+	Err error
+}
+
+// Result is what Apply returns for each command of an entry; the submitter
+// gets it through raft's ApplyFuture.Response() as []Result.
+type Result struct {
+	Cursor Cursor
+	Err    error
+	// Duplicate is set when the command's ID was applied before; Cursor is
+	// then the cursor the first copy got.
+	Duplicate bool
+}
+
+// ConnInfo describes a connection in the replicated registry.
+type ConnInfo struct {
+	ID     string
+	Hub    string
+	User   string
+	Node   string
+	Opened Cursor
+	Groups []string
+}
+
+// Machine is the raftplane FSM. Apply, ApplyBatch, Snapshot and Restore are
+// called by raft from one goroutine; every read method may be called from
+// any goroutine at any time.
+type Machine struct {
+	cfg Config
+	log *slog.Logger
+
+	mu      sync.RWMutex
+	st      *state
+	changed chan struct{} // closed and replaced after every apply or restore
+}
+
+// state is everything a snapshot carries; Restore swaps it whole.
+type state struct {
+	Epoch   string
+	Applied uint64 // last raft index seen, of any type
+	Last    Cursor // cursor of the last command applied
+	Floor   Cursor // the stream can be read from any cursor >= Floor
+	Newest  int64  // largest command time stamp applied
+
+	Entries []Entry // cached commands in cursor order
+	Bytes   int64
+
+	Hubs map[string]*hubState
+
+	Dedup  map[string]Cursor
+	DedupQ []dedupItem // in apply order, for eviction
+}
+
+type hubState struct {
+	Conns  map[string]*connState
+	Groups map[string]map[string]struct{}
+	Users  map[string]map[string]struct{}
+}
+
+type connState struct {
+	User   string
+	Node   string
+	Opened Cursor
+	Groups map[string]struct{}
+}
+
+type dedupItem struct {
+	ID   string
+	Time int64
+}
+
+func newState() *state {
+	return &state{Hubs: map[string]*hubState{}, Dedup: map[string]Cursor{}}
+}
+
+// New returns an empty machine.
+func New(cfg Config) (*Machine, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	lg := cfg.Logger
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	return &Machine{cfg: cfg, log: lg, st: newState(), changed: make(chan struct{})}, nil
+}
+
+var _ raft.BatchingFSM = (*Machine)(nil)
+
+// Apply applies one committed log entry.
+func (m *Machine) Apply(l *raft.Log) interface{} {
+	return m.ApplyBatch([]*raft.Log{l})[0]
+}
+
+// ApplyBatch applies committed entries under one lock and one wake-up.
+func (m *Machine) ApplyBatch(logs []*raft.Log) []interface{} {
+	out := make([]interface{}, len(logs))
+	m.mu.Lock()
+	for i, l := range logs {
+		out[i] = m.applyLocked(l)
+		// Evict after every entry, not once per batch: raft groups entries
+		// into batches differently on each node, and the dedup window must
+		// forget IDs at the same entry everywhere.
+		m.evictLocked()
+	}
+	m.notifyLocked()
+	m.mu.Unlock()
+	return out
+}
+
+func (m *Machine) applyLocked(l *raft.Log) interface{} {
+	st := m.st
+	if l.Index > st.Applied {
+		st.Applied = l.Index
+	}
+	if l.Type != raft.LogCommand {
+		return nil
+	}
+	cmds, err := DecodeBatch(l.Data)
+	if err != nil {
+		// Every replica decodes the same bytes: skipping here would let this
+		// node's state silently drift from a node that knows the format.
+		panic(fmt.Sprintf("fsm: entry %d: %v", l.Index, err))
+	}
+	res := make([]Result, len(cmds))
+	for off := range cmds {
+		c := &cmds[off]
+		cur := Cursor{Index: l.Index, Offset: uint32(off)}
+		if c.Kind >= KindIgnorable {
+			m.log.Warn("skipping unknown ignorable command", "kind", c.Kind, "cursor", cur)
+			res[off] = Result{Cursor: cur}
+			continue
+		}
+		if c.Time > st.Newest {
+			st.Newest = c.Time
+		}
+		if c.ID != "" {
+			if first, ok := st.Dedup[c.ID]; ok {
+				res[off] = Result{Cursor: first, Duplicate: true}
+				continue
+			}
+			st.Dedup[c.ID] = cur
+			st.DedupQ = append(st.DedupQ, dedupItem{ID: c.ID, Time: c.Time})
+		}
+		e := Entry{Cursor: cur, Command: *c}
+		e.Err = st.apply(&e)
+		st.Entries = append(st.Entries, e)
+		st.Bytes += int64(e.size())
+		st.Last = cur
+		res[off] = Result{Cursor: cur, Err: e.Err}
+	}
+	return res
+}
+
+// apply changes the registry for one command and returns its outcome.
+func (st *state) apply(e *Entry) error {
+	c := &e.Command
+	switch c.Kind {
+	case KindClusterInit:
+		if st.Epoch == "" {
+			st.Epoch = c.ClusterID
+		}
+		return nil
+	case KindPublish:
+		if c.Audience == AudienceConnection {
+			if _, ok := st.conn(c.Hub, c.Key); !ok {
+				return ErrUnknownConnection
+			}
+		}
+		return nil
+	case KindConnOpen:
+		h := st.hub(c.Hub)
+		if _, ok := h.Conns[c.Conn]; ok {
+			return ErrConnectionExists
+		}
+		h.Conns[c.Conn] = &connState{User: c.User, Node: c.Node, Opened: e.Cursor, Groups: map[string]struct{}{}}
+		if c.User != "" {
+			addTo(h.Users, c.User, c.Conn)
+		}
+		return nil
+	case KindConnClose:
+		h := st.Hubs[c.Hub]
+		if h == nil || h.Conns[c.Conn] == nil {
+			return ErrUnknownConnection
+		}
+		cs := h.Conns[c.Conn]
+		for g := range cs.Groups {
+			removeFrom(h.Groups, g, c.Conn)
+		}
+		if cs.User != "" {
+			removeFrom(h.Users, cs.User, c.Conn)
+		}
+		delete(h.Conns, c.Conn)
+		if len(h.Conns) == 0 {
+			delete(st.Hubs, c.Hub)
+		}
+		return nil
+	case KindGroupJoin, KindGroupLeave:
+		cs, ok := st.conn(c.Hub, c.Conn)
+		if !ok {
+			return ErrUnknownConnection
+		}
+		h := st.Hubs[c.Hub]
+		if c.Kind == KindGroupJoin {
+			cs.Groups[c.Group] = struct{}{}
+			addTo(h.Groups, c.Group, c.Conn)
+		} else {
+			delete(cs.Groups, c.Group)
+			removeFrom(h.Groups, c.Group, c.Conn)
+		}
+		return nil
+	}
+	return nil
+}
+
+func (st *state) hub(name string) *hubState {
+	h := st.Hubs[name]
+	if h == nil {
+		h = &hubState{
+			Conns:  map[string]*connState{},
+			Groups: map[string]map[string]struct{}{},
+			Users:  map[string]map[string]struct{}{},
+		}
+		st.Hubs[name] = h
+	}
+	return h
+}
+
+func (st *state) conn(hub, id string) (*connState, bool) {
+	h := st.Hubs[hub]
+	if h == nil {
+		return nil, false
+	}
+	c, ok := h.Conns[id]
+	return c, ok
+}
+
+func addTo(m map[string]map[string]struct{}, key, conn string) {
+	s := m[key]
+	if s == nil {
+		s = map[string]struct{}{}
+		m[key] = s
+	}
+	s[conn] = struct{}{}
+}
+
+func removeFrom(m map[string]map[string]struct{}, key, conn string) {
+	if s := m[key]; s != nil {
+		delete(s, conn)
+		if len(s) == 0 {
+			delete(m, key)
+		}
+	}
+}
+
+func (e *Entry) size() int { return 16 + e.Command.size() }
+
+// evictLocked applies the cache limits and the dedup window.
+func (m *Machine) evictLocked() {
+	st := m.st
+	maxAge := m.cfg.CacheMaxAge.Nanoseconds()
+	n := 0
+	for n < len(st.Entries) {
+		e := &st.Entries[n]
+		over := len(st.Entries)-n > m.cfg.CacheMaxEntries || st.Bytes > m.cfg.CacheMaxBytes ||
+			st.Newest-e.Time > maxAge
+		if !over {
+			break
+		}
+		st.Bytes -= int64(e.size())
+		st.Floor = e.Cursor
+		n++
+	}
+	if n > 0 {
+		// Clear the evicted slots so their commands are freed, then
+		// reslice: append drops the old array when it next grows, so the
+		// cache is not copied on every eviction.
+		clear(st.Entries[:n])
+		st.Entries = st.Entries[n:]
+	}
+	window := DedupWindow.Nanoseconds()
+	k := 0
+	for k < len(st.DedupQ) && st.Newest-st.DedupQ[k].Time > window {
+		delete(st.Dedup, st.DedupQ[k].ID)
+		k++
+	}
+	if k > 0 && k >= len(st.DedupQ)/2 {
+		st.DedupQ = append(st.DedupQ[:0:0], st.DedupQ[k:]...)
+	} else if k > 0 {
+		st.DedupQ = st.DedupQ[k:]
+	}
+}
+
+func (m *Machine) notifyLocked() {
+	close(m.changed)
+	m.changed = make(chan struct{})
+}
+
+// Changed returns a channel that is closed at the next apply or restore.
+// Read the stream, then wait on the channel taken before the read.
+func (m *Machine) Changed() <-chan struct{} {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.changed
+}
+
+// Since returns up to max cached entries after cursor, in order. It returns
+// ErrCursorTooOld when entries after cursor have left the cache.
+func (m *Machine) Since(after Cursor, max int) ([]Entry, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	st := m.st
+	if after.Less(st.Floor) {
+		return nil, fmt.Errorf("%w: cursor %s, oldest available %s", ErrCursorTooOld, after, st.Floor)
+	}
+	i := sort.Search(len(st.Entries), func(i int) bool { return after.Less(st.Entries[i].Cursor) })
+	j := len(st.Entries)
+	if max > 0 && j-i > max {
+		j = i + max
+	}
+	if i == j {
+		return nil, nil
+	}
+	return append([]Entry(nil), st.Entries[i:j]...), nil
+}
+
+// Wait blocks until the command at cursor c has been applied on this node, or
+// ctx ends.
+func (m *Machine) Wait(ctx context.Context, c Cursor) error {
+	for {
+		m.mu.RLock()
+		// Applied covers a cursor whose entry held no cached command
+		// (ignorable kinds only).
+		done := !m.st.Last.Less(c) || m.st.Applied >= c.Index
+		ch := m.changed
+		m.mu.RUnlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Epoch returns the cluster id that prefixes every cursor, or "" before the
+// cluster-init command is applied.
+func (m *Machine) Epoch() string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.st.Epoch
+}
+
+// Position describes the readable window of the stream.
+type Position struct {
+	Epoch   string
+	Applied uint64 // last raft index applied (any entry type)
+	First   Cursor // first cached command (zero if none)
+	Floor   Cursor // resumable from any cursor >= Floor
+	Last    Cursor // last command applied
+	Entries int
+	Bytes   int64
+}
+
+// Position returns the current window.
+func (m *Machine) Position() Position {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	st := m.st
+	p := Position{Epoch: st.Epoch, Applied: st.Applied, Floor: st.Floor, Last: st.Last,
+		Entries: len(st.Entries), Bytes: st.Bytes}
+	if len(st.Entries) > 0 {
+		p.First = st.Entries[0].Cursor
+	}
+	return p
+}
+
+// Connection looks a connection up in the registry.
+func (m *Machine) Connection(hub, id string) (ConnInfo, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	cs, ok := m.st.conn(hub, id)
+	if !ok {
+		return ConnInfo{}, false
+	}
+	ci := ConnInfo{ID: id, Hub: hub, User: cs.User, Node: cs.Node, Opened: cs.Opened}
+	for g := range cs.Groups {
+		ci.Groups = append(ci.Groups, g)
+	}
+	sort.Strings(ci.Groups)
+	return ci, true
+}
+
+// GroupConnections returns the sorted ids of the connections in a group.
+func (m *Machine) GroupConnections(hub, group string) []string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if h := m.st.Hubs[hub]; h != nil {
+		return sortedKeys(h.Groups[group])
+	}
+	return nil
+}
+
+// UserConnections returns the sorted ids of a user's connections.
+func (m *Machine) UserConnections(hub, user string) []string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if h := m.st.Hubs[hub]; h != nil {
+		return sortedKeys(h.Users[user])
+	}
+	return nil
+}
+
+// ConnectionCount returns the number of open connections in the cluster.
+func (m *Machine) ConnectionCount() int {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	n := 0
+	for _, h := range m.st.Hubs {
+		n += len(h.Conns)
+	}
+	return n
+}
+
+func sortedKeys(s map[string]struct{}) []string {
+	if len(s) == 0 {
+		return nil
+	}
+	out := make([]string, 0, len(s))
+	for k := range s {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

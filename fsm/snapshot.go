@@ -1,0 +1,163 @@
+package fsm
+
+import (
+	"bufio"
+	"encoding/gob"
+	"fmt"
+	"io"
+
+	"github.com/hashicorp/raft"
+)
+
+// snapshotVersion is the first byte of every snapshot, before the gob stream.
+const snapshotVersion = 1
+
+// errCodes maps outcome errors to stable codes for snapshots (and, later,
+// for forwarding results between nodes).
+var errCodes = []error{nil, ErrUnknownConnection, ErrConnectionExists}
+
+// ErrorCode returns the stable code of an Apply outcome error (0 for nil).
+func ErrorCode(err error) uint8 {
+	for i, e := range errCodes {
+		if e == err {
+			return uint8(i)
+		}
+	}
+	panic(fmt.Sprintf("fsm: outcome error without a code: %v", err))
+}
+
+// ErrorFromCode is the inverse of ErrorCode.
+func ErrorFromCode(code uint8) (error, bool) {
+	if int(code) < len(errCodes) {
+		return errCodes[code], true
+	}
+	return nil, false
+}
+
+// snapshotData is the serialised form of state.
+type snapshotData struct {
+	Epoch   string
+	Applied uint64
+	Last    Cursor
+	Floor   Cursor
+	Newest  int64
+	Entries []snapshotEntry
+	Conns   []ConnInfo
+	DedupQ  []dedupItem
+	Dedup   []Cursor // parallel to DedupQ
+}
+
+type snapshotEntry struct {
+	Cursor  Cursor
+	Command []byte
+	ErrCode uint8
+}
+
+type snapshot struct{ data snapshotData }
+
+// Snapshot captures the state under the lock; the encoding happens in
+// Persist, concurrently with further applies.
+func (m *Machine) Snapshot() (raft.FSMSnapshot, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	st := m.st
+	d := snapshotData{Epoch: st.Epoch, Applied: st.Applied, Last: st.Last, Floor: st.Floor, Newest: st.Newest}
+	d.Entries = make([]snapshotEntry, len(st.Entries))
+	for i := range st.Entries {
+		e := &st.Entries[i]
+		d.Entries[i] = snapshotEntry{Cursor: e.Cursor, Command: EncodeCommand(&e.Command), ErrCode: ErrorCode(e.Err)}
+	}
+	for hubName, h := range st.Hubs {
+		for id, cs := range h.Conns {
+			ci := ConnInfo{ID: id, Hub: hubName, User: cs.User, Node: cs.Node, Opened: cs.Opened}
+			for g := range cs.Groups {
+				ci.Groups = append(ci.Groups, g)
+			}
+			d.Conns = append(d.Conns, ci)
+		}
+	}
+	d.DedupQ = append([]dedupItem(nil), st.DedupQ...)
+	d.Dedup = make([]Cursor, len(d.DedupQ))
+	for i, it := range d.DedupQ {
+		d.Dedup[i] = st.Dedup[it.ID]
+	}
+	return &snapshot{data: d}, nil
+}
+
+func (s *snapshot) Persist(sink raft.SnapshotSink) error {
+	w := bufio.NewWriter(sink)
+	err := w.WriteByte(snapshotVersion)
+	if err == nil {
+		err = gob.NewEncoder(w).Encode(&s.data)
+	}
+	if err == nil {
+		err = w.Flush()
+	}
+	if err != nil {
+		_ = sink.Cancel()
+		return fmt.Errorf("fsm: persist snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+func (s *snapshot) Release() {}
+
+// Restore replaces the state with a snapshot's. It builds the new state
+// aside and swaps it in under the lock, then wakes every reader, because
+// raft's "no Apply during Restore" does not cover readers on other
+// goroutines.
+func (m *Machine) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	br := bufio.NewReader(rc)
+	v, err := br.ReadByte()
+	if err != nil {
+		return fmt.Errorf("fsm: restore: %w", err)
+	}
+	if v != snapshotVersion {
+		return fmt.Errorf("fsm: restore: unknown snapshot version %d", v)
+	}
+	var d snapshotData
+	if err := gob.NewDecoder(br).Decode(&d); err != nil {
+		return fmt.Errorf("fsm: restore: %w", err)
+	}
+	st := newState()
+	st.Epoch, st.Applied, st.Last, st.Floor, st.Newest = d.Epoch, d.Applied, d.Last, d.Floor, d.Newest
+	st.Entries = make([]Entry, len(d.Entries))
+	for i, se := range d.Entries {
+		c, err := DecodeCommand(se.Command)
+		if err != nil {
+			return fmt.Errorf("fsm: restore entry %s: %w", se.Cursor, err)
+		}
+		e, ok := ErrorFromCode(se.ErrCode)
+		if !ok {
+			return fmt.Errorf("fsm: restore entry %s: unknown outcome code %d", se.Cursor, se.ErrCode)
+		}
+		st.Entries[i] = Entry{Cursor: se.Cursor, Command: c, Err: e}
+		st.Bytes += int64(st.Entries[i].size())
+	}
+	for _, ci := range d.Conns {
+		h := st.hub(ci.Hub)
+		cs := &connState{User: ci.User, Node: ci.Node, Opened: ci.Opened, Groups: map[string]struct{}{}}
+		h.Conns[ci.ID] = cs
+		if ci.User != "" {
+			addTo(h.Users, ci.User, ci.ID)
+		}
+		for _, g := range ci.Groups {
+			cs.Groups[g] = struct{}{}
+			addTo(h.Groups, g, ci.ID)
+		}
+	}
+	if len(d.Dedup) != len(d.DedupQ) {
+		return fmt.Errorf("fsm: restore: dedup index mismatch")
+	}
+	st.DedupQ = d.DedupQ
+	for i, it := range d.DedupQ {
+		st.Dedup[it.ID] = d.Dedup[i]
+	}
+	m.mu.Lock()
+	m.st = st
+	m.evictLocked() // this node's limits may be smaller than the snapshotter's
+	m.notifyLocked()
+	m.mu.Unlock()
+	return nil
+}

@@ -1,0 +1,163 @@
+package hub
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Identity limits, so a token or query parameter cannot make ids unbounded.
+const (
+	maxUserLen   = 256
+	maxHubLen    = 128
+	maxGroupLen  = 1024
+	maxTargetLen = 1024
+)
+
+var b64 = base64.RawURLEncoding
+
+// newConnectionID returns 16 random bytes, base64url: 22 characters, as the
+// .NET server makes them.
+func newConnectionID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand does not fail on supported platforms
+	}
+	return b64.EncodeToString(b[:])
+}
+
+// connToken is what a connection token carries. The token is signed with the
+// cluster's secret, so a node verifies it without having seen the negotiate.
+type connToken struct {
+	ID     string
+	Hub    string
+	User   string
+	Issued time.Time
+}
+
+const tokenVersion = 1
+
+func (s *Server) signToken(t connToken) string {
+	var p []byte
+	p = append(p, tokenVersion)
+	p = binary.AppendVarint(p, t.Issued.UnixMilli())
+	for _, f := range []string{t.ID, t.Hub, t.User} {
+		p = binary.AppendUvarint(p, uint64(len(f)))
+		p = append(p, f...)
+	}
+	mac := hmac.New(sha256.New, s.cfg.TokenSecret)
+	mac.Write(p)
+	return b64.EncodeToString(p) + "." + b64.EncodeToString(mac.Sum(nil)[:18])
+}
+
+var errBadToken = errors.New("invalid connection token")
+
+func (s *Server) parseToken(tok string) (connToken, error) {
+	payload, sig, ok := strings.Cut(tok, ".")
+	if !ok || len(tok) > 4096 {
+		return connToken{}, errBadToken
+	}
+	p, err1 := b64.DecodeString(payload)
+	got, err2 := b64.DecodeString(sig)
+	if err1 != nil || err2 != nil {
+		return connToken{}, errBadToken
+	}
+	mac := hmac.New(sha256.New, s.cfg.TokenSecret)
+	mac.Write(p)
+	if !hmac.Equal(got, mac.Sum(nil)[:18]) {
+		return connToken{}, errBadToken
+	}
+	if len(p) < 1 || p[0] != tokenVersion {
+		return connToken{}, errBadToken
+	}
+	p = p[1:]
+	ms, n := binary.Varint(p)
+	if n <= 0 {
+		return connToken{}, errBadToken
+	}
+	p = p[n:]
+	var fields [3]string
+	for i := range fields {
+		l, n := binary.Uvarint(p)
+		if n <= 0 || l > uint64(len(p)-n) {
+			return connToken{}, errBadToken
+		}
+		fields[i] = string(p[n : n+int(l)])
+		p = p[n+int(l):]
+	}
+	if len(p) != 0 {
+		return connToken{}, errBadToken
+	}
+	return connToken{ID: fields[0], Hub: fields[1], User: fields[2], Issued: time.UnixMilli(ms)}, nil
+}
+
+// authError is a 401 with a body that says what is wrong.
+type authError struct{ msg string }
+
+func (e *authError) Error() string { return e.msg }
+
+// bearer returns the token from "Authorization: Bearer" or, for browsers and
+// SSE, the access_token query parameter.
+func bearer(r *http.Request) string {
+	if h := r.Header.Get("Authorization"); h != "" {
+		if t, ok := strings.CutPrefix(h, "Bearer "); ok {
+			return strings.TrimSpace(t)
+		}
+	}
+	return r.URL.Query().Get("access_token")
+}
+
+// authenticate returns the user id of a client request: the JWT's "sub"
+// when a JWT key is set, else the optional "user" query parameter.
+func (s *Server) authenticate(r *http.Request) (string, error) {
+	if len(s.cfg.JWTKey) == 0 {
+		u := r.URL.Query().Get("user")
+		if len(u) > maxUserLen {
+			return "", &authError{fmt.Sprintf("user id longer than %d bytes", maxUserLen)}
+		}
+		return u, nil
+	}
+	raw := bearer(r)
+	if raw == "" {
+		return "", &authError{"missing access token: send Authorization: Bearer <jwt> or access_token=<jwt>"}
+	}
+	claims := jwt.RegisteredClaims{}
+	_, err := jwt.ParseWithClaims(raw, &claims, func(*jwt.Token) (any, error) { return s.cfg.JWTKey, nil },
+		jwt.WithValidMethods([]string{"HS256"}), jwt.WithLeeway(5*time.Second))
+	if err != nil {
+		return "", &authError{"invalid access token: " + err.Error()}
+	}
+	if claims.Subject == "" {
+		return "", &authError{`invalid access token: no "sub" claim`}
+	}
+	if len(claims.Subject) > maxUserLen {
+		return "", &authError{fmt.Sprintf(`invalid access token: "sub" longer than %d bytes`, maxUserLen)}
+	}
+	return claims.Subject, nil
+}
+
+// checkAPIKey guards the REST API.
+func (s *Server) checkAPIKey(r *http.Request) error {
+	if s.cfg.APIKey == "" {
+		return nil
+	}
+	h := r.Header.Get("Authorization")
+	t, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok {
+		return &authError{"missing API key: send Authorization: Bearer <api key>"}
+	}
+	if subtle.ConstantTimeCompare([]byte(strings.TrimSpace(t)), []byte(s.cfg.APIKey)) != 1 {
+		return &authError{"invalid API key"}
+	}
+	return nil
+}

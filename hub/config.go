@@ -1,0 +1,101 @@
+package hub
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Config configures a Server. Start from DefaultConfig; every field is a
+// documented flag of cmd/raftplane.
+type Config struct {
+	// NodeID is this node's id, recorded as the owner of its connections.
+	NodeID string
+	// KeepAliveInterval: a Ping is sent when nothing was sent for this long.
+	KeepAliveInterval time.Duration
+	// ClientTimeout: a connection that sent nothing for this long is closed.
+	ClientTimeout time.Duration
+	// HandshakeTimeout bounds the wait for the client's handshake.
+	HandshakeTimeout time.Duration
+	// MaxMessageSize is the largest hub message a client may send, in bytes.
+	MaxMessageSize int
+	// MaxQueuedMessages is the per-connection send queue; a client that falls
+	// further behind is closed with allowReconnect.
+	MaxQueuedMessages int
+	// SendTimeout bounds one transport write.
+	SendTimeout time.Duration
+	// PublishTimeout bounds one hub method or REST call waiting for commit.
+	PublishTimeout time.Duration
+	// NegotiateTTL is how long a negotiated connection token may wait for
+	// its transport to connect.
+	NegotiateTTL time.Duration
+	// MaxBodySize bounds REST request bodies, in bytes.
+	MaxBodySize int64
+
+	// TokenSecret signs connection tokens (at least 16 bytes).
+	TokenSecret []byte
+	// JWTKey, when set, makes negotiate and connect require an HS256 JWT
+	// whose "sub" is the user id. Empty runs the hub open (dev mode).
+	JWTKey []byte
+	// APIKey, when set, is required as "Authorization: Bearer <key>" on the
+	// REST API.
+	APIKey string
+
+	// Status, when set, adds this node's cluster view to /api/v1/status.
+	Status func() any
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the SignalR defaults (keep-alive 15 s, client
+// timeout 30 s, handshake 15 s, 32 KiB messages).
+func DefaultConfig() Config {
+	return Config{
+		KeepAliveInterval: 15 * time.Second,
+		ClientTimeout:     30 * time.Second,
+		HandshakeTimeout:  15 * time.Second,
+		MaxMessageSize:    32 << 10,
+		MaxQueuedMessages: 4096,
+		SendTimeout:       10 * time.Second,
+		PublishTimeout:    10 * time.Second,
+		NegotiateTTL:      60 * time.Second,
+		MaxBodySize:       64 << 10,
+	}
+}
+
+// Validate checks the fields and their relations.
+func (c Config) Validate() error {
+	var errs []error
+	if c.NodeID == "" {
+		errs = append(errs, errors.New("NodeID is empty"))
+	}
+	if c.KeepAliveInterval <= 0 || c.ClientTimeout <= 0 || c.HandshakeTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("KeepAliveInterval (%s), ClientTimeout (%s) and HandshakeTimeout (%s) must be positive",
+			c.KeepAliveInterval, c.ClientTimeout, c.HandshakeTimeout))
+	}
+	if c.KeepAliveInterval >= c.ClientTimeout {
+		// Clients use the same pair; a keep-alive slower than the timeout
+		// makes every idle connection time out.
+		errs = append(errs, fmt.Errorf("KeepAliveInterval (%s) must be less than ClientTimeout (%s)", c.KeepAliveInterval, c.ClientTimeout))
+	}
+	if c.MaxMessageSize < 256 {
+		errs = append(errs, fmt.Errorf("MaxMessageSize (%d) must be at least 256", c.MaxMessageSize))
+	}
+	if c.MaxQueuedMessages < 1 {
+		errs = append(errs, fmt.Errorf("MaxQueuedMessages (%d) must be at least 1", c.MaxQueuedMessages))
+	}
+	if c.SendTimeout <= 0 || c.PublishTimeout <= 0 || c.NegotiateTTL <= 0 {
+		errs = append(errs, fmt.Errorf("SendTimeout (%s), PublishTimeout (%s) and NegotiateTTL (%s) must be positive",
+			c.SendTimeout, c.PublishTimeout, c.NegotiateTTL))
+	}
+	if c.MaxBodySize < 256 {
+		errs = append(errs, fmt.Errorf("MaxBodySize (%d) must be at least 256", c.MaxBodySize))
+	}
+	if len(c.TokenSecret) < 16 {
+		errs = append(errs, fmt.Errorf("TokenSecret is %d bytes, want at least 16", len(c.TokenSecret)))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("hub config: %w", errors.Join(errs...))
+	}
+	return nil
+}

@@ -1,0 +1,211 @@
+package hub
+
+import (
+	"errors"
+	"time"
+
+	"github.com/raftplane/raftplane/fsm"
+)
+
+// localHub indexes this node's attached connections of one hub.
+type localHub struct {
+	conns  map[string]*conn
+	groups map[string]map[*conn]struct{}
+	users  map[string]map[*conn]struct{}
+}
+
+// dispatchBatch is how many entries the dispatcher reads at a time.
+const dispatchBatch = 1024
+
+// dispatch reads every applied entry in order and delivers it to the local
+// connections it addresses. Because group joins, connection opens and closes
+// go through the same stream, each connection receives exactly the messages
+// addressed to it at each position of the log.
+func (s *Server) dispatch(from fsm.Cursor) {
+	defer s.wg.Done()
+	pos := from
+	var frame []byte
+	for {
+		changed := s.stream.Changed()
+		entries, err := s.stream.Since(pos, dispatchBatch)
+		if errors.Is(err, fsm.ErrCursorTooOld) {
+			// Only possible if the dispatcher stalls longer than the cache
+			// window (or a snapshot install jumped past it): every local
+			// connection may have missed messages, so all must reconnect.
+			s.log.Error("dispatcher fell behind the cache; closing every local connection", "err", err)
+			s.closeAllLocal("Connection closed: the server fell behind; reconnect.")
+			pos = s.stream.Position().Last
+			continue
+		}
+		if err != nil {
+			s.log.Error("reading stream", "err", err)
+			select {
+			case <-s.stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
+		}
+		if len(entries) == 0 {
+			select {
+			case <-s.stop:
+				return
+			case <-changed:
+			}
+			continue
+		}
+		epoch := s.stream.Epoch()
+		for i := range entries {
+			frame = s.deliver(&entries[i], epoch, frame[:0])
+		}
+		pos = entries[len(entries)-1].Cursor
+	}
+}
+
+func (s *Server) localHub(name string, create bool) *localHub {
+	h := s.idx[name]
+	if h == nil && create {
+		h = &localHub{conns: map[string]*conn{}, groups: map[string]map[*conn]struct{}{}, users: map[string]map[*conn]struct{}{}}
+		s.idx[name] = h
+	}
+	return h
+}
+
+// deliver applies one entry to the local index or queues it on recipients.
+// scratch is reused between calls; the frame given to connections is a
+// fresh copy shared by all of them.
+func (s *Server) deliver(e *fsm.Entry, epoch string, scratch []byte) []byte {
+	if e.Err != nil {
+		return scratch
+	}
+	switch e.Kind {
+	case fsm.KindConnOpen:
+		if e.Node != s.cfg.NodeID {
+			return scratch
+		}
+		s.mu.Lock()
+		c := s.conns[e.Conn]
+		s.mu.Unlock()
+		if c == nil || c.hub != e.Hub {
+			return scratch
+		}
+		h := s.localHub(e.Hub, true)
+		h.conns[c.id] = c
+		if c.user != "" {
+			addConn(h.users, c.user, c)
+		}
+		close(c.attached)
+	case fsm.KindConnClose:
+		h := s.localHub(e.Hub, false)
+		if h == nil {
+			return scratch
+		}
+		c := h.conns[e.Conn]
+		if c == nil {
+			return scratch
+		}
+		c.removed.Store(true)
+		delete(h.conns, c.id)
+		for g := range c.groups {
+			removeConn(h.groups, g, c)
+		}
+		c.groups = nil
+		if c.user != "" {
+			removeConn(h.users, c.user, c)
+		}
+		if len(h.conns) == 0 {
+			delete(s.idx, e.Hub)
+		}
+		// A close this connection did not ask for (REST DELETE): end it.
+		c.closeWith("Connection closed by the server: "+e.Reason, false, true)
+	case fsm.KindGroupJoin, fsm.KindGroupLeave:
+		h := s.localHub(e.Hub, false)
+		if h == nil {
+			return scratch
+		}
+		c := h.conns[e.Conn]
+		if c == nil {
+			return scratch
+		}
+		if e.Kind == fsm.KindGroupJoin {
+			addConn(h.groups, e.Group, c)
+			if c.groups == nil {
+				c.groups = map[string]struct{}{}
+			}
+			c.groups[e.Group] = struct{}{}
+		} else {
+			removeConn(h.groups, e.Group, c)
+			delete(c.groups, e.Group)
+		}
+	case fsm.KindPublish:
+		h := s.localHub(e.Hub, false)
+		if h == nil {
+			return scratch
+		}
+		var frame []byte
+		send := func(c *conn) {
+			for _, x := range e.Exclude {
+				if x == c.id {
+					return
+				}
+			}
+			if frame == nil {
+				// Encoded once, for every recipient on this node.
+				scratch = jsonProtocol{}.appendInvocation(scratch, e.Target, e.Args, e.Cursor.Format(epoch))
+				frame = append([]byte(nil), scratch...)
+			}
+			c.enqueue(frame)
+		}
+		switch e.Audience {
+		case fsm.AudienceAll:
+			for _, c := range h.conns {
+				send(c)
+			}
+		case fsm.AudienceGroup:
+			for c := range h.groups[e.Key] {
+				send(c)
+			}
+		case fsm.AudienceUser:
+			for c := range h.users[e.Key] {
+				send(c)
+			}
+		case fsm.AudienceConnection:
+			if c := h.conns[e.Key]; c != nil {
+				send(c)
+			}
+		}
+	}
+	return scratch
+}
+
+func addConn(m map[string]map[*conn]struct{}, key string, c *conn) {
+	set := m[key]
+	if set == nil {
+		set = map[*conn]struct{}{}
+		m[key] = set
+	}
+	set[c] = struct{}{}
+}
+
+func removeConn(m map[string]map[*conn]struct{}, key string, c *conn) {
+	if set := m[key]; set != nil {
+		delete(set, c)
+		if len(set) == 0 {
+			delete(m, key)
+		}
+	}
+}
+
+func (s *Server) closeAllLocal(msg string) {
+	s.mu.Lock()
+	conns := make([]*conn, 0, len(s.conns))
+	for _, c := range s.conns {
+		if c != nil {
+			conns = append(conns, c)
+		}
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.closeWith(msg, true, false)
+	}
+}

@@ -1,0 +1,18 @@
+// Package hub owns the SignalR side of raftplane: negotiate, the transports,
+// the hub protocol, the connections of this node, the built-in hub methods,
+// the server REST API, and delivery to local connections.
+//
+// hub knows nothing of Raft or gossip. It consumes two small interfaces
+// declared in ports.go: a Publisher that turns a fsm.Command into a committed
+// cursor, and a Stream from which it reads every applied entry. A node never
+// delivers anything to its clients except what it reads from the Stream, the
+// sender's own node included.
+//
+// Goroutines: Server.Start runs one dispatcher that reads the stream in order,
+// keeps the local index of connections, groups and users, and encodes each
+// message once per protocol before queueing it on its recipients. Each
+// connection has its transport's reader (the HTTP handler goroutine) and one
+// writer goroutine that owns all writes. A connection whose queue overflows is
+// closed with allowReconnect; nothing the dispatcher does ever blocks on a
+// client. Lock order: Server.mu, then conn.mu.
+package hub

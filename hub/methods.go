@@ -1,0 +1,225 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/raftplane/raftplane/fsm"
+)
+
+// method is a built-in hub method: it turns the invocation's arguments into
+// one log command.
+type method struct {
+	name   string // as documented
+	params []string
+	rest   bool // takes ...args after params
+	build  func(c *conn, s []string, rest []json.RawMessage) (fsm.Command, error)
+}
+
+var methods = map[string]*method{}
+
+func init() {
+	for _, m := range []*method{
+		{name: "JoinGroup", params: []string{"group"}, build: func(c *conn, s []string, _ []json.RawMessage) (fsm.Command, error) {
+			return fsm.Command{Kind: fsm.KindGroupJoin, Hub: c.hub, Conn: c.id, Group: s[0]}, nil
+		}},
+		{name: "LeaveGroup", params: []string{"group"}, build: func(c *conn, s []string, _ []json.RawMessage) (fsm.Command, error) {
+			return fsm.Command{Kind: fsm.KindGroupLeave, Hub: c.hub, Conn: c.id, Group: s[0]}, nil
+		}},
+		{name: "Broadcast", params: []string{"target"}, rest: true, build: func(c *conn, s []string, r []json.RawMessage) (fsm.Command, error) {
+			return publishCmd(c.hub, fsm.AudienceAll, "", s[0], joinArgs(r), nil), nil
+		}},
+		{name: "SendToOthers", params: []string{"target"}, rest: true, build: func(c *conn, s []string, r []json.RawMessage) (fsm.Command, error) {
+			return publishCmd(c.hub, fsm.AudienceAll, "", s[0], joinArgs(r), []string{c.id}), nil
+		}},
+		{name: "SendToGroup", params: []string{"group", "target"}, rest: true, build: func(c *conn, s []string, r []json.RawMessage) (fsm.Command, error) {
+			return publishCmd(c.hub, fsm.AudienceGroup, s[0], s[1], joinArgs(r), nil), nil
+		}},
+		{name: "SendToUser", params: []string{"user", "target"}, rest: true, build: func(c *conn, s []string, r []json.RawMessage) (fsm.Command, error) {
+			return publishCmd(c.hub, fsm.AudienceUser, s[0], s[1], joinArgs(r), nil), nil
+		}},
+		{name: "SendToConnection", params: []string{"connectionId", "target"}, rest: true, build: func(c *conn, s []string, r []json.RawMessage) (fsm.Command, error) {
+			return publishCmd(c.hub, fsm.AudienceConnection, s[0], s[1], joinArgs(r), nil), nil
+		}},
+	} {
+		methods[strings.ToLower(m.name)] = m
+	}
+}
+
+func publishCmd(hub string, a fsm.Audience, key, target string, args []byte, exclude []string) fsm.Command {
+	return fsm.Command{Kind: fsm.KindPublish, Hub: hub, Audience: a, Key: key, Target: target, Args: args, Exclude: exclude}
+}
+
+func connOpen(c *conn, node string) fsm.Command {
+	return fsm.Command{Kind: fsm.KindConnOpen, Hub: c.hub, Conn: c.id, User: c.user, Node: node}
+}
+
+func connClose(c *conn, reason string) fsm.Command {
+	return fsm.Command{Kind: fsm.KindConnClose, Hub: c.hub, Conn: c.id, Reason: reason}
+}
+
+// joinArgs builds the recipients' arguments array from validated raw values.
+func joinArgs(r []json.RawMessage) []byte {
+	n := 2
+	for _, a := range r {
+		n += len(a) + 1
+	}
+	b := make([]byte, 0, n)
+	b = append(b, '[')
+	for i, a := range r {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, a...)
+	}
+	return append(b, ']')
+}
+
+// maxLen of each string parameter.
+func paramLimit(p string) int {
+	switch p {
+	case "target":
+		return maxTargetLen
+	case "user":
+		return maxUserLen
+	}
+	return maxGroupLen
+}
+
+// bind checks the arguments against the method's parameters.
+func (m *method) bind(args []json.RawMessage) ([]string, []json.RawMessage, error) {
+	if len(args) < len(m.params) || (!m.rest && len(args) > len(m.params)) {
+		want := fmt.Sprintf("%d", len(m.params))
+		if m.rest {
+			want = "at least " + want
+		}
+		return nil, nil, fmt.Errorf("%s(%s%s) takes %s argument(s), got %d", m.name, strings.Join(m.params, ", "),
+			map[bool]string{true: ", ...args", false: ""}[m.rest], want, len(args))
+	}
+	s := make([]string, len(m.params))
+	for i, p := range m.params {
+		if err := json.Unmarshal(args[i], &s[i]); err != nil {
+			return nil, nil, fmt.Errorf("%s: argument %d (%s) must be a string, got %s", m.name, i+1, p, abbreviate(args[i]))
+		}
+		if s[i] == "" {
+			return nil, nil, fmt.Errorf("%s: argument %d (%s) must not be empty", m.name, i+1, p)
+		}
+		if l := paramLimit(p); len(s[i]) > l {
+			return nil, nil, fmt.Errorf("%s: argument %d (%s) is longer than %d bytes", m.name, i+1, p, l)
+		}
+	}
+	return s, args[len(m.params):], nil
+}
+
+func abbreviate(b []byte) string {
+	if len(b) > 40 {
+		return string(b[:40]) + "..."
+	}
+	return string(b)
+}
+
+// handleRecord processes one hub message from the client, in order. Hub
+// methods run one at a time per connection, as in ASP.NET Core's default.
+func (c *conn) handleRecord(rec []byte, info recordInfo) {
+	if c.ctx.Err() != nil {
+		return
+	}
+	if info.Oversized {
+		msg := fmt.Sprintf("Message of %d bytes exceeds the maximum message size of %d bytes.", info.Size, c.srv.cfg.MaxMessageSize)
+		c.log.Debug("oversized message", "size", info.Size)
+		if info.HasInvocationID {
+			c.complete(info.InvocationID, nil, msg)
+		}
+		return
+	}
+	m, err := parseMessage(rec)
+	if err != nil {
+		c.log.Debug("malformed message", "err", err)
+		// Answer only what may be an invocation of ours: the ids of a
+		// client's own Completions, StreamItems and Cancels are not.
+		if m.Type == 0 || m.Type == typeInvocation || m.Type == typeStreamInvocation {
+			if id, ok := scanInvocationID(rec); ok {
+				c.complete(id, nil, "Invalid message: "+err.Error())
+			}
+		}
+		return
+	}
+	switch m.Type {
+	case typeInvocation:
+		c.invoke(m)
+	case typeStreamInvocation:
+		c.complete(m.InvocationID, nil, fmt.Sprintf("Unknown hub method '%s': this hub has no streaming methods.", m.Target))
+	case typeClose:
+		c.cancel()
+	case typePing, typeAck, typeSequence, typeCompletion, typeStreamItem, typeCancelInvocation:
+		// Nothing to do: keep-alive already refreshed the timeout, there are no
+		// client results or upload streams to route, and stateful reconnect
+		// is not offered on this connection.
+	default:
+		c.log.Debug("ignoring unknown message type", "type", m.Type)
+	}
+}
+
+// invoke runs a built-in method and answers with its cursor.
+func (c *conn) invoke(m hubMessage) {
+	reply := m.HasInvocationID
+	meth := methods[strings.ToLower(m.Target)]
+	if meth == nil {
+		if reply {
+			c.complete(m.InvocationID, nil, fmt.Sprintf("Unknown hub method '%s'", m.Target))
+		}
+		return
+	}
+	if len(m.StreamIDs) > 0 {
+		if reply {
+			c.complete(m.InvocationID, nil, fmt.Sprintf("%s does not accept streams", meth.name))
+		}
+		return
+	}
+	strs, rest, err := meth.bind(m.Arguments)
+	var cmd fsm.Command
+	if err == nil {
+		cmd, err = meth.build(c, strs, rest)
+	}
+	if err != nil {
+		if reply {
+			c.complete(m.InvocationID, nil, err.Error())
+		}
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, c.srv.cfg.PublishTimeout)
+	cur, err := c.srv.pub.Publish(ctx, cmd)
+	cancel()
+	if err != nil {
+		if reply {
+			c.complete(m.InvocationID, nil, publishError(meth.name, cmd, err))
+		}
+		return
+	}
+	if reply {
+		res, _ := json.Marshal(cur.Format(c.srv.stream.Epoch()))
+		c.complete(m.InvocationID, res, "")
+	}
+}
+
+// publishError words a failed publish for the client.
+func publishError(name string, cmd fsm.Command, err error) string {
+	switch {
+	case errors.Is(err, fsm.ErrUnknownConnection):
+		id := cmd.Key
+		if cmd.Kind != fsm.KindPublish {
+			id = cmd.Conn
+		}
+		return fmt.Sprintf("%s: unknown connection '%s'", name, id)
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Sprintf("%s: timed out waiting for the cluster to commit; the message may or may not have been sent", name)
+	}
+	return fmt.Sprintf("%s: not sent, the cluster is unavailable (%v); retry", name, err)
+}
+
+func (c *conn) complete(id string, result json.RawMessage, errMsg string) {
+	c.enqueue(c.proto.appendCompletion(nil, id, result, errMsg))
+}

@@ -1,0 +1,34 @@
+package hub
+
+import (
+	"context"
+
+	"github.com/raftplane/raftplane/fsm"
+)
+
+// Publisher appends a command to the log. Publish returns the command's
+// cursor once it is committed and applied on this node; fsm outcome errors
+// (fsm.ErrUnknownConnection, ...) come back as the error. Any other error
+// means the cluster could not take the command (no leader, shutting down).
+// It may be called from many goroutines.
+type Publisher interface {
+	Publish(ctx context.Context, cmd fsm.Command) (fsm.Cursor, error)
+}
+
+// Stream is the read side of the log: the applied entries and the
+// replicated registry. *fsm.Machine implements it. It may be called from
+// many goroutines.
+type Stream interface {
+	// Since returns up to max entries after the cursor, in order, or an
+	// error wrapping fsm.ErrCursorTooOld.
+	Since(after fsm.Cursor, max int) ([]fsm.Entry, error)
+	// Changed returns a channel closed at the next apply.
+	Changed() <-chan struct{}
+	Position() fsm.Position
+	Epoch() string
+	Connection(hub, id string) (fsm.ConnInfo, bool)
+	GroupConnections(hub, group string) []string
+	UserConnections(hub, user string) []string
+}
+
+var _ Stream = (*fsm.Machine)(nil)

@@ -1,0 +1,222 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/raftplane/raftplane/fsm"
+)
+
+// api wraps a REST handler with the API key check and the hub name check.
+func (s *Server) api(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := s.checkAPIKey(r); err != nil {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="raftplane"`)
+			writeError(w, http.StatusUnauthorized, err.Error())
+			return
+		}
+		if hub := r.PathValue("hub"); hub != "" {
+			if err := validHub(hub); err != nil {
+				writeError(w, http.StatusBadRequest, err.Error())
+				return
+			}
+		}
+		h(w, r)
+	}
+}
+
+// sendBody is the body of every REST send (Azure SignalR's shape).
+type sendBody struct {
+	Target    string          `json:"target"`
+	Arguments json.RawMessage `json:"arguments"`
+	Excluded  []string        `json:"excluded"`
+}
+
+// parseSendBody validates a send body: a non-empty target, arguments an
+// array (absent means none).
+func parseSendBody(b []byte) (sendBody, error) {
+	var sb sendBody
+	if err := json.Unmarshal(b, &sb); err != nil {
+		return sb, fmt.Errorf("invalid JSON body: %v", err)
+	}
+	if sb.Target == "" {
+		return sb, errors.New(`body needs a non-empty "target"`)
+	}
+	if len(sb.Target) > maxTargetLen {
+		return sb, fmt.Errorf(`"target" is longer than %d bytes`, maxTargetLen)
+	}
+	args := sb.Arguments
+	switch {
+	case len(args) == 0 || string(args) == "null":
+		sb.Arguments = json.RawMessage("[]")
+	default:
+		var arr []json.RawMessage
+		if err := json.Unmarshal(args, &arr); err != nil {
+			return sb, errors.New(`"arguments" must be a JSON array`)
+		}
+		sb.Arguments = json.RawMessage(joinArgs(arr)) // compact, validated
+	}
+	for _, x := range sb.Excluded {
+		if x == "" {
+			return sb, errors.New(`"excluded" holds an empty connection id`)
+		}
+	}
+	return sb, nil
+}
+
+func (s *Server) readSend(w http.ResponseWriter, r *http.Request) (sendBody, bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodySize))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body exceeds the limit of %d bytes", s.cfg.MaxBodySize))
+		} else {
+			writeError(w, http.StatusBadRequest, "reading body: "+err.Error())
+		}
+		return sendBody{}, false
+	}
+	sb, err := parseSendBody(body)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return sendBody{}, false
+	}
+	return sb, true
+}
+
+func checkName(w http.ResponseWriter, what, v string, max int) bool {
+	if v == "" || len(v) > max {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("%s must be 1-%d bytes", what, max))
+		return false
+	}
+	return true
+}
+
+func (s *Server) send(w http.ResponseWriter, r *http.Request, a fsm.Audience, key string) {
+	sb, ok := s.readSend(w, r)
+	if !ok {
+		return
+	}
+	s.commit(w, r, publishCmd(r.PathValue("hub"), a, key, sb.Target, sb.Arguments, sb.Excluded))
+}
+
+// commit publishes a command and answers with its cursor once it is applied.
+func (s *Server) commit(w http.ResponseWriter, r *http.Request, cmd fsm.Command) {
+	if err := s.accepting(); err != nil && !errors.Is(err, errShuttingDown) {
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.PublishTimeout)
+	defer cancel()
+	cur, err := s.pub.Publish(ctx, cmd)
+	switch {
+	case err == nil:
+		writeJSON(w, http.StatusOK, map[string]string{"cursor": cur.Format(s.stream.Epoch())})
+	case errors.Is(err, fsm.ErrUnknownConnection):
+		id := cmd.Key
+		if cmd.Kind != fsm.KindPublish {
+			id = cmd.Conn
+		}
+		writeError(w, http.StatusNotFound, fmt.Sprintf("connection %q not found in hub %q", id, cmd.Hub))
+	case errors.Is(err, context.DeadlineExceeded):
+		writeError(w, http.StatusGatewayTimeout, "timed out waiting for commit; the command may or may not have been applied")
+	case errors.Is(err, context.Canceled):
+		writeError(w, http.StatusServiceUnavailable, "request canceled")
+	default:
+		writeError(w, http.StatusServiceUnavailable, "cluster unavailable: "+err.Error())
+	}
+}
+
+func (s *Server) handleSendAll(w http.ResponseWriter, r *http.Request) {
+	s.send(w, r, fsm.AudienceAll, "")
+}
+
+func (s *Server) handleSendGroup(w http.ResponseWriter, r *http.Request) {
+	if g := r.PathValue("group"); checkName(w, "group", g, maxGroupLen) {
+		s.send(w, r, fsm.AudienceGroup, g)
+	}
+}
+
+func (s *Server) handleSendUser(w http.ResponseWriter, r *http.Request) {
+	if u := r.PathValue("user"); checkName(w, "user", u, maxUserLen) {
+		s.send(w, r, fsm.AudienceUser, u)
+	}
+}
+
+func (s *Server) handleSendConnection(w http.ResponseWriter, r *http.Request) {
+	if id := r.PathValue("id"); checkName(w, "connection id", id, maxGroupLen) {
+		s.send(w, r, fsm.AudienceConnection, id)
+	}
+}
+
+func (s *Server) groupChange(w http.ResponseWriter, r *http.Request, kind fsm.Kind) {
+	g, id := r.PathValue("group"), r.PathValue("id")
+	if !checkName(w, "group", g, maxGroupLen) || !checkName(w, "connection id", id, maxGroupLen) {
+		return
+	}
+	s.commit(w, r, fsm.Command{Kind: kind, Hub: r.PathValue("hub"), Group: g, Conn: id})
+}
+
+func (s *Server) handleGroupAdd(w http.ResponseWriter, r *http.Request) {
+	s.groupChange(w, r, fsm.KindGroupJoin)
+}
+
+func (s *Server) handleGroupRemove(w http.ResponseWriter, r *http.Request) {
+	s.groupChange(w, r, fsm.KindGroupLeave)
+}
+
+func (s *Server) handleCloseConnection(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if !checkName(w, "connection id", id, maxGroupLen) {
+		return
+	}
+	reason := r.URL.Query().Get("reason")
+	if len(reason) > 1024 {
+		writeError(w, http.StatusBadRequest, "reason is longer than 1024 bytes")
+		return
+	}
+	if reason == "" {
+		reason = "closed through the REST API"
+	}
+	s.commit(w, r, fsm.Command{Kind: fsm.KindConnClose, Hub: r.PathValue("hub"), Conn: id, Reason: reason})
+}
+
+func (s *Server) handleGetConnection(w http.ResponseWriter, r *http.Request) {
+	ci, ok := s.stream.Connection(r.PathValue("hub"), r.PathValue("id"))
+	if !ok {
+		writeError(w, http.StatusNotFound, "connection not found")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"connectionId": ci.ID, "user": ci.User, "node": ci.Node, "groups": nonNil(ci.Groups),
+		"opened": ci.Opened.Format(s.stream.Epoch()),
+	})
+}
+
+func (s *Server) handleGetGroup(w http.ResponseWriter, r *http.Request) {
+	ids := s.stream.GroupConnections(r.PathValue("hub"), r.PathValue("group"))
+	if len(ids) == 0 {
+		writeError(w, http.StatusNotFound, "group has no connections")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"connections": ids})
+}
+
+func (s *Server) handleGetUser(w http.ResponseWriter, r *http.Request) {
+	ids := s.stream.UserConnections(r.PathValue("hub"), r.PathValue("user"))
+	if len(ids) == 0 {
+		writeError(w, http.StatusNotFound, "user has no connections")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"connections": ids})
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}

@@ -1,0 +1,193 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync"
+
+	"github.com/gorilla/websocket"
+	"github.com/raftplane/raftplane/fsm"
+)
+
+// Server is the SignalR endpoint and REST API of one node. It is an
+// http.Handler; Start begins delivery and Close ends it.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	pub    Publisher
+	stream Stream
+	mux    *http.ServeMux
+	ws     websocket.Upgrader
+
+	mu      sync.Mutex
+	conns   map[string]*conn // local connections by id, from handshake to cleanup
+	closing bool
+
+	// idx is the dispatcher's view of local connections; only the
+	// dispatcher goroutine touches it.
+	idx map[string]*localHub
+
+	stop     chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup // dispatcher, connection cleanups
+	connWG   sync.WaitGroup // connection handlers
+	started  bool
+}
+
+// New validates cfg and builds a server; it starts nothing.
+func New(cfg Config, pub Publisher, stream Stream) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if pub == nil || stream == nil {
+		return nil, errors.New("hub: nil Publisher or Stream")
+	}
+	lg := cfg.Logger
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		cfg:    cfg,
+		log:    lg,
+		pub:    pub,
+		stream: stream,
+		conns:  map[string]*conn{},
+		idx:    map[string]*localHub{},
+		stop:   make(chan struct{}),
+		ws: websocket.Upgrader{
+			ReadBufferSize:  4096,
+			WriteBufferSize: 4096,
+			// Browsers from other origins are the CORS issue's business;
+			// the official clients in Node send no Origin.
+			CheckOrigin: func(*http.Request) bool { return true },
+		},
+	}
+	s.routes()
+	return s, nil
+}
+
+func (s *Server) routes() {
+	m := http.NewServeMux()
+	m.HandleFunc("/hubs/{hub}/negotiate", s.handleNegotiate)
+	m.HandleFunc("/hubs/{hub}", s.handleConnect)
+	m.HandleFunc("GET /api/v1/status", s.api(s.handleStatus))
+	m.HandleFunc("POST /api/v1/hubs/{hub}", s.api(s.handleSendAll))
+	m.HandleFunc("POST /api/v1/hubs/{hub}/groups/{group}", s.api(s.handleSendGroup))
+	m.HandleFunc("POST /api/v1/hubs/{hub}/users/{user}", s.api(s.handleSendUser))
+	m.HandleFunc("POST /api/v1/hubs/{hub}/connections/{id}", s.api(s.handleSendConnection))
+	m.HandleFunc("PUT /api/v1/hubs/{hub}/groups/{group}/connections/{id}", s.api(s.handleGroupAdd))
+	m.HandleFunc("DELETE /api/v1/hubs/{hub}/groups/{group}/connections/{id}", s.api(s.handleGroupRemove))
+	m.HandleFunc("DELETE /api/v1/hubs/{hub}/connections/{id}", s.api(s.handleCloseConnection))
+	m.HandleFunc("GET /api/v1/hubs/{hub}/connections/{id}", s.api(s.handleGetConnection))
+	m.HandleFunc("GET /api/v1/hubs/{hub}/groups/{group}", s.api(s.handleGetGroup))
+	m.HandleFunc("GET /api/v1/hubs/{hub}/users/{user}", s.api(s.handleGetUser))
+	s.mux = m
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// Start begins delivering applied entries to local connections, from the
+// stream's current end.
+func (s *Server) Start() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started {
+		return
+	}
+	s.started = true
+	from := s.stream.Position().Last
+	s.wg.Add(1)
+	go s.dispatch(from)
+}
+
+// Close stops accepting clients, closes every connection with a Close
+// message that allows reconnecting, waits for their handlers and for the
+// log entries that record their departure, then stops the dispatcher.
+// It returns ctx.Err() if that takes longer than ctx allows.
+func (s *Server) Close(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	conns := make([]*conn, 0, len(s.conns))
+	for _, c := range s.conns {
+		if c != nil { // nil: claimed, handshake not done yet
+			conns = append(conns, c)
+		}
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.closeWith("Server is shutting down.", true, true)
+	}
+	done := make(chan struct{})
+	go func() {
+		s.connWG.Wait()
+		s.stopOnce.Do(func() { close(s.stop) })
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.stopOnce.Do(func() { close(s.stop) })
+		return ctx.Err()
+	}
+}
+
+// LocalConnections returns the number of connections this node holds.
+func (s *Server) LocalConnections() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
+	p := s.stream.Position()
+	out := map[string]any{
+		"stream": map[string]any{
+			"epoch":         p.Epoch,
+			"applied_index": p.Applied,
+			"first_cursor":  cursorOrEmpty(p.Epoch, p.First),
+			"last_cursor":   cursorOrEmpty(p.Epoch, p.Last),
+			"floor_cursor":  cursorOrEmpty(p.Epoch, p.Floor),
+			"cached":        p.Entries,
+			"cached_bytes":  p.Bytes,
+		},
+		"hub": map[string]any{"local_connections": s.LocalConnections()},
+	}
+	if s.cfg.Status != nil {
+		out["node"] = s.cfg.Status()
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func cursorOrEmpty(epoch string, c fsm.Cursor) string {
+	if c.IsZero() || epoch == "" {
+		return ""
+	}
+	return c.Format(epoch)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// apiError is the JSON error body of every REST and negotiate failure.
+type apiError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	code := http.StatusText(status)
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	writeJSON(w, status, apiError{Code: code, Message: msg})
+}

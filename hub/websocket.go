@@ -1,0 +1,291 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// wsTransport writes hub messages as WebSocket messages.
+type wsTransport struct {
+	ws      *websocket.Conn
+	binary  bool
+	timeout time.Duration
+}
+
+func (t *wsTransport) write(p []byte) error {
+	_ = t.ws.SetWriteDeadline(time.Now().Add(t.timeout))
+	typ := websocket.TextMessage
+	if t.binary {
+		typ = websocket.BinaryMessage
+	}
+	return t.ws.WriteMessage(typ, p)
+}
+
+func (t *wsTransport) close() error {
+	_ = t.ws.WriteControl(websocket.CloseMessage,
+		websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+	return t.ws.Close()
+}
+
+// handleConnect serves [base]?id=<token>: the WebSocket transport. Without an
+// id it is a skipNegotiation connect and the connection is made on the spot.
+func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
+	hub := r.PathValue("hub")
+	if err := validHub(hub); err != nil {
+		writeError(w, http.StatusNotFound, err.Error())
+		return
+	}
+	if !websocket.IsWebSocketUpgrade(r) {
+		switch r.Method {
+		case http.MethodGet, http.MethodPost, http.MethodDelete:
+			writeError(w, http.StatusBadRequest,
+				"this server offers only the WebSockets transport for now; connect with a WebSocket upgrade")
+		default:
+			writeError(w, http.StatusMethodNotAllowed, "method not allowed")
+		}
+		return
+	}
+	user, err := s.authenticate(r)
+	if err != nil {
+		writeError(w, http.StatusUnauthorized, err.Error())
+		return
+	}
+	if err := s.accepting(); err != nil {
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	var id string
+	if raw := queryValue(r, "id"); raw == "" {
+		id = newConnectionID() // skipNegotiation
+	} else {
+		tok, err := s.parseToken(raw)
+		switch {
+		case err != nil:
+			writeError(w, http.StatusNotFound, "No Connection with that ID: "+err.Error())
+			return
+		case tok.Hub != hub:
+			writeError(w, http.StatusNotFound, fmt.Sprintf("No Connection with that ID on hub %q", hub))
+			return
+		case len(s.cfg.JWTKey) > 0 && tok.User != user:
+			writeError(w, http.StatusForbidden, "the access token's user does not match the negotiated connection's")
+			return
+		case time.Since(tok.Issued) > s.cfg.NegotiateTTL:
+			writeError(w, http.StatusNotFound, fmt.Sprintf("connection token expired: connect within %s of negotiate", s.cfg.NegotiateTTL))
+			return
+		}
+		id, user = tok.ID, tok.User
+	}
+	if err := s.claim(hub, id); err != nil {
+		writeError(w, http.StatusConflict, err.Error())
+		return
+	}
+	ws, err := s.ws.Upgrade(w, r, nil)
+	if err != nil {
+		s.unclaim(id)
+		return // the upgrader has answered
+	}
+	tr := &wsTransport{ws: ws, timeout: s.cfg.SendTimeout}
+	c := s.newConn(id, hub, user, tr)
+	s.serve(c, &wsReader{ws: ws, srv: s})
+}
+
+// wsReader reads a WebSocket as a byte stream of hub messages, whatever the
+// frame type, refreshing the client timeout on every message.
+type wsReader struct {
+	ws  *websocket.Conn
+	srv *Server
+	buf []byte
+}
+
+// next returns the next chunk of bytes, waiting at most d.
+func (r *wsReader) next(d time.Duration, fn func([]byte)) error {
+	_ = r.ws.SetReadDeadline(time.Now().Add(d))
+	_, rd, err := r.ws.NextReader()
+	if err != nil {
+		return err
+	}
+	if r.buf == nil {
+		r.buf = make([]byte, 4096)
+	}
+	for {
+		n, err := rd.Read(r.buf)
+		if n > 0 {
+			fn(r.buf[:n])
+		}
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// reader is a transport's inbound side as the connection loop sees it.
+type reader interface {
+	next(timeout time.Duration, fn func([]byte)) error
+}
+
+// claim reserves a connection id on this node until unclaim or cleanup, so
+// that a second transport for the same id is refused with 409.
+func (s *Server) claim(hub, id string) error {
+	if _, ok := s.stream.Connection(hub, id); ok {
+		return fmt.Errorf("connection %s is already active", id)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return errShuttingDown
+	}
+	if _, ok := s.conns[id]; ok {
+		return fmt.Errorf("connection %s is already active on this node", id)
+	}
+	s.conns[id] = nil
+	s.connWG.Add(1)
+	return nil
+}
+
+func (s *Server) unclaim(id string) {
+	s.mu.Lock()
+	delete(s.conns, id)
+	s.mu.Unlock()
+	s.connWG.Done()
+}
+
+// serve runs a connection from handshake to cleanup on the handler goroutine.
+func (s *Server) serve(c *conn, rd reader) {
+	defer s.unclaim(c.id)
+	s.mu.Lock()
+	s.conns[c.id] = c
+	s.mu.Unlock()
+	defer c.cancel()
+
+	split := newRecordSplitter(s.cfg.MaxMessageSize)
+	var (
+		hs       *handshakeRequest
+		hsErr    error
+		leftover [][]byte
+	)
+	deadline := time.Now().Add(s.cfg.HandshakeTimeout)
+	for hs == nil && hsErr == nil {
+		left := time.Until(deadline)
+		if left <= 0 {
+			hsErr = errors.New("Handshake was canceled.")
+			break
+		}
+		err := rd.next(left, func(p []byte) {
+			split.feed(p, func(rec []byte, info recordInfo) {
+				switch {
+				case hs != nil || hsErr != nil:
+					if !info.Oversized {
+						leftover = append(leftover, append([]byte(nil), rec...))
+					}
+				case info.Oversized:
+					hsErr = fmt.Errorf("Handshake was canceled: %d bytes exceed the limit of %d.", info.Size, s.cfg.MaxMessageSize)
+				default:
+					req, err := parseHandshake(rec)
+					if err != nil {
+						hsErr = err
+					} else {
+						hs = &req
+					}
+				}
+			})
+		})
+		if err != nil && hs == nil && hsErr == nil {
+			c.log.Debug("connection ended before handshake", "err", err)
+			_ = c.tr.close()
+			return
+		}
+	}
+	if hsErr == nil {
+		hsErr = s.checkHandshake(*hs)
+	}
+	if hsErr == nil {
+		hsErr = s.open(c)
+	}
+	if hsErr != nil {
+		c.log.Debug("handshake failed", "err", hsErr)
+		_ = c.tr.write(encodeHandshakeResponse(hsErr.Error()))
+		_ = c.tr.close()
+		return
+	}
+	if err := c.tr.write(encodeHandshakeResponse("")); err != nil {
+		_ = c.tr.close()
+		s.release(c)
+		return
+	}
+	c.log.Debug("connected", "user", c.user)
+	go c.writeLoop()
+
+	for _, rec := range leftover {
+		c.handleRecord(rec, recordInfo{})
+	}
+	for c.ctx.Err() == nil {
+		err := rd.next(s.cfg.ClientTimeout, func(p []byte) { split.feed(p, c.handleRecord) })
+		if err != nil {
+			var ce *websocket.CloseError
+			if !errors.As(err, &ce) && c.ctx.Err() == nil {
+				c.log.Debug("read ended", "err", err)
+			}
+			break
+		}
+	}
+	c.cancel()
+	<-c.writerDone
+	s.release(c)
+}
+
+// checkHandshake accepts the JSON protocol, versions up to 2.
+func (s *Server) checkHandshake(h handshakeRequest) error {
+	if h.Protocol != "json" {
+		return fmt.Errorf("The protocol '%s' is not supported.", h.Protocol)
+	}
+	if h.Version < 0 || h.Version > 2 {
+		return fmt.Errorf("The server does not support version %d of the '%s' protocol.", h.Version, h.Protocol)
+	}
+	return nil
+}
+
+// open records the connection in the log and waits until the dispatcher
+// has attached it, so that it receives exactly what follows its ConnOpen.
+func (s *Server) open(c *conn) error {
+	ctx, cancel := context.WithTimeout(c.ctx, s.cfg.PublishTimeout)
+	defer cancel()
+	if _, err := s.pub.Publish(ctx, connOpen(c, s.cfg.NodeID)); err != nil {
+		return fmt.Errorf("Connection refused: the cluster did not record it (%v). Retry.", err)
+	}
+	c.opened.Store(true)
+	select {
+	case <-c.attached:
+		return nil
+	case <-ctx.Done():
+		s.release(c)
+		return errors.New("Connection refused: timed out waiting for delivery to start. Retry.")
+	}
+}
+
+// release records the connection's departure in the log, unless the log
+// already has it. It runs in the background so a handler returns at once;
+// Server.Close waits for it.
+func (s *Server) release(c *conn) {
+	if !c.opened.Load() || c.removed.Load() {
+		return
+	}
+	c.opened.Store(false)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.PublishTimeout)
+		defer cancel()
+		if _, err := s.pub.Publish(ctx, connClose(c, "disconnected")); err != nil {
+			c.log.Warn("could not record disconnect", "err", err)
+		}
+	}()
+}
