@@ -73,6 +73,7 @@ func (s *Server) routes() {
 	m := http.NewServeMux()
 	m.HandleFunc("/hubs/{hub}/negotiate", s.handleNegotiate)
 	m.HandleFunc("/hubs/{hub}", s.handleConnect)
+	m.HandleFunc("GET /healthz", s.handleHealth)
 	m.HandleFunc("GET /api/v1/status", s.api(s.handleStatus))
 	m.HandleFunc("POST /api/v1/hubs/{hub}", s.api(s.handleSendAll))
 	m.HandleFunc("POST /api/v1/hubs/{hub}/groups/{group}", s.api(s.handleSendGroup))
@@ -142,6 +143,16 @@ func (s *Server) LocalConnections() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.conns)
+}
+
+// handleHealth is an unauthenticated check for load balancers: 200 while
+// this node takes new clients, 503 (with the reason) while it does not.
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	if err := s.accepting(); err != nil {
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {

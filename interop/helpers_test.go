@@ -1,0 +1,312 @@
+//go:build unix
+
+package interop
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Helpers shared by the interop tests (single node now; clusters and chaos tests later).
+
+const (
+	buildTimeout = 5 * time.Minute
+	readyTimeout = 20 * time.Second
+	stopTimeout  = 10 * time.Second // SIGTERM, then SIGKILL after this
+)
+
+// inCI reports whether CI=true (CI must not skip tests for missing tools).
+func inCI() bool {
+	v, _ := strconv.ParseBool(os.Getenv("CI"))
+	return v
+}
+
+// skipOrFail skips the test, or fails it when running in CI.
+func skipOrFail(t *testing.T, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if inCI() {
+		t.Fatalf("%s (CI=true: not skipping)", msg)
+	}
+	t.Skip(msg)
+}
+
+// goCommand returns the go command: `go test` puts $GOROOT/bin first on PATH; fall back to the GOROOT
+// this test binary was built with.
+func goCommand(t *testing.T) string {
+	t.Helper()
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	p := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("no go command on PATH or in %s", p)
+	}
+	return p
+}
+
+// buildServer builds ./cmd/raftplane into t.TempDir() and returns the binary's path.
+// Build once per test and start as many nodes from it as needed.
+func buildServer(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "raftplane")
+	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, goCommand(t), "build", "-o", bin, "github.com/raftplane/raftplane/cmd/raftplane")
+	cmd.Dir = ".." // module root; go test runs in the package directory
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build ./cmd/raftplane: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// freePort returns a loopback TCP port that was free a moment ago (listen on :0 and close).
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen 127.0.0.1:0: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// randomKey returns a random hex string, for API and JWT keys.
+func randomKey(t *testing.T) string {
+	t.Helper()
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// server is one running raftplane process.
+type server struct {
+	Name     string
+	HTTPAddr string // 127.0.0.1:PORT
+	RaftAddr string
+	DataDir  string
+	URL      string // http://HTTPAddr
+	APIKey   string // the -api-key flag's value, if any (the REST API, /api/v1/status included, needs it)
+
+	cancel  context.CancelFunc
+	cmd     *exec.Cmd
+	exited  chan struct{} // closed when the process has exited
+	waitErr error         // valid after exited is closed
+	stopped bool          // Stop was called
+	mu      sync.Mutex
+}
+
+// nodeAddrs picks fresh HTTP and Raft addresses and a data directory for a node.
+func nodeAddrs(t *testing.T) (httpAddr, raftAddr, dataDir string) {
+	t.Helper()
+	httpAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	raftAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	for raftAddr == httpAddr {
+		raftAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	}
+	return httpAddr, raftAddr, t.TempDir()
+}
+
+// startServer starts bin on fresh ports with a fresh data directory, passing extraArgs after the
+// standard flags, and waits until it is ready. It is stopped when the test ends.
+func startServer(t *testing.T, bin, name string, extraArgs ...string) *server {
+	t.Helper()
+	httpAddr, raftAddr, dataDir := nodeAddrs(t)
+	s := startServerAt(t, bin, name, httpAddr, raftAddr, dataDir, extraArgs...)
+	waitReady(t, s, readyTimeout)
+	return s
+}
+
+// startServerAt starts bin with the given addresses and data directory (for clusters, where peers
+// must know each other's addresses up front, and for restarts on the same data). It does not wait
+// for readiness. Output goes to the test log, one t.Log line per line, prefixed with name.
+func startServerAt(t *testing.T, bin, name, httpAddr, raftAddr, dataDir string, extraArgs ...string) *server {
+	t.Helper()
+	args := append([]string{"-data", dataDir, "-http", httpAddr, "-raft", raftAddr}, extraArgs...)
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = stopTimeout // after Cancel: SIGKILL, and stop waiting for output
+	out := &lineLogger{t: t, prefix: name}
+	cmd.Stdout = out
+	cmd.Stderr = out
+	s := &server{
+		Name: name, HTTPAddr: httpAddr, RaftAddr: raftAddr, DataDir: dataDir,
+		URL: "http://" + httpAddr, APIKey: flagValue(extraArgs, "api-key"), cancel: cancel, cmd: cmd, exited: make(chan struct{}),
+	}
+	t.Logf("%s: starting %s %q", name, filepath.Base(bin), args)
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatalf("%s: start: %v", name, err)
+	}
+	go func() {
+		s.waitErr = cmd.Wait()
+		out.flush()
+		close(s.exited)
+	}()
+	t.Cleanup(func() {
+		s.mu.Lock()
+		unexpected := !s.stopped && s.hasExited()
+		s.mu.Unlock()
+		if unexpected {
+			t.Errorf("%s: exited before the test stopped it: %v", name, s.waitErr)
+		}
+		s.Stop(t)
+	})
+	return s
+}
+
+// flagValue returns the value of -name / --name (as "-name V" or "-name=V") in args, or "".
+func flagValue(args []string, name string) string {
+	for i, a := range args {
+		a = strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-")
+		if a == name && i+1 < len(args) {
+			return args[i+1]
+		}
+		if v, ok := strings.CutPrefix(a, name+"="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+func (s *server) hasExited() bool {
+	select {
+	case <-s.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+// Stop sends SIGTERM, waits for the process (SIGKILL after stopTimeout) and reports a hung shutdown
+// as a test error. Safe to call more than once.
+func (s *server) Stop(t *testing.T) {
+	t.Helper()
+	s.mu.Lock()
+	already := s.stopped
+	s.stopped = true
+	s.mu.Unlock()
+	if already {
+		<-s.exited
+		return
+	}
+	wasRunning := !s.hasExited()
+	start := time.Now()
+	s.cancel()
+	<-s.exited
+	if !wasRunning {
+		return
+	}
+	if ps := s.cmd.ProcessState; ps != nil {
+		if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL {
+			t.Errorf("%s: did not exit within %v of SIGTERM; killed", s.Name, stopTimeout)
+			return
+		}
+		t.Logf("%s: stopped in %v: %v", s.Name, time.Since(start).Round(time.Millisecond), ps)
+	}
+}
+
+// waitReady polls GET /api/v1/status (with the API key, if the server has one) until it answers 200.
+func waitReady(t *testing.T, s *server, timeout time.Duration) {
+	t.Helper()
+	client := &http.Client{Timeout: 2 * time.Second}
+	deadline := time.Now().Add(timeout)
+	var last string
+	for {
+		req, err := http.NewRequest(http.MethodGet, s.URL+"/api/v1/status", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.APIKey != "" {
+			req.Header.Set("Authorization", "Bearer "+s.APIKey)
+		}
+		resp, err := client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+			last = resp.Status
+		} else {
+			last = err.Error()
+		}
+		if s.hasExited() {
+			t.Fatalf("%s: exited while waiting for readiness: %v", s.Name, s.waitErr)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: GET /api/v1/status not 200 within %v (last: %s)", s.Name, timeout, last)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// lineLogger writes each complete line to the test log (shown on failure or with -v).
+type lineLogger struct {
+	t      *testing.T
+	prefix string
+	mu     sync.Mutex
+	buf    []byte
+}
+
+func (l *lineLogger) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf = append(l.buf, p...)
+	for {
+		i := bytes.IndexByte(l.buf, '\n')
+		if i < 0 {
+			break
+		}
+		l.t.Logf("%s: %s", l.prefix, bytes.TrimRight(l.buf[:i], "\r"))
+		l.buf = l.buf[i+1:]
+	}
+	return len(p), nil
+}
+
+func (l *lineLogger) flush() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.buf) > 0 {
+		l.t.Logf("%s: %s", l.prefix, l.buf)
+		l.buf = nil
+	}
+}
+
+// runNode runs node with args in dir, in its own process group (node --test spawns children), and
+// returns its combined output. The whole group is killed when ctx ends.
+func runNode(ctx context.Context, node, dir string, env []string, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, node, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = &out
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		err = errors.Join(err, ctx.Err())
+	}
+	return out.Bytes(), err
+}
