@@ -34,6 +34,9 @@ type inflight struct {
 // come back with the cursor the command still occupies. If ctx ends first, the
 // command may or may not be applied.
 func (n *Node) Publish(ctx context.Context, cmd fsm.Command) (fsm.Cursor, error) {
+	if err := cmd.Validate(); err != nil {
+		return fsm.Cursor{}, err
+	}
 	if err := n.waitLeader(ctx); err != nil {
 		return fsm.Cursor{}, err
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Kind is the type byte of a command. Kinds at or above KindIgnorable may be
@@ -341,3 +342,42 @@ func (r *reader) bytes() []byte {
 }
 
 func (r *reader) string() string { return string(r.bytes()) }
+
+// Validate reports a command that the FSM would refuse to decode, so that a
+// submitter rejects it before it reaches the log (where a bad entry stops
+// every replica).
+func (c *Command) Validate() error {
+	switch c.Kind {
+	case KindClusterInit:
+		if c.ClusterID == "" || strings.Contains(c.ClusterID, ":") {
+			return fmt.Errorf("%w: cluster id %q", ErrInvalid, c.ClusterID)
+		}
+	case KindPublish:
+		if c.Audience < AudienceAll || c.Audience > AudienceConnection {
+			return fmt.Errorf("%w: unknown audience %d", ErrInvalid, c.Audience)
+		}
+		if c.Audience != AudienceAll && c.Key == "" {
+			return fmt.Errorf("%w: %s publish without a key", ErrInvalid, c.Audience)
+		}
+		if c.Target == "" {
+			return fmt.Errorf("%w: publish without a target", ErrInvalid)
+		}
+	case KindGroupJoin, KindGroupLeave:
+		if c.Conn == "" || c.Group == "" {
+			return fmt.Errorf("%w: %s needs a connection and a group", ErrInvalid, c.Kind)
+		}
+	case KindConnOpen, KindConnClose:
+		if c.Conn == "" {
+			return fmt.Errorf("%w: %s needs a connection", ErrInvalid, c.Kind)
+		}
+	default:
+		return fmt.Errorf("%w: unknown kind %d", ErrInvalid, c.Kind)
+	}
+	if c.Kind != KindClusterInit && c.Hub == "" {
+		return fmt.Errorf("%w: %s without a hub", ErrInvalid, c.Kind)
+	}
+	return nil
+}
+
+// ErrInvalid is wrapped by Validate's errors.
+var ErrInvalid = errors.New("fsm: invalid command")

@@ -505,3 +505,25 @@ func sortedKeys(s map[string]struct{}) []string {
 	sort.Strings(out)
 	return out
 }
+
+// ConnectionsOn returns the connections whose transport is held by node,
+// sorted by hub and id.
+func (m *Machine) ConnectionsOn(node string) []ConnInfo {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	var out []ConnInfo
+	for hubName, h := range m.st.Hubs {
+		for id, cs := range h.Conns {
+			if cs.Node == node {
+				out = append(out, ConnInfo{ID: id, Hub: hubName, User: cs.User, Node: cs.Node, Opened: cs.Opened})
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Hub != out[j].Hub {
+			return out[i].Hub < out[j].Hub
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out
+}

@@ -29,6 +29,8 @@ type Stream interface {
 	Connection(hub, id string) (fsm.ConnInfo, bool)
 	GroupConnections(hub, group string) []string
 	UserConnections(hub, user string) []string
+	// ConnectionsOn lists the connections held by a node.
+	ConnectionsOn(node string) []fsm.ConnInfo
 }
 
 var _ Stream = (*fsm.Machine)(nil)

@@ -101,8 +101,40 @@ func (s *Server) Start() {
 	}
 	s.started = true
 	from := s.stream.Position().Last
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.dispatch(from)
+	go s.reapStale()
+}
+
+// reapStale closes, in the log, the connections the registry says this node
+// holds but that this process never opened: they belong to a previous run
+// that ended without recording their departure (a crash, a kill -9).
+func (s *Server) reapStale() {
+	defer s.wg.Done()
+	for _, ci := range s.stream.ConnectionsOn(s.cfg.NodeID) {
+		s.mu.Lock()
+		_, live := s.conns[ci.ID]
+		s.mu.Unlock()
+		if live {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.PublishTimeout)
+		go func() {
+			select {
+			case <-s.stop:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		_, err := s.pub.Publish(ctx, fsm.Command{Kind: fsm.KindConnClose, Hub: ci.Hub, Conn: ci.ID,
+			Reason: "its node restarted"})
+		cancel()
+		if err != nil && !errors.Is(err, fsm.ErrUnknownConnection) {
+			s.log.Warn("could not close a connection left by a previous run", "conn", ci.ID, "err", err)
+			return
+		}
+		s.log.Info("closed a connection left by a previous run", "conn", ci.ID, "hub", ci.Hub)
+	}
 }
 
 // Close stops accepting clients, closes every connection with a Close

@@ -1,0 +1,96 @@
+package fsm
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/hashicorp/raft"
+)
+
+// benchPublishes returns n publish commands with 120-byte arguments.
+func benchPublishes(n int) []Command {
+	args := append(append([]byte(`["`), bytes.Repeat([]byte{'x'}, 116)...), `"]`...)
+	cmds := make([]Command, n)
+	for i := range cmds {
+		cmds[i] = Command{
+			Kind: KindPublish, Time: t0, Hub: "chat",
+			Audience: AudienceGroup, Key: "room-42", Target: "receiveMessage", Args: args,
+		}
+	}
+	return cmds
+}
+
+func BenchmarkEncodeBatch(b *testing.B) {
+	cmds := benchPublishes(64)
+	b.SetBytes(int64(len(EncodeBatch(cmds))))
+	b.ReportAllocs()
+	for b.Loop() {
+		EncodeBatch(cmds)
+	}
+}
+
+func BenchmarkDecodeBatch(b *testing.B) {
+	data := EncodeBatch(benchPublishes(64))
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := DecodeBatch(data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// fillMachine applies entries of perEntry publishes until the cache holds
+// at least n commands, and returns the next free index.
+func fillMachine(b *testing.B, m *Machine, n, perEntry int) uint64 {
+	b.Helper()
+	data := EncodeBatch(benchPublishes(perEntry))
+	idx := uint64(0)
+	logs := make([]*raft.Log, 0, 256)
+	for m.Position().Entries < n {
+		logs = logs[:0]
+		for range 256 {
+			idx++
+			logs = append(logs, &raft.Log{Index: idx, Type: raft.LogCommand, Data: data})
+		}
+		m.ApplyBatch(logs)
+	}
+	return idx + 1
+}
+
+// BenchmarkMachine_Apply measures one Apply call on a machine whose cache is
+// full at the default limits, so every apply also evicts (the steady state).
+func BenchmarkMachine_Apply(b *testing.B) {
+	for _, perEntry := range []int{1, 64} {
+		b.Run(fmt.Sprintf("cmds=%d", perEntry), func(b *testing.B) {
+			m := newTestMachine(b, DefaultConfig())
+			idx := fillMachine(b, m, DefaultConfig().CacheMaxEntries, 64)
+			data := EncodeBatch(benchPublishes(perEntry))
+			b.SetBytes(int64(len(data)))
+			b.ReportAllocs()
+			for b.Loop() {
+				m.Apply(&raft.Log{Index: idx, Type: raft.LogCommand, Data: data})
+				idx++
+			}
+		})
+	}
+}
+
+func BenchmarkMachine_Since(b *testing.B) {
+	m := newTestMachine(b, DefaultConfig())
+	fillMachine(b, m, 100_000, 64)
+	all, err := m.Since(m.Position().Floor, 0)
+	if err != nil || len(all) != 100_000 {
+		b.Fatalf("cache holds %d entries (%v), want 100000", len(all), err)
+	}
+	rng := rand.New(rand.NewPCG(1, 1))
+	b.ReportAllocs()
+	for b.Loop() {
+		after := all[rng.IntN(len(all))].Cursor
+		if _, err := m.Since(after, 256); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
