@@ -24,7 +24,7 @@ const (
 	maxTargetLen = 1024
 )
 
-var b64 = base64.RawURLEncoding
+var b64 = base64.RawURLEncoding.Strict() // Strict: a token has one spelling
 
 // newConnectionID returns 16 random bytes, base64url: 22 characters, as the
 // .NET server makes them.
@@ -39,17 +39,27 @@ func newConnectionID() string {
 // connToken is what a connection token carries. The token is signed with the
 // cluster's secret, so a node verifies it without having seen the negotiate.
 type connToken struct {
+	V0     bool // negotiate version 0: the token itself is the connection id
 	ID     string
 	Hub    string
 	User   string
 	Issued time.Time
 }
 
-const tokenVersion = 1
+// Token format versions: tokenVersion for negotiate version 1 tokens,
+// tokenVersionV0 for version 0 ones (whose token is also the id).
+const (
+	tokenVersion   = 1
+	tokenVersionV0 = 2
+)
 
 func (s *Server) signToken(t connToken) string {
 	var p []byte
-	p = append(p, tokenVersion)
+	if t.V0 {
+		p = append(p, tokenVersionV0)
+	} else {
+		p = append(p, tokenVersion)
+	}
 	p = binary.AppendVarint(p, t.Issued.UnixMilli())
 	for _, f := range []string{t.ID, t.Hub, t.User} {
 		p = binary.AppendUvarint(p, uint64(len(f)))
@@ -77,9 +87,10 @@ func (s *Server) parseToken(tok string) (connToken, error) {
 	if !hmac.Equal(got, mac.Sum(nil)[:18]) {
 		return connToken{}, errBadToken
 	}
-	if len(p) < 1 || p[0] != tokenVersion {
+	if len(p) < 1 || (p[0] != tokenVersion && p[0] != tokenVersionV0) {
 		return connToken{}, errBadToken
 	}
+	v0 := p[0] == tokenVersionV0
 	p = p[1:]
 	ms, n := binary.Varint(p)
 	if n <= 0 {
@@ -98,7 +109,7 @@ func (s *Server) parseToken(tok string) (connToken, error) {
 	if len(p) != 0 {
 		return connToken{}, errBadToken
 	}
-	return connToken{ID: fields[0], Hub: fields[1], User: fields[2], Issued: time.UnixMilli(ms)}, nil
+	return connToken{V0: v0, ID: fields[0], Hub: fields[1], User: fields[2], Issued: time.UnixMilli(ms)}, nil
 }
 
 // authError is a 401 with a body that says what is wrong.

@@ -42,6 +42,8 @@ type conn struct {
 	closeMsg []byte // the hub Close message sent last, if any
 	wake     chan struct{}
 
+	handshaking atomic.Bool // until the handshake response is written
+
 	attached   chan struct{} // closed by the dispatcher when ConnOpen applies
 	opened     atomic.Bool   // ConnOpen committed: a ConnClose is owed
 	removed    atomic.Bool   // ConnClose applied: nothing is owed

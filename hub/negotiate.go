@@ -63,7 +63,7 @@ func (s *Server) handleNegotiate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := newConnectionID()
-	tok := s.signToken(connToken{ID: id, Hub: hub, User: user, Issued: time.Now()})
+	tok := s.signToken(connToken{V0: version == 0, ID: id, Hub: hub, User: user, Issued: time.Now()})
 	resp := negotiateResponse{
 		ConnectionID:     id,
 		NegotiateVersion: version,
@@ -75,7 +75,8 @@ func (s *Server) handleNegotiate(w http.ResponseWriter, r *http.Request) {
 		resp.ConnectionToken = tok
 	} else {
 		// Version 0 has no separate token: the id is what the client sends
-		// back, so it must be the signed token itself.
+		// back, so it is the signed token itself, and the connection goes
+		// by it everywhere (REST, SendToConnection).
 		resp.ConnectionID = tok
 	}
 	writeJSON(w, http.StatusOK, resp)

@@ -152,6 +152,10 @@ func (s *Server) Close(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	for _, c := range conns {
+		if c.handshaking.Load() {
+			c.cancel() // no writer yet: ending the context closes the transport
+			continue
+		}
 		c.closeWith("Server is shutting down.", true, true)
 	}
 	done := make(chan struct{})

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"time"
 
@@ -80,9 +81,18 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		id, user = tok.ID, tok.User
+		if tok.V0 {
+			// Negotiate version 0 gave the client the token as its id, and
+			// that is the id apps will address it by.
+			id = raw
+		}
 	}
 	if err := s.claim(hub, id); err != nil {
-		writeError(w, http.StatusConflict, err.Error())
+		status := http.StatusConflict
+		if errors.Is(err, errShuttingDown) {
+			status = http.StatusServiceUnavailable
+		}
+		writeError(w, status, err.Error())
 		return
 	}
 	ws, err := s.ws.Upgrade(w, r, nil)
@@ -165,6 +175,10 @@ func (s *Server) serve(c *conn, rd reader) {
 	s.conns[c.id] = c
 	s.mu.Unlock()
 	defer c.cancel()
+	// Until the writer owns the transport, ending the connection's context
+	// (Server.Close) must close the transport to unblock the handshake read.
+	c.handshaking.Store(true)
+	stopHandshakeClose := context.AfterFunc(c.ctx, func() { _ = c.tr.close() })
 
 	split := newRecordSplitter(s.cfg.MaxMessageSize)
 	var (
@@ -216,6 +230,12 @@ func (s *Server) serve(c *conn, rd reader) {
 		_ = c.tr.close()
 		return
 	}
+	if !stopHandshakeClose() || c.ctx.Err() != nil {
+		_ = c.tr.close()
+		s.release(c)
+		return
+	}
+	c.handshaking.Store(false)
 	if err := c.tr.write(encodeHandshakeResponse("")); err != nil {
 		_ = c.tr.close()
 		s.release(c)
@@ -231,7 +251,17 @@ func (s *Server) serve(c *conn, rd reader) {
 		err := rd.next(s.cfg.ClientTimeout, func(p []byte) { split.feed(p, c.handleRecord) })
 		if err != nil {
 			var ce *websocket.CloseError
-			if !errors.As(err, &ce) && c.ctx.Err() == nil {
+			var ne net.Error
+			switch {
+			case errors.As(err, &ne) && ne.Timeout() && c.ctx.Err() == nil:
+				// Tell the client why, as ASP.NET Core does, and let it come back.
+				c.log.Debug("client timeout", "after", s.cfg.ClientTimeout)
+				c.closeWith(fmt.Sprintf("Connection closed: nothing received from the client for %s.", s.cfg.ClientTimeout), true, false)
+				select {
+				case <-c.writerDone:
+				case <-time.After(s.cfg.SendTimeout):
+				}
+			case !errors.As(err, &ce) && c.ctx.Err() == nil:
 				c.log.Debug("read ended", "err", err)
 			}
 			break

@@ -1,0 +1,214 @@
+package hub
+
+import (
+	"bytes"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+)
+
+// gateTransport is a transport whose writes wait for release (closed up
+// front for a transport that never blocks). It records what was written.
+type gateTransport struct {
+	entered chan struct{} // one token per write call that has started
+	release chan struct{}
+
+	mu     sync.Mutex
+	writes [][]byte
+	closes int
+	closed chan struct{}
+}
+
+func newGateTransport(blocking bool) *gateTransport {
+	g := &gateTransport{entered: make(chan struct{}, 1024), release: make(chan struct{}), closed: make(chan struct{})}
+	if !blocking {
+		close(g.release)
+	}
+	return g
+}
+
+func (g *gateTransport) write(p []byte) error {
+	select {
+	case g.entered <- struct{}{}:
+	default:
+	}
+	<-g.release
+	g.mu.Lock()
+	g.writes = append(g.writes, bytes.Clone(p))
+	g.mu.Unlock()
+	return nil
+}
+
+func (g *gateTransport) close() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.closes++
+	if g.closes == 1 {
+		close(g.closed)
+	}
+	return nil
+}
+
+func (g *gateTransport) written() [][]byte {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([][]byte(nil), g.writes...)
+}
+
+// waitChan waits for ch to be readable or closed.
+func waitChan(t *testing.T, what string, ch <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(testWait):
+		t.Fatalf("timed out waiting for %s", what)
+	}
+}
+
+// noBlock runs f and fails the test if it does not return promptly.
+func noBlock(t *testing.T, what string, f func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f()
+	}()
+	select {
+	case <-done:
+	case <-time.After(testWait):
+		t.Fatalf("%s blocked", what)
+	}
+}
+
+// newUnitConn builds a connection on an unstarted server, outside any HTTP
+// handler, with its writer running.
+func newUnitConn(t *testing.T, maxQueued int, tr transport) *conn {
+	t.Helper()
+	cfg := testConfig(t)
+	cfg.MaxQueuedMessages = maxQueued
+	m := newTestMachine(t)
+	srv, err := New(cfg, newFakePublisher(t, m, true), m)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	c := srv.newConn("conn-1", testHubName, "u", tr)
+	go c.writeLoop()
+	t.Cleanup(func() {
+		c.cancel()
+		<-c.writerDone
+	})
+	return c
+}
+
+func frameN(i int) []byte {
+	return appendInvocation(nil, "t", []byte("["+strconv.Itoa(i)+"]"), testEpoch+":1:"+strconv.Itoa(i))
+}
+
+func TestConn_Enqueue(t *testing.T) {
+	t.Parallel()
+
+	t.Run("overflow closes with allowReconnect", func(t *testing.T) {
+		const maxQ = 3
+		tr := newGateTransport(true)
+		c := newUnitConn(t, maxQ, tr)
+		if !c.enqueue(frameN(0)) {
+			t.Fatal("first enqueue refused")
+		}
+		waitChan(t, "the writer to start writing", tr.entered) // stuck in write now
+		for i := 1; i <= maxQ; i++ {
+			if !c.enqueue(frameN(i)) {
+				t.Fatalf("enqueue %d of %d refused", i, maxQ)
+			}
+		}
+		noBlock(t, "enqueue on a full queue", func() {
+			if c.enqueue(frameN(maxQ + 1)) {
+				t.Error("enqueue past MaxQueuedMessages accepted")
+			}
+			for i := range 1000 {
+				if c.enqueue(frameN(maxQ + 2 + i)) {
+					t.Error("enqueue on a closing connection accepted")
+					return
+				}
+			}
+		})
+		close(tr.release)
+		waitChan(t, "the transport to close", tr.closed)
+		waitChan(t, "the writer to end", c.writerDone)
+
+		w := tr.written()
+		if len(w) != 2 {
+			t.Fatalf("wrote %d transport messages %q, want the first frame then the Close", len(w), w)
+		}
+		if !bytes.Equal(w[0], frameN(0)) {
+			t.Errorf("first write %q, want %q", w[0], frameN(0))
+		}
+		want := `{"type":7,"error":"Connection closed: too slow to receive, more than 3 messages queued.","allowReconnect":true}` + "\x1e"
+		if string(w[1]) != want {
+			t.Errorf("last write %q, want %q", w[1], want)
+		}
+		if c.ctx.Err() == nil {
+			t.Error("connection context still live after the writer ended")
+		}
+	})
+
+	t.Run("queued frames are flushed in order", func(t *testing.T) {
+		tr := newGateTransport(true)
+		c := newUnitConn(t, 100, tr)
+		var want []byte
+		for i := range 50 {
+			f := frameN(i)
+			want = append(want, f...)
+			if !c.enqueue(f) {
+				t.Fatalf("enqueue %d refused", i)
+			}
+		}
+		close(tr.release)
+		waitFor(t, "every frame to be written", func() bool {
+			return len(bytes.Join(tr.written(), nil)) >= len(want)
+		})
+		if got := bytes.Join(tr.written(), nil); !bytes.Equal(got, want) {
+			t.Fatalf("wrote %q, want %q", got, want)
+		}
+		for _, w := range tr.written() {
+			if len(w) == 0 || w[len(w)-1] != recordSeparator {
+				t.Fatalf("transport message %q does not end on a record boundary", w)
+			}
+		}
+	})
+
+	t.Run("closeWith flush sends the queue then Close", func(t *testing.T) {
+		tr := newGateTransport(true)
+		c := newUnitConn(t, 100, tr)
+		c.enqueue(frameN(1))
+		waitChan(t, "the writer to start writing", tr.entered)
+		c.enqueue(frameN(2))
+		c.closeWith("bye", false, true)
+		if c.enqueue(frameN(3)) {
+			t.Error("enqueue after closeWith accepted")
+		}
+		close(tr.release)
+		waitChan(t, "the transport to close", tr.closed)
+		got := string(bytes.Join(tr.written(), nil))
+		want := string(frameN(1)) + string(frameN(2)) + `{"type":7,"error":"bye"}` + "\x1e"
+		if got != want {
+			t.Fatalf("wrote %q, want %q", got, want)
+		}
+	})
+
+	t.Run("closeWith without flush drops the queue", func(t *testing.T) {
+		tr := newGateTransport(true)
+		c := newUnitConn(t, 100, tr)
+		c.enqueue(frameN(1))
+		waitChan(t, "the writer to start writing", tr.entered)
+		c.enqueue(frameN(2))
+		c.closeWith("", true, false)
+		close(tr.release)
+		waitChan(t, "the transport to close", tr.closed)
+		got := string(bytes.Join(tr.written(), nil))
+		want := string(frameN(1)) + `{"type":7,"allowReconnect":true}` + "\x1e"
+		if got != want {
+			t.Fatalf("wrote %q, want %q", got, want)
+		}
+	})
+}
