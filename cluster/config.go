@@ -43,6 +43,25 @@ type Config struct {
 	// ApplyTimeout bounds how long raft may take to enqueue an entry.
 	ApplyTimeout time.Duration
 
+	// Members is gossip's view of the cluster; nil runs a node without
+	// membership management (a fixed one-node cluster).
+	Members Membership
+	// MaxVoters caps the voters (odd: 1, 3 or 5); other members stay
+	// non-voters that still receive the whole log.
+	MaxVoters int
+	// ReapAfter is how long a member may be dead in gossip before the leader
+	// removes it from the Raft configuration.
+	ReapAfter time.Duration
+	// ReconcileInterval is how often the leader reconciles membership even
+	// without gossip events.
+	ReconcileInterval time.Duration
+	// StabilizeTime is how long a non-voter must have been a member before
+	// it may be promoted.
+	StabilizeTime time.Duration
+	// MaxTrailing is how many entries behind the leader a non-voter may be
+	// and still count as caught up.
+	MaxTrailing uint64
+
 	Logger *slog.Logger
 }
 
@@ -63,6 +82,11 @@ func DefaultConfig() Config {
 		MaxBatchBytes:      1 << 20,
 		HoldTimeout:        5 * time.Second,
 		ApplyTimeout:       10 * time.Second,
+		MaxVoters:          3,
+		ReapAfter:          30 * time.Second,
+		ReconcileInterval:  time.Second,
+		StabilizeTime:      2 * time.Second,
+		MaxTrailing:        256,
 	}
 }
 
@@ -107,6 +131,13 @@ func (c Config) Validate() error {
 	}
 	if c.HoldTimeout <= 0 || c.ApplyTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("HoldTimeout (%s) and ApplyTimeout (%s) must be positive", c.HoldTimeout, c.ApplyTimeout))
+	}
+	if c.MaxVoters < 1 || c.MaxVoters > 7 || c.MaxVoters%2 == 0 {
+		errs = append(errs, fmt.Errorf("MaxVoters (%d) must be odd, from 1 to 7", c.MaxVoters))
+	}
+	if c.ReapAfter < time.Second || c.ReconcileInterval <= 0 || c.StabilizeTime < 0 {
+		errs = append(errs, fmt.Errorf("ReapAfter (%s) must be at least 1s, ReconcileInterval (%s) positive, StabilizeTime (%s) not negative",
+			c.ReapAfter, c.ReconcileInterval, c.StabilizeTime))
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("cluster config: %w", errors.Join(errs...))

@@ -13,6 +13,9 @@ var (
 	ErrNotReady = errors.New("cluster: not ready")
 	// ErrClosed means the node is shutting down.
 	ErrClosed = errors.New("cluster: node closed")
+	// ErrLagging means the command is committed but this node has not
+	// applied it within ApplyTimeout.
+	ErrLagging = errors.New("cluster: node lagging")
 	// ErrOverloaded means the submission queue stayed full past the timeout.
 	ErrOverloaded = errors.New("cluster: submission queue full")
 )

@@ -33,6 +33,15 @@ type Node struct {
 	idPrefix string // unique per process start, for command ids
 	idSeq    uint64 // guarded by submitMu
 
+	mux      *mux
+	hasState bool // Raft state existed on disk when the node opened
+
+	rpcMu     sync.Mutex
+	rpcClosed bool
+	rpcIn     map[net.Conn]struct{}
+	rpcOut    map[string]*rpcClient
+	rpcWG     sync.WaitGroup
+
 	submitMu sync.Mutex
 	submitCh chan *request
 	inflight chan *inflight
@@ -71,6 +80,8 @@ func New(cfg Config, machine *fsm.Machine) (*Node, error) {
 		submitCh: make(chan *request, 4096),
 		inflight: make(chan *inflight, 64),
 		notifyCh: make(chan bool, 16),
+		rpcIn:    map[net.Conn]struct{}{},
+		rpcOut:   map[string]*rpcClient{},
 		stop:     make(chan struct{}),
 	}, nil
 }
@@ -124,13 +135,26 @@ func (n *Node) Open() error {
 		store.Close()
 		return fmt.Errorf("cluster: raft advertise address %q must name a reachable IP", n.cfg.RaftAdvertise)
 	}
-	trans, err := raft.NewTCPTransportWithLogger(n.cfg.RaftBind, adv, 3, 10*time.Second, newHCLog(n.log, "raft-net"))
+	ln, err := net.Listen("tcp", n.cfg.RaftBind)
 	if err != nil {
 		store.Close()
 		return fmt.Errorf("cluster: raft listen on %s: %w", n.cfg.RaftBind, err)
 	}
+	if adv.Port == 0 { // listening on port 0 (tests): advertise the real port
+		adv.Port = ln.Addr().(*net.TCPAddr).Port
+	}
+	n.mux = newMux(ln, n.log)
+	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  advertisedListener{muxListener: n.mux.subs[muxRaft], adv: adv},
+		MaxPool: 3,
+		Timeout: 10 * time.Second,
+		Logger:  newHCLog(n.log, "raft-net"),
+	})
+	n.mux.start()
 	hasState, err := raft.HasExistingState(logs, store, snaps)
+	n.hasState = hasState
 	if err != nil {
+		n.mux.close()
 		trans.Close()
 		store.Close()
 		return err
@@ -140,6 +164,7 @@ func (n *Node) Open() error {
 			Suffrage: raft.Voter, ID: rc.LocalID, Address: trans.LocalAddr(),
 		}}}
 		if err := raft.BootstrapCluster(rc, logs, store, snaps, trans, conf); err != nil {
+			n.mux.close()
 			trans.Close()
 			store.Close()
 			return fmt.Errorf("cluster: bootstrap: %w", err)
@@ -148,18 +173,30 @@ func (n *Node) Open() error {
 	}
 	r, err := raft.NewRaft(rc, n.machine, logs, store, snaps, trans)
 	if err != nil {
+		n.mux.close()
 		trans.Close()
 		store.Close()
 		return fmt.Errorf("cluster: start raft: %w", err)
 	}
 	n.raft, n.transport, n.store = r, trans, store
 
-	n.wg.Add(3)
+	if n.cfg.Members != nil {
+		n.wg.Add(1)
+		go n.advertiseLoop()
+	}
+	n.wg.Add(4)
 	go n.batchLoop()
 	go n.resolveLoop()
 	go n.monitorLeadership()
+	go n.serveRPC(n.mux.subs[muxRPC])
 	return nil
 }
+
+// HadState reports whether the node found Raft state on disk when it opened
+// (a restart), as opposed to starting fresh.
+func (n *Node) HadState() bool { return n.hasState }
+
+func (n *Node) isLeader() bool { return n.raft.State() == raft.Leader }
 
 // RaftAddr returns the address Raft listens on (useful with port 0).
 func (n *Node) RaftAddr() string { return string(n.transport.LocalAddr()) }
@@ -186,11 +223,22 @@ func (n *Node) WaitReady(ctx context.Context) error {
 }
 
 // monitorLeadership reacts to leadership changes from raft's NotifyCh, which,
-// unlike LeaderCh, never drops a transition. On gaining leadership it issues a
-// barrier (so the FSM has everything the previous leader committed) and then
-// does the leader's one-time duties.
+// unlike LeaderCh, never drops a transition: it runs one leader loop per
+// term of leadership and stops it when leadership is lost.
 func (n *Node) monitorLeadership() {
 	defer n.wg.Done()
+	var (
+		stop chan struct{}
+		done chan struct{}
+	)
+	end := func() {
+		if stop != nil {
+			close(stop)
+			<-done
+			stop, done = nil, nil
+		}
+	}
+	defer end()
 	for {
 		select {
 		case <-n.stop:
@@ -198,16 +246,18 @@ func (n *Node) monitorLeadership() {
 		case isLeader := <-n.notifyCh:
 			if !isLeader {
 				n.log.Info("lost leadership")
+				end()
+				continue
+			}
+			if stop != nil {
 				continue
 			}
 			n.log.Info("gained leadership", "term", n.raft.Stats()["term"])
-			if err := n.raft.Barrier(n.cfg.ApplyTimeout).Error(); err != nil {
-				n.log.Warn("barrier after gaining leadership failed", "err", err)
-				continue
-			}
-			if n.machine.Epoch() == "" {
-				n.initCluster()
-			}
+			stop, done = make(chan struct{}), make(chan struct{})
+			go func(stop <-chan struct{}, done chan<- struct{}) {
+				defer close(done)
+				n.leaderLoop(stop)
+			}(stop, done)
 		}
 	}
 }
@@ -276,6 +326,10 @@ func (n *Node) Close(ctx context.Context) error {
 				// unblocks the resolver and a leader duty stuck in Apply.
 				errs = append(errs, n.raft.Shutdown().Error())
 			}
+			if n.mux != nil {
+				_ = n.mux.close()
+			}
+			n.closeRPC()
 			n.wg.Wait()
 			if n.transport != nil {
 				errs = append(errs, n.transport.Close())

@@ -22,10 +22,18 @@ type outcome struct {
 	err error
 }
 
-// inflight is one log entry handed to raft, resolved in submission order.
+// inflight is one batch on its way into the log, resolved in submission
+// order: either an entry handed to raft on this (leader) node, or a batch
+// forwarded to the leader.
 type inflight struct {
-	f    raft.ApplyFuture
+	f    raft.ApplyFuture // leader path
+	fwd  chan fwdOutcome  // forward path
 	reqs []*request
+}
+
+type fwdOutcome struct {
+	res []fsm.Result
+	err error
 }
 
 // Publish appends cmd to the log and returns the cursor it got, once the
@@ -71,7 +79,7 @@ func (n *Node) Publish(ctx context.Context, cmd fsm.Command) (fsm.Cursor, error)
 
 // waitLeader holds a submission while no leader is known, up to HoldTimeout.
 func (n *Node) waitLeader(ctx context.Context) error {
-	if n.raft.State() == raft.Leader {
+	if addr, _ := n.raft.LeaderWithID(); addr != "" {
 		return nil
 	}
 	hold := time.NewTimer(n.cfg.HoldTimeout)
@@ -79,11 +87,8 @@ func (n *Node) waitLeader(ctx context.Context) error {
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if n.raft.State() == raft.Leader {
-			return nil
-		}
 		if addr, _ := n.raft.LeaderWithID(); addr != "" {
-			return fmt.Errorf("%w (leader is %s)", ErrNotLeader, addr)
+			return nil
 		}
 		select {
 		case <-tick.C:
@@ -128,13 +133,16 @@ func (n *Node) batchLoop() {
 			cmds = append(cmds, r.cmd)
 		}
 		reqs := append([]*request(nil), batch...)
-		if n.raft.State() != raft.Leader {
-			fail(reqs, ErrNotLeader)
-			continue
+		in := &inflight{reqs: reqs}
+		if n.isLeader() {
+			in.f = n.raft.Apply(fsm.EncodeBatch(cmds), n.cfg.ApplyTimeout)
+		} else {
+			in.fwd = make(chan fwdOutcome, 1)
+			n.wg.Add(1)
+			go n.forward(in.fwd, fsm.EncodeBatch(cmds), len(cmds))
 		}
-		f := n.raft.Apply(fsm.EncodeBatch(cmds), n.cfg.ApplyTimeout)
 		select {
-		case n.inflight <- &inflight{f: f, reqs: reqs}:
+		case n.inflight <- in:
 		case <-n.stop:
 			fail(reqs, ErrClosed)
 			return
@@ -153,17 +161,136 @@ func (n *Node) resolveLoop() {
 			return
 		case in = <-n.inflight:
 		}
-		if err := in.f.Error(); err != nil {
-			fail(in.reqs, mapRaftError(err))
-			continue
+		var res []fsm.Result
+		if in.f != nil {
+			if err := in.f.Error(); err != nil {
+				fail(in.reqs, mapRaftError(err))
+				continue
+			}
+			var ok bool
+			if res, ok = in.f.Response().([]fsm.Result); !ok {
+				fail(in.reqs, fmt.Errorf("cluster: unexpected apply response %T", in.f.Response()))
+				continue
+			}
+		} else {
+			var o fwdOutcome
+			select {
+			case o = <-in.fwd:
+			case <-n.stop:
+				fail(in.reqs, ErrClosed)
+				return
+			}
+			if o.err != nil {
+				fail(in.reqs, o.err)
+				continue
+			}
+			res = o.res
+			// The caller is told only once its node has applied the entry,
+			// so what it sent is already in its node's stream.
+			if err := n.waitApplied(res); err != nil {
+				fail(in.reqs, err)
+				continue
+			}
 		}
-		res, ok := in.f.Response().([]fsm.Result)
-		if !ok || len(res) != len(in.reqs) {
-			fail(in.reqs, fmt.Errorf("cluster: unexpected apply response %T", in.f.Response()))
+		if len(res) != len(in.reqs) {
+			fail(in.reqs, fmt.Errorf("cluster: %d results for %d commands", len(res), len(in.reqs)))
 			continue
 		}
 		for i, r := range in.reqs {
 			r.done <- outcome{res: res[i]}
+		}
+	}
+}
+
+// waitApplied waits until this node has applied every entry in res.
+func (n *Node) waitApplied(res []fsm.Result) error {
+	var last fsm.Cursor
+	for _, r := range res {
+		if last.Less(r.Cursor) {
+			last = r.Cursor
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
+	defer cancel()
+	go func() {
+		select {
+		case <-n.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	if err := n.machine.Wait(ctx, last); err != nil {
+		return fmt.Errorf("%w: committed at %s but not applied on this node within %s", ErrLagging, last, n.cfg.ApplyTimeout)
+	}
+	return nil
+}
+
+// forward sends a batch to the leader and retries, with the same command
+// ids, until HoldTimeout: on a new leader, on a broken connection, even when
+// the previous attempt may have been applied, because the FSM drops a
+// command id it has applied before and returns the first cursor.
+func (n *Node) forward(out chan<- fwdOutcome, batch []byte, count int) {
+	defer n.wg.Done()
+	deadline := time.Now().Add(n.cfg.HoldTimeout)
+	backoff := 5 * time.Millisecond
+	var lastErr error
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			if time.Now().Add(backoff).After(deadline) {
+				if lastErr == nil {
+					lastErr = ErrNoLeader
+				}
+				out <- fwdOutcome{err: fmt.Errorf("%w: gave up forwarding after %s: %w", ErrNoLeader, n.cfg.HoldTimeout, lastErr)}
+				return
+			}
+			select {
+			case <-time.After(backoff):
+			case <-n.stop:
+				out <- fwdOutcome{err: ErrClosed}
+				return
+			}
+			backoff = min(2*backoff, 250*time.Millisecond)
+		}
+		if n.isLeader() {
+			// Leadership came here while we waited: apply directly.
+			f := n.raft.Apply(batch, n.cfg.ApplyTimeout)
+			if err := f.Error(); err != nil {
+				lastErr = mapRaftError(err)
+				continue
+			}
+			res, _ := f.Response().([]fsm.Result)
+			out <- fwdOutcome{res: res}
+			return
+		}
+		addr, _ := n.raft.LeaderWithID()
+		if addr == "" {
+			lastErr = ErrNoLeader
+			continue
+		}
+		c, err := n.rpcTo(string(addr))
+		if err != nil {
+			lastErr = fmt.Errorf("dial leader %s: %w", addr, err)
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Until(deadline))
+		f, err := c.call(ctx, rpcForward, batch)
+		cancel()
+		if err != nil {
+			lastErr = fmt.Errorf("forward to %s: %w", addr, err)
+			continue
+		}
+		switch f.typ {
+		case rpcForwardOK:
+			res, err := decodeResults(f.body)
+			if err == nil && len(res) != count {
+				err = fmt.Errorf("rpc: %d results for %d commands", len(res), count)
+			}
+			out <- fwdOutcome{res: res, err: err}
+			return
+		case rpcNotLeader:
+			lastErr = fmt.Errorf("%w: %s is no longer the leader", ErrNotLeader, addr)
+		default:
+			lastErr = fmt.Errorf("leader %s: %s", addr, f.body)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -42,9 +43,12 @@ type Config struct {
 	// REST API.
 	APIKey string
 
-	// Status, when set, adds this node's cluster view to /api/v1/status.
+	// Status, when set, adds this node's Raft view to /api/v1/status.
 	Status func() any
-	Logger *slog.Logger
+	// Cluster, when set, serves GET /api/v1/cluster: every member as this
+	// node sees it.
+	Cluster func(ctx context.Context) any
+	Logger  *slog.Logger
 }
 
 // DefaultConfig returns the SignalR defaults (keep-alive 15 s, client

@@ -75,6 +75,7 @@ func (s *Server) routes() {
 	m.HandleFunc("/hubs/{hub}", s.handleConnect)
 	m.HandleFunc("GET /healthz", s.handleHealth)
 	m.HandleFunc("GET /api/v1/status", s.api(s.handleStatus))
+	m.HandleFunc("GET /api/v1/cluster", s.api(s.handleCluster))
 	m.HandleFunc("POST /api/v1/hubs/{hub}", s.api(s.handleSendAll))
 	m.HandleFunc("POST /api/v1/hubs/{hub}/groups/{group}", s.api(s.handleSendGroup))
 	m.HandleFunc("POST /api/v1/hubs/{hub}/users/{user}", s.api(s.handleSendUser))
@@ -209,6 +210,14 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 		out["node"] = s.cfg.Status()
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) handleCluster(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Cluster == nil {
+		writeError(w, http.StatusNotFound, "this node runs without cluster membership")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"members": s.cfg.Cluster(r.Context())})
 }
 
 func cursorOrEmpty(epoch string, c fsm.Cursor) string {

@@ -101,6 +101,7 @@ func randomKey(t *testing.T) string {
 // server is one running raftplane process.
 type server struct {
 	Name     string
+	Addrs    addrs
 	HTTPAddr string // 127.0.0.1:PORT
 	RaftAddr string
 	DataDir  string
@@ -115,23 +116,33 @@ type server struct {
 	mu      sync.Mutex
 }
 
-// nodeAddrs picks fresh HTTP and Raft addresses and a data directory for a node.
-func nodeAddrs(t *testing.T) (httpAddr, raftAddr, dataDir string) {
+// addrs are one node's listen addresses and data directory.
+type addrs struct {
+	HTTP, Raft, Gossip, Data string
+}
+
+// nodeAddrs picks fresh HTTP, Raft and gossip addresses and a data directory
+// for a node.
+func nodeAddrs(t *testing.T) addrs {
 	t.Helper()
-	httpAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	raftAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	for raftAddr == httpAddr {
-		raftAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	seen := map[int]bool{}
+	pick := func() string {
+		for {
+			p := freePort(t)
+			if !seen[p] {
+				seen[p] = true
+				return fmt.Sprintf("127.0.0.1:%d", p)
+			}
+		}
 	}
-	return httpAddr, raftAddr, t.TempDir()
+	return addrs{HTTP: pick(), Raft: pick(), Gossip: pick(), Data: t.TempDir()}
 }
 
 // startServer starts bin on fresh ports with a fresh data directory, passing extraArgs after the
 // standard flags, and waits until it is ready. It is stopped when the test ends.
 func startServer(t *testing.T, bin, name string, extraArgs ...string) *server {
 	t.Helper()
-	httpAddr, raftAddr, dataDir := nodeAddrs(t)
-	s := startServerAt(t, bin, name, httpAddr, raftAddr, dataDir, extraArgs...)
+	s := startServerAt(t, bin, name, nodeAddrs(t), extraArgs...)
 	waitReady(t, s, readyTimeout)
 	return s
 }
@@ -139,9 +150,9 @@ func startServer(t *testing.T, bin, name string, extraArgs ...string) *server {
 // startServerAt starts bin with the given addresses and data directory (for clusters, where peers
 // must know each other's addresses up front, and for restarts on the same data). It does not wait
 // for readiness. Output goes to the test log, one t.Log line per line, prefixed with name.
-func startServerAt(t *testing.T, bin, name, httpAddr, raftAddr, dataDir string, extraArgs ...string) *server {
+func startServerAt(t *testing.T, bin, name string, a addrs, extraArgs ...string) *server {
 	t.Helper()
-	args := append([]string{"-data", dataDir, "-http", httpAddr, "-raft", raftAddr}, extraArgs...)
+	args := append([]string{"-data", a.Data, "-http", a.HTTP, "-raft", a.Raft, "-gossip", a.Gossip}, extraArgs...)
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
@@ -150,8 +161,8 @@ func startServerAt(t *testing.T, bin, name, httpAddr, raftAddr, dataDir string, 
 	cmd.Stdout = out
 	cmd.Stderr = out
 	s := &server{
-		Name: name, HTTPAddr: httpAddr, RaftAddr: raftAddr, DataDir: dataDir,
-		URL: "http://" + httpAddr, APIKey: flagValue(extraArgs, "api-key"), cancel: cancel, cmd: cmd, exited: make(chan struct{}),
+		Name: name, Addrs: a, HTTPAddr: a.HTTP, RaftAddr: a.Raft, DataDir: a.Data,
+		URL: "http://" + a.HTTP, APIKey: flagValue(extraArgs, "api-key"), cancel: cancel, cmd: cmd, exited: make(chan struct{}),
 	}
 	t.Logf("%s: starting %s %q", name, filepath.Base(bin), args)
 	if err := cmd.Start(); err != nil {

@@ -6,7 +6,9 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,12 +19,14 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/raftplane/raftplane/cluster"
 	"github.com/raftplane/raftplane/fsm"
+	"github.com/raftplane/raftplane/gossip"
 	"github.com/raftplane/raftplane/hub"
 )
 
@@ -49,6 +53,7 @@ func main() {
 type options struct {
 	data, httpAddr, raftAddr, raftAdvertise, nodeID, logLevel string
 	jwtKey, apiKey, secret                                    string
+	gossipAddr, advertise, join, gossipKey                    string
 	shutdownTimeout                                           time.Duration
 	hub                                                       hub.Config
 	fsm                                                       fsm.Config
@@ -66,7 +71,11 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.data, "data", "raftplane-data", "data folder: Raft log, snapshots, node id, token secret")
 	fs.StringVar(&o.httpAddr, "http", "127.0.0.1:5000", "listen address for SignalR clients and the REST API")
 	fs.StringVar(&o.raftAddr, "raft", "127.0.0.1:7000", "listen address for Raft traffic between nodes")
-	fs.StringVar(&o.raftAdvertise, "raft-advertise", "", "Raft address other nodes dial (default: -raft)")
+	fs.StringVar(&o.raftAdvertise, "raft-advertise", "", "Raft address other nodes dial (default: -advertise with -raft's port, else -raft)")
+	fs.StringVar(&o.gossipAddr, "gossip", "127.0.0.1:7946", "listen address (UDP and TCP) for gossip between nodes")
+	fs.StringVar(&o.advertise, "advertise", "", "IP or host other nodes use to reach this one (gossip, Raft and HTTP ports stay those of -gossip, -raft, -http); needed when binding 0.0.0.0")
+	fs.StringVar(&o.join, "join", "", "gossip address(es) of any existing node, host:port[,host:port]: join that cluster instead of starting a new one")
+	fs.StringVar(&o.gossipKey, "gossip-key", "", "base64 AES key (16, 24 or 32 bytes) that encrypts gossip; all nodes need the same")
 	fs.StringVar(&o.nodeID, "node-id", "", "node id (default: generated once and kept in <data>/node-id)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&o.jwtKey, "jwt-key", "", "HS256 key; when set, clients need a JWT whose sub is their user id")
@@ -102,6 +111,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&c.MaxBatch, "max-batch", c.MaxBatch, "most commands packed into one log entry")
 	fs.DurationVar(&c.HoldTimeout, "hold-timeout", c.HoldTimeout, "how long a command waits for a leader before failing")
 	fs.BoolVar(&c.NoSync, "no-sync", false, "do not fsync the Raft log (unsafe; benchmarks only)")
+	fs.IntVar(&c.MaxVoters, "voters", c.MaxVoters, "how many nodes vote in Raft (odd: 1, 3, 5, 7); the others replicate without voting")
+	fs.DurationVar(&c.ReapAfter, "reap-after", c.ReapAfter, "remove a node that gossip has seen dead for this long")
 
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -195,7 +206,40 @@ func run(ctx context.Context, args []string, stderr io.Writer, onReady func(http
 	if err != nil {
 		return err
 	}
-	o.cluster.NodeID, o.cluster.DataDir, o.cluster.RaftBind, o.cluster.RaftAdvertise = o.nodeID, o.data, o.raftAddr, o.raftAdvertise
+
+	seeds := splitList(o.join)
+	httpAdv, err := advertised(o.httpAddr, o.advertise)
+	if err != nil {
+		return fmt.Errorf("-http: %w", err)
+	}
+	raftAdv := o.raftAdvertise
+	if raftAdv == "" {
+		if raftAdv, err = advertised(o.raftAddr, o.advertise); err != nil {
+			return fmt.Errorf("-raft: %w", err)
+		}
+	}
+	gossipAdv, err := advertised(o.gossipAddr, o.advertise)
+	if err != nil {
+		return fmt.Errorf("-gossip: %w", err)
+	}
+	gc := gossip.DefaultConfig()
+	gc.BindAddr, gc.AdvertiseAddr = o.gossipAddr, gossipAdv
+	gc.Meta = gossip.Meta{ID: o.nodeID, RaftAddr: raftAdv, HTTPAddr: httpAdv, Version: 1}
+	gc.Label = "raftplane"
+	gc.Logger = lg.With("component", "gossip")
+	if o.gossipKey != "" {
+		if gc.SecretKey, err = base64.StdEncoding.DecodeString(o.gossipKey); err != nil {
+			return fmt.Errorf("-gossip-key: not base64: %w", err)
+		}
+	}
+	agent, err := gossip.New(gc)
+	if err != nil {
+		return err
+	}
+
+	o.cluster.NodeID, o.cluster.DataDir, o.cluster.RaftBind, o.cluster.RaftAdvertise = o.nodeID, o.data, o.raftAddr, raftAdv
+	o.cluster.Bootstrap = len(seeds) == 0
+	o.cluster.Members = agent
 	o.cluster.Logger = lg.With("component", "cluster")
 	node, err := cluster.New(o.cluster, machine)
 	if err != nil {
@@ -206,6 +250,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, onReady func(http
 	o.hub.JWTKey = []byte(o.jwtKey)
 	o.hub.Logger = lg.With("component", "hub")
 	o.hub.Status = func() any { return node.Status() }
+	o.hub.Cluster = func(ctx context.Context) any { return node.ClusterStatus(ctx) }
 	srv, err := hub.New(o.hub, node, machine)
 	if err != nil {
 		return err
@@ -219,6 +264,47 @@ func run(ctx context.Context, args []string, stderr io.Writer, onReady func(http
 		ln.Close()
 		return err
 	}
+	if err := agent.Start(); err != nil {
+		ln.Close()
+		node.Close(context.Background())
+		return err
+	}
+	if len(seeds) == 0 {
+		// A restart without -join finds its cluster through the peers it
+		// saw last time.
+		seeds = loadPeers(o.data)
+	}
+	if len(seeds) > 0 {
+		lg.Info("joining", "seeds", seeds)
+		agent.Join(seeds)
+		select {
+		case <-agent.Joined():
+			if node.HadState() {
+				// Our cluster id comes back with the log replay; compare
+				// it with the seeds' before serving anything.
+				wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+				if err := node.WaitReady(wctx); err != nil {
+					lg.Warn("cluster id not known yet; cannot check the seeds' cluster", "err", err)
+				}
+				wcancel()
+			}
+			if err := node.CheckPeers(agent.Members()); err != nil {
+				ln.Close()
+				agent.Close()
+				node.Close(context.Background())
+				return err
+			}
+		case <-time.After(5 * time.Second):
+			lg.Warn("no seed answered yet; still trying in the background", "seeds", seeds)
+		case <-ctx.Done():
+		}
+	}
+	peersDone := make(chan struct{})
+	peersStop := make(chan struct{})
+	go func() {
+		defer close(peersDone)
+		savePeersLoop(o.data, agent, peersStop, lg)
+	}()
 	if o.jwtKey == "" {
 		lg.Warn("DEV MODE: no -jwt-key, clients are not authenticated and pick their user id with ?user=")
 	}
@@ -254,12 +340,103 @@ func run(ctx context.Context, args []string, stderr io.Writer, onReady func(http
 	if err := srv.Close(sctx); err != nil {
 		errs = append(errs, fmt.Errorf("hub: %w", err))
 	}
+	if err := node.Leave(sctx); err != nil {
+		lg.Warn("leaving the raft configuration", "err", err)
+	}
+	close(peersStop)
+	<-peersDone
+	if err := agent.Leave(2 * time.Second); err != nil {
+		lg.Warn("leaving gossip", "err", err)
+	}
 	if err := hs.Shutdown(sctx); err != nil {
 		errs = append(errs, fmt.Errorf("http: %w", err))
 	}
 	if err := node.Close(sctx); err != nil {
 		errs = append(errs, fmt.Errorf("raft: %w", err))
 	}
+	if err := agent.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("gossip: %w", err))
+	}
 	lg.Info("stopped")
 	return errors.Join(errs...)
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// advertised returns the address other nodes should use for a listen
+// address: the -advertise host with the listen port, or the listen address
+// itself when it names a specific IP.
+func advertised(listen, host string) (string, error) {
+	h, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "", err
+	}
+	if host != "" {
+		return net.JoinHostPort(host, port), nil
+	}
+	if ip := net.ParseIP(h); h == "" || (ip != nil && ip.IsUnspecified()) {
+		return "", fmt.Errorf("%s listens on all interfaces: set -advertise to the address other nodes use", listen)
+	}
+	if port == "0" {
+		return listen, nil // resolved by the listener (tests)
+	}
+	if _, err := strconv.Atoi(port); err != nil {
+		return "", fmt.Errorf("bad port in %s", listen)
+	}
+	return listen, nil
+}
+
+const peersFile = "peers.json"
+
+// loadPeers returns the gossip addresses saved by savePeersLoop.
+func loadPeers(dir string) []string {
+	b, err := os.ReadFile(filepath.Join(dir, peersFile))
+	if err != nil {
+		return nil
+	}
+	var peers []string
+	if json.Unmarshal(b, &peers) != nil {
+		return nil
+	}
+	return peers
+}
+
+// savePeersLoop keeps <data>/peers.json up to date with the gossip addresses
+// of the other live members, so a restart without -join can rejoin.
+func savePeersLoop(dir string, agent *gossip.Agent, stop <-chan struct{}, lg *slog.Logger) {
+	tick := time.NewTicker(10 * time.Second)
+	defer tick.Stop()
+	var last string
+	for {
+		var peers []string
+		self := agent.Local().ID
+		for _, m := range agent.Members() {
+			if m.ID != self && m.State == gossip.StateAlive && !m.Leaving {
+				peers = append(peers, m.Addr)
+			}
+		}
+		if len(peers) > 0 {
+			b, _ := json.Marshal(peers)
+			if string(b) != last {
+				tmp := filepath.Join(dir, peersFile+".tmp")
+				if err := os.WriteFile(tmp, b, 0o600); err == nil {
+					err = os.Rename(tmp, filepath.Join(dir, peersFile))
+				}
+				last = string(b)
+			}
+		}
+		select {
+		case <-tick.C:
+		case <-stop:
+			return
+		}
+	}
 }

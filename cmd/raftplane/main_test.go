@@ -177,7 +177,7 @@ func receive(t *testing.T, c *client.Conn, target string) client.Message {
 func TestRun_RestartKeepsCacheAndCursor(t *testing.T) {
 	dir := t.TempDir()
 	raft := "127.0.0.1:" + freePort(t)
-	args := []string{"-data", dir, "-http", "127.0.0.1:0", "-raft", raft, "-log-level", "warn"}
+	args := []string{"-data", dir, "-http", "127.0.0.1:0", "-raft", raft, "-gossip", "127.0.0.1:" + freePort(t), "-log-level", "warn"}
 	n1 := startNode(t, args...)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -288,6 +288,18 @@ func TestParseFlags_Environment(t *testing.T) {
 
 func TestRun_InvalidConfigIsAClearError(t *testing.T) {
 	err := run(context.Background(), []string{"-data", t.TempDir(), "-keepalive", "40s"}, io.Discard, nil)
+	if err == nil || !strings.Contains(err.Error(), "KeepAliveInterval (40s) must be less than ClientTimeout (30s)") {
+		t.Fatalf("err = %v", err)
+	}
+	err = run(context.Background(), []string{"-data", t.TempDir(), "-http", "0.0.0.0:5000"}, io.Discard, nil)
+	if err == nil || !strings.Contains(err.Error(), "set -advertise") {
+		t.Fatalf("err = %v", err)
+	}
+	err = run(context.Background(), []string{"-data", t.TempDir(), "-voters", "2"}, io.Discard, nil)
+	if err == nil || !strings.Contains(err.Error(), "MaxVoters (2) must be odd") {
+		t.Fatalf("err = %v", err)
+	}
+	err = run(context.Background(), []string{"-data", t.TempDir(), "-keepalive", "40s"}, io.Discard, nil)
 	if err == nil || !strings.Contains(err.Error(), "KeepAliveInterval (40s) must be less than ClientTimeout (30s)") {
 		t.Fatalf("err = %v", err)
 	}

@@ -1,0 +1,27 @@
+package client
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// ParseCursor splits a cursor, "<epoch>:<index>:<offset>" as raftplane sends it
+// in the "cursor" header and as the result of its built-in methods. Within
+// one epoch (one cluster's stream) cursors are ordered by index, then by
+// offset; cursors of different epochs are not comparable.
+func ParseCursor(s string) (epoch string, index uint64, offset uint32, err error) {
+	parts := strings.Split(s, ":")
+	if len(parts) != 3 || parts[0] == "" {
+		return "", 0, 0, fmt.Errorf("client: malformed cursor %q: want <epoch>:<index>:<offset>", s)
+	}
+	idx, err := strconv.ParseUint(parts[1], 10, 64)
+	if err != nil {
+		return "", 0, 0, fmt.Errorf("client: malformed cursor %q: index: %w", s, err)
+	}
+	off, err := strconv.ParseUint(parts[2], 10, 32)
+	if err != nil {
+		return "", 0, 0, fmt.Errorf("client: malformed cursor %q: offset: %w", s, err)
+	}
+	return parts[0], idx, uint32(off), nil
+}

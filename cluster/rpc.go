@@ -1,0 +1,401 @@
+package cluster
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/raftplane/raftplane/fsm"
+)
+
+// The internal RPC runs on the Raft port (service byte muxRPC). A connection
+// carries pipelined frames in both directions:
+//
+//	frame    = uvarint(len(body)+1+len(id)) type id body
+//	id       = uvarint request id, echoed by the response
+//
+// Requests: rpcForward (body: an fsm batch) and rpcStats (no body).
+// Responses: rpcForwardOK (uvarint n, then n x {uvarint index, uvarint
+// offset, byte outcome code, byte duplicate}), rpcStatsOK (uvarint applied,
+// uvarint last log index), rpcNotLeader and rpcFailed (body: message).
+const (
+	rpcForward   byte = 1
+	rpcStats     byte = 2
+	rpcForwardOK byte = 3
+	rpcStatsOK   byte = 4
+	rpcNotLeader byte = 5
+	rpcFailed    byte = 6
+)
+
+// maxRPCFrame bounds a frame so a corrupt length cannot allocate much.
+const maxRPCFrame = 64 << 20
+
+type frame struct {
+	typ  byte
+	id   uint64
+	body []byte
+}
+
+func writeFrame(w io.Writer, f frame) error {
+	var hdr [2*binary.MaxVarintLen64 + 1]byte
+	idb := binary.AppendUvarint(nil, f.id)
+	n := binary.PutUvarint(hdr[:], uint64(1+len(idb)+len(f.body)))
+	hdr[n] = f.typ
+	n++
+	n += copy(hdr[n:], idb)
+	if _, err := w.Write(hdr[:n]); err != nil {
+		return err
+	}
+	_, err := w.Write(f.body)
+	return err
+}
+
+func readFrame(r *bufio.Reader) (frame, error) {
+	size, err := binary.ReadUvarint(r)
+	if err != nil {
+		return frame{}, err
+	}
+	if size < 2 || size > maxRPCFrame {
+		return frame{}, fmt.Errorf("rpc: frame of %d bytes", size)
+	}
+	buf := make([]byte, size)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return frame{}, err
+	}
+	id, n := binary.Uvarint(buf[1:])
+	if n <= 0 {
+		return frame{}, errors.New("rpc: bad request id")
+	}
+	return frame{typ: buf[0], id: id, body: buf[1+n:]}, nil
+}
+
+func encodeResults(res []fsm.Result) []byte {
+	b := binary.AppendUvarint(nil, uint64(len(res)))
+	for _, r := range res {
+		b = binary.AppendUvarint(b, r.Cursor.Index)
+		b = binary.AppendUvarint(b, uint64(r.Cursor.Offset))
+		b = append(b, fsm.ErrorCode(r.Err))
+		dup := byte(0)
+		if r.Duplicate {
+			dup = 1
+		}
+		b = append(b, dup)
+	}
+	return b
+}
+
+func decodeResults(b []byte) ([]fsm.Result, error) {
+	bad := errors.New("rpc: malformed forward response")
+	n, k := binary.Uvarint(b)
+	if k <= 0 || n > uint64(len(b)) {
+		return nil, bad
+	}
+	b = b[k:]
+	out := make([]fsm.Result, 0, n)
+	for i := uint64(0); i < n; i++ {
+		idx, k1 := binary.Uvarint(b)
+		if k1 <= 0 {
+			return nil, bad
+		}
+		off, k2 := binary.Uvarint(b[k1:])
+		if k2 <= 0 || off > 1<<32-1 || len(b) < k1+k2+2 {
+			return nil, bad
+		}
+		code, dup := b[k1+k2], b[k1+k2+1]
+		err, ok := fsm.ErrorFromCode(code)
+		if !ok {
+			return nil, bad
+		}
+		out = append(out, fsm.Result{Cursor: fsm.Cursor{Index: idx, Offset: uint32(off)}, Err: err, Duplicate: dup == 1})
+		b = b[k1+k2+2:]
+	}
+	if len(b) != 0 {
+		return nil, bad
+	}
+	return out, nil
+}
+
+// serveRPC accepts internal RPC connections until the mux closes.
+func (n *Node) serveRPC(l *muxListener) {
+	defer n.wg.Done()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		n.rpcMu.Lock()
+		if n.rpcClosed {
+			n.rpcMu.Unlock()
+			c.Close()
+			return
+		}
+		n.rpcIn[c] = struct{}{}
+		n.rpcWG.Add(1)
+		n.rpcMu.Unlock()
+		go n.serveRPCConn(c)
+	}
+}
+
+func (n *Node) serveRPCConn(c net.Conn) {
+	defer n.rpcWG.Done()
+	defer func() {
+		n.rpcMu.Lock()
+		delete(n.rpcIn, c)
+		n.rpcMu.Unlock()
+		c.Close()
+	}()
+	r := bufio.NewReader(c)
+	var wmu sync.Mutex
+	var reqs sync.WaitGroup
+	defer reqs.Wait()
+	reply := func(f frame) {
+		wmu.Lock()
+		defer wmu.Unlock()
+		_ = c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		if err := writeFrame(c, f); err != nil {
+			c.Close()
+		}
+	}
+	for {
+		f, err := readFrame(r)
+		if err != nil {
+			return
+		}
+		switch f.typ {
+		case rpcForward:
+			cmds, err := fsm.DecodeBatch(f.body)
+			if err != nil {
+				reply(frame{typ: rpcFailed, id: f.id, body: []byte(err.Error())})
+				continue
+			}
+			reqs.Add(1)
+			go func(id uint64) {
+				defer reqs.Done()
+				reply(n.applyForwarded(id, cmds))
+			}(f.id)
+		case rpcStats:
+			st := n.Status()
+			b := binary.AppendUvarint(nil, n.machine.Position().Applied)
+			b = binary.AppendUvarint(b, st.LastLogIndex)
+			reply(frame{typ: rpcStatsOK, id: f.id, body: b})
+		default:
+			reply(frame{typ: rpcFailed, id: f.id, body: []byte(fmt.Sprintf("unknown request type %d", f.typ))})
+		}
+	}
+}
+
+// applyForwarded runs forwarded commands through this (leader's) batcher, so
+// they share entries with local ones. Their ids are kept, which is what makes
+// a retried forward safe; their time is restamped with the leader's clock.
+func (n *Node) applyForwarded(id uint64, cmds []fsm.Command) frame {
+	if !n.isLeader() {
+		return frame{typ: rpcNotLeader, id: id}
+	}
+	reqs := make([]*request, len(cmds))
+	now := time.Now().UnixNano()
+	for i := range cmds {
+		if err := cmds[i].Validate(); err != nil || cmds[i].ID == "" {
+			return frame{typ: rpcFailed, id: id, body: []byte(fmt.Sprintf("command %d: invalid or without id: %v", i, err))}
+		}
+		cmds[i].Time = now
+		reqs[i] = &request{cmd: cmds[i], done: make(chan outcome, 1)}
+		select {
+		case n.submitCh <- reqs[i]:
+		case <-n.stop:
+			return frame{typ: rpcFailed, id: id, body: []byte("leader shutting down")}
+		}
+	}
+	res := make([]fsm.Result, len(reqs))
+	for i, r := range reqs {
+		var o outcome
+		select {
+		case o = <-r.done:
+		case <-n.stop:
+			return frame{typ: rpcFailed, id: id, body: []byte("leader shutting down")}
+		}
+		if o.err != nil {
+			if errors.Is(o.err, ErrNotLeader) {
+				return frame{typ: rpcNotLeader, id: id}
+			}
+			return frame{typ: rpcFailed, id: id, body: []byte(o.err.Error())}
+		}
+		res[i] = o.res
+	}
+	return frame{typ: rpcForwardOK, id: id, body: encodeResults(res)}
+}
+
+// rpcClient is one pipelined connection to a peer's internal RPC.
+type rpcClient struct {
+	addr string
+	c    net.Conn
+
+	wmu     sync.Mutex
+	mu      sync.Mutex
+	nextID  uint64
+	pending map[uint64]chan frame
+	err     error // set once the connection broke
+	done    chan struct{}
+}
+
+// rpcTo returns a working connection to addr, dialling if needed.
+func (n *Node) rpcTo(addr string) (*rpcClient, error) {
+	n.rpcMu.Lock()
+	if n.rpcClosed {
+		n.rpcMu.Unlock()
+		return nil, ErrClosed
+	}
+	if c := n.rpcOut[addr]; c != nil {
+		select {
+		case <-c.done:
+		default:
+			n.rpcMu.Unlock()
+			return c, nil
+		}
+	}
+	n.rpcMu.Unlock()
+	conn, err := dialService(addr, muxRPC, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	c := &rpcClient{addr: addr, c: conn, pending: map[uint64]chan frame{}, done: make(chan struct{})}
+	n.rpcMu.Lock()
+	defer n.rpcMu.Unlock()
+	if n.rpcClosed {
+		conn.Close()
+		return nil, ErrClosed
+	}
+	if old := n.rpcOut[addr]; old != nil {
+		select {
+		case <-old.done:
+		default: // another caller won the race; use theirs
+			conn.Close()
+			return old, nil
+		}
+	}
+	n.rpcOut[addr] = c
+	n.rpcWG.Add(1)
+	go func() {
+		defer n.rpcWG.Done()
+		c.readLoop()
+	}()
+	return c, nil
+}
+
+func (c *rpcClient) readLoop() {
+	r := bufio.NewReader(c.c)
+	for {
+		f, err := readFrame(r)
+		if err != nil {
+			c.fail(err)
+			return
+		}
+		c.mu.Lock()
+		ch := c.pending[f.id]
+		delete(c.pending, f.id)
+		c.mu.Unlock()
+		if ch != nil {
+			ch <- f
+		}
+	}
+}
+
+func (c *rpcClient) fail(err error) {
+	c.mu.Lock()
+	if c.err == nil {
+		c.err = err
+		close(c.done)
+	}
+	for id, ch := range c.pending {
+		delete(c.pending, id)
+		close(ch)
+	}
+	c.mu.Unlock()
+	c.c.Close()
+}
+
+// call sends one request and waits for its response.
+func (c *rpcClient) call(ctx context.Context, typ byte, body []byte) (frame, error) {
+	ch := make(chan frame, 1)
+	c.mu.Lock()
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		return frame{}, err
+	}
+	c.nextID++
+	id := c.nextID
+	c.pending[id] = ch
+	c.mu.Unlock()
+
+	c.wmu.Lock()
+	_ = c.c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	err := writeFrame(c.c, frame{typ: typ, id: id, body: body})
+	c.wmu.Unlock()
+	if err != nil {
+		c.fail(err)
+		return frame{}, err
+	}
+	select {
+	case f, ok := <-ch:
+		if !ok {
+			c.mu.Lock()
+			err := c.err
+			c.mu.Unlock()
+			return frame{}, fmt.Errorf("rpc to %s: %w", c.addr, err)
+		}
+		return f, nil
+	case <-ctx.Done():
+		c.mu.Lock()
+		delete(c.pending, id)
+		c.mu.Unlock()
+		return frame{}, ctx.Err()
+	}
+}
+
+// closeRPC closes every internal RPC connection and waits for their
+// goroutines.
+func (n *Node) closeRPC() {
+	n.rpcMu.Lock()
+	n.rpcClosed = true
+	for _, c := range n.rpcOut {
+		c.c.Close()
+	}
+	for c := range n.rpcIn {
+		c.Close()
+	}
+	n.rpcMu.Unlock()
+	n.rpcWG.Wait()
+}
+
+// PeerStats is what a peer reports about itself over the internal RPC.
+type PeerStats struct {
+	Applied      uint64
+	LastLogIndex uint64
+}
+
+// peerStats asks a peer (by Raft address) for its applied index.
+func (n *Node) peerStats(ctx context.Context, addr string) (PeerStats, error) {
+	c, err := n.rpcTo(addr)
+	if err != nil {
+		return PeerStats{}, err
+	}
+	f, err := c.call(ctx, rpcStats, nil)
+	if err != nil {
+		return PeerStats{}, err
+	}
+	if f.typ != rpcStatsOK {
+		return PeerStats{}, fmt.Errorf("stats from %s: %s", addr, f.body)
+	}
+	applied, k := binary.Uvarint(f.body)
+	last, k2 := binary.Uvarint(f.body[max(k, 0):])
+	if k <= 0 || k2 <= 0 {
+		return PeerStats{}, errors.New("rpc: malformed stats response")
+	}
+	return PeerStats{Applied: applied, LastLogIndex: last}, nil
+}
