@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 
 	"github.com/raftplane/raftplane/fsm"
 )
@@ -219,4 +220,89 @@ func nonNil(s []string) []string {
 		return []string{}
 	}
 	return s
+}
+
+// historyMessage is one message of a history read.
+type historyMessage struct {
+	Cursor    string          `json:"cursor"`
+	Target    string          `json:"target"`
+	Arguments json.RawMessage `json:"arguments"`
+}
+
+const (
+	defaultHistoryLimit = 100
+	maxHistoryLimit     = 1000
+)
+
+// handleGroupHistory serves GET /api/v1/hubs/{hub}/groups/{group}/messages
+// ?after=<cursor>&limit=<n>: the messages sent to the group after the cursor
+// that are still in this node's cache, oldest first. "next" is the cursor to
+// continue from. A cursor older than the cache or from another cluster gets
+// 410 with the oldest cursor available, never a silent gap.
+func (s *Server) handleGroupHistory(w http.ResponseWriter, r *http.Request) {
+	hub, group := r.PathValue("hub"), r.PathValue("group")
+	if !checkName(w, "group", group, maxGroupLen) {
+		return
+	}
+	limit := defaultHistoryLimit
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxHistoryLimit {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("limit must be 1-%d", maxHistoryLimit))
+			return
+		}
+		limit = n
+	}
+	pos := s.stream.Position()
+	if pos.Epoch == "" {
+		writeError(w, http.StatusServiceUnavailable, errNotReady.Error())
+		return
+	}
+	after := pos.Floor
+	if v := r.URL.Query().Get("after"); v != "" {
+		epoch, c, err := fsm.ParseCursor(v)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		if epoch != pos.Epoch {
+			writeGone(w, fmt.Sprintf("cursor %s is from another cluster (epoch %s; this cluster is %s)", v, epoch, pos.Epoch), pos)
+			return
+		}
+		after = c
+	}
+	out := []historyMessage{}
+	next := after
+	for len(out) < limit {
+		entries, err := s.stream.Since(next, dispatchBatch)
+		if errors.Is(err, fsm.ErrCursorTooOld) {
+			writeGone(w, "cursor expired: "+err.Error(), s.stream.Position())
+			return
+		}
+		if err != nil {
+			writeError(w, http.StatusInternalServerError, err.Error())
+			return
+		}
+		if len(entries) == 0 {
+			break
+		}
+		for i := range entries {
+			e := &entries[i]
+			next = e.Cursor
+			if e.Err == nil && e.Kind == fsm.KindPublish && e.Audience == fsm.AudienceGroup && e.Hub == hub && e.Key == group {
+				out = append(out, historyMessage{Cursor: e.Cursor.Format(pos.Epoch), Target: e.Target, Arguments: json.RawMessage(e.Args)})
+				if len(out) == limit {
+					break
+				}
+			}
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"messages": out, "next": next.Format(pos.Epoch)})
+}
+
+// writeGone answers 410 with the oldest cursor still available.
+func writeGone(w http.ResponseWriter, msg string, pos fsm.Position) {
+	writeJSON(w, http.StatusGone, map[string]string{
+		"code": "Gone", "message": msg, "oldest": pos.Floor.Format(pos.Epoch),
+	})
 }

@@ -85,6 +85,7 @@ func (s *Server) routes() {
 	m.HandleFunc("DELETE /api/v1/hubs/{hub}/connections/{id}", s.api(s.handleCloseConnection))
 	m.HandleFunc("GET /api/v1/hubs/{hub}/connections/{id}", s.api(s.handleGetConnection))
 	m.HandleFunc("GET /api/v1/hubs/{hub}/groups/{group}", s.api(s.handleGetGroup))
+	m.HandleFunc("GET /api/v1/hubs/{hub}/groups/{group}/messages", s.api(s.handleGroupHistory))
 	m.HandleFunc("GET /api/v1/hubs/{hub}/users/{user}", s.api(s.handleGetUser))
 	s.mux = m
 }

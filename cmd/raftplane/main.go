@@ -43,6 +43,13 @@ func main() {
 		fmt.Fprintln(os.Stderr, "raftplane: second signal, exiting now")
 		os.Exit(2)
 	}()
+	if len(os.Args) > 1 && os.Args[1] == "status" {
+		if err := runStatus(ctx, os.Args[2:], os.Stdout, os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, "raftplane:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(ctx, os.Args[1:], os.Stderr, nil); err != nil {
 		fmt.Fprintln(os.Stderr, "raftplane:", err)
 		os.Exit(1)
@@ -65,7 +72,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("raftplane", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: raftplane [flags]\n\nEvery flag can also be set with an environment variable: -http is RAFTPLANE_HTTP,\n-max-message-size is RAFTPLANE_MAX_MESSAGE_SIZE, and so on. A flag on the command line wins.\n\nFlags:\n")
+		fmt.Fprintf(stderr, "Usage: raftplane [flags]       run a node\n       raftplane status [-http host:port] [-api-key key]   print a node's view of the cluster\n\nEvery flag can also be set with an environment variable: -http is RAFTPLANE_HTTP,\n-max-message-size is RAFTPLANE_MAX_MESSAGE_SIZE, and so on. A flag on the command line wins.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&o.data, "data", "raftplane-data", "data folder: Raft log, snapshots, node id, token secret")

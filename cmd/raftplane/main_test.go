@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
@@ -306,5 +307,38 @@ func TestRun_InvalidConfigIsAClearError(t *testing.T) {
 	err = run(context.Background(), []string{"-data", t.TempDir(), "-log-level", "loud"}, io.Discard, nil)
 	if err == nil || !strings.Contains(err.Error(), "-log-level") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestRunStatus_Table(t *testing.T) {
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/api/v1/cluster" || r.Header.Get("Authorization") != "Bearer k" {
+			http.Error(w, `{"code":"Unauthorized"}`, http.StatusUnauthorized)
+			return
+		}
+		_, _ = io.WriteString(w, `{"members":[
+			{"id":"a1","raft_addr":"127.0.0.1:7001","http_addr":"127.0.0.1:5001","gossip_addr":"127.0.0.1:7946","gossip_state":"alive","suffrage":"voter","leader":true,"last_contact":"0","applied_index":42},
+			{"id":"b2","raft_addr":"127.0.0.1:7002","gossip_state":"dead","suffrage":"nonvoter","leader":false,"last_contact":"unreachable","applied_index":0}]}`)
+	}))
+	defer ts.Close()
+	var out bytes.Buffer
+	if err := runStatus(context.Background(), []string{"-http", ts.URL, "-api-key", "k"}, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "ID") {
+		t.Fatalf("table:\n%s", out.String())
+	}
+	for _, want := range [][]string{{"a1", "alive", "voter", "*", "42", "127.0.0.1:5001"}, {"b2", "dead", "nonvoter", "unreachable", "-"}} {
+		row := strings.Join(strings.Fields(lines[map[string]int{"a1": 1, "b2": 2}[want[0]]]), " ")
+		for _, w := range want {
+			if !strings.Contains(row, w) {
+				t.Fatalf("row %q lacks %q", row, w)
+			}
+		}
+	}
+	err := runStatus(context.Background(), []string{"-http", ts.URL}, &out, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("without the key: err = %v, want the 401 surfaced", err)
 	}
 }

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// clusterMember is one row of GET /api/v1/cluster.
+type clusterMember struct {
+	ID          string `json:"id"`
+	RaftAddr    string `json:"raft_addr"`
+	HTTPAddr    string `json:"http_addr"`
+	GossipAddr  string `json:"gossip_addr"`
+	GossipState string `json:"gossip_state"`
+	Suffrage    string `json:"suffrage"`
+	Leader      bool   `json:"leader"`
+	Leaving     bool   `json:"leaving"`
+	LastContact string `json:"last_contact"`
+	Applied     uint64 `json:"applied_index"`
+}
+
+// runStatus is `raftplane status`: it prints a node's view of the cluster as
+// a table.
+func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("raftplane status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("http", envOr("RAFTPLANE_HTTP", "127.0.0.1:5000"), "HTTP address of any node")
+	key := fs.String("api-key", os.Getenv("RAFTPLANE_API_KEY"), "the node's -api-key, if it has one")
+	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for the answer")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	base := *addr
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(base, "/")+"/api/v1/cluster", nil)
+	if err != nil {
+		return err
+	}
+	if *key != "" {
+		req.Header.Set("Authorization", "Bearer "+*key)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("status: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return fmt.Errorf("status: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("status: %s answered %s: %s", *addr, resp.Status, strings.TrimSpace(string(body)))
+	}
+	var out struct {
+		Members []clusterMember `json:"members"`
+	}
+	if err := json.Unmarshal(body, &out); err != nil {
+		return fmt.Errorf("status: unexpected answer: %w", err)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tGOSSIP\tRAFT\tLEADER\tAPPLIED\tLAST CONTACT\tRAFT ADDR\tHTTP ADDR\tGOSSIP ADDR")
+	for _, m := range out.Members {
+		leader := ""
+		if m.Leader {
+			leader = "*"
+		}
+		state := m.GossipState
+		if m.Leaving {
+			state += " (leaving)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", m.ID, state, m.Suffrage, leader, m.Applied,
+			m.LastContact, m.RaftAddr, dash(m.HTTPAddr), dash(m.GossipAddr))
+	}
+	return tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func envOr(key, def string) string {
+	if v, ok := os.LookupEnv(key); ok {
+		return v
+	}
+	return def
+}
