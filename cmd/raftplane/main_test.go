@@ -37,7 +37,9 @@ func (w *testWriter) Write(p []byte) (int, error) {
 
 func (w *testWriter) stop() { w.mu.Lock(); w.on = false; w.mu.Unlock() }
 
-func freePort(t *testing.T) string {
+func freePort(t *testing.T) string { return freePortTB(t) }
+
+func freePortTB(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
