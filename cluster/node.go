@@ -270,7 +270,12 @@ func (n *Node) initCluster() {
 		return
 	}
 	id := hex.EncodeToString(b[:])
-	cmd := fsm.Command{Kind: fsm.KindClusterInit, ClusterID: id, Time: time.Now().UnixNano()}
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		n.log.Error("cluster secret", "err", err)
+		return
+	}
+	cmd := fsm.Command{Kind: fsm.KindClusterInit, ClusterID: id, Secret: secret, Time: time.Now().UnixNano()}
 	f := n.raft.Apply(fsm.EncodeBatch([]fsm.Command{cmd}), n.cfg.ApplyTimeout)
 	if err := f.Error(); err != nil {
 		n.log.Warn("writing cluster id failed", "err", err)

@@ -95,12 +95,15 @@ type Command struct {
 
 	// KindClusterInit
 	ClusterID string
+	// Secret is the cluster's shared secret (signs connection tokens, so
+	// any node can verify a token another node issued).
+	Secret []byte
 }
 
 // size estimates the memory a cached command costs, for the byte limit.
 func (c *Command) size() int {
 	n := 64 + len(c.ID) + len(c.Hub) + len(c.Key) + len(c.Target) + len(c.Args) +
-		len(c.Conn) + len(c.Group) + len(c.User) + len(c.Node) + len(c.Reason) + len(c.ClusterID)
+		len(c.Conn) + len(c.Group) + len(c.User) + len(c.Node) + len(c.Reason) + len(c.ClusterID) + len(c.Secret)
 	for _, e := range c.Exclude {
 		n += 16 + len(e)
 	}
@@ -188,6 +191,7 @@ func appendCommand(b []byte, c *Command) []byte {
 	switch c.Kind {
 	case KindClusterInit:
 		b = appendString(b, c.ClusterID)
+		b = appendBytes(b, c.Secret)
 	case KindPublish:
 		b = append(b, byte(c.Audience))
 		b = appendString(b, c.Key)
@@ -223,6 +227,9 @@ func DecodeCommand(data []byte) (Command, error) {
 	switch c.Kind {
 	case KindClusterInit:
 		c.ClusterID = r.string()
+		if sec := r.bytes(); len(sec) > 0 {
+			c.Secret = append([]byte(nil), sec...)
+		}
 	case KindPublish:
 		c.Audience = Audience(r.byte())
 		c.Key = r.string()

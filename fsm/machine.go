@@ -107,6 +107,7 @@ type Machine struct {
 // state is everything a snapshot carries; Restore swaps it whole.
 type state struct {
 	Epoch   string
+	Secret  []byte
 	Applied uint64 // last raft index seen, of any type
 	Last    Cursor // cursor of the last command applied
 	Floor   Cursor // the stream can be read from any cursor >= Floor
@@ -229,6 +230,7 @@ func (st *state) apply(e *Entry) error {
 	case KindClusterInit:
 		if st.Epoch == "" {
 			st.Epoch = c.ClusterID
+			st.Secret = c.Secret
 		}
 		return nil
 	case KindPublish:
@@ -413,6 +415,14 @@ func (m *Machine) Wait(ctx context.Context, c Cursor) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// Secret returns the cluster's shared secret from the cluster-init entry,
+// or nil before it is applied. Callers must not modify it.
+func (m *Machine) Secret() []byte {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.st.Secret
 }
 
 // Epoch returns the cluster id that prefixes every cursor, or "" before the

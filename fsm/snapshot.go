@@ -37,6 +37,7 @@ func ErrorFromCode(code uint8) (error, bool) {
 // snapshotData is the serialised form of state.
 type snapshotData struct {
 	Epoch   string
+	Secret  []byte
 	Applied uint64
 	Last    Cursor
 	Floor   Cursor
@@ -61,7 +62,7 @@ func (m *Machine) Snapshot() (raft.FSMSnapshot, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	st := m.st
-	d := snapshotData{Epoch: st.Epoch, Applied: st.Applied, Last: st.Last, Floor: st.Floor, Newest: st.Newest}
+	d := snapshotData{Epoch: st.Epoch, Secret: st.Secret, Applied: st.Applied, Last: st.Last, Floor: st.Floor, Newest: st.Newest}
 	d.Entries = make([]snapshotEntry, len(st.Entries))
 	for i := range st.Entries {
 		e := &st.Entries[i]
@@ -121,7 +122,7 @@ func (m *Machine) Restore(rc io.ReadCloser) error {
 		return fmt.Errorf("fsm: restore: %w", err)
 	}
 	st := newState()
-	st.Epoch, st.Applied, st.Last, st.Floor, st.Newest = d.Epoch, d.Applied, d.Last, d.Floor, d.Newest
+	st.Epoch, st.Secret, st.Applied, st.Last, st.Floor, st.Newest = d.Epoch, d.Secret, d.Applied, d.Last, d.Floor, d.Newest
 	st.Entries = make([]Entry, len(d.Entries))
 	for i, se := range d.Entries {
 		c, err := DecodeCommand(se.Command)

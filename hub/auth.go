@@ -53,6 +53,17 @@ const (
 	tokenVersionV0 = 2
 )
 
+// secret returns the key that signs tokens, or nil while it is unknown.
+func (s *Server) secret() []byte {
+	if s.cfg.TokenSecretFunc != nil {
+		if k := s.cfg.TokenSecretFunc(); len(k) >= 16 {
+			return k
+		}
+		return nil
+	}
+	return s.cfg.TokenSecret
+}
+
 func (s *Server) signToken(t connToken) string {
 	var p []byte
 	if t.V0 {
@@ -65,7 +76,7 @@ func (s *Server) signToken(t connToken) string {
 		p = binary.AppendUvarint(p, uint64(len(f)))
 		p = append(p, f...)
 	}
-	mac := hmac.New(sha256.New, s.cfg.TokenSecret)
+	mac := hmac.New(sha256.New, s.secret())
 	mac.Write(p)
 	return b64.EncodeToString(p) + "." + b64.EncodeToString(mac.Sum(nil)[:18])
 }
@@ -82,7 +93,11 @@ func (s *Server) parseToken(tok string) (connToken, error) {
 	if err1 != nil || err2 != nil {
 		return connToken{}, errBadToken
 	}
-	mac := hmac.New(sha256.New, s.cfg.TokenSecret)
+	key := s.secret()
+	if key == nil {
+		return connToken{}, errBadToken
+	}
+	mac := hmac.New(sha256.New, key)
 	mac.Write(p)
 	if !hmac.Equal(got, mac.Sum(nil)[:18]) {
 		return connToken{}, errBadToken

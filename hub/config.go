@@ -34,8 +34,14 @@ type Config struct {
 	// MaxBodySize bounds REST request bodies, in bytes.
 	MaxBodySize int64
 
-	// TokenSecret signs connection tokens (at least 16 bytes).
+	// TokenSecret signs connection tokens (at least 16 bytes). All nodes of
+	// a cluster must use the same one so that any node verifies a token
+	// another issued.
 	TokenSecret []byte
+	// TokenSecretFunc, when set, is used instead of TokenSecret: typically
+	// the cluster secret replicated in the log. While it returns fewer than
+	// 16 bytes the hub refuses new connections as not ready.
+	TokenSecretFunc func() []byte
 	// JWTKey, when set, makes negotiate and connect require an HS256 JWT
 	// whose "sub" is the user id. Empty runs the hub open (dev mode).
 	JWTKey []byte
@@ -95,7 +101,7 @@ func (c Config) Validate() error {
 	if c.MaxBodySize < 256 {
 		errs = append(errs, fmt.Errorf("MaxBodySize (%d) must be at least 256", c.MaxBodySize))
 	}
-	if len(c.TokenSecret) < 16 {
+	if c.TokenSecretFunc == nil && len(c.TokenSecret) < 16 {
 		errs = append(errs, fmt.Errorf("TokenSecret is %d bytes, want at least 16", len(c.TokenSecret)))
 	}
 	if len(errs) > 0 {

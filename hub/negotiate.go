@@ -128,7 +128,7 @@ func (s *Server) accepting() error {
 	if closing {
 		return errShuttingDown
 	}
-	if s.stream.Epoch() == "" {
+	if s.stream.Epoch() == "" || s.secret() == nil {
 		return errNotReady
 	}
 	return nil

@@ -87,7 +87,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&o.jwtKey, "jwt-key", "", "HS256 key; when set, clients need a JWT whose sub is their user id")
 	fs.StringVar(&o.apiKey, "api-key", "", "when set, the REST API needs Authorization: Bearer <api-key>")
-	fs.StringVar(&o.secret, "secret", "", "secret that signs connection tokens; all nodes of a cluster need the same (default: generated once and kept in <data>/secret)")
+	fs.StringVar(&o.secret, "secret", "", "secret that signs connection tokens, the same on every node (default: the cluster secret generated at bootstrap and replicated in the log)")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown may take")
 
 	h := &o.hub
@@ -200,12 +200,6 @@ func run(ctx context.Context, args []string, stderr io.Writer, onReady func(http
 			return fmt.Errorf("node id: %w", err)
 		}
 	}
-	secret := o.secret
-	if secret == "" {
-		if secret, err = persisted(o.data, "secret", randomHex(32)); err != nil {
-			return fmt.Errorf("token secret: %w", err)
-		}
-	}
 	lg = lg.With("node", o.nodeID)
 
 	o.fsm.Logger = lg.With("component", "fsm")
@@ -253,7 +247,14 @@ func run(ctx context.Context, args []string, stderr io.Writer, onReady func(http
 		return err
 	}
 
-	o.hub.NodeID, o.hub.TokenSecret, o.hub.APIKey = o.nodeID, []byte(secret), o.apiKey
+	o.hub.NodeID, o.hub.APIKey = o.nodeID, o.apiKey
+	if o.secret != "" {
+		o.hub.TokenSecret = []byte(o.secret)
+	} else {
+		// The cluster secret from the log: every node has the same one, so
+		// a client may negotiate on one node and connect on another.
+		o.hub.TokenSecretFunc = machine.Secret
+	}
 	o.hub.JWTKey = []byte(o.jwtKey)
 	o.hub.Logger = lg.With("component", "hub")
 	o.hub.Status = func() any { return node.Status() }
