@@ -58,6 +58,9 @@ type Config struct {
 	// StabilizeTime is how long a non-voter must have been a member before
 	// it may be promoted.
 	StabilizeTime time.Duration
+	// DisconnectTimeout is how long the connections of a node that is not
+	// alive in gossip stay in the registry before the leader closes them.
+	DisconnectTimeout time.Duration
 	// MaxTrailing is how many entries behind the leader a non-voter may be
 	// and still count as caught up.
 	MaxTrailing uint64
@@ -87,6 +90,7 @@ func DefaultConfig() Config {
 		ReconcileInterval:  time.Second,
 		StabilizeTime:      2 * time.Second,
 		MaxTrailing:        256,
+		DisconnectTimeout:  30 * time.Second,
 	}
 }
 
@@ -131,6 +135,9 @@ func (c Config) Validate() error {
 	}
 	if c.HoldTimeout <= 0 || c.ApplyTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("HoldTimeout (%s) and ApplyTimeout (%s) must be positive", c.HoldTimeout, c.ApplyTimeout))
+	}
+	if c.DisconnectTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("DisconnectTimeout (%s) must be at least 1s", c.DisconnectTimeout))
 	}
 	if c.MaxVoters < 1 || c.MaxVoters > 7 || c.MaxVoters%2 == 0 {
 		errs = append(errs, fmt.Errorf("MaxVoters (%d) must be odd, from 1 to 7", c.MaxVoters))

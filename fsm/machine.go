@@ -537,3 +537,17 @@ func (m *Machine) ConnectionsOn(node string) []ConnInfo {
 	})
 	return out
 }
+
+// ConnectionNodes returns the ids of the nodes that hold at least one
+// connection, with their connection counts.
+func (m *Machine) ConnectionNodes() map[string]int {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := map[string]int{}
+	for _, h := range m.st.Hubs {
+		for _, cs := range h.Conns {
+			out[cs.Node]++
+		}
+	}
+	return out
+}

@@ -1098,3 +1098,19 @@ func TestMachine_ConnectionsOn(t *testing.T) {
 		t.Fatalf("ConnectionsOn(n3) = %v, want none", got)
 	}
 }
+
+func TestMachine_ConnectionNodes(t *testing.T) {
+	a := newApplier(t, DefaultConfig())
+	a.apply(
+		Command{Kind: KindConnOpen, Hub: "a", Conn: "c1", Node: "n1"},
+		Command{Kind: KindConnOpen, Hub: "b", Conn: "c2", Node: "n1"},
+		Command{Kind: KindConnOpen, Hub: "a", Conn: "c3", Node: "n2"},
+	)
+	if got, want := a.m.ConnectionNodes(), map[string]int{"n1": 2, "n2": 1}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("ConnectionNodes() = %v, want %v", got, want)
+	}
+	a.apply(Command{Kind: KindConnClose, Hub: "a", Conn: "c3"})
+	if got, want := a.m.ConnectionNodes(), map[string]int{"n1": 2}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("after close: %v, want %v", got, want)
+	}
+}

@@ -120,6 +120,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&c.NoSync, "no-sync", false, "do not fsync the Raft log (unsafe; benchmarks only)")
 	fs.IntVar(&c.MaxVoters, "voters", c.MaxVoters, "how many nodes vote in Raft (odd: 1, 3, 5, 7); the others replicate without voting")
 	fs.DurationVar(&c.ReapAfter, "reap-after", c.ReapAfter, "remove a node that gossip has seen dead for this long")
+	fs.DurationVar(&c.DisconnectTimeout, "disconnect-timeout", c.DisconnectTimeout, "close the connections of a node that has been gone for this long")
 
 	if err := fs.Parse(args); err != nil {
 		return nil, err
