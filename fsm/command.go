@@ -20,6 +20,7 @@ const (
 	KindGroupLeave  Kind = 4 // Conn leaves Group in Hub
 	KindConnOpen    Kind = 5 // Conn of User opens in Hub, owned by Node
 	KindConnClose   Kind = 6 // Conn closes (left its groups); Reason says why
+	KindConnResume  Kind = 7 // Conn of User resumes on Node, replaying after From
 
 	KindIgnorable Kind = 128
 )
@@ -38,6 +39,8 @@ func (k Kind) String() string {
 		return "conn-open"
 	case KindConnClose:
 		return "conn-close"
+	case KindConnResume:
+		return "conn-resume"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -90,8 +93,9 @@ type Command struct {
 	Conn   string
 	Group  string // join/leave
 	User   string // open
-	Node   string // open: the node that holds the transport
+	Node   string // open, resume: the node that holds the transport
 	Reason string // close
+	From   Cursor // resume: the last cursor the client saw
 
 	// KindClusterInit
 	ClusterID string
@@ -211,6 +215,12 @@ func appendCommand(b []byte, c *Command) []byte {
 	case KindConnClose:
 		b = appendString(b, c.Conn)
 		b = appendString(b, c.Reason)
+	case KindConnResume:
+		b = appendString(b, c.Conn)
+		b = appendString(b, c.User)
+		b = appendString(b, c.Node)
+		b = binary.AppendUvarint(b, c.From.Index)
+		b = binary.AppendUvarint(b, uint64(c.From.Offset))
 	}
 	return b
 }
@@ -260,6 +270,16 @@ func DecodeCommand(data []byte) (Command, error) {
 	case KindConnClose:
 		c.Conn = r.string()
 		c.Reason = r.string()
+	case KindConnResume:
+		c.Conn = r.string()
+		c.User = r.string()
+		c.Node = r.string()
+		c.From.Index = r.uvarint()
+		off := r.uvarint()
+		if r.err == nil && off > 1<<32-1 {
+			r.fail("offset %d", off)
+		}
+		c.From.Offset = uint32(off)
 	default:
 		if r.err == nil && c.Kind < KindIgnorable {
 			r.fail("unknown command kind %d", c.Kind)
@@ -373,7 +393,7 @@ func (c *Command) Validate() error {
 		if c.Conn == "" || c.Group == "" {
 			return fmt.Errorf("%w: %s needs a connection and a group", ErrInvalid, c.Kind)
 		}
-	case KindConnOpen, KindConnClose:
+	case KindConnOpen, KindConnClose, KindConnResume:
 		if c.Conn == "" {
 			return fmt.Errorf("%w: %s needs a connection", ErrInvalid, c.Kind)
 		}

@@ -24,6 +24,7 @@ var (
 	ErrConnectionExists  = errors.New("connection already exists")
 	ErrCursorTooOld      = errors.New("cursor expired: older than the message cache")
 	ErrNoEpoch           = errors.New("stream not initialised yet (no cluster id applied)")
+	ErrResumeDenied      = errors.New("resume denied: the connection belongs to another user")
 )
 
 // Config bounds the message cache. The limits are per node: a node with a
@@ -70,6 +71,9 @@ type Entry struct {
 	// Err is the command's outcome (ErrUnknownConnection, ...); a command
 	// with an error changed nothing and reaches nobody.
 	Err error
+	// Groups is, for a KindConnResume entry, the connection's groups at
+	// this entry: where live delivery picks up after the replay.
+	Groups []string
 }
 
 // Result is what Apply returns for each command of an entry; the submitter
@@ -133,7 +137,24 @@ type connState struct {
 	Node   string
 	Opened Cursor
 	Groups map[string]struct{}
+	// History records the membership changes after Base, so the groups at
+	// any cursor >= Base can be rebuilt (cursor resume). Base and BaseGroups
+	// hold the folded older part.
+	History    []groupChange
+	Base       Cursor
+	BaseGroups []string
 }
+
+// groupChange is one effective join or leave of a connection.
+type groupChange struct {
+	Cursor Cursor
+	Group  string
+	Join   bool
+}
+
+// maxHistory bounds a connection's membership history; older changes are
+// folded into its base (a resume from before the base is refused).
+const maxHistory = 512
 
 type dedupItem struct {
 	ID   string
@@ -245,7 +266,7 @@ func (st *state) apply(e *Entry) error {
 		if _, ok := h.Conns[c.Conn]; ok {
 			return ErrConnectionExists
 		}
-		h.Conns[c.Conn] = &connState{User: c.User, Node: c.Node, Opened: e.Cursor, Groups: map[string]struct{}{}}
+		h.Conns[c.Conn] = &connState{User: c.User, Node: c.Node, Opened: e.Cursor, Base: e.Cursor, Groups: map[string]struct{}{}}
 		if c.User != "" {
 			addTo(h.Users, c.User, c.Conn)
 		}
@@ -273,6 +294,7 @@ func (st *state) apply(e *Entry) error {
 			return ErrUnknownConnection
 		}
 		h := st.Hubs[c.Hub]
+		_, member := cs.Groups[c.Group]
 		if c.Kind == KindGroupJoin {
 			cs.Groups[c.Group] = struct{}{}
 			addTo(h.Groups, c.Group, c.Conn)
@@ -280,9 +302,73 @@ func (st *state) apply(e *Entry) error {
 			delete(cs.Groups, c.Group)
 			removeFrom(h.Groups, c.Group, c.Conn)
 		}
+		if member != (c.Kind == KindGroupJoin) {
+			cs.record(groupChange{Cursor: e.Cursor, Group: c.Group, Join: c.Kind == KindGroupJoin})
+		}
+		return nil
+	case KindConnResume:
+		cs, ok := st.conn(c.Hub, c.Conn)
+		if !ok {
+			return ErrUnknownConnection
+		}
+		if cs.User != c.User {
+			return ErrResumeDenied
+		}
+		cs.Node = c.Node
+		e.Groups = sortedKeys(cs.Groups)
 		return nil
 	}
 	return nil
+}
+
+// record appends a membership change, folding the oldest into the base
+// when the history is full.
+func (cs *connState) record(ch groupChange) {
+	cs.History = append(cs.History, ch)
+	if len(cs.History) <= maxHistory {
+		return
+	}
+	fold := len(cs.History) - maxHistory/2
+	set := map[string]struct{}{}
+	for _, g := range cs.BaseGroups {
+		set[g] = struct{}{}
+	}
+	for _, h := range cs.History[:fold] {
+		if h.Join {
+			set[h.Group] = struct{}{}
+		} else {
+			delete(set, h.Group)
+		}
+	}
+	cs.Base = cs.History[fold-1].Cursor
+	cs.BaseGroups = sortedKeys(set)
+	cs.History = append([]groupChange(nil), cs.History[fold:]...)
+}
+
+// groupsAt rebuilds the groups the connection had right after cursor c.
+func (cs *connState) groupsAt(c Cursor) ([]string, bool) {
+	if c.Less(cs.Base) {
+		return nil, false
+	}
+	set := map[string]struct{}{}
+	for _, g := range cs.BaseGroups {
+		set[g] = struct{}{}
+	}
+	for _, h := range cs.History {
+		if c.Less(h.Cursor) {
+			break
+		}
+		if h.Join {
+			set[h.Group] = struct{}{}
+		} else {
+			delete(set, h.Group)
+		}
+	}
+	out := sortedKeys(set)
+	if out == nil {
+		out = []string{}
+	}
+	return out, true
 }
 
 func (st *state) hub(name string) *hubState {
@@ -550,4 +636,29 @@ func (m *Machine) ConnectionNodes() map[string]int {
 		}
 	}
 	return out
+}
+
+// ErrHistoryTooOld is returned by GroupsAt for a cursor before what the
+// connection's membership history still covers.
+var ErrHistoryTooOld = errors.New("cursor expired: older than the connection's membership history")
+
+// GroupsAt returns the groups connection id of hub had right after cursor
+// c, and the connection's user: what a resume from c starts with.
+func (m *Machine) GroupsAt(hub, id string, c Cursor) (groups []string, user string, err error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	cs, ok := m.st.conn(hub, id)
+	if !ok {
+		return nil, "", ErrUnknownConnection
+	}
+	if c.Less(cs.Opened) {
+		// Before the connection existed it had no groups; the replay starts
+		// at its opening, which must still be cached.
+		c = cs.Opened
+	}
+	g, ok := cs.groupsAt(c)
+	if !ok {
+		return nil, "", fmt.Errorf("%w (history starts at %s)", ErrHistoryTooOld, cs.Base)
+	}
+	return g, cs.User, nil
 }

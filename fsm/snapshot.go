@@ -14,7 +14,7 @@ const snapshotVersion = 1
 
 // errCodes maps outcome errors to stable codes for snapshots (and, later,
 // for forwarding results between nodes).
-var errCodes = []error{nil, ErrUnknownConnection, ErrConnectionExists}
+var errCodes = []error{nil, ErrUnknownConnection, ErrConnectionExists, ErrResumeDenied}
 
 // ErrorCode returns the stable code of an Apply outcome error (0 for nil).
 func ErrorCode(err error) uint8 {
@@ -43,7 +43,7 @@ type snapshotData struct {
 	Floor   Cursor
 	Newest  int64
 	Entries []snapshotEntry
-	Conns   []ConnInfo
+	Conns   []snapshotConn
 	DedupQ  []dedupItem
 	Dedup   []Cursor // parallel to DedupQ
 }
@@ -52,6 +52,15 @@ type snapshotEntry struct {
 	Cursor  Cursor
 	Command []byte
 	ErrCode uint8
+	Groups  []string
+}
+
+// snapshotConn is a connection with its membership history.
+type snapshotConn struct {
+	ConnInfo
+	History    []groupChange
+	Base       Cursor
+	BaseGroups []string
 }
 
 type snapshot struct{ data snapshotData }
@@ -66,7 +75,7 @@ func (m *Machine) Snapshot() (raft.FSMSnapshot, error) {
 	d.Entries = make([]snapshotEntry, len(st.Entries))
 	for i := range st.Entries {
 		e := &st.Entries[i]
-		d.Entries[i] = snapshotEntry{Cursor: e.Cursor, Command: EncodeCommand(&e.Command), ErrCode: ErrorCode(e.Err)}
+		d.Entries[i] = snapshotEntry{Cursor: e.Cursor, Command: EncodeCommand(&e.Command), ErrCode: ErrorCode(e.Err), Groups: e.Groups}
 	}
 	for hubName, h := range st.Hubs {
 		for id, cs := range h.Conns {
@@ -74,7 +83,8 @@ func (m *Machine) Snapshot() (raft.FSMSnapshot, error) {
 			for g := range cs.Groups {
 				ci.Groups = append(ci.Groups, g)
 			}
-			d.Conns = append(d.Conns, ci)
+			d.Conns = append(d.Conns, snapshotConn{ConnInfo: ci, History: append([]groupChange(nil), cs.History...),
+				Base: cs.Base, BaseGroups: cs.BaseGroups})
 		}
 	}
 	d.DedupQ = append([]dedupItem(nil), st.DedupQ...)
@@ -133,12 +143,13 @@ func (m *Machine) Restore(rc io.ReadCloser) error {
 		if !ok {
 			return fmt.Errorf("fsm: restore entry %s: unknown outcome code %d", se.Cursor, se.ErrCode)
 		}
-		st.Entries[i] = Entry{Cursor: se.Cursor, Command: c, Err: e}
+		st.Entries[i] = Entry{Cursor: se.Cursor, Command: c, Err: e, Groups: se.Groups}
 		st.Bytes += int64(st.Entries[i].size())
 	}
 	for _, ci := range d.Conns {
 		h := st.hub(ci.Hub)
-		cs := &connState{User: ci.User, Node: ci.Node, Opened: ci.Opened, Groups: map[string]struct{}{}}
+		cs := &connState{User: ci.User, Node: ci.Node, Opened: ci.Opened, Groups: map[string]struct{}{},
+			History: ci.History, Base: ci.Base, BaseGroups: ci.BaseGroups}
 		h.Conns[ci.ID] = cs
 		if ci.User != "" {
 			addTo(h.Users, ci.User, ci.ID)

@@ -391,6 +391,7 @@ func TestErrorCode(t *testing.T) {
 		{name: "nil", err: nil, code: 0},
 		{name: "unknown connection", err: ErrUnknownConnection, code: 1},
 		{name: "connection exists", err: ErrConnectionExists, code: 2},
+		{name: "resume denied", err: ErrResumeDenied, code: 3},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -404,8 +405,8 @@ func TestErrorCode(t *testing.T) {
 		})
 	}
 	t.Run("unknown code", func(t *testing.T) {
-		if err, ok := ErrorFromCode(3); ok || err != nil {
-			t.Fatalf("ErrorFromCode(3) = %v, %v; want nil, false", err, ok)
+		if err, ok := ErrorFromCode(4); ok || err != nil {
+			t.Fatalf("ErrorFromCode(4) = %v, %v; want nil, false", err, ok)
 		}
 	})
 	t.Run("uncoded error panics", func(t *testing.T) {
