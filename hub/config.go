@@ -33,6 +33,9 @@ type Config struct {
 	NegotiateTTL time.Duration
 	// MaxBodySize bounds REST request bodies, in bytes.
 	MaxBodySize int64
+	// DisconnectTimeout is how long a connection that dropped without
+	// closing stays registered, so its client can resume it on any node.
+	DisconnectTimeout time.Duration
 
 	// TokenSecret signs connection tokens (at least 16 bytes). All nodes of
 	// a cluster must use the same one so that any node verifies a token
@@ -70,6 +73,7 @@ func DefaultConfig() Config {
 		PublishTimeout:    10 * time.Second,
 		NegotiateTTL:      60 * time.Second,
 		MaxBodySize:       64 << 10,
+		DisconnectTimeout: 30 * time.Second,
 	}
 }
 
@@ -97,6 +101,9 @@ func (c Config) Validate() error {
 	if c.SendTimeout <= 0 || c.PublishTimeout <= 0 || c.NegotiateTTL <= 0 {
 		errs = append(errs, fmt.Errorf("SendTimeout (%s), PublishTimeout (%s) and NegotiateTTL (%s) must be positive",
 			c.SendTimeout, c.PublishTimeout, c.NegotiateTTL))
+	}
+	if c.DisconnectTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("DisconnectTimeout (%s) must be positive", c.DisconnectTimeout))
 	}
 	if c.MaxBodySize < 256 {
 		errs = append(errs, fmt.Errorf("MaxBodySize (%d) must be at least 256", c.MaxBodySize))

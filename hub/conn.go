@@ -43,6 +43,8 @@ type conn struct {
 	wake     chan struct{}
 
 	handshaking atomic.Bool // until the handshake response is written
+	goodbye     atomic.Bool // the client closed cleanly: no resume expected
+	resume      *resumeReq  // set for a cursor resume
 
 	attached   chan struct{} // closed by the dispatcher when ConnOpen applies
 	opened     atomic.Bool   // ConnOpen committed: a ConnClose is owed

@@ -104,20 +104,40 @@ func (s *Server) deliver(e *fsm.Entry, epoch string, scratch []byte) []byte {
 		if c == nil {
 			return scratch
 		}
-		c.removed.Store(true)
-		delete(h.conns, c.id)
-		for g := range c.groups {
-			removeConn(h.groups, g, c)
-		}
-		c.groups = nil
-		if c.user != "" {
-			removeConn(h.users, c.user, c)
-		}
-		if len(h.conns) == 0 {
-			delete(s.idx, e.Hub)
-		}
+		s.unindex(h, c)
 		// A close this connection did not ask for (REST DELETE): end it.
 		c.closeWith("Connection closed by the server: "+e.Reason, false, true)
+	case fsm.KindConnResume:
+		h := s.localHub(e.Hub, false)
+		if h != nil {
+			if old := h.conns[e.Conn]; old != nil {
+				// Its earlier transport on this node is done with.
+				s.unindex(h, old)
+				old.closeWith("Connection resumed on another transport.", false, false)
+			}
+		}
+		if e.Node != s.cfg.NodeID {
+			return scratch
+		}
+		s.mu.Lock()
+		c := s.conns[e.Conn]
+		s.mu.Unlock()
+		if c == nil || c.hub != e.Hub || c.resume == nil {
+			return scratch
+		}
+		h = s.localHub(e.Hub, true)
+		h.conns[c.id] = c
+		if c.user != "" {
+			addConn(h.users, c.user, c)
+		}
+		for _, g := range e.Groups {
+			addConn(h.groups, g, c)
+			if c.groups == nil {
+				c.groups = map[string]struct{}{}
+			}
+			c.groups[g] = struct{}{}
+		}
+		close(c.attached)
 	case fsm.KindGroupJoin, fsm.KindGroupLeave:
 		h := s.localHub(e.Hub, false)
 		if h == nil {
@@ -176,6 +196,23 @@ func (s *Server) deliver(e *fsm.Entry, epoch string, scratch []byte) []byte {
 		}
 	}
 	return scratch
+}
+
+// unindex removes a connection from the local index; the log no longer
+// routes anything to it through this node.
+func (s *Server) unindex(h *localHub, c *conn) {
+	c.removed.Store(true)
+	delete(h.conns, c.id)
+	for g := range c.groups {
+		removeConn(h.groups, g, c)
+	}
+	c.groups = nil
+	if c.user != "" {
+		removeConn(h.users, c.user, c)
+	}
+	if len(h.conns) == 0 {
+		delete(s.idx, c.hub)
+	}
 }
 
 func addConn(m map[string]map[*conn]struct{}, key string, c *conn) {

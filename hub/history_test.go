@@ -51,7 +51,7 @@ func TestServer_GroupHistory(t *testing.T) {
 	for i := range 5 {
 		room = append(room, sendREST(t, h, "/groups/room", fmt.Sprintf(`{"target":"say","arguments":[%d]}`, i)))
 		sendREST(t, h, "/groups/other", `{"target":"say","arguments":["x"]}`) // not in room's history
-		sendREST(t, h, "", `{"target":"news"}`)                                   // broadcasts neither
+		sendREST(t, h, "", `{"target":"news"}`)                               // broadcasts neither
 	}
 
 	st, all := h.history(t, "")

@@ -153,6 +153,7 @@ func (c *conn) handleRecord(rec []byte, info recordInfo) {
 	case typeStreamInvocation:
 		c.complete(m.InvocationID, nil, fmt.Sprintf("Unknown hub method '%s': this hub has no streaming methods.", m.Target))
 	case typeClose:
+		c.goodbye.Store(true)
 		c.cancel()
 	case typePing, typeAck, typeSequence, typeCompletion, typeStreamItem, typeCancelInvocation:
 		// Nothing to do: keep-alive already refreshed the timeout, there are no

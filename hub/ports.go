@@ -31,6 +31,9 @@ type Stream interface {
 	UserConnections(hub, user string) []string
 	// ConnectionsOn lists the connections held by a node.
 	ConnectionsOn(node string) []fsm.ConnInfo
+	// GroupsAt returns a connection's groups right after a cursor, and its
+	// user (fsm.ErrUnknownConnection, fsm.ErrHistoryTooOld).
+	GroupsAt(hub, id string, c fsm.Cursor) ([]string, string, error)
 }
 
 var _ Stream = (*fsm.Machine)(nil)

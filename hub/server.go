@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/raftplane/raftplane/fsm"
@@ -22,9 +23,10 @@ type Server struct {
 	mux    *http.ServeMux
 	ws     websocket.Upgrader
 
-	mu      sync.Mutex
-	conns   map[string]*conn // local connections by id, from handshake to cleanup
-	closing bool
+	mu       sync.Mutex
+	conns    map[string]*conn       // local connections by id, from handshake to cleanup
+	detached map[string]*time.Timer // ended without goodbye, waiting to resume or expire
+	closing  bool
 
 	// idx is the dispatcher's view of local connections; only the
 	// dispatcher goroutine touches it.
@@ -50,13 +52,14 @@ func New(cfg Config, pub Publisher, stream Stream) (*Server, error) {
 		lg = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		cfg:    cfg,
-		log:    lg,
-		pub:    pub,
-		stream: stream,
-		conns:  map[string]*conn{},
-		idx:    map[string]*localHub{},
-		stop:   make(chan struct{}),
+		cfg:      cfg,
+		log:      lg,
+		pub:      pub,
+		stream:   stream,
+		conns:    map[string]*conn{},
+		detached: map[string]*time.Timer{},
+		idx:      map[string]*localHub{},
+		stop:     make(chan struct{}),
 		ws: websocket.Upgrader{
 			ReadBufferSize:  4096,
 			WriteBufferSize: 4096,
@@ -113,11 +116,19 @@ func (s *Server) Start() {
 // that ended without recording their departure (a crash, a kill -9).
 func (s *Server) reapStale() {
 	defer s.wg.Done()
+	// Their clients may still resume them, here or elsewhere: give them the
+	// same grace as any dropped connection.
+	select {
+	case <-time.After(s.cfg.DisconnectTimeout):
+	case <-s.stop:
+		return
+	}
 	for _, ci := range s.stream.ConnectionsOn(s.cfg.NodeID) {
 		s.mu.Lock()
 		_, live := s.conns[ci.ID]
+		_, waiting := s.detached[ci.ID]
 		s.mu.Unlock()
-		if live {
+		if live || waiting {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.PublishTimeout)
@@ -146,6 +157,10 @@ func (s *Server) reapStale() {
 func (s *Server) Close(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing = true
+	for id, t := range s.detached {
+		t.Stop()
+		delete(s.detached, id)
+	}
 	conns := make([]*conn, 0, len(s.conns))
 	for _, c := range s.conns {
 		if c != nil { // nil: claimed, handshake not done yet

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/raftplane/raftplane/fsm"
 )
 
 // wsTransport writes hub messages as WebSocket messages.
@@ -62,7 +63,15 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var id string
-	if raw := queryValue(r, "id"); raw == "" {
+	var rr *resumeReq
+	if raw := queryValue(r, "resume"); raw != "" {
+		var status int
+		if rr, status, err = s.prepareResume(r, hub, user, raw); err != nil {
+			writeError(w, status, err.Error())
+			return
+		}
+		id, user = rr.id, rr.user
+	} else if raw := queryValue(r, "id"); raw == "" {
 		id = newConnectionID() // skipNegotiation
 	} else {
 		tok, err := s.parseToken(raw)
@@ -87,7 +96,7 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 			id = raw
 		}
 	}
-	if err := s.claim(hub, id); err != nil {
+	if err := s.claim(hub, id, rr != nil); err != nil {
 		status := http.StatusConflict
 		if errors.Is(err, errShuttingDown) {
 			status = http.StatusServiceUnavailable
@@ -102,6 +111,7 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 	}
 	tr := &wsTransport{ws: ws, timeout: s.cfg.SendTimeout}
 	c := s.newConn(id, hub, user, tr)
+	c.resume = rr
 	s.serve(c, &wsReader{ws: ws, srv: s})
 }
 
@@ -144,8 +154,8 @@ type reader interface {
 
 // claim reserves a connection id on this node until unclaim or cleanup, so
 // that a second transport for the same id is refused with 409.
-func (s *Server) claim(hub, id string) error {
-	if _, ok := s.stream.Connection(hub, id); ok {
+func (s *Server) claim(hub, id string, resume bool) error {
+	if _, ok := s.stream.Connection(hub, id); ok && !resume {
 		return fmt.Errorf("connection %s is already active", id)
 	}
 	s.mu.Lock()
@@ -155,6 +165,10 @@ func (s *Server) claim(hub, id string) error {
 	}
 	if _, ok := s.conns[id]; ok {
 		return fmt.Errorf("connection %s is already active on this node", id)
+	}
+	if t := s.detached[id]; t != nil {
+		t.Stop() // it is back: no longer waiting to expire
+		delete(s.detached, id)
 	}
 	s.conns[id] = nil
 	s.connWG.Add(1)
@@ -221,8 +235,20 @@ func (s *Server) serve(c *conn, rd reader) {
 	if hsErr == nil {
 		hsErr = s.checkHandshake(*hs)
 	}
+	if hsErr == nil && c.resume != nil && c.resume.reset != "" {
+		// The handshake succeeds so that the client reads the reason.
+		if !stopHandshakeClose() {
+			return
+		}
+		c.log.Info("resume refused", "reason", c.resume.reset)
+		_ = c.tr.write(encodeHandshakeResponse(""))
+		_ = c.tr.write(c.proto.appendClose(nil, c.resume.reset, true))
+		_ = c.tr.close()
+		return
+	}
+	var opened fsm.Cursor
 	if hsErr == nil {
-		hsErr = s.open(c)
+		opened, hsErr = s.open(c)
 	}
 	if hsErr != nil {
 		c.log.Debug("handshake failed", "err", hsErr)
@@ -240,6 +266,17 @@ func (s *Server) serve(c *conn, rd reader) {
 		_ = c.tr.close()
 		s.release(c)
 		return
+	}
+	if c.resume != nil {
+		n, err := s.replay(c, c.resume, opened)
+		if err != nil {
+			c.log.Warn("resume replay failed", "err", err)
+			_ = c.tr.write(c.proto.appendClose(nil, "Resume failed: "+err.Error()+". Start a new connection.", true))
+			_ = c.tr.close()
+			s.release(c)
+			return
+		}
+		c.log.Debug("resumed", "from", c.resume.from, "replayed", n, "live_after", opened)
 	}
 	c.log.Debug("connected", "user", c.user)
 	go c.writeLoop()
@@ -261,7 +298,11 @@ func (s *Server) serve(c *conn, rd reader) {
 				case <-c.writerDone:
 				case <-time.After(s.cfg.SendTimeout):
 				}
-			case !errors.As(err, &ce) && c.ctx.Err() == nil:
+			case errors.As(err, &ce):
+				if ce.Code == websocket.CloseNormalClosure || ce.Code == websocket.CloseGoingAway {
+					c.goodbye.Store(true)
+				}
+			case c.ctx.Err() == nil:
 				c.log.Debug("read ended", "err", err)
 			}
 			break
@@ -285,30 +326,42 @@ func (s *Server) checkHandshake(h handshakeRequest) error {
 
 // open records the connection in the log and waits until the dispatcher
 // has attached it, so that it receives exactly what follows its ConnOpen.
-func (s *Server) open(c *conn) error {
+func (s *Server) open(c *conn) (fsm.Cursor, error) {
 	ctx, cancel := context.WithTimeout(c.ctx, s.cfg.PublishTimeout)
 	defer cancel()
-	if _, err := s.pub.Publish(ctx, connOpen(c, s.cfg.NodeID)); err != nil {
-		return fmt.Errorf("Connection refused: the cluster did not record it (%v). Retry.", err)
+	cmd := connOpen(c, s.cfg.NodeID)
+	if c.resume != nil {
+		cmd = fsm.Command{Kind: fsm.KindConnResume, Hub: c.hub, Conn: c.id, User: c.user, Node: s.cfg.NodeID, From: c.resume.from}
+	}
+	cur, err := s.pub.Publish(ctx, cmd)
+	if err != nil {
+		return cur, fmt.Errorf("Connection refused: the cluster did not record it (%v). Retry.", err)
 	}
 	c.opened.Store(true)
 	select {
 	case <-c.attached:
-		return nil
+		return cur, nil
 	case <-ctx.Done():
 		s.release(c)
-		return errors.New("Connection refused: timed out waiting for delivery to start. Retry.")
+		return cur, errors.New("Connection refused: timed out waiting for delivery to start. Retry.")
 	}
 }
 
 // release records the connection's departure in the log, unless the log
-// already has it. It runs in the background so a handler returns at once;
-// Server.Close waits for it.
+// already has it. A connection that ended without a goodbye (its transport
+// dropped, the server timed it out or shed it, the node is shutting down)
+// stays registered for DisconnectTimeout so that it can resume, on any
+// node; one that said goodbye is closed at once. It runs in the background
+// so a handler returns at once; Server.Close waits for it.
 func (s *Server) release(c *conn) {
 	if !c.opened.Load() || c.removed.Load() {
 		return
 	}
 	c.opened.Store(false)
+	if !c.goodbye.Load() {
+		s.detach(c)
+		return
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -318,4 +371,42 @@ func (s *Server) release(c *conn) {
 			c.log.Warn("could not record disconnect", "err", err)
 		}
 	}()
+}
+
+// detach keeps an abruptly ended connection registered for
+// DisconnectTimeout, then closes it in the log unless it resumed meanwhile
+// (here or on another node). During shutdown nothing is scheduled: the
+// connections stay registered and the leader closes them once this node has
+// been gone for the disconnect timeout, unless they resume elsewhere.
+func (s *Server) detach(c *conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return
+	}
+	if old := s.detached[c.id]; old != nil {
+		old.Stop()
+	}
+	s.detached[c.id] = time.AfterFunc(s.cfg.DisconnectTimeout, func() { s.expire(c) })
+}
+
+func (s *Server) expire(c *conn) {
+	s.mu.Lock()
+	delete(s.detached, c.id)
+	if s.closing || s.conns[c.id] != nil {
+		s.mu.Unlock()
+		return
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer s.wg.Done()
+	if ci, ok := s.stream.Connection(c.hub, c.id); !ok || ci.Node != s.cfg.NodeID {
+		return // resumed elsewhere, or already closed
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.PublishTimeout)
+	defer cancel()
+	if _, err := s.pub.Publish(ctx, connClose(c, fmt.Sprintf("disconnected (no resume within %s)", s.cfg.DisconnectTimeout))); err != nil &&
+		!errors.Is(err, fsm.ErrUnknownConnection) {
+		c.log.Warn("could not record disconnect", "err", err)
+	}
 }

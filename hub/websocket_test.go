@@ -131,6 +131,7 @@ func TestServer_ClientTimeout(t *testing.T) {
 		h := newTestHub(t, func(c *Config) {
 			c.KeepAliveInterval = 100 * time.Millisecond
 			c.ClientTimeout = 300 * time.Millisecond
+			c.DisconnectTimeout = 200 * time.Millisecond // then it is closed in the log
 		})
 		c := h.connect(testHubName, "silent")
 		c.waitDone()

@@ -120,7 +120,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&c.NoSync, "no-sync", false, "do not fsync the Raft log (unsafe; benchmarks only)")
 	fs.IntVar(&c.MaxVoters, "voters", c.MaxVoters, "how many nodes vote in Raft (odd: 1, 3, 5, 7); the others replicate without voting")
 	fs.DurationVar(&c.ReapAfter, "reap-after", c.ReapAfter, "remove a node that gossip has seen dead for this long")
-	fs.DurationVar(&c.DisconnectTimeout, "disconnect-timeout", c.DisconnectTimeout, "close the connections of a node that has been gone for this long")
+	fs.DurationVar(&c.DisconnectTimeout, "disconnect-timeout", c.DisconnectTimeout, "how long a dropped connection stays registered so its client can resume it on any node (also: how long the connections of a gone node stay)")
 
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -249,6 +249,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, onReady func(http
 	}
 
 	o.hub.NodeID, o.hub.APIKey = o.nodeID, o.apiKey
+	o.hub.DisconnectTimeout = o.cluster.DisconnectTimeout
 	if o.secret != "" {
 		o.hub.TokenSecret = []byte(o.secret)
 	} else {

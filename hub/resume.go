@@ -1,0 +1,160 @@
+package hub
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/raftplane/raftplane/fsm"
+)
+
+// resumeReq is a cursor resume: connect with ?resume=<the connection's
+// token>&cursor=<last cursor seen> on any node, and the connection continues
+// with its id, user and groups, first replaying what it missed after the
+// cursor, then live. reset, when set, is why that cannot be done; the client
+// then gets a Close with that error and allowReconnect, never a silent gap.
+type resumeReq struct {
+	id     string
+	user   string
+	from   fsm.Cursor
+	groups []string // the connection's groups right after from
+	reset  string
+}
+
+// prepareResume checks a resume request before the upgrade. Errors that are
+// about the request itself are HTTP errors; errors about the stream (an
+// expired cursor, another cluster's cursor, a connection that is gone) are
+// resets, told to the client as a SignalR Close.
+func (s *Server) prepareResume(r *http.Request, hub, user, rawTok string) (*resumeReq, int, error) {
+	tok, err := s.parseToken(rawTok)
+	switch {
+	case err != nil:
+		return nil, http.StatusNotFound, fmt.Errorf("resume: %w", err)
+	case tok.Hub != hub:
+		return nil, http.StatusNotFound, fmt.Errorf("resume: the token is for hub %q", tok.Hub)
+	case len(s.cfg.JWTKey) > 0 && tok.User != user:
+		return nil, http.StatusForbidden, errors.New("resume: the access token's user does not match the connection's")
+	}
+	rr := &resumeReq{id: tok.ID, user: tok.User}
+	if tok.V0 {
+		rr.id = rawTok
+	}
+	raw := queryValue(r, "cursor")
+	if raw == "" {
+		return nil, http.StatusBadRequest, errors.New("resume: missing cursor (the last cursor the client received)")
+	}
+	epoch, c, err := fsm.ParseCursor(raw)
+	if err != nil {
+		return nil, http.StatusBadRequest, fmt.Errorf("resume: %w", err)
+	}
+	pos := s.stream.Position()
+	if epoch != pos.Epoch {
+		rr.reset = fmt.Sprintf("Resume refused: cursor %s comes from another cluster (epoch %s; this cluster is %s). Start a new connection.", raw, epoch, pos.Epoch)
+		return rr, 0, nil
+	}
+	rr.from = c
+	groups, owner, err := s.stream.GroupsAt(hub, rr.id, c)
+	switch {
+	case errors.Is(err, fsm.ErrUnknownConnection):
+		rr.reset = fmt.Sprintf("Resume refused: connection %s is closed (it was away longer than the disconnect timeout). Start a new connection.", rr.id)
+		return rr, 0, nil
+	case err != nil:
+		rr.reset = fmt.Sprintf("Resume refused: cursor expired (%v). Start a new connection.", err)
+		return rr, 0, nil
+	case owner != rr.user:
+		return nil, http.StatusForbidden, errors.New("resume: the connection belongs to another user")
+	}
+	if c.Less(pos.Floor) {
+		rr.reset = fmt.Sprintf("Resume refused: cursor expired: %s is older than the message cache (oldest available %s). Start a new connection.",
+			raw, pos.Floor.Format(pos.Epoch))
+		return rr, 0, nil
+	}
+	rr.groups = groups
+	return rr, 0, nil
+}
+
+// replay writes to c's transport everything addressed to it after rr.from
+// up to and including upto, computed from the log alone: its groups start
+// as they were at rr.from and change with its own joins and leaves on the
+// way, exactly as the dispatcher would have delivered them.
+func (s *Server) replay(c *conn, rr *resumeReq, upto fsm.Cursor) (int, error) {
+	groups := map[string]struct{}{}
+	for _, g := range rr.groups {
+		groups[g] = struct{}{}
+	}
+	epoch := s.stream.Epoch()
+	pos := rr.from
+	var buf []byte
+	sent := 0
+	flush := func() error {
+		if len(buf) == 0 {
+			return nil
+		}
+		err := c.tr.write(buf)
+		buf = buf[:0]
+		return err
+	}
+	for pos.Less(upto) {
+		entries, err := s.stream.Since(pos, dispatchBatch)
+		if err != nil {
+			return sent, err
+		}
+		if len(entries) == 0 {
+			return sent, fmt.Errorf("replay: stream ends at %s before %s", pos, upto)
+		}
+		for i := range entries {
+			e := &entries[i]
+			if upto.Less(e.Cursor) {
+				return sent, flush()
+			}
+			pos = e.Cursor
+			if e.Err != nil || e.Hub != c.hub {
+				continue
+			}
+			switch e.Kind {
+			case fsm.KindGroupJoin:
+				if e.Conn == c.id {
+					groups[e.Group] = struct{}{}
+				}
+			case fsm.KindGroupLeave:
+				if e.Conn == c.id {
+					delete(groups, e.Group)
+				}
+			case fsm.KindPublish:
+				if !addressed(e, c, groups) {
+					continue
+				}
+				buf = c.proto.appendInvocation(buf, e.Target, e.Args, e.Cursor.Format(epoch))
+				sent++
+				if len(buf) >= maxCoalesce {
+					if err := flush(); err != nil {
+						return sent, err
+					}
+				}
+			}
+		}
+	}
+	return sent, flush()
+}
+
+// addressed reports whether a publish reaches connection c whose groups are
+// groups at that point of the log.
+func addressed(e *fsm.Entry, c *conn, groups map[string]struct{}) bool {
+	for _, x := range e.Exclude {
+		if x == c.id {
+			return false
+		}
+	}
+	switch e.Audience {
+	case fsm.AudienceAll:
+		return true
+	case fsm.AudienceGroup:
+		_, ok := groups[e.Key]
+		return ok
+	case fsm.AudienceUser:
+		return c.user != "" && e.Key == c.user
+	case fsm.AudienceConnection:
+		return e.Key == c.id
+	}
+	return false
+}
