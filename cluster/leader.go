@@ -109,6 +109,11 @@ func (n *Node) reconcile(ls *leaderState, stop <-chan struct{}) {
 				ls.refusedLog[id] = now
 				n.log.Error("refusing a member of another cluster", "member", id, "its_cluster", m.ClusterID, "our_cluster", epoch)
 			}
+			if inCfg {
+				// It was added before it said where it belongs (or was
+				// wiped and rebuilt elsewhere): it is not ours.
+				n.removeServer(id, "belongs to cluster "+m.ClusterID)
+			}
 			continue
 		}
 		switch {
@@ -116,6 +121,9 @@ func (n *Node) reconcile(ls *leaderState, stop <-chan struct{}) {
 			delete(ls.deadSince, id)
 			if inCfg {
 				n.removeServer(id, "left the cluster")
+				if srv.Suffrage == raft.Voter {
+					voters-- // so a spare is promoted below, not a voter demoted
+				}
 			}
 		case m.State == gossip.StateDead:
 			if _, ok := ls.deadSince[id]; !ok {
@@ -346,7 +354,7 @@ var ErrForeignCluster = errors.New("cluster: peer belongs to another cluster")
 // CheckPeers refuses to go on when this node already belongs to a cluster
 // and a peer it joined through belongs to another one.
 func (n *Node) CheckPeers(members []gossip.Member) error {
-	epoch := n.machine.Epoch()
+	epoch := n.LocalClusterID()
 	if epoch == "" {
 		return nil
 	}
@@ -440,12 +448,23 @@ func (n *Node) promoteAnySpare() error {
 	if err := cf.Error(); err != nil {
 		return err
 	}
+	epoch := n.machine.Epoch()
+	last := n.raft.LastIndex()
 	for _, s := range cf.Configuration().Servers {
 		m, ok := members[string(s.ID)]
-		if s.Suffrage == raft.Nonvoter && ok && m.State == gossip.StateAlive && !m.Leaving {
-			n.log.Info("promoting a spare before the only voter leaves", "member", s.ID)
-			return n.raft.AddVoter(s.ID, s.Address, 0, n.cfg.ApplyTimeout).Error()
+		if s.Suffrage != raft.Nonvoter || !ok || m.State != gossip.StateAlive || m.Leaving || m.ClusterID != epoch {
+			continue
 		}
+		// Only a spare that answers and is caught up: promoting a dead one
+		// would leave a two-voter cluster without a quorum.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		st, err := n.peerStats(ctx, string(s.Address))
+		cancel()
+		if err != nil || st.Applied+n.cfg.MaxTrailing < last {
+			continue
+		}
+		n.log.Info("promoting a spare before the only voter leaves", "member", s.ID)
+		return n.raft.AddVoter(s.ID, s.Address, 0, n.cfg.ApplyTimeout).Error()
 	}
 	return errors.New("the only voter cannot leave: no live non-voter to take over")
 }

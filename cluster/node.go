@@ -33,8 +33,9 @@ type Node struct {
 	idPrefix string // unique per process start, for command ids
 	idSeq    uint64 // guarded by submitMu
 
-	mux      *mux
-	hasState bool // Raft state existed on disk when the node opened
+	mux          *mux
+	hasState     bool   // Raft state existed on disk when the node opened
+	localCluster string // the cluster id this node's data belongs to, if known at open
 
 	rpcMu     sync.Mutex
 	rpcClosed bool
@@ -179,6 +180,16 @@ func (n *Node) Open() error {
 		return fmt.Errorf("cluster: start raft: %w", err)
 	}
 	n.raft, n.transport, n.store = r, trans, store
+	if hasState {
+		// Known before the log replays: raft restored the latest snapshot
+		// (if any) into the FSM already; otherwise the cluster-init entry
+		// is near the start of the log. Gossip must advertise it before
+		// joining, or a leader could take this node for a fresh one.
+		n.localCluster = n.machine.Epoch()
+		if n.localCluster == "" {
+			n.localCluster = scanClusterID(logs)
+		}
+	}
 
 	if n.cfg.Members != nil {
 		n.wg.Add(1)
@@ -190,6 +201,40 @@ func (n *Node) Open() error {
 	go n.monitorLeadership()
 	go n.serveRPC(n.mux.subs[muxRPC])
 	return nil
+}
+
+// LocalClusterID returns the cluster id found in this node's data when it
+// opened ("" for a fresh node).
+func (n *Node) LocalClusterID() string {
+	if e := n.machine.Epoch(); e != "" {
+		return e
+	}
+	return n.localCluster
+}
+
+// scanClusterID looks for the cluster-init command at the start of the log.
+func scanClusterID(logs raft.LogStore) string {
+	first, err1 := logs.FirstIndex()
+	last, err2 := logs.LastIndex()
+	if err1 != nil || err2 != nil || last == 0 {
+		return ""
+	}
+	for i := first; i <= last && i < first+1024; i++ {
+		var l raft.Log
+		if logs.GetLog(i, &l) != nil || l.Type != raft.LogCommand {
+			continue
+		}
+		cmds, err := fsm.DecodeBatch(l.Data)
+		if err != nil {
+			continue
+		}
+		for _, c := range cmds {
+			if c.Kind == fsm.KindClusterInit {
+				return c.ClusterID
+			}
+		}
+	}
+	return ""
 }
 
 // HadState reports whether the node found Raft state on disk when it opened
@@ -337,6 +382,9 @@ func (n *Node) Close(ctx context.Context) error {
 			n.closeRPC()
 			n.wg.Wait()
 			if n.transport != nil {
+				// Close alone leaves the pooled outbound connections open,
+				// and each peer's handler for one blocks reading forever.
+				n.transport.CloseStreams()
 				errs = append(errs, n.transport.Close())
 			}
 			if n.store != nil {

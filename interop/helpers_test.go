@@ -321,3 +321,97 @@ func runNode(ctx context.Context, node, dir string, env []string, args ...string
 	}
 	return out.Bytes(), err
 }
+
+// Kill crashes the process as kill -9 does: SIGKILL, no graceful shutdown. It waits until the
+// process has exited; the kill counts as a stop, so the cleanup does not report the exit.
+func (s *server) Kill(t *testing.T) {
+	t.Helper()
+	s.mu.Lock()
+	s.stopped = true
+	s.mu.Unlock()
+	if !s.hasExited() {
+		if err := s.cmd.Process.Signal(syscall.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
+			t.Fatalf("%s: SIGKILL: %v", s.Name, err)
+		}
+	}
+	select {
+	case <-s.exited:
+	case <-time.After(stopTimeout):
+		t.Fatalf("%s: still running %v after SIGKILL", s.Name, stopTimeout)
+	}
+	s.cancel()
+}
+
+// waitServing polls GET /healthz until the node answers at all and returns the status: 200 when it
+// takes clients, 503 while it is not ready (a node that has not been added to a cluster yet has no
+// epoch). waitReady is for nodes that must be ready; this is for nodes that may not be yet.
+func waitServing(t *testing.T, s *server, timeout time.Duration) int {
+	t.Helper()
+	client := &http.Client{Timeout: 2 * time.Second}
+	deadline := time.Now().Add(timeout)
+	var last string
+	for {
+		resp, err := client.Get(s.URL + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusServiceUnavailable {
+				return resp.StatusCode
+			}
+			last = resp.Status
+		} else {
+			last = err.Error()
+		}
+		if s.hasExited() {
+			t.Fatalf("%s: exited while waiting for it to serve HTTP: %v", s.Name, s.waitErr)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: GET /healthz not answered within %v (last: %s)", s.Name, timeout, last)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// runServerToExit runs bin as startServerAt does, for a start that must fail: it waits up to timeout
+// for the process to exit by itself and returns its combined output (also logged, prefixed with
+// name), how long it ran and its exit error (nil for status 0). A process still running after
+// timeout is killed and the test fails.
+func runServerToExit(t *testing.T, bin, name string, a addrs, timeout time.Duration, extraArgs ...string) (string, time.Duration, error) {
+	t.Helper()
+	args := append([]string{"-data", a.Data, "-http", a.HTTP, "-raft", a.Raft, "-gossip", a.Gossip}, extraArgs...)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.WaitDelay = stopTimeout
+	out := &teeOutput{log: &lineLogger{t: t, prefix: name}}
+	cmd.Stdout = out
+	cmd.Stderr = out
+	t.Logf("%s: starting %s %q (expecting it to exit)", name, filepath.Base(bin), args)
+	start := time.Now()
+	err := cmd.Run()
+	elapsed := time.Since(start)
+	out.log.flush()
+	if ctx.Err() != nil {
+		t.Fatalf("%s: still running after %v; killed (%v)", name, timeout, err)
+	}
+	return out.String(), elapsed, err
+}
+
+// teeOutput keeps a process's output and logs it line by line.
+type teeOutput struct {
+	log *lineLogger
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (o *teeOutput) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	o.buf.Write(p)
+	o.mu.Unlock()
+	return o.log.Write(p)
+}
+
+func (o *teeOutput) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.buf.String()
+}

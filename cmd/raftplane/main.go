@@ -274,6 +274,14 @@ func run(ctx context.Context, args []string, stderr io.Writer, onReady func(http
 		ln.Close()
 		return err
 	}
+	if id := node.LocalClusterID(); id != "" {
+		// Say which cluster this data belongs to before anyone can see us.
+		if err := agent.UpdateMeta(func(m *gossip.Meta) { m.ClusterID = id }); err != nil {
+			ln.Close()
+			node.Close(context.Background())
+			return err
+		}
+	}
 	if err := agent.Start(); err != nil {
 		ln.Close()
 		node.Close(context.Background())
@@ -289,15 +297,6 @@ func run(ctx context.Context, args []string, stderr io.Writer, onReady func(http
 		agent.Join(seeds)
 		select {
 		case <-agent.Joined():
-			if node.HadState() {
-				// Our cluster id comes back with the log replay; compare
-				// it with the seeds' before serving anything.
-				wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
-				if err := node.WaitReady(wctx); err != nil {
-					lg.Warn("cluster id not known yet; cannot check the seeds' cluster", "err", err)
-				}
-				wcancel()
-			}
 			if err := node.CheckPeers(agent.Members()); err != nil {
 				ln.Close()
 				agent.Close()
