@@ -50,8 +50,15 @@ type nodeOpts struct {
 	maxVoters  int      // default 3
 	hold       time.Duration
 	reapAfter  time.Duration
+	// noStabilize sets StabilizeTime to 0: a caught-up non-voter may be
+	// promoted at once.
+	noStabilize bool
 	// debugLog records debug lines too (they never go to t.Log).
 	debugLog bool
+	// lateClusterID skips advertising the cluster id found in the data
+	// dir before gossip starts, so a restarted node first gossips cluster ""
+	// until its log replays (cmd/raftplane's wiring before 7a7e6cd).
+	lateClusterID bool
 }
 
 // testNode is one node wired the way cmd/raftplane wires it: an FSM, a
@@ -105,6 +112,9 @@ func testClusterConfig(o nodeOpts) Config {
 	cfg.ReapAfter = o.reapAfter
 	cfg.ReconcileInterval = testReconcile
 	cfg.StabilizeTime = testStabilize
+	if o.noStabilize {
+		cfg.StabilizeTime = 0
+	}
 	cfg.HoldTimeout = o.hold
 	return cfg
 }
@@ -133,9 +143,10 @@ func testGossipConfig(o nodeOpts, lg *slog.Logger) gossip.Config {
 
 // startNode starts a node the way cmd/raftplane does: fsm.New, a gossip
 // agent, cluster.New with Members = agent and Bootstrap = no seeds,
-// node.Open, agent.Start, agent.Join(seeds). The gossip meta carries the
-// Raft address the node really listens on (port 0 resolved). The node is
-// killed at the end of the test if it is still up.
+// node.Open, the data's cluster id into the gossip meta, agent.Start,
+// agent.Join(seeds). The gossip meta carries the Raft address the node
+// really listens on (port 0 resolved). The node is killed at the end of the
+// test if it is still up.
 func startNode(t *testing.T, o nodeOpts) *testNode {
 	t.Helper()
 	if o.id == "" {
@@ -187,8 +198,15 @@ func startNode(t *testing.T, o nodeOpts) *testNode {
 	t.Cleanup(func() { tn.kill(t) })
 	// Before Start the change is only kept, so the first gossip already
 	// carries the real Raft address.
-	if err := agent.UpdateMeta(func(m *gossip.Meta) { m.RaftAddr = tn.raftAddr }); err != nil {
+	if err := agent.UpdateMeta(func(m *gossip.Meta) { m.RaftAddr, m.HasData = tn.raftAddr, node.HadState() }); err != nil {
 		t.Fatalf("%s: UpdateMeta: %v", o.id, err)
+	}
+	// As cmd/raftplane: say which cluster the data belongs to before anyone
+	// can see this node.
+	if id := node.LocalClusterID(); id != "" && !o.lateClusterID {
+		if err := agent.UpdateMeta(func(m *gossip.Meta) { m.ClusterID = id }); err != nil {
+			t.Fatalf("%s: UpdateMeta: %v", o.id, err)
+		}
 	}
 	if err := agent.Start(); err != nil {
 		t.Fatalf("%s: agent.Start: %v", o.id, err)
@@ -205,11 +223,18 @@ func startNode(t *testing.T, o nodeOpts) *testNode {
 // gossip addresses, joining through seeds. The old instance must be down.
 func (tn *testNode) restart(t *testing.T, seeds ...string) *testNode {
 	t.Helper()
+	return tn.restartWith(t, func(o *nodeOpts) { o.seeds = seeds })
+}
+
+// restartWith is restart with changed options.
+func (tn *testNode) restartWith(t *testing.T, tweak func(*nodeOpts)) *testNode {
+	t.Helper()
 	if tn.isUp() {
 		t.Fatalf("restart of %s, which is still up", tn.id)
 	}
 	o := tn.opts
-	o.dir, o.raftBind, o.gossipBind, o.seeds = tn.dir, tn.raftAddr, tn.gossipAddr, seeds
+	o.dir, o.raftBind, o.gossipBind, o.seeds = tn.dir, tn.raftAddr, tn.gossipAddr, nil
+	tweak(&o)
 	return startNode(t, o)
 }
 
@@ -579,6 +604,31 @@ func settledGoroutines() int {
 		}
 	}
 	return n
+}
+
+// checkGoroutines fails the test if, once its cleanups have closed every
+// node, the goroutine count does not come back to where it was. Call it
+// first, so its cleanup runs last. Leftovers of earlier tests only make the
+// baseline higher, never the check stricter.
+func checkGoroutines(t *testing.T) {
+	t.Helper()
+	base := runtime.NumGoroutine()
+	t.Cleanup(func() {
+		deadline := time.Now().Add(waitTimeout)
+		tick := time.NewTicker(pollEvery)
+		defer tick.Stop()
+		for {
+			n := runtime.NumGoroutine()
+			if n <= base {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("goroutine leak: %d running, %d when the test started\n%s", n, base, goroutineDump())
+				return
+			}
+			<-tick.C
+		}
+	})
 }
 
 func goroutineDump() string {

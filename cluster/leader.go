@@ -142,6 +142,10 @@ func (n *Node) reconcile(ls *leaderState, stop <-chan struct{}) {
 				continue
 			}
 			switch {
+			case !inCfg && m.HasData && m.ClusterID == "":
+				// It has data from somewhere but has not said which cluster
+				// it belongs to: adding it could mix two clusters' logs.
+				n.log.Debug("not adding a member with data of an unknown cluster yet", "member", id)
 			case !inCfg:
 				n.log.Info("adding a member as a non-voter", "member", id, "raft", m.RaftAddr)
 				if err := n.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(m.RaftAddr), 0, n.cfg.ApplyTimeout).Error(); err != nil {

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -64,10 +65,17 @@ func readFrame(r *bufio.Reader) (frame, error) {
 	if size < 2 || size > maxRPCFrame {
 		return frame{}, fmt.Errorf("rpc: frame of %d bytes", size)
 	}
-	buf := make([]byte, size)
-	if _, err := io.ReadFull(r, buf); err != nil {
+	// Grow with the bytes that actually arrive: a length prefix alone must
+	// not make us allocate it.
+	var b bytes.Buffer
+	b.Grow(int(min(size, 64<<10)))
+	if _, err := io.CopyN(&b, r, int64(size)); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
 		return frame{}, err
 	}
+	buf := b.Bytes()
 	id, n := binary.Uvarint(buf[1:])
 	if n <= 0 {
 		return frame{}, errors.New("rpc: bad request id")

@@ -32,6 +32,9 @@ type Meta struct {
 	// leave from a death (hashicorp/memberlist#266), so the flag is how
 	// others report StateLeft instead of StateDead.
 	Leaving bool `json:"leaving"`
+	// HasData is set by a node that started with Raft state: until it
+	// advertises the cluster its data belongs to, no leader may add it.
+	HasData bool `json:"data,omitempty"`
 	// Version is the Meta schema version (MetaVersion).
 	Version int `json:"ver"`
 }

@@ -72,6 +72,15 @@ func (s *Server) newConn(id, hub, user string, tr transport) *conn {
 	}
 }
 
+// setProtocol sets the hub protocol the handshake chose (MessagePack: see
+// msgpack.go). It is called before the connection is attached and before
+// its writer starts; c.mu orders it with closeWith during the handshake.
+func (c *conn) setProtocol(p protocol) {
+	c.mu.Lock()
+	c.proto = p
+	c.mu.Unlock()
+}
+
 func (c *conn) signal() {
 	select {
 	case c.wake <- struct{}{}:

@@ -162,19 +162,23 @@ func (s *Server) deliver(e *fsm.Entry, epoch string, scratch []byte) []byte {
 		if h == nil {
 			return scratch
 		}
-		var frame []byte
+		var frames [2][]byte // one encoding per protocol: [0] JSON, [1] MessagePack (binary)
 		send := func(c *conn) {
 			for _, x := range e.Exclude {
 				if x == c.id {
 					return
 				}
 			}
-			if frame == nil {
-				// Encoded once, for every recipient on this node.
-				scratch = jsonProtocol{}.appendInvocation(scratch, e.Target, e.Args, e.Cursor.Format(epoch))
-				frame = append([]byte(nil), scratch...)
+			k := 0
+			if c.proto.binary() {
+				k = 1
 			}
-			c.enqueue(frame)
+			if frames[k] == nil {
+				// Encoded once per protocol, for every recipient on this node.
+				scratch = c.proto.appendInvocation(scratch[:0], e.Target, e.Args, e.Cursor.Format(epoch))
+				frames[k] = append([]byte(nil), scratch...)
+			}
+			c.enqueue(frames[k])
 		}
 		switch e.Audience {
 		case fsm.AudienceAll:

@@ -135,13 +135,13 @@ func (c *conn) handleRecord(rec []byte, info recordInfo) {
 		}
 		return
 	}
-	m, err := parseMessage(rec)
+	m, err := parseRecord(c.proto, rec) // JSON or MessagePack (msgpack.go)
 	if err != nil {
 		c.log.Debug("malformed message", "err", err)
 		// Answer only what may be an invocation of ours: the ids of a
 		// client's own Completions, StreamItems and Cancels are not.
 		if m.Type == 0 || m.Type == typeInvocation || m.Type == typeStreamInvocation {
-			if id, ok := scanInvocationID(rec); ok {
+			if id, ok := scanRecordInvocationID(c.proto, rec); ok {
 				c.complete(id, nil, "Invalid message: "+err.Error())
 			}
 		}

@@ -169,6 +169,9 @@ func TestServer_ResumeResets(t *testing.T) {
 				t.Fatalf("close %s, want an error naming %q with allowReconnect", cl.Raw, tc.want)
 			}
 			c.waitDone()
+			// The next subtest resumes with the same token: wait until this
+			// node has let go of the connection id.
+			waitFor(t, "the refused resume to be released", func() bool { return h.srv.LocalConnections() == 0 })
 		})
 	}
 

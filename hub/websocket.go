@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -28,6 +29,10 @@ func (t *wsTransport) write(p []byte) error {
 	}
 	return t.ws.WriteMessage(typ, p)
 }
+
+// setBinary switches to binary frames after a binary protocol's handshake
+// (MessagePack, msgpack.go: setBinaryFrames). Called before the writer starts.
+func (t *wsTransport) setBinary(on bool) { t.binary = on }
 
 func (t *wsTransport) close() error {
 	_ = t.ws.WriteControl(websocket.CloseMessage,
@@ -112,16 +117,20 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 	tr := &wsTransport{ws: ws, timeout: s.cfg.SendTimeout}
 	c := s.newConn(id, hub, user, tr)
 	c.resume = rr
-	s.serve(c, &wsReader{ws: ws, srv: s})
+	s.serve(c, &wsReader{ws: ws, srv: s, binary: true})
 }
 
 // wsReader reads a WebSocket as a byte stream of hub messages, whatever the
 // frame type, refreshing the client timeout on every message.
 type wsReader struct {
-	ws  *websocket.Conn
-	srv *Server
-	buf []byte
+	ws     *websocket.Conn
+	srv    *Server
+	buf    []byte
+	binary bool // the transport carries binary frames: MessagePack is allowed
 }
+
+// canBinary reports the binary capability (msgpack.go: canBinary).
+func (r *wsReader) canBinary() bool { return r.binary }
 
 // next returns the next chunk of bytes, waiting at most d.
 func (r *wsReader) next(d time.Duration, fn func([]byte)) error {
@@ -194,12 +203,23 @@ func (s *Server) serve(c *conn, rd reader) {
 	c.handshaking.Store(true)
 	stopHandshakeClose := context.AfterFunc(c.ctx, func() { _ = c.tr.close() })
 
-	split := newRecordSplitter(s.cfg.MaxMessageSize)
+	// The handshake is always a JSON record; what follows it goes to the
+	// protocol's splitter (MessagePack: binary, chosen when the handshake
+	// arrives, even within the same frame).
+	hsSplit := newRecordSplitter(s.cfg.MaxMessageSize)
+	var split splitter // set when the handshake arrives
+	type pendingRecord struct {
+		rec  []byte
+		info recordInfo
+	}
 	var (
 		hs       *handshakeRequest
 		hsErr    error
-		leftover [][]byte
+		leftover []pendingRecord // records after the handshake in its frame
 	)
+	keep := func(rec []byte, info recordInfo) {
+		leftover = append(leftover, pendingRecord{append([]byte(nil), rec...), info})
+	}
 	deadline := time.Now().Add(s.cfg.HandshakeTimeout)
 	for hs == nil && hsErr == nil {
 		left := time.Until(deadline)
@@ -208,12 +228,18 @@ func (s *Server) serve(c *conn, rd reader) {
 			break
 		}
 		err := rd.next(left, func(p []byte) {
-			split.feed(p, func(rec []byte, info recordInfo) {
+			if hs != nil || hsErr != nil {
+				if hsErr == nil {
+					split.feed(p, keep)
+				}
+				return
+			}
+			n := len(p) // feed the handshake splitter through the first 0x1E only
+			if i := bytes.IndexByte(p, recordSeparator); i >= 0 {
+				n = i + 1
+			}
+			hsSplit.feed(p[:n], func(rec []byte, info recordInfo) {
 				switch {
-				case hs != nil || hsErr != nil:
-					if !info.Oversized {
-						leftover = append(leftover, append([]byte(nil), rec...))
-					}
 				case info.Oversized:
 					hsErr = fmt.Errorf("Handshake was canceled: %d bytes exceed the limit of %d.", info.Size, s.cfg.MaxMessageSize)
 				default:
@@ -225,6 +251,10 @@ func (s *Server) serve(c *conn, rd reader) {
 					}
 				}
 			})
+			if hs != nil && hsErr == nil {
+				split = newSplitter(hs.Protocol, s.cfg.MaxMessageSize)
+				split.feed(p[n:], keep)
+			}
 		})
 		if err != nil && hs == nil && hsErr == nil {
 			c.log.Debug("connection ended before handshake", "err", err)
@@ -233,7 +263,11 @@ func (s *Server) serve(c *conn, rd reader) {
 		}
 	}
 	if hsErr == nil {
-		hsErr = s.checkHandshake(*hs)
+		var p protocol
+		if p, hsErr = s.checkHandshake(*hs, canBinary(rd)); hsErr == nil {
+			c.setProtocol(p)
+			setBinaryFrames(c.tr, p.binary()) // MessagePack: binary frames from the handshake response on
+		}
 	}
 	if hsErr == nil && c.resume != nil && c.resume.reset != "" {
 		// The handshake succeeds so that the client reads the reason.
@@ -281,10 +315,22 @@ func (s *Server) serve(c *conn, rd reader) {
 	c.log.Debug("connected", "user", c.user)
 	go c.writeLoop()
 
-	for _, rec := range leftover {
-		c.handleRecord(rec, recordInfo{})
+	for _, l := range leftover {
+		c.handleRecord(l.rec, l.info)
 	}
 	for c.ctx.Err() == nil {
+		if err := splitErr(split); err != nil {
+			// MessagePack: after a bad length prefix the stream cannot be
+			// resynchronised. Say why and end the connection.
+			c.log.Debug("closing: bad framing", "err", err)
+			c.goodbye.Store(true) // a broken client: nothing to resume
+			c.closeWith("Connection closed with an error: "+err.Error(), false, true)
+			select {
+			case <-c.writerDone:
+			case <-time.After(s.cfg.SendTimeout):
+			}
+			break
+		}
 		err := rd.next(s.cfg.ClientTimeout, func(p []byte) { split.feed(p, c.handleRecord) })
 		if err != nil {
 			var ce *websocket.CloseError
@@ -313,15 +359,21 @@ func (s *Server) serve(c *conn, rd reader) {
 	s.release(c)
 }
 
-// checkHandshake accepts the JSON protocol, versions up to 2.
-func (s *Server) checkHandshake(h handshakeRequest) error {
-	if h.Protocol != "json" {
-		return fmt.Errorf("The protocol '%s' is not supported.", h.Protocol)
+// checkHandshake accepts the JSON protocol and, when the transport carries
+// binary frames (binaryOK), MessagePack; versions up to 2. It returns the
+// protocol to use.
+func (s *Server) checkHandshake(h handshakeRequest, binaryOK bool) (protocol, error) {
+	p := protocolByName(h.Protocol)
+	if p == nil {
+		return nil, fmt.Errorf("The protocol '%s' is not supported.", h.Protocol)
 	}
 	if h.Version < 0 || h.Version > 2 {
-		return fmt.Errorf("The server does not support version %d of the '%s' protocol.", h.Version, h.Protocol)
+		return nil, fmt.Errorf("The server does not support version %d of the '%s' protocol.", h.Version, h.Protocol)
 	}
-	return nil
+	if p.binary() && !binaryOK {
+		return nil, fmt.Errorf("Cannot use the '%s' protocol on the current transport. The transport does not support 'Binary' transfer format.", h.Protocol)
+	}
+	return p, nil
 }
 
 // open records the connection in the log and waits until the dispatcher

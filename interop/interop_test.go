@@ -50,22 +50,27 @@ func installNodePackages(t *testing.T) {
 	}
 }
 
-// TestOfficialJSClient runs basic.test.mjs (the official @microsoft/signalr client) against a single
-// open-mode node with an API key for the REST API.
+// TestOfficialJSClient runs basic.test.mjs (the official @microsoft/signalr client) and, when
+// @microsoft/signalr-protocol-msgpack is installed, msgpack.test.mjs (the same client with the
+// MessagePack protocol) against a single open-mode node with an API key for the REST API.
 func TestOfficialJSClient(t *testing.T) {
 	node := requireNodeClient(t)
 	bin := buildServer(t)
 	apiKey := randomKey(t)
 	srv := startServer(t, bin, "node1", "-api-key", apiKey)
 
+	files := []string{"basic.test.mjs"}
+	if _, err := os.Stat(filepath.Join("node_modules", "@microsoft", "signalr-protocol-msgpack", "package.json")); err == nil {
+		files = append(files, "msgpack.test.mjs") // MessagePack hub protocol
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), nodeTestTimeout)
 	defer cancel()
 	out, err := runNode(ctx, node, ".", []string{
 		"RAFTPLANE_URL=" + srv.URL,
 		"RAFTPLANE_API_KEY=" + apiKey,
-	}, "--test", "basic.test.mjs")
+	}, append([]string{"--test"}, files...)...)
 	if err != nil {
-		t.Fatalf("node --test basic.test.mjs: %v\n%s", err, out)
+		t.Fatalf("node --test %v: %v\n%s", files, err, out)
 	}
-	t.Logf("node --test basic.test.mjs:\n%s", out)
+	t.Logf("node --test %v:\n%s", files, out)
 }

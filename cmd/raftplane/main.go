@@ -274,9 +274,19 @@ func run(ctx context.Context, args []string, stderr io.Writer, onReady func(http
 		ln.Close()
 		return err
 	}
-	if id := node.LocalClusterID(); id != "" {
-		// Say which cluster this data belongs to before anyone can see us.
-		if err := agent.UpdateMeta(func(m *gossip.Meta) { m.ClusterID = id }); err != nil {
+	// Say which cluster this data belongs to (and the real ports, when
+	// listening on port 0) before anyone can see us.
+	{
+		id, hasData, raftReal, httpReal := node.LocalClusterID(), node.HadState(), node.RaftAddr(), ln.Addr().String()
+		if err := agent.UpdateMeta(func(m *gossip.Meta) {
+			m.ClusterID, m.HasData = id, hasData
+			if strings.HasSuffix(m.RaftAddr, ":0") {
+				m.RaftAddr = raftReal
+			}
+			if strings.HasSuffix(m.HTTPAddr, ":0") {
+				m.HTTPAddr = httpReal
+			}
+		}); err != nil {
 			ln.Close()
 			node.Close(context.Background())
 			return err
