@@ -1,6 +1,7 @@
 // Package hub owns the SignalR side of raftplane: negotiate, the transports,
-// the hub protocol, the connections of this node, the built-in hub methods,
-// the server REST API, and delivery to local connections.
+// the hub protocols (JSON and MessagePack), the connections of this node,
+// the built-in hub methods, cursor resume, the server REST API, and delivery
+// to local connections.
 //
 // hub knows nothing of Raft or gossip. It consumes two small interfaces
 // declared in ports.go: a Publisher that turns a fsm.Command into a committed

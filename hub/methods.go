@@ -21,6 +21,10 @@ type method struct {
 
 var methods = map[string]*method{}
 
+// maxArgsFactor bounds the JSON arguments a message puts in the log, as a
+// multiple of MaxMessageSize.
+const maxArgsFactor = 2
+
 func init() {
 	for _, m := range []*method{
 		{name: "JoinGroup", params: []string{"group"}, build: func(c *conn, s []string, _ []json.RawMessage) (fsm.Command, error) {
@@ -184,6 +188,11 @@ func (c *conn) invoke(m hubMessage) {
 	var cmd fsm.Command
 	if err == nil {
 		cmd, err = meth.build(c, strs, rest)
+	}
+	if err == nil && len(cmd.Args) > maxArgsFactor*c.srv.cfg.MaxMessageSize {
+		// A MessagePack message can grow when its arguments become JSON for
+		// the log (nil becomes null, bin becomes base64): bound that too.
+		err = fmt.Errorf("%s: the arguments take %d bytes as JSON, more than %d", meth.name, len(cmd.Args), maxArgsFactor*c.srv.cfg.MaxMessageSize)
 	}
 	if err != nil {
 		if reply {
