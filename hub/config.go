@@ -37,6 +37,19 @@ type Config struct {
 	// closing stays registered, so its client can resume it on any node.
 	DisconnectTimeout time.Duration
 
+	// DisableWebSockets, DisableServerSentEvents and DisableLongPolling turn
+	// a transport off: negotiate stops offering it and its requests get 404.
+	DisableWebSockets       bool
+	DisableServerSentEvents bool
+	DisableLongPolling      bool
+	// PollTimeout is how long a long poll waits for data before it returns
+	// an empty 200 (ASP.NET Core: 90 s).
+	PollTimeout time.Duration
+	// AllowedOrigins lists the browser origins (scheme://host[:port]) allowed
+	// cross-origin access to negotiate and the transports; "*" allows any.
+	// Empty allows same-origin requests (and clients that send no Origin) only.
+	AllowedOrigins []string
+
 	// TokenSecret signs connection tokens (at least 16 bytes). All nodes of
 	// a cluster must use the same one so that any node verifies a token
 	// another issued.
@@ -74,6 +87,7 @@ func DefaultConfig() Config {
 		NegotiateTTL:      60 * time.Second,
 		MaxBodySize:       64 << 10,
 		DisconnectTimeout: 30 * time.Second,
+		PollTimeout:       90 * time.Second,
 	}
 }
 
@@ -104,6 +118,12 @@ func (c Config) Validate() error {
 	}
 	if c.DisconnectTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("DisconnectTimeout (%s) must be positive", c.DisconnectTimeout))
+	}
+	if c.PollTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("PollTimeout (%s) must be positive", c.PollTimeout))
+	}
+	if c.DisableWebSockets && c.DisableServerSentEvents && c.DisableLongPolling {
+		errs = append(errs, errors.New("every transport is disabled"))
 	}
 	if c.MaxBodySize < 256 {
 		errs = append(errs, fmt.Errorf("MaxBodySize (%d) must be at least 256", c.MaxBodySize))

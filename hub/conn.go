@@ -112,6 +112,13 @@ func (c *conn) enqueue(frame []byte) bool {
 	return true
 }
 
+// isClosing reports whether the server has started closing the connection.
+func (c *conn) isClosing() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closing
+}
+
 // closeWith asks the writer to send a Close message and end the transport.
 // With flush, what is already queued goes out first.
 func (c *conn) closeWith(errMsg string, allowReconnect, flush bool) {

@@ -65,11 +65,9 @@ func (s *Server) handleNegotiate(w http.ResponseWriter, r *http.Request) {
 	id := newConnectionID()
 	tok := s.signToken(connToken{V0: version == 0, ID: id, Hub: hub, User: user, Issued: time.Now()})
 	resp := negotiateResponse{
-		ConnectionID:     id,
-		NegotiateVersion: version,
-		AvailableTransports: []transportInfo{
-			{Transport: "WebSockets", TransferFormats: []string{"Text", "Binary"}},
-		},
+		ConnectionID:        id,
+		NegotiateVersion:    version,
+		AvailableTransports: s.availableTransports(), // sse.go
 	}
 	if version >= 1 {
 		resp.ConnectionToken = tok

@@ -263,8 +263,9 @@ func TestServer_Connect(t *testing.T) {
 	})
 
 	t.Run("plain HTTP on the hub path", func(t *testing.T) {
-		if st, _, b := h.do(http.MethodGet, "/hubs/chat?id=x", "", nil); st != http.StatusBadRequest {
-			t.Errorf("GET without upgrade: status %d, want 400; body %s", st, b)
+		// Without an upgrade a GET is a long poll or an SSE stream: an unknown id is 404.
+		if st, _, b := h.do(http.MethodGet, "/hubs/chat?id=x", "", nil); st != http.StatusNotFound {
+			t.Errorf("GET without upgrade, unknown id: status %d, want 404; body %s", st, b)
 		}
 		if st, _, b := h.do(http.MethodPut, "/hubs/chat?id=x", "", nil); st != http.StatusMethodNotAllowed {
 			t.Errorf("PUT: status %d, want 405; body %s", st, b)

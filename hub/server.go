@@ -33,6 +33,7 @@ type Server struct {
 	idx map[string]*localHub
 
 	stop     chan struct{}
+	sessions sync.Map // connection id → *httpSession: SSE and long polling (sse.go)
 	stopOnce sync.Once
 	wg       sync.WaitGroup // dispatcher, connection cleanups
 	connWG   sync.WaitGroup // connection handlers
@@ -68,6 +69,7 @@ func New(cfg Config, pub Publisher, stream Stream) (*Server, error) {
 			CheckOrigin: func(*http.Request) bool { return true },
 		},
 	}
+	s.ws.CheckOrigin = s.originAllowed // cors.go: -allowed-origins
 	s.routes()
 	return s, nil
 }
@@ -94,7 +96,7 @@ func (s *Server) routes() {
 }
 
 // ServeHTTP implements http.Handler.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.serveCORS(w, r, s.mux) }
 
 // Start begins delivering applied entries to local connections, from the
 // stream's current end.

@@ -49,13 +49,10 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !websocket.IsWebSocketUpgrade(r) {
-		switch r.Method {
-		case http.MethodGet, http.MethodPost, http.MethodDelete:
-			writeError(w, http.StatusBadRequest,
-				"this server offers only the WebSockets transport for now; connect with a WebSocket upgrade")
-		default:
-			writeError(w, http.StatusMethodNotAllowed, "method not allowed")
-		}
+		s.handleHTTPTransport(w, r, hub) // SSE, long polling, POST sends: sse.go, longpoll.go
+		return
+	}
+	if s.refuseWebSocket(w, r, hub) {
 		return
 	}
 	user, err := s.authenticate(r)
@@ -345,7 +342,9 @@ func (s *Server) serve(c *conn, rd reader) {
 				case <-time.After(s.cfg.SendTimeout):
 				}
 			case errors.As(err, &ce):
-				if ce.Code == websocket.CloseNormalClosure || ce.Code == websocket.CloseGoingAway {
+				// A clean close the client started is a goodbye; one that
+				// only answers the server's own close is not.
+				if (ce.Code == websocket.CloseNormalClosure || ce.Code == websocket.CloseGoingAway) && !c.isClosing() {
 					c.goodbye.Store(true)
 				}
 			case c.ctx.Err() == nil:

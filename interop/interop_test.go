@@ -62,6 +62,8 @@ func TestOfficialJSClient(t *testing.T) {
 	files := []string{"basic.test.mjs"}
 	if _, err := os.Stat(filepath.Join("node_modules", "@microsoft", "signalr-protocol-msgpack", "package.json")); err == nil {
 		files = append(files, "msgpack.test.mjs") // MessagePack hub protocol
+		// SSE and long polling (JSON, and MessagePack over long polling)
+		files = append(files, "transports.test.mjs")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), nodeTestTimeout)
 	defer cancel()

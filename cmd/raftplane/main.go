@@ -100,6 +100,32 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&h.PublishTimeout, "publish-timeout", h.PublishTimeout, "longest a hub method or REST call waits for its commit")
 	fs.DurationVar(&h.NegotiateTTL, "negotiate-ttl", h.NegotiateTTL, "how long a negotiated connection token waits for its transport")
 	fs.Int64Var(&h.MaxBodySize, "max-body-size", h.MaxBodySize, "largest REST request body, in bytes")
+	fs.DurationVar(&h.PollTimeout, "poll-timeout", h.PollTimeout, "long polling: how long a poll waits for data before an empty 200")
+	fs.Func("transports", "comma-separated transports to offer: websockets, sse, longpolling (default all three)", func(v string) error {
+		h.DisableWebSockets, h.DisableServerSentEvents, h.DisableLongPolling = true, true, true
+		for _, t := range strings.Split(v, ",") {
+			switch strings.ToLower(strings.TrimSpace(t)) {
+			case "websockets", "websocket", "ws":
+				h.DisableWebSockets = false
+			case "sse", "serversentevents":
+				h.DisableServerSentEvents = false
+			case "longpolling", "lp":
+				h.DisableLongPolling = false
+			default:
+				return fmt.Errorf("unknown transport %q: want websockets, sse or longpolling", t)
+			}
+		}
+		return nil
+	})
+	fs.Func("allowed-origins", `comma-separated browser origins (https://app.example.com) allowed cross-origin access, with credentials; "*" allows any (default: same-origin only)`, func(v string) error {
+		h.AllowedOrigins = nil
+		for _, o := range strings.Split(v, ",") {
+			if o = strings.TrimSpace(o); o != "" {
+				h.AllowedOrigins = append(h.AllowedOrigins, o)
+			}
+		}
+		return nil
+	})
 
 	f := &o.fsm
 	fs.IntVar(&f.CacheMaxEntries, "cache-entries", f.CacheMaxEntries, "message cache: most entries kept")
