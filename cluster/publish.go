@@ -28,6 +28,7 @@ type outcome struct {
 type inflight struct {
 	f    raft.ApplyFuture // leader path
 	fwd  chan fwdOutcome  // forward path
+	data []byte           // the encoded batch, to forward if leadership moves
 	reqs []*request
 }
 
@@ -134,12 +135,13 @@ func (n *Node) batchLoop() {
 		}
 		reqs := append([]*request(nil), batch...)
 		in := &inflight{reqs: reqs}
+		in.data = fsm.EncodeBatch(cmds)
 		if n.isLeader() {
-			in.f = n.raft.Apply(fsm.EncodeBatch(cmds), n.cfg.ApplyTimeout)
+			in.f = n.raft.Apply(in.data, n.cfg.ApplyTimeout)
 		} else {
 			in.fwd = make(chan fwdOutcome, 1)
 			n.wg.Add(1)
-			go n.forward(in.fwd, fsm.EncodeBatch(cmds), len(cmds))
+			go n.forward(in.fwd, in.data, len(cmds))
 		}
 		select {
 		case n.inflight <- in:
@@ -164,9 +166,20 @@ func (n *Node) resolveLoop() {
 		var res []fsm.Result
 		if in.f != nil {
 			if err := in.f.Error(); err != nil {
-				fail(in.reqs, mapRaftError(err))
-				continue
+				err = mapRaftError(err)
+				if !errors.Is(err, ErrNotLeader) {
+					fail(in.reqs, err)
+					continue
+				}
+				// Leadership moved while the entry was in flight: it may or
+				// may not be committed. Forward the same commands to the new
+				// leader; their ids make a second copy impossible.
+				in.f, in.fwd = nil, make(chan fwdOutcome, 1)
+				n.wg.Add(1)
+				go n.forward(in.fwd, in.data, len(in.reqs))
 			}
+		}
+		if in.f != nil {
 			var ok bool
 			if res, ok = in.f.Response().([]fsm.Result); !ok {
 				fail(in.reqs, fmt.Errorf("cluster: unexpected apply response %T", in.f.Response()))

@@ -85,7 +85,7 @@ var errBadToken = errors.New("invalid connection token")
 
 func (s *Server) parseToken(tok string) (connToken, error) {
 	payload, sig, ok := strings.Cut(tok, ".")
-	if !ok || len(tok) > 4096 {
+	if !ok || len(tok) > 4096 || !tokenChars(tok) {
 		return connToken{}, errBadToken
 	}
 	p, err1 := b64.DecodeString(payload)
@@ -186,4 +186,16 @@ func (s *Server) checkAPIKey(r *http.Request) error {
 		return &authError{"invalid API key"}
 	}
 	return nil
+}
+
+// tokenChars reports whether s holds only base64url characters and dots:
+// the decoder skips CR and LF, which would give one token many spellings.
+func tokenChars(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
 }
