@@ -741,7 +741,7 @@ func clientGoroutines() (int, string) {
 	count := 0
 	var dump strings.Builder
 	for g := range bytes.SplitSeq(buf, []byte("\n\n")) {
-		if bytes.Contains(g, []byte("raftplane/client.(*Conn)")) || bytes.Contains(g, []byte("raftplane/client.Dial")) {
+		if bytes.Contains(g, []byte("raftplane/client.(*")) || bytes.Contains(g, []byte("raftplane/client.Dial")) {
 			count++
 			dump.Write(g)
 			dump.WriteString("\n\n")

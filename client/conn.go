@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"net/url"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -31,19 +33,94 @@ type Message struct {
 type completion struct {
 	result json.RawMessage
 	errMsg *string // the Completion's error, if it had one
-	err    error   // the connection ended first
+	err    error   // the transport or the connection ended first
+}
+
+// Stats counts what happened to a connection's transports. See Stats.
+type Stats struct {
+	// Drops is how many times the transport dropped and a resume started.
+	Drops int
+	// Resumes is how many resumes succeeded (EventResumed).
+	Resumes int
+	// Resets is how many resets happened (EventReset): refused resumes, and
+	// fresh connections made because there was nothing to resume from.
+	Resets int
+	// Replayed is the sum of Event.Replayed over the resumes.
+	Replayed int
+	// Duplicates is how many messages were dropped because their cursor
+	// did not come after the last message delivered (a safety net: the
+	// server is not expected to send any).
+	Duplicates int
+}
+
+// position is the last message delivered on Messages().
+type position struct {
+	cursor string
+	epoch  string
+	index  uint64
+	offset uint32
+	ok     bool
+}
+
+// after reports whether the cursor (epoch, index, offset) comes after p, or
+// is not comparable with it (another epoch, or nothing delivered yet).
+func (p position) after(epoch string, index uint64, offset uint32) bool {
+	if !p.ok || epoch != p.epoch {
+		return true
+	}
+	if index != p.index {
+		return index > p.index
+	}
+	return offset > p.offset
 }
 
 // Conn is one SignalR connection. Its methods are safe for concurrent use.
+//
+// A Conn runs over one transport (a WebSocket) at a time. Without
+// Config.Resume it ends with its transport; with it, a dropped transport is
+// replaced by a resumed one, and the Conn (its id, its groups, Messages())
+// carries on.
 type Conn struct {
-	cfg  Config
-	id   string
-	ws   *websocket.Conn
-	msgs chan Message
+	cfg    Config
+	urls   []*url.URL
+	header http.Header // User-Agent and Config.Header; Authorization is added per attempt
+	msgs   chan Message
 
-	quit       chan struct{} // closed by Close: stop reading and writing
-	readerDone chan struct{} // closed when the reader has returned and the socket is closed
-	done       chan struct{} // closed when every goroutine has returned
+	ctx    context.Context // ended by Close: aborts resume attempts
+	cancel context.CancelFunc
+	quit   chan struct{} // closed by Close: stop reading and writing
+	done   chan struct{} // closed when every goroutine has returned
+
+	mu          sync.Mutex
+	id          string
+	token       string
+	link        *link         // the transport in use; nil while resuming and once ended
+	linkCh      chan struct{} // closed and replaced when link is set; closed when the connection ends
+	ended       bool
+	cause       error // why it ended; the first reason wins
+	userClosed  bool  // Close was called before any other reason
+	closing     bool  // Close was called
+	nextID      uint64
+	last        position // the last message delivered
+	firstResult string   // the position just before the first Invoke result that was a cursor
+	sentAny     bool     // an Invoke or Send was (about to be) written
+	stats       Stats
+
+	inEvent   atomic.Bool // OnEvent is running
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// link is one transport of a Conn: a handshaken WebSocket with its reader
+// and keep-alive goroutines.
+type link struct {
+	c       *Conn
+	ws      *websocket.Conn
+	urlIdx  int        // index in c.urls
+	run     *resumeRun // the resume that made it; nil for Dial's and a new connection's
+	started time.Time  // when it was installed
+
+	pendingRest []byte // hub messages that came with the handshake, until begin
 
 	// wsem is a one-slot semaphore that serialises writes; closeSent is
 	// guarded by it.
@@ -51,48 +128,115 @@ type Conn struct {
 	closeSent bool
 	lastWrite atomic.Int64 // UnixNano of the last write
 
-	mu         sync.Mutex
-	pending    map[string]chan completion // nil once the connection ended
-	nextID     uint64
-	cause      error // why it ended; the first reason wins
-	userClosed bool  // Close was called before any other reason
+	pending map[string]chan completion // guarded by c.mu; nil once the reader returned
+	orphans map[string]chan completion // guarded by c.mu; what was pending when it ended
+	err     error                      // guarded by c.mu; why it ended, the first reason wins
 
-	closeOnce sync.Once
-	closeErr  error
+	readerDone chan struct{} // closed when the reader has returned and the socket is closed
+	done       chan struct{} // closed when the reader and the keep-alive have returned
+	delivered  atomic.Int64  // messages delivered to Messages()
+	waiting    atomic.Int64  // UnixNano since the reader waits for the network; 0 when not
 }
 
 // start runs a handshaken connection. rest holds the hub messages that came
 // with the handshake answer.
-func start(cfg Config, id string, ws *websocket.Conn, rest []byte) *Conn {
+func start(cfg Config, urls []*url.URL, header http.Header, idx int, neg negotiated, ws *websocket.Conn, rest []byte) *Conn {
+	ctx, cancel := context.WithCancel(context.Background())
 	c := &Conn{
-		cfg:        cfg,
-		id:         id,
-		ws:         ws,
-		msgs:       make(chan Message, cfg.MessageBuffer),
-		quit:       make(chan struct{}),
-		readerDone: make(chan struct{}),
-		done:       make(chan struct{}),
-		wsem:       make(chan struct{}, 1),
-		pending:    map[string]chan completion{},
+		cfg:    cfg,
+		urls:   urls,
+		header: header,
+		msgs:   make(chan Message, cfg.MessageBuffer),
+		ctx:    ctx,
+		cancel: cancel,
+		quit:   make(chan struct{}),
+		done:   make(chan struct{}),
+		id:     neg.id,
+		token:  neg.token,
+		linkCh: make(chan struct{}),
 	}
-	c.lastWrite.Store(time.Now().UnixNano())
-	kaDone := make(chan struct{})
-	if cfg.KeepAliveInterval > 0 {
-		go c.keepAlive(kaDone)
-	} else {
-		close(kaDone)
-	}
-	go c.run(rest, kaDone)
+	l := c.newLink(ws, idx)
+	c.link = l
+	l.begin(rest)
+	go c.supervise(l)
 	return c
 }
 
+func (c *Conn) newLink(ws *websocket.Conn, idx int) *link {
+	l := &link{
+		c:          c,
+		ws:         ws,
+		urlIdx:     idx,
+		started:    time.Now(),
+		wsem:       make(chan struct{}, 1),
+		pending:    map[string]chan completion{},
+		readerDone: make(chan struct{}),
+		done:       make(chan struct{}),
+	}
+	l.lastWrite.Store(time.Now().UnixNano())
+	return l
+}
+
+// begin starts the link's goroutines.
+func (l *link) begin(rest []byte) {
+	kaDone := make(chan struct{})
+	if l.c.cfg.KeepAliveInterval > 0 {
+		go l.keepAlive(kaDone)
+	} else {
+		close(kaDone)
+	}
+	go l.read(rest, kaDone)
+}
+
 // ID returns the connectionId the server assigned: the id other clients and
-// the REST API use to address this connection.
-func (c *Conn) ID() string { return c.id }
+// the REST API use to address this connection. A resume keeps it; it
+// changes only after an EventReset that started a new connection.
+func (c *Conn) ID() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.id
+}
+
+// Token returns the connection token from negotiate: the secret that,
+// with a cursor, resumes this connection on any node of its cluster
+// (?resume=<token>&cursor=<cursor>). Keep it private.
+func (c *Conn) Token() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.token
+}
+
+// Cursor returns the position a resume would continue after: the cursor of
+// the last message handed to Messages() (the consumer may not have read it
+// yet: what is buffered is not lost). Before any message, it is the
+// position just before the cursor returned by the connection's first
+// Invoke whose result was one (InvokeCursor's), so that a resume also
+// replays what that call committed, should it be addressed to this
+// connection: the Completion can overtake that message. "" when there is
+// neither.
+func (c *Conn) Cursor() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.resumeCursorLocked()
+}
+
+func (c *Conn) resumeCursorLocked() string {
+	if c.last.ok {
+		return c.last.cursor
+	}
+	return c.firstResult
+}
+
+// Stats returns counters of drops, resumes, resets and dropped duplicates.
+func (c *Conn) Stats() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stats
+}
 
 // Messages returns the server invocations for this connection, in arrival
-// order. The channel is closed when the connection ends. See the package
-// documentation on backpressure.
+// order. The channel is closed when the connection ends; a resume does not
+// close it. See the package documentation on backpressure.
 func (c *Conn) Messages() <-chan Message { return c.msgs }
 
 // Done returns a channel closed when the connection has ended and all its
@@ -100,8 +244,10 @@ func (c *Conn) Messages() <-chan Message { return c.msgs }
 func (c *Conn) Done() <-chan struct{} { return c.done }
 
 // Err reports why the connection ended: a *CloseError when the server sent a
-// Close message, the transport or timeout error, or nil if it is still up or
-// ended because Close was called.
+// Close message, the transport or timeout error, a *ResetError (wrapping
+// ErrReset) when a resume was refused, an error wrapping ErrDropped when
+// resuming gave up, or nil if it is still up (or resuming) or ended because
+// Close was called.
 func (c *Conn) Err() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -110,38 +256,83 @@ func (c *Conn) Err() error {
 
 // endErr is what calls on an ended connection return.
 func (c *Conn) endErr() error {
-	if err := c.Err(); err != nil {
-		return err
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.endErrLocked()
+}
+
+func (c *Conn) endErrLocked() error {
+	if c.cause != nil {
+		return c.cause
 	}
 	return ErrClosed
 }
 
-// setCause records why the connection ends, unless a reason (or Close) came
-// first.
-func (c *Conn) setCause(err error) {
-	c.mu.Lock()
-	if c.cause == nil && !c.userClosed && err != nil {
-		c.cause = err
+// errLinkGone: the transport ended before anything was written, so the
+// write may be retried on the next one.
+var errLinkGone = errors.New("client: transport gone")
+
+// currentLink returns the transport to write to, waiting (bounded by ctx)
+// while a resume is under way. It fails once the connection has ended or
+// Close was called.
+func (c *Conn) currentLink(ctx context.Context) (*link, error) {
+	for {
+		c.mu.Lock()
+		if c.ended || c.closing {
+			err := c.endErrLocked()
+			c.mu.Unlock()
+			return nil, err
+		}
+		if l := c.link; l != nil {
+			c.mu.Unlock()
+			return l, nil
+		}
+		ch := c.linkCh
+		c.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-c.quit:
+			return nil, c.endErr()
+		}
 	}
-	c.mu.Unlock()
 }
 
-// fail ends the connection because of err: the socket is closed, which makes
-// the reader return.
-func (c *Conn) fail(err error) {
-	c.setCause(err)
-	_ = c.ws.Close()
+// writeFailed turns a failed write into what Invoke and Send return.
+func (c *Conn) writeFailed(err error) error {
+	var de *dropError
+	if !errors.As(err, &de) {
+		return err // ctx.Err(), ErrClosed
+	}
+	if c.cfg.Resume {
+		return fmt.Errorf("%w while writing (the server may or may not have received it): %w", ErrDropped, err)
+	}
+	return c.endErr()
+}
+
+func (c *Conn) markSent() {
+	c.mu.Lock()
+	c.sentAny = true
+	c.mu.Unlock()
 }
 
 // Invoke calls a hub method and waits for its Completion. It returns the
 // raw result (nil for a void method), an *InvocationError when the server
 // answered with an error, the connection's error (ErrClosed after Close)
 // when the connection ended first, or ctx.Err().
+//
+// With Config.Resume, an Invoke made while a resume is under way waits for
+// it (bounded by ctx), and one whose transport dropped before the
+// Completion came fails with an error wrapping ErrDropped: its outcome is
+// unknown, since the server may have run and committed it. Retrying it may
+// do it twice.
 func (c *Conn) Invoke(ctx context.Context, method string, args ...any) (json.RawMessage, error) {
 	c.mu.Lock()
-	if c.pending == nil || c.userClosed {
+	if c.ended || c.closing {
+		err := c.endErrLocked()
 		c.mu.Unlock()
-		return nil, c.endErr()
+		return nil, err
 	}
 	id := strconv.FormatUint(c.nextID, 10)
 	c.nextID++
@@ -150,38 +341,50 @@ func (c *Conn) Invoke(ctx context.Context, method string, args ...any) (json.Raw
 	if err != nil {
 		return nil, err
 	}
-	ch := make(chan completion, 1)
-	c.mu.Lock()
-	if c.pending == nil {
-		c.mu.Unlock()
-		return nil, c.endErr()
-	}
-	c.pending[id] = ch
-	c.mu.Unlock()
-
-	if err := c.write(ctx, rec); err != nil {
-		c.forget(id)
-		return nil, err
-	}
-	select {
-	case r := <-ch:
-		switch {
-		case r.err != nil:
-			return nil, r.err
-		case r.errMsg != nil:
-			return nil, &InvocationError{Method: method, Message: *r.errMsg}
+	for {
+		l, err := c.currentLink(ctx)
+		if err != nil {
+			return nil, err
 		}
-		return r.result, nil
-	case <-ctx.Done():
-		c.forget(id)
-		return nil, ctx.Err()
+		ch := make(chan completion, 1)
+		c.mu.Lock()
+		if l.pending == nil { // it has just ended
+			c.mu.Unlock()
+			continue
+		}
+		l.pending[id] = ch
+		// Counted before the write: a drop right after it must not be
+		// taken for a connection that did nothing.
+		c.sentAny = true
+		c.mu.Unlock()
+
+		if err := l.write(ctx, rec); err != nil {
+			l.forget(id)
+			if errors.Is(err, errLinkGone) {
+				continue // nothing was sent: use the next transport
+			}
+			return nil, c.writeFailed(err)
+		}
+		select {
+		case r := <-ch:
+			switch {
+			case r.err != nil:
+				return nil, r.err
+			case r.errMsg != nil:
+				return nil, &InvocationError{Method: method, Message: *r.errMsg}
+			}
+			return r.result, nil
+		case <-ctx.Done():
+			l.forget(id)
+			return nil, ctx.Err()
+		}
 	}
 }
 
-func (c *Conn) forget(id string) {
-	c.mu.Lock()
-	delete(c.pending, id)
-	c.mu.Unlock()
+func (l *link) forget(id string) {
+	l.c.mu.Lock()
+	delete(l.pending, id)
+	l.c.mu.Unlock()
 }
 
 // InvokeCursor invokes a method whose result is a string, as raftplane's
@@ -200,45 +403,79 @@ func (c *Conn) InvokeCursor(ctx context.Context, method string, args ...any) (st
 
 // Send invokes a hub method without waiting: the Invocation has no
 // invocation id, so the server sends no Completion and reports no error.
-// It returns once the message is written.
+// It returns once the message is written. With Config.Resume it waits for
+// a resume under way, like Invoke; a write that fails because the
+// transport dropped returns an error wrapping ErrDropped.
 func (c *Conn) Send(ctx context.Context, method string, args ...any) error {
 	rec, err := encodeInvocation("", method, args)
 	if err != nil {
 		return err
 	}
-	return c.write(ctx, rec)
+	for {
+		l, err := c.currentLink(ctx)
+		if err != nil {
+			return err
+		}
+		c.markSent() // before the write, as in Invoke
+		err = l.write(ctx, rec)
+		if errors.Is(err, errLinkGone) {
+			continue
+		}
+		if err != nil {
+			return c.writeFailed(err)
+		}
+		return nil
+	}
 }
 
 // write sends one transport message. ctx bounds the wait for the write slot;
 // the write itself is bounded by writeTimeout, and a failed write ends the
-// connection.
-func (c *Conn) write(ctx context.Context, rec []byte) error {
+// transport. It returns errLinkGone when the transport ended before the
+// write started, and a *dropError when the write failed.
+func (l *link) write(ctx context.Context, rec []byte) error {
+	c := l.c
 	select {
-	case c.wsem <- struct{}{}:
+	case l.wsem <- struct{}{}:
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-c.readerDone:
-		return c.endErr()
+	case <-l.readerDone:
+		return errLinkGone
 	case <-c.quit:
 		return ErrClosed
 	}
-	defer func() { <-c.wsem }()
-	if c.closeSent {
+	defer func() { <-l.wsem }()
+	if l.closeSent {
 		return ErrClosed
 	}
 	select {
-	case <-c.readerDone:
-		return c.endErr()
+	case <-l.readerDone:
+		return errLinkGone
 	default:
 	}
-	_ = c.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
-	if err := c.ws.WriteMessage(websocket.TextMessage, rec); err != nil {
-		err = fmt.Errorf("client: write: %w", err)
-		c.fail(err)
-		return c.endErr()
+	_ = l.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if err := l.ws.WriteMessage(websocket.TextMessage, rec); err != nil {
+		de := &dropError{fmt.Errorf("client: write: %w", err)}
+		l.fail(de)
+		return de
 	}
-	c.lastWrite.Store(time.Now().UnixNano())
+	l.lastWrite.Store(time.Now().UnixNano())
 	return nil
+}
+
+// fail ends the transport because of err: the socket is closed, which makes
+// the reader return. Without Resume it is the connection's end too, and
+// its cause is recorded at once.
+func (l *link) fail(err error) {
+	c := l.c
+	c.mu.Lock()
+	if l.err == nil { // the first reason wins: a write may fail because the reader closed the socket
+		l.err = err
+		if !c.cfg.Resume && c.cause == nil && !c.userClosed {
+			c.cause = err
+		}
+	}
+	c.mu.Unlock()
+	_ = l.ws.Close()
 }
 
 // Close ends the connection: it sends a Close message and a WebSocket close
@@ -247,54 +484,75 @@ func (c *Conn) write(ctx context.Context, rec []byte) error {
 // Err stays nil, unless the connection had already ended for another reason.
 // Close returns an error only if sending the Close message failed; it is
 // idempotent.
+//
+// Close is a goodbye: the server forgets the connection at once and it
+// cannot be resumed. Close never triggers a resume, and it stops one under
+// way (the server then keeps the connection for its disconnect timeout,
+// since there was no transport to say goodbye on). Close called while
+// OnEvent runs does not wait for OnEvent to return.
 func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
 		c.mu.Lock()
 		if c.cause == nil {
 			c.userClosed = true
 		}
+		c.closing = true
+		l := c.link
 		c.mu.Unlock()
-		c.closeErr = c.sendClose()
-		close(c.quit)
-		t := time.NewTimer(closeGrace)
-		select {
-		case <-c.readerDone:
-		case <-t.C:
+		if l != nil {
+			c.closeErr = l.sendClose()
 		}
-		t.Stop()
-		_ = c.ws.Close()
-		<-c.done
+		close(c.quit)
+		c.cancel()
+		if l != nil {
+			t := time.NewTimer(closeGrace)
+			select {
+			case <-l.readerDone:
+			case <-t.C:
+			}
+			t.Stop()
+			_ = l.ws.Close()
+		}
+		if !c.inEvent.Load() {
+			<-c.done
+		}
 	})
 	return c.closeErr
 }
 
 // sendClose writes the Close message and the close frame, if the
-// connection is still up.
-func (c *Conn) sendClose() error {
+// transport is still up.
+func (l *link) sendClose() error {
 	t := time.NewTimer(writeTimeout)
 	defer t.Stop()
 	select {
-	case c.wsem <- struct{}{}:
-	case <-c.readerDone:
+	case l.wsem <- struct{}{}:
+	case <-l.readerDone:
 		return nil
 	case <-t.C:
 		return errors.New("client: close: timed out waiting for a write in progress")
 	}
-	defer func() { <-c.wsem }()
+	defer func() { <-l.wsem }()
 	select {
-	case <-c.readerDone:
+	case <-l.readerDone:
 		return nil
 	default:
 	}
-	c.closeSent = true
-	_ = c.ws.SetWriteDeadline(time.Now().Add(closeGrace))
-	err := c.ws.WriteMessage(websocket.TextMessage, closeRecord)
+	l.closeSent = true
+	_ = l.ws.SetWriteDeadline(time.Now().Add(closeGrace))
+	err := l.ws.WriteMessage(websocket.TextMessage, closeRecord)
 	if err == nil {
-		err = c.ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
+		err = l.ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
 	}
 	if err != nil {
+		if errors.Is(err, websocket.ErrCloseSent) {
+			// The server closed first (it may be answering our Close
+			// message) and the reader answered its close frame: the
+			// goodbye is done.
+			return nil
+		}
 		select {
-		case <-c.readerDone: // it ended meanwhile; nothing was lost
+		case <-l.readerDone: // it ended meanwhile; nothing was lost
 			return nil
 		default:
 		}
@@ -304,22 +562,22 @@ func (c *Conn) sendClose() error {
 }
 
 // keepAlive sends a Ping whenever nothing was written for KeepAliveInterval.
-func (c *Conn) keepAlive(done chan<- struct{}) {
+func (l *link) keepAlive(done chan<- struct{}) {
 	defer close(done)
-	iv := c.cfg.KeepAliveInterval
+	iv := l.c.cfg.KeepAliveInterval
 	t := time.NewTimer(iv)
 	defer t.Stop()
 	for {
 		select {
 		case <-t.C:
-		case <-c.readerDone:
+		case <-l.readerDone:
 			return
-		case <-c.quit:
+		case <-l.c.quit:
 			return
 		}
-		idle := time.Since(time.Unix(0, c.lastWrite.Load()))
+		idle := time.Since(time.Unix(0, l.lastWrite.Load()))
 		if idle >= iv {
-			if err := c.write(context.Background(), pingRecord); err != nil {
+			if err := l.write(context.Background(), pingRecord); err != nil {
 				return
 			}
 			idle = 0
@@ -331,50 +589,55 @@ func (c *Conn) keepAlive(done chan<- struct{}) {
 // errQuit makes the reader return because Close was called.
 var errQuit = errors.New("client: closing")
 
-// run is the reader goroutine. When reading ends it records why, closes the
-// socket, fails the pending Invokes, closes Messages, waits for the
-// keep-alive goroutine and closes done.
-func (c *Conn) run(rest []byte, kaDone <-chan struct{}) {
-	err := c.readLoop(rest)
-	if errors.Is(err, errQuit) {
-		err = nil
-	}
-	c.setCause(err)
-	_ = c.ws.Close()
+// read is the reader goroutine. When reading ends it records why, closes
+// the socket, hands the pending Invokes over to the supervisor (orphans),
+// waits for the keep-alive goroutine and closes done.
+func (l *link) read(rest []byte, kaDone <-chan struct{}) {
+	err := l.readLoop(rest)
+	c := l.c
 	c.mu.Lock()
-	pending := c.pending
-	c.pending = nil
-	c.mu.Unlock()
-	close(c.readerDone)
-	failure := c.endErr()
-	for _, ch := range pending {
-		ch <- completion{err: failure}
+	if l.err == nil {
+		l.err = err
+		// Without Resume this is the connection's end: its cause is
+		// recorded before the socket closes, so that a write failing
+		// because of that close reports it.
+		if !c.cfg.Resume && !errors.Is(err, errQuit) && c.cause == nil && !c.userClosed {
+			c.cause = err
+		}
 	}
-	close(c.msgs)
+	l.orphans, l.pending = l.pending, nil
+	if c.link == l {
+		c.link = nil
+	}
+	c.mu.Unlock()
+	_ = l.ws.Close()
+	close(l.readerDone)
 	<-kaDone
-	close(c.done)
+	close(l.done)
 }
 
-// readLoop reads transport messages until the connection ends and returns
+// readLoop reads transport messages until the transport ends and returns
 // why.
-func (c *Conn) readLoop(rest []byte) error {
+func (l *link) readLoop(rest []byte) error {
 	if len(rest) > 0 {
-		if err := c.handleData(rest); err != nil {
+		if err := l.handleData(rest); err != nil {
 			return err
 		}
 	}
 	for {
-		if c.cfg.ServerTimeout > 0 {
-			_ = c.ws.SetReadDeadline(time.Now().Add(c.cfg.ServerTimeout))
+		if l.c.cfg.ServerTimeout > 0 {
+			_ = l.ws.SetReadDeadline(time.Now().Add(l.c.cfg.ServerTimeout))
 		}
-		_, data, err := c.ws.ReadMessage()
+		l.waiting.Store(time.Now().UnixNano())
+		_, data, err := l.ws.ReadMessage()
+		l.waiting.Store(0)
 		if err != nil {
-			return c.readError(err)
+			return l.readError(err)
 		}
-		if err := c.handleData(data); err != nil {
+		if err := l.handleData(data); err != nil {
 			var ce *CloseError
 			if errors.As(err, &ce) {
-				c.drainAfterClose()
+				l.drainAfterClose()
 			}
 			return err
 		}
@@ -384,23 +647,25 @@ func (c *Conn) readLoop(rest []byte) error {
 // drainAfterClose reads (and ignores) what follows a server Close message
 // until the server closes the socket, so the WebSocket close handshake
 // completes, for at most closeGrace.
-func (c *Conn) drainAfterClose() {
-	_ = c.ws.SetReadDeadline(time.Now().Add(closeGrace))
+func (l *link) drainAfterClose() {
+	_ = l.ws.SetReadDeadline(time.Now().Add(closeGrace))
 	for {
 		select {
-		case <-c.quit:
+		case <-l.c.quit:
 			return
 		default:
 		}
-		if _, _, err := c.ws.ReadMessage(); err != nil {
+		if _, _, err := l.ws.ReadMessage(); err != nil {
 			return
 		}
 	}
 }
 
-func (c *Conn) readError(err error) error {
+// readError words a failed read. Transport failures come back as
+// *dropError: a resume may follow them.
+func (l *link) readError(err error) error {
 	select {
-	case <-c.quit:
+	case <-l.c.quit:
 		return errQuit
 	default:
 	}
@@ -408,16 +673,16 @@ func (c *Conn) readError(err error) error {
 	var ce *websocket.CloseError
 	switch {
 	case errors.As(err, &ne) && ne.Timeout():
-		return fmt.Errorf("client: server timeout: nothing received for %s: %w", c.cfg.ServerTimeout, err)
+		return &dropError{fmt.Errorf("client: server timeout: nothing received for %s: %w", l.c.cfg.ServerTimeout, err)}
 	case errors.As(err, &ce):
-		return fmt.Errorf("client: the server closed the WebSocket without a Close message: %w", err)
+		return &dropError{fmt.Errorf("client: the server closed the WebSocket without a Close message: %w", err)}
 	}
-	return fmt.Errorf("client: read: %w", err)
+	return &dropError{fmt.Errorf("client: read: %w", err)}
 }
 
 // handleData processes one transport message: whole hub messages, in order.
 // A server Close message is returned as a *CloseError.
-func (c *Conn) handleData(data []byte) error {
+func (l *link) handleData(data []byte) error {
 	return splitRecords(data, func(rec []byte) error {
 		var m inMessage
 		if err := json.Unmarshal(rec, &m); err != nil {
@@ -425,12 +690,12 @@ func (c *Conn) handleData(data []byte) error {
 		}
 		switch m.Type {
 		case typeInvocation:
-			return c.deliver(m)
+			return l.deliver(m)
 		case typeCompletion:
 			if m.InvocationID == nil {
 				return fmt.Errorf("client: Completion without invocationId from server: %s", abbreviate(rec))
 			}
-			c.complete(*m.InvocationID, m)
+			l.complete(*m.InvocationID, m)
 		case typeClose:
 			ce := &CloseError{AllowReconnect: m.AllowReconnect}
 			if m.Error != nil {
@@ -448,28 +713,70 @@ func (c *Conn) handleData(data []byte) error {
 }
 
 // deliver hands a server invocation to the consumer, waiting while the
-// channel is full (backpressure) unless Close is called.
-func (c *Conn) deliver(m inMessage) error {
+// channel is full (backpressure) unless Close is called. A message whose
+// cursor does not come after the last one delivered is dropped (counted in
+// Stats.Duplicates).
+func (l *link) deliver(m inMessage) error {
+	c := l.c
 	msg := Message{Target: m.Target, Arguments: m.Arguments, Cursor: m.Headers["cursor"]}
+	var next position
+	if msg.Cursor != "" {
+		if e, i, o, err := ParseCursor(msg.Cursor); err == nil {
+			next = position{cursor: msg.Cursor, epoch: e, index: i, offset: o, ok: true}
+			c.mu.Lock()
+			dup := !c.last.after(e, i, o)
+			if dup {
+				c.stats.Duplicates++
+			}
+			c.mu.Unlock()
+			if dup {
+				return nil
+			}
+		}
+	}
+	// The position moves before the hand-off, so that Cursor() covers a
+	// message as soon as the consumer can have it. Once read, a message
+	// is always handed over unless Close is called, and then there is no
+	// resume.
+	if next.ok {
+		c.mu.Lock()
+		c.last = next
+		c.mu.Unlock()
+	}
 	select {
 	case c.msgs <- msg:
 	case <-c.quit:
 		return errQuit
 	}
+	l.delivered.Add(1)
 	if m.InvocationID != nil {
 		// The server wants a client result; this client registers no
 		// handlers, so it answers as the official clients do without one.
-		if err := c.write(context.Background(), encodeCompletionError(*m.InvocationID, "Client didn't provide a result.")); err != nil {
+		if err := l.write(context.Background(), encodeCompletionError(*m.InvocationID, "Client didn't provide a result.")); err != nil {
+			if errors.Is(err, ErrClosed) {
+				return errQuit
+			}
 			return err
 		}
 	}
 	return nil
 }
 
-func (c *Conn) complete(id string, m inMessage) {
+// complete hands a Completion to its Invoke, and keeps the first cursor
+// result as the resume position while no message has been delivered.
+func (l *link) complete(id string, m inMessage) {
+	c := l.c
 	c.mu.Lock()
-	ch := c.pending[id]
-	delete(c.pending, id)
+	ch := l.pending[id]
+	delete(l.pending, id)
+	if c.firstResult == "" && m.Error == nil && len(m.Result) > 0 && m.Result[0] == '"' {
+		var s string
+		if json.Unmarshal(m.Result, &s) == nil {
+			if e, i, o, err := ParseCursor(s); err == nil {
+				c.firstResult = cursorBefore(e, i, o)
+			}
+		}
+	}
 	c.mu.Unlock()
 	if ch != nil { // nil: the caller gave up (ctx) or the id is not ours
 		ch <- completion{result: m.Result, errMsg: m.Error}

@@ -2,6 +2,7 @@ package client
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 )
@@ -24,4 +25,16 @@ func ParseCursor(s string) (epoch string, index uint64, offset uint32, err error
 		return "", 0, 0, fmt.Errorf("client: malformed cursor %q: offset: %w", s, err)
 	}
 	return parts[0], idx, uint32(off), nil
+}
+
+// cursorBefore returns the position just before the cursor
+// <epoch>:<index>:<offset>: every entry after it is at the cursor or later.
+func cursorBefore(epoch string, index uint64, offset uint32) string {
+	switch {
+	case offset > 0:
+		offset--
+	case index > 0:
+		index, offset = index-1, math.MaxUint32
+	}
+	return epoch + ":" + strconv.FormatUint(index, 10) + ":" + strconv.FormatUint(uint64(offset), 10)
 }

@@ -17,18 +17,47 @@ import (
 // userAgent is sent unless Config.Header sets one.
 const userAgent = "raftplane-go-client/1"
 
-// Dial connects to the hub at cfg.URL: negotiate, WebSocket upgrade,
-// handshake. The whole of it is bounded by ctx and cfg.HandshakeTimeout. On
-// success the connection's goroutines are running; Close releases them.
+// Dial connects to the hub at cfg.URL (or the first of cfg.URLs):
+// negotiate, WebSocket upgrade, handshake. When that node fails it tries the
+// next of cfg.URLs, in order; an HTTP refusal that every node would give
+// (400, 401, 403, 404) ends Dial at once. Each attempt is bounded by
+// cfg.HandshakeTimeout, the whole by ctx. On success the connection's
+// goroutines are running; Close releases them.
 func Dial(ctx context.Context, cfg Config) (*Conn, error) {
-	hubURL, err := parseHubURL(cfg.URL)
+	urls, err := cfg.hubURLs()
 	if err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	ctx, cancel := context.WithTimeout(ctx, cfg.HandshakeTimeout)
-	defer cancel()
+	base := baseHeader(cfg)
+	tctx, cancel := context.WithTimeout(ctx, cfg.HandshakeTimeout)
+	header, err := authHeader(tctx, cfg, base)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	for i, u := range urls {
+		actx, cancel := context.WithTimeout(ctx, cfg.HandshakeTimeout)
+		neg, ws, rest, err := dialOnce(actx, cfg, u, header)
+		cancel()
+		if err == nil {
+			return start(cfg, urls, base, i, neg, ws, rest), nil
+		}
+		if len(urls) == 1 {
+			return nil, err
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil || permanent(err) {
+			break
+		}
+	}
+	return nil, fmt.Errorf("client: dial: no node accepted the connection (%d of %d tried): %w", len(errs), len(urls), errors.Join(errs...))
+}
 
+// baseHeader is what every request carries: Config.Header and a
+// User-Agent. The Authorization header is added per attempt (authHeader).
+func baseHeader(cfg Config) http.Header {
 	header := cfg.Header.Clone()
 	if header == nil {
 		header = http.Header{}
@@ -36,6 +65,13 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	if header.Get("User-Agent") == "" {
 		header.Set("User-Agent", userAgent)
 	}
+	return header
+}
+
+// authHeader returns base with "Authorization: Bearer <token>" when
+// Config.AccessToken gives a token.
+func authHeader(ctx context.Context, cfg Config, base http.Header) (http.Header, error) {
+	header := base.Clone()
 	if cfg.AccessToken != nil {
 		tok, err := cfg.AccessToken(ctx)
 		if err != nil {
@@ -45,26 +81,42 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 			header.Set("Authorization", "Bearer "+tok)
 		}
 	}
-	return dialURL(ctx, cfg, hubURL, header)
+	return header, nil
 }
 
-// dialURL connects to one hub URL. A later version that tries several nodes
-// calls it once per node.
-func dialURL(ctx context.Context, cfg Config, hubURL *url.URL, header http.Header) (*Conn, error) {
+// permanent reports whether an HTTP answer refuses the request itself, so
+// that another node of the same cluster would refuse it too: a bad request,
+// authentication, authorization, an unknown hub, token or connection.
+func permanent(err error) bool {
+	var he *HTTPError
+	if !errors.As(err, &he) {
+		return false
+	}
+	switch he.StatusCode {
+	case http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound:
+		return true
+	}
+	return false
+}
+
+// dialOnce connects to one hub URL: negotiate, upgrade, handshake. It
+// returns the handshaken socket and the hub messages that came with the
+// handshake answer.
+func dialOnce(ctx context.Context, cfg Config, hubURL *url.URL, header http.Header) (negotiated, *websocket.Conn, []byte, error) {
 	neg, err := negotiate(ctx, cfg.HTTPClient, hubURL, header)
 	if err != nil {
-		return nil, err
+		return negotiated{}, nil, nil, err
 	}
-	ws, err := connect(ctx, cfg.Dialer, hubURL, neg.token, header)
+	ws, err := connect(ctx, cfg.Dialer, hubURL, connectURL(hubURL, neg.token), header)
 	if err != nil {
-		return nil, err
+		return negotiated{}, nil, nil, err
 	}
 	rest, err := handshake(ctx, ws)
 	if err != nil {
 		ws.Close()
-		return nil, err
+		return negotiated{}, nil, nil, err
 	}
-	return start(cfg, neg.id, ws, rest), nil
+	return neg, ws, rest, nil
 }
 
 type negotiated struct {
@@ -105,13 +157,27 @@ func negotiateURL(hubURL *url.URL) *url.URL {
 
 // connectURL is the WebSocket URL: ws(s), the hub path and query, and id.
 func connectURL(hubURL *url.URL, token string) *url.URL {
+	u := wsURL(hubURL)
+	u.RawQuery = appendQuery(u.RawQuery, "id", token)
+	return u
+}
+
+// resumeURL is the WebSocket URL of a cursor resume: ws(s), the hub path
+// and query, resume=<connection token> and cursor=<last cursor seen>. There
+// is no negotiate before it.
+func resumeURL(hubURL *url.URL, token, cursor string) *url.URL {
+	u := wsURL(hubURL)
+	u.RawQuery = appendQuery(appendQuery(u.RawQuery, "resume", token), "cursor", cursor)
+	return u
+}
+
+func wsURL(hubURL *url.URL) *url.URL {
 	u := *hubURL
 	if u.Scheme == "https" {
 		u.Scheme = "wss"
 	} else {
 		u.Scheme = "ws"
 	}
-	u.RawQuery = appendQuery(u.RawQuery, "id", token)
 	return &u
 }
 
@@ -209,8 +275,10 @@ func errorText(body []byte) string {
 	return s
 }
 
-func connect(ctx context.Context, d *websocket.Dialer, hubURL *url.URL, token string, header http.Header) (*websocket.Conn, error) {
-	ws, resp, err := d.DialContext(ctx, connectURL(hubURL, token).String(), header)
+// connect makes the WebSocket request to target; hubURL names the hub in
+// errors (without the token).
+func connect(ctx context.Context, d *websocket.Dialer, hubURL, target *url.URL, header http.Header) (*websocket.Conn, error) {
+	ws, resp, err := d.DialContext(ctx, target.String(), header)
 	if err != nil {
 		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
 			body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))

@@ -61,3 +61,45 @@ func (e *HTTPError) Error() string {
 	}
 	return s
 }
+
+// ErrDropped means the transport dropped unexpectedly (a transport error, a
+// server timeout, a server Close that allows reconnecting) while Resume was
+// on. Invokes that were waiting for their Completion at that moment fail
+// with an error wrapping it, and so do Sends and Invokes whose write failed:
+// their outcome is unknown, because the server may have received and even
+// committed them before the drop. Err wraps it when resuming gave up
+// (ResumeTimeout passed).
+var ErrDropped = errors.New("client: connection dropped")
+
+// ErrReset is wrapped by *ResetError: the connection could not be resumed
+// without a gap, so messages sent to it while it was away may be lost.
+var ErrReset = errors.New("client: connection reset")
+
+// ResetError is a resume the server refused (an expired cursor, a cursor
+// from another cluster, a connection the server already closed) or one
+// that was not possible (nothing to resume from). Messages may have been
+// lost: the client says so rather than carrying on with a silent gap. It
+// wraps ErrReset.
+type ResetError struct {
+	Message string // the server's reason ("Resume refused: ..."), or the client's
+	Cursor  string // the cursor the resume was asked from; "" if there was none
+}
+
+// Error implements error.
+func (e *ResetError) Error() string {
+	s := "client: connection reset, messages may have been lost: " + e.Message
+	if e.Cursor != "" {
+		s += " (resume cursor " + e.Cursor + ")"
+	}
+	return s
+}
+
+// Unwrap returns ErrReset.
+func (e *ResetError) Unwrap() error { return ErrReset }
+
+// dropError marks a transport failure, after which a resume may follow. Its
+// text is the underlying error's.
+type dropError struct{ err error }
+
+func (e *dropError) Error() string { return e.err.Error() }
+func (e *dropError) Unwrap() error { return e.err }

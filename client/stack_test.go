@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -24,10 +25,12 @@ func startStack(t *testing.T, opts ...func(*hub.Config)) string {
 	return startStackServer(t, opts...).URL
 }
 
-// stack is a running node: its base URL and its hub server.
+// stack is a running node: its base URL, its hub server and its HTTP
+// server.
 type stack struct {
-	URL string
-	Hub *hub.Server
+	URL  string
+	Hub  *hub.Server
+	HTTP *trackedServer
 }
 
 // startStackServer is startStack that also returns the hub server, for tests
@@ -92,7 +95,7 @@ func startStackServer(t *testing.T, opts ...func(*hub.Config)) *stack {
 		t.Fatal(err)
 	}
 	srv.Start()
-	ts := httptest.NewServer(srv)
+	ts := serveTracked(srv)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -101,7 +104,49 @@ func startStackServer(t *testing.T, opts ...func(*hub.Config)) *stack {
 		}
 		ts.Close()
 	})
-	return &stack{URL: ts.URL, Hub: srv}
+	return &stack{URL: ts.URL, Hub: srv, HTTP: ts}
+}
+
+// trackedServer is an httptest server that remembers every connection it
+// accepted, WebSockets included (httptest forgets hijacked connections),
+// so that a test can cut them all at once.
+type trackedServer struct {
+	*httptest.Server
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+}
+
+func serveTracked(h http.Handler) *trackedServer {
+	ts := &trackedServer{Server: httptest.NewUnstartedServer(h), conns: map[net.Conn]struct{}{}}
+	ts.Config.ConnState = func(c net.Conn, st http.ConnState) {
+		ts.mu.Lock()
+		defer ts.mu.Unlock()
+		switch st {
+		case http.StateNew:
+			ts.conns[c] = struct{}{}
+		case http.StateClosed:
+			delete(ts.conns, c)
+		}
+	}
+	ts.Start()
+	return ts
+}
+
+// Kill makes the node unreachable abruptly, as a crash of its HTTP side:
+// the listener closes and every connection is cut, with no WebSocket close
+// frame and no SignalR Close message. The hub behind it keeps running.
+func (ts *trackedServer) Kill() {
+	_ = ts.Listener.Close()
+	ts.CutConnections()
+}
+
+// CutConnections closes every connection (the listener stays open).
+func (ts *trackedServer) CutConnections() {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	for c := range ts.conns {
+		_ = c.Close()
+	}
 }
 
 func freeAddr(t *testing.T) string {

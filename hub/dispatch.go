@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"context"
 	"errors"
 	"time"
 
@@ -59,6 +60,38 @@ func (s *Server) dispatch(from fsm.Cursor) {
 			frame = s.deliver(&entries[i], epoch, frame[:0])
 		}
 		pos = entries[len(entries)-1].Cursor
+		s.dispatched(pos)
+	}
+}
+
+// dispatched records that every entry up to pos has been queued on its
+// local recipients and wakes whoever waits for it.
+func (s *Server) dispatched(pos fsm.Cursor) {
+	s.dispMu.Lock()
+	s.dispPos = pos
+	close(s.dispCh)
+	s.dispCh = make(chan struct{})
+	s.dispMu.Unlock()
+}
+
+// waitDispatched waits until the dispatcher has queued everything up to c,
+// so that a Completion carrying cursor c follows the message at c on the
+// caller's own connection.
+func (s *Server) waitDispatched(ctx context.Context, c fsm.Cursor) {
+	for {
+		s.dispMu.Lock()
+		done, ch := !s.dispPos.Less(c), s.dispCh
+		s.dispMu.Unlock()
+		if done {
+			return
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return
+		case <-s.stop:
+			return
+		}
 	}
 }
 

@@ -202,6 +202,9 @@ func (c *conn) invoke(m hubMessage) {
 	}
 	ctx, cancel := context.WithTimeout(c.ctx, c.srv.cfg.PublishTimeout)
 	cur, err := c.srv.pub.Publish(ctx, cmd)
+	if err == nil && reply {
+		c.srv.waitDispatched(ctx, cur)
+	}
 	cancel()
 	if err != nil {
 		if reply {

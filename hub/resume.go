@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -52,6 +53,17 @@ func (s *Server) prepareResume(r *http.Request, hub, user, rawTok string) (*resu
 		rr.reset = fmt.Sprintf("Resume refused: cursor %s comes from another cluster (epoch %s; this cluster is %s). Start a new connection.", raw, epoch, pos.Epoch)
 		return rr, 0, nil
 	}
+	if pos.Last.Less(c) {
+		// The client saw this cursor on a node that is ahead of this one:
+		// wait until this node has applied it, or the connection's state
+		// here would be older than what the client already has.
+		if pos, err = s.waitApplied(r.Context(), c); err != nil {
+			return nil, http.StatusServiceUnavailable, fmt.Errorf("resume: this node has not yet applied cursor %s (%v); retry", raw, err)
+		}
+	}
+	if ci, ok := s.stream.Connection(hub, rr.id); ok && c.Less(ci.Opened) {
+		c = ci.Opened // nothing before the connection existed was addressed to it
+	}
 	rr.from = c
 	groups, owner, err := s.stream.GroupsAt(hub, rr.id, c)
 	switch {
@@ -71,6 +83,27 @@ func (s *Server) prepareResume(r *http.Request, hub, user, rawTok string) (*resu
 	}
 	rr.groups = groups
 	return rr, 0, nil
+}
+
+// waitApplied waits, up to PublishTimeout, until this node's stream has
+// reached cursor c.
+func (s *Server) waitApplied(ctx context.Context, c fsm.Cursor) (fsm.Position, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
+	defer cancel()
+	for {
+		ch := s.stream.Changed()
+		pos := s.stream.Position()
+		if !pos.Last.Less(c) {
+			return pos, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return pos, ctx.Err()
+		case <-s.stop:
+			return pos, errShuttingDown
+		}
+	}
 }
 
 // replay writes to c's transport everything addressed to it after rr.from

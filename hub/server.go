@@ -32,6 +32,10 @@ type Server struct {
 	// dispatcher goroutine touches it.
 	idx map[string]*localHub
 
+	dispMu  sync.Mutex
+	dispPos fsm.Cursor    // the dispatcher has queued everything up to here
+	dispCh  chan struct{} // closed and replaced when dispPos moves
+
 	stop     chan struct{}
 	sessions sync.Map // connection id → *httpSession: SSE and long polling (sse.go)
 	stopOnce sync.Once
@@ -61,12 +65,10 @@ func New(cfg Config, pub Publisher, stream Stream) (*Server, error) {
 		detached: map[string]*time.Timer{},
 		idx:      map[string]*localHub{},
 		stop:     make(chan struct{}),
+		dispCh:   make(chan struct{}),
 		ws: websocket.Upgrader{
 			ReadBufferSize:  4096,
 			WriteBufferSize: 4096,
-			// Browsers from other origins are the CORS issue's business;
-			// the official clients in Node send no Origin.
-			CheckOrigin: func(*http.Request) bool { return true },
 		},
 	}
 	s.ws.CheckOrigin = s.originAllowed // cors.go: -allowed-origins
