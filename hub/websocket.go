@@ -200,64 +200,9 @@ func (s *Server) serve(c *conn, rd reader) {
 	c.handshaking.Store(true)
 	stopHandshakeClose := context.AfterFunc(c.ctx, func() { _ = c.tr.close() })
 
-	// The handshake is always a JSON record; what follows it goes to the
-	// protocol's splitter (MessagePack: binary, chosen when the handshake
-	// arrives, even within the same frame).
-	hsSplit := newRecordSplitter(s.cfg.MaxMessageSize)
-	var split splitter // set when the handshake arrives
-	type pendingRecord struct {
-		rec  []byte
-		info recordInfo
-	}
-	var (
-		hs       *handshakeRequest
-		hsErr    error
-		leftover []pendingRecord // records after the handshake in its frame
-	)
-	keep := func(rec []byte, info recordInfo) {
-		leftover = append(leftover, pendingRecord{append([]byte(nil), rec...), info})
-	}
-	deadline := time.Now().Add(s.cfg.HandshakeTimeout)
-	for hs == nil && hsErr == nil {
-		left := time.Until(deadline)
-		if left <= 0 {
-			hsErr = errors.New("Handshake was canceled.")
-			break
-		}
-		err := rd.next(left, func(p []byte) {
-			if hs != nil || hsErr != nil {
-				if hsErr == nil {
-					split.feed(p, keep)
-				}
-				return
-			}
-			n := len(p) // feed the handshake splitter through the first 0x1E only
-			if i := bytes.IndexByte(p, recordSeparator); i >= 0 {
-				n = i + 1
-			}
-			hsSplit.feed(p[:n], func(rec []byte, info recordInfo) {
-				switch {
-				case info.Oversized:
-					hsErr = fmt.Errorf("Handshake was canceled: %d bytes exceed the limit of %d.", info.Size, s.cfg.MaxMessageSize)
-				default:
-					req, err := parseHandshake(rec)
-					if err != nil {
-						hsErr = err
-					} else {
-						hs = &req
-					}
-				}
-			})
-			if hs != nil && hsErr == nil {
-				split = newSplitter(hs.Protocol, s.cfg.MaxMessageSize)
-				split.feed(p[n:], keep)
-			}
-		})
-		if err != nil && hs == nil && hsErr == nil {
-			c.log.Debug("connection ended before handshake", "err", err)
-			_ = c.tr.close()
-			return
-		}
+	hs, split, leftover, alive, hsErr := s.readHandshake(c, rd)
+	if !alive {
+		return
 	}
 	if hsErr == nil {
 		var p protocol
@@ -356,6 +301,66 @@ func (s *Server) serve(c *conn, rd reader) {
 	c.cancel()
 	<-c.writerDone
 	s.release(c)
+}
+
+// pendingRecord is a hub message that arrived in the handshake's frame.
+type pendingRecord struct {
+	rec  []byte
+	info recordInfo
+}
+
+// readHandshake reads until the client's handshake record, within
+// HandshakeTimeout. The handshake is always a JSON record; what follows it
+// goes to the splitter of the protocol it names (MessagePack: binary), even
+// within the same frame, and is returned as leftover. alive is false when
+// the transport ended first (it is closed then); hsErr is a handshake
+// failure to report to the client.
+func (s *Server) readHandshake(c *conn, rd reader) (hs *handshakeRequest, split splitter, leftover []pendingRecord, alive bool, hsErr error) {
+	hsSplit := newRecordSplitter(s.cfg.MaxMessageSize)
+	keep := func(rec []byte, info recordInfo) {
+		leftover = append(leftover, pendingRecord{append([]byte(nil), rec...), info})
+	}
+	deadline := time.Now().Add(s.cfg.HandshakeTimeout)
+	for hs == nil && hsErr == nil {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return nil, nil, nil, true, errors.New("Handshake was canceled.")
+		}
+		err := rd.next(left, func(p []byte) {
+			if hs != nil || hsErr != nil {
+				if hsErr == nil {
+					split.feed(p, keep)
+				}
+				return
+			}
+			n := len(p) // feed the handshake splitter through the first 0x1E only
+			if i := bytes.IndexByte(p, recordSeparator); i >= 0 {
+				n = i + 1
+			}
+			hsSplit.feed(p[:n], func(rec []byte, info recordInfo) {
+				if info.Oversized {
+					hsErr = fmt.Errorf("Handshake was canceled: %d bytes exceed the limit of %d.", info.Size, s.cfg.MaxMessageSize)
+					return
+				}
+				req, err := parseHandshake(rec)
+				if err != nil {
+					hsErr = err
+				} else {
+					hs = &req
+				}
+			})
+			if hs != nil && hsErr == nil {
+				split = newSplitter(hs.Protocol, s.cfg.MaxMessageSize)
+				split.feed(p[n:], keep)
+			}
+		})
+		if err != nil && hs == nil && hsErr == nil {
+			c.log.Debug("connection ended before handshake", "err", err)
+			_ = c.tr.close()
+			return nil, nil, nil, false, nil
+		}
+	}
+	return hs, split, leftover, true, hsErr
 }
 
 // checkHandshake accepts the JSON protocol and, when the transport carries
