@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/raftplane/raftplane/fsm"
 )
 
 // Config configures a Node. Start from DefaultConfig.
@@ -132,6 +134,11 @@ func (c Config) Validate() error {
 	}
 	if c.SnapshotThreshold < 1 {
 		errs = append(errs, errors.New("SnapshotThreshold must be at least 1"))
+	}
+	if c.HoldTimeout > fsm.DedupWindow/3 {
+		// A forward is retried with the same command ids for up to
+		// HoldTimeout; the FSM must still remember them by then.
+		errs = append(errs, fmt.Errorf("HoldTimeout (%s) must be at most a third of the FSM's duplicate window (%s)", c.HoldTimeout, fsm.DedupWindow))
 	}
 	if c.HoldTimeout <= 0 || c.ApplyTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("HoldTimeout (%s) and ApplyTimeout (%s) must be positive", c.HoldTimeout, c.ApplyTimeout))

@@ -14,8 +14,10 @@ import (
 
 // DedupWindow is how long (in command time) the FSM remembers command IDs.
 // It is a constant, not a flag: every node must drop exactly the same
-// duplicates or replicas diverge.
-const DedupWindow = 2 * time.Minute
+// duplicates or replicas diverge. It only has to outlast a submitter's
+// retries (cluster caps its hold time well below it), and the ids it keeps
+// cost memory in proportion to the publish rate.
+const DedupWindow = 30 * time.Second
 
 // Sentinel errors. Apply reports per-command errors in Result.Err and keeps
 // the command in the stream, so every node sees the same outcome.

@@ -728,7 +728,7 @@ func TestMachine_Dedup(t *testing.T) {
 		// decides, not the retry's.
 		a := newApplier(t, testConfig(t))
 		a.apply1(at(withID(publish("h", AudienceAll, "", "[]"), "x"), t0))
-		a.apply1(at(publish("h", AudienceAll, "", "[]"), t0+int64(time.Minute)))
+		a.apply1(at(publish("h", AudienceAll, "", "[]"), t0+int64(DedupWindow/2)))
 		if r := a.apply1(at(withID(publish("h", AudienceAll, "", "[]"), "x"), t0-int64(time.Hour))); !r.Duplicate {
 			t.Fatalf("result = %+v, want duplicate", r)
 		}
