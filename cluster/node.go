@@ -49,6 +49,8 @@ type Node struct {
 	notifyCh chan bool
 
 	stop      chan struct{}
+	life      context.Context // ends with stop, for waits that take a context
+	endLife   context.CancelFunc
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 	closeErr  error
@@ -73,7 +75,10 @@ func New(cfg Config, machine *fsm.Machine) (*Node, error) {
 	if _, err := rand.Read(b[:]); err != nil {
 		return nil, err
 	}
+	life, endLife := context.WithCancel(context.Background())
 	return &Node{
+		life:     life,
+		endLife:  endLife,
 		cfg:      cfg,
 		log:      lg,
 		machine:  machine,
@@ -370,6 +375,7 @@ func (n *Node) Close(ctx context.Context) error {
 		done := make(chan error, 1)
 		go func() {
 			close(n.stop)
+			n.endLife()
 			var errs []error
 			if n.raft != nil {
 				// Shutting raft down first fails its pending futures, which

@@ -223,15 +223,8 @@ func (n *Node) waitApplied(res []fsm.Result) error {
 			last = r.Cursor
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
+	ctx, cancel := context.WithTimeout(n.life, n.cfg.ApplyTimeout)
 	defer cancel()
-	go func() {
-		select {
-		case <-n.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	if err := n.machine.Wait(ctx, last); err != nil {
 		return fmt.Errorf("%w: committed at %s but not applied on this node within %s", ErrLagging, last, n.cfg.ApplyTimeout)
 	}

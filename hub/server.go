@@ -37,6 +37,8 @@ type Server struct {
 	dispCh  chan struct{} // closed and replaced when dispPos moves
 
 	stop     chan struct{}
+	life     context.Context // ends with stop, for waits that take a context
+	endLife  context.CancelFunc
 	sessions sync.Map // connection id → *httpSession: SSE and long polling (sse.go)
 	stopOnce sync.Once
 	wg       sync.WaitGroup // dispatcher, connection cleanups
@@ -72,6 +74,7 @@ func New(cfg Config, pub Publisher, stream Stream) (*Server, error) {
 		},
 	}
 	s.ws.CheckOrigin = s.originAllowed // cors.go: -allowed-origins
+	s.life, s.endLife = context.WithCancel(context.Background())
 	s.routes()
 	return s, nil
 }
@@ -135,14 +138,7 @@ func (s *Server) reapStale() {
 		if live || waiting {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.PublishTimeout)
-		go func() {
-			select {
-			case <-s.stop:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
+		ctx, cancel := context.WithTimeout(s.life, s.cfg.PublishTimeout)
 		_, err := s.pub.Publish(ctx, fsm.Command{Kind: fsm.KindConnClose, Hub: ci.Hub, Conn: ci.ID,
 			Reason: "its node restarted"})
 		cancel()
@@ -182,7 +178,7 @@ func (s *Server) Close(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		s.connWG.Wait()
-		s.stopOnce.Do(func() { close(s.stop) })
+		s.stopOnce.Do(s.end)
 		s.wg.Wait()
 		close(done)
 	}()
@@ -190,9 +186,15 @@ func (s *Server) Close(ctx context.Context) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
-		s.stopOnce.Do(func() { close(s.stop) })
+		s.stopOnce.Do(s.end)
 		return ctx.Err()
 	}
+}
+
+// end signals the server's goroutines to stop.
+func (s *Server) end() {
+	close(s.stop)
+	s.endLife()
 }
 
 // LocalConnections returns the number of connections this node holds.
