@@ -390,7 +390,7 @@ func TestMachine_ApplyResultCursors(t *testing.T) {
 	}
 	a.gap(1)
 	p := a.m.Position()
-	wantPos := Position{Applied: 6, First: Cursor{3, 0}, Last: Cursor{5, 0}, Entries: 5, Bytes: p.Bytes}
+	wantPos := Position{Applied: 6, First: Cursor{3, 0}, Last: Cursor{5, 0}, Entries: 5, Bytes: p.Bytes, Digest: p.Digest}
 	if p != wantPos {
 		t.Fatalf("Position() = %+v, want %+v", p, wantPos)
 	}

@@ -46,6 +46,7 @@ type snapshotData struct {
 	Conns   []snapshotConn
 	DedupQ  []dedupItem
 	Dedup   []Cursor // parallel to DedupQ
+	Digest  uint64
 }
 
 type snapshotEntry struct {
@@ -71,7 +72,7 @@ func (m *Machine) Snapshot() (raft.FSMSnapshot, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	st := m.st
-	d := snapshotData{Epoch: st.Epoch, Secret: st.Secret, Applied: st.Applied, Last: st.Last, Floor: st.Floor, Newest: st.Newest}
+	d := snapshotData{Epoch: st.Epoch, Secret: st.Secret, Applied: st.Applied, Last: st.Last, Floor: st.Floor, Newest: st.Newest, Digest: st.Digest}
 	d.Entries = make([]snapshotEntry, len(st.Entries))
 	for i := range st.Entries {
 		e := &st.Entries[i]
@@ -133,6 +134,7 @@ func (m *Machine) Restore(rc io.ReadCloser) error {
 	}
 	st := newState()
 	st.Epoch, st.Secret, st.Applied, st.Last, st.Floor, st.Newest = d.Epoch, d.Secret, d.Applied, d.Last, d.Floor, d.Newest
+	st.Digest = d.Digest
 	st.Entries = make([]Entry, len(d.Entries))
 	for i, se := range d.Entries {
 		c, err := DecodeCommand(se.Command)

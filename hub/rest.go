@@ -96,12 +96,32 @@ func checkName(w http.ResponseWriter, what, v string, max int) bool {
 	return true
 }
 
+// IdempotencyHeader names the request header that makes a REST send safe to
+// retry: sends of one hub with the same key within fsm.DedupWindow are
+// applied once, and every retry answers with the cursor of the first.
+const IdempotencyHeader = "Idempotency-Key"
+
+// maxIdempotencyKeyLen bounds an idempotency key.
+const maxIdempotencyKeyLen = 128
+
 func (s *Server) send(w http.ResponseWriter, r *http.Request, a fsm.Audience, key string) {
+	idem := r.Header.Get(IdempotencyHeader)
+	if len(idem) > maxIdempotencyKeyLen {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("%s is longer than %d bytes", IdempotencyHeader, maxIdempotencyKeyLen))
+		return
+	}
 	sb, ok := s.readSend(w, r)
 	if !ok {
 		return
 	}
-	s.commit(w, r, publishCmd(r.PathValue("hub"), a, key, sb.Target, sb.Arguments, sb.Excluded))
+	hub := r.PathValue("hub")
+	cmd := publishCmd(hub, a, key, sb.Target, sb.Arguments, sb.Excluded)
+	if idem != "" {
+		// The prefix keeps client keys apart from the ids nodes generate
+		// and from other hubs' keys.
+		cmd.ID = "idem:" + hub + ":" + idem
+	}
+	s.commit(w, r, cmd)
 }
 
 // commit publishes a command and answers with its cursor once it is applied.

@@ -144,6 +144,39 @@ func TestServer_REST(t *testing.T) {
 		})
 	}
 
+	t.Run("idempotency key", func(t *testing.T) {
+		post := func(key, target string) (int, string) {
+			hdr := bearerHeader(testAPIKey)
+			if key != "" {
+				hdr.Set(IdempotencyHeader, key)
+			}
+			st, _, body := h.do("POST", api, `{"target":"`+target+`"}`, hdr)
+			var r struct {
+				Cursor string `json:"cursor"`
+			}
+			_ = json.Unmarshal(body, &r)
+			return st, r.Cursor
+		}
+		st1, c1 := post("k-1", "t-idem")
+		st2, c2 := post("k-1", "t-idem") // a retry: applied once, same cursor
+		st3, c3 := post("k-2", "t-idem") // another key: applied
+		if st1 != 200 || st2 != 200 || st3 != 200 {
+			t.Fatalf("statuses %d %d %d, want 200", st1, st2, st3)
+		}
+		if c1 == "" || c2 != c1 || c3 == c1 {
+			t.Fatalf("cursors %q %q %q: want the retry to answer the first's cursor and another key a new one", c1, c2, c3)
+		}
+		if st, _ := post(strings.Repeat("k", maxIdempotencyKeyLen+1), "t-idem"); st != 400 {
+			t.Errorf("an oversized key: status %d, want 400", st)
+		}
+		h.fence(testHubName, clients...)
+		for _, c := range clients {
+			if n := len(c.invocations("t-idem")); n != 2 {
+				t.Errorf("%s got %d copies of the keyed sends, want 2 (one per key)", names[c], n)
+			}
+		}
+	})
+
 	big := `{"target":"t-big","arguments":["` + strings.Repeat("b", 3000) + `"]}`
 	bad := []struct {
 		name, method, path, body string

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -225,6 +226,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 			"floor_cursor":  cursorOrEmpty(p.Epoch, p.Floor),
 			"cached":        p.Entries,
 			"cached_bytes":  p.Bytes,
+			"digest":        strconv.FormatUint(p.Digest, 16),
 		},
 		"hub": map[string]any{"local_connections": s.LocalConnections()},
 	}
