@@ -448,3 +448,29 @@ func (c *Conn) install(l *link, run *resumeRun, neg negotiated) bool {
 	l.begin(rest)
 	return true
 }
+
+// ErrMigrate is the drop cause that Migrate gives the transport it ends.
+var ErrMigrate = errors.New("client: migrating to another node")
+
+// Migrate moves a Resume connection to the next node: it ends the current
+// transport without a goodbye and resumes, as after a drop, on the next URL
+// in turn (EventDropped with ErrMigrate, then EventResumed). Use it to take
+// connections off a node before maintenance or to rebalance after a node
+// comes back. Nothing is lost or repeated. It returns an error if Resume is
+// off, the connection has ended, or a resume is already under way.
+func (c *Conn) Migrate() error {
+	if !c.cfg.Resume {
+		return errors.New("client: Migrate needs Config.Resume")
+	}
+	c.mu.Lock()
+	l, ended := c.link, c.ended || c.closing
+	c.mu.Unlock()
+	switch {
+	case ended:
+		return c.endErr()
+	case l == nil:
+		return errors.New("client: a resume is already under way")
+	}
+	l.fail(&dropError{ErrMigrate})
+	return nil
+}

@@ -1258,3 +1258,50 @@ func TestFakeResumeHTTPRefusals(t *testing.T) {
 	}
 	waitNoClientGoroutines(t)
 }
+
+// TestMigrate: Migrate moves a live connection to the other node while
+// messages flow; nothing is lost or repeated and the connection keeps its
+// id and groups.
+func TestMigrate(t *testing.T) {
+	nodes := startCluster(t, 2, clusterOpts{})
+	a, b := nodes[0], nodes[1]
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rec := newRecorder(t)
+	pub := newPublisher()
+	alice := dialResume(t, []string{a.URL, b.URL}, "alice", rec)
+	id := alice.ID()
+	if _, err := alice.InvokeCursor(ctx, "JoinGroup", "room"); err != nil {
+		t.Fatal(err)
+	}
+	bob := dial(t, b.URL, "bob")
+	const total = 100
+	pub.start(ctx, bob, "room", total, 2*time.Millisecond)
+	got := collect(t, alice, total, func(n int) {
+		if n == 30 {
+			if err := alice.Migrate(); err != nil {
+				t.Errorf("Migrate: %v", err)
+			}
+		}
+	})
+	<-pub.done
+	if pub.err != nil {
+		t.Fatal(pub.err)
+	}
+	checkExactlyOnce(t, got, pub)
+	dropped := rec.next(t, client.EventDropped)
+	resumed := rec.next(t, client.EventResumed)
+	if !errors.Is(dropped.Err, client.ErrMigrate) || !strings.HasPrefix(dropped.URL, a.URL) || !strings.HasPrefix(resumed.URL, b.URL) {
+		t.Errorf("dropped %+v, resumed %+v: want ErrMigrate on %s, resumed on %s", dropped, resumed, a.URL, b.URL)
+	}
+	if alice.ID() != id {
+		t.Errorf("ID changed from %s to %s", id, alice.ID())
+	}
+	if ci, ok := b.Machine.Connection("chat", id); !ok || ci.Node != "n2" || len(ci.Groups) != 1 {
+		t.Errorf("registry after the migration: %+v %v", ci, ok)
+	}
+	plain := dial(t, a.URL, "carol")
+	if err := plain.Migrate(); err == nil {
+		t.Error("Migrate without Resume: want an error")
+	}
+}
