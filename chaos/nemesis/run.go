@@ -1,0 +1,349 @@
+package nemesis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/raftplane/raftplane/chaos/history"
+	"github.com/raftplane/raftplane/chaos/nodes"
+)
+
+// Network is what the executor needs from the network layer (netfault in
+// the namespace sandbox). Every method returns the commands it ran, for
+// the journal. Can reports whether the machine can express a kind.
+type Network interface {
+	Isolate(i int) ([]string, error)
+	Split(minority []int) ([]string, error)
+	Ring() ([]string, error)
+	Bridge() ([]string, error)
+	// DeafTo makes node i receive nothing from the other nodes, while
+	// what it sends still arrives.
+	DeafTo(i int) ([]string, error)
+	GossipCut(i int) ([]string, error)
+	Lossy(i int) ([]string, error)
+	Slow(i int) ([]string, error)
+	LinkDown(i int) ([]string, error)
+	LinkUp(i int) ([]string, error)
+	ResetConnections(i int) ([]string, error)
+	CutClients(i int) ([]string, error)
+	HealAll() ([]string, error)
+	Can(kind string) bool
+}
+
+// Env is what faults act on.
+type Env struct {
+	Cluster *nodes.Cluster
+	Net     Network // nil: only process faults
+	Rec     *history.Recorder
+	// Logf, optional, narrates the run (t.Logf).
+	Logf func(format string, args ...any)
+}
+
+var networkKinds = map[string]bool{PartitionLeader: true, PartitionOne: true, PartitionMajority: true,
+	PartitionRing: true, PartitionBridge: true, OneWayLeader: true, GossipCut: true, Lossy: true, Slow: true,
+	ConnReset: true, ClientCut: true, SnapshotLag: true, CrashHost: true}
+
+// Supported reports whether env can run kind.
+func (env *Env) Supported(kind string) bool {
+	if !networkKinds[kind] {
+		return true
+	}
+	return env.Net != nil && env.Net.Can(kind)
+}
+
+// Run executes steps (lanes concurrently, each lane in order, each step at
+// its At after Run started) until they are done or ctx ends. Faults that
+// env cannot express are journalled as skipped. Each fault is healed when
+// its time is up, or at once when ctx ends; call HealAll afterwards for
+// what a heal could not undo.
+func Run(ctx context.Context, env *Env, steps []Step) {
+	lanes := map[int][]Step{}
+	for _, s := range steps {
+		lanes[s.Lane] = append(lanes[s.Lane], s)
+	}
+	start := time.Now()
+	var wg sync.WaitGroup
+	for _, ls := range lanes {
+		wg.Add(1)
+		go func(ls []Step) {
+			defer wg.Done()
+			for _, s := range ls {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(time.Until(start.Add(s.At))):
+				}
+				env.step(ctx, s)
+			}
+		}(ls)
+	}
+	wg.Wait()
+}
+
+// faultMu keeps two lanes from picking targets at the same moment, so that
+// a node is the target of one fault at a time.
+var faultMu sync.Mutex
+
+func (env *Env) logf(format string, args ...any) {
+	if env.Logf != nil {
+		env.Logf(format, args...)
+	}
+}
+
+func (env *Env) step(ctx context.Context, s Step) {
+	if !env.Supported(s.Kind) {
+		env.Rec.Add(history.Event{P: "nemesis", Type: history.Note, Kind: s.Kind, Text: "skipped: this machine cannot express " + s.Kind})
+		env.logf("nemesis: skip %s (not supported here)", s.Kind)
+		return
+	}
+	faultMu.Lock()
+	f, err := env.start(ctx, s)
+	faultMu.Unlock()
+	ev := history.Event{P: "nemesis", Type: history.FaultStart, Kind: s.Kind, Spec: fmt.Sprintf("%s for %s", s.Kind, s.Dur)}
+	if f != nil {
+		ev.Targets, ev.Cmds = f.names(), f.cmds
+	}
+	if err != nil {
+		ev.Text = "could not start: " + err.Error()
+	}
+	env.Rec.Add(ev)
+	env.logf("nemesis: %s %v %s", s.Kind, ev.Targets, ev.Text)
+	if err != nil || f == nil {
+		return
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(s.Dur):
+	}
+	end := history.Event{P: "nemesis", Type: history.FaultEnd, Kind: s.Kind, Targets: f.names()}
+	cmds, err := f.heal()
+	end.Cmds = cmds
+	if err != nil {
+		end.Text = "heal: " + err.Error()
+	}
+	env.Rec.Add(end)
+	env.logf("nemesis: healed %s %v %s", s.Kind, end.Targets, end.Text)
+}
+
+// fault is a fault in force: its targets and how to end it.
+type fault struct {
+	targets []*nodes.Node
+	cmds    []string
+	heal    func() ([]string, error)
+}
+
+func (f *fault) names() []string {
+	var out []string
+	for _, n := range f.targets {
+		out = append(out, n.Name)
+	}
+	return out
+}
+
+func noHeal() ([]string, error) { return nil, nil }
+
+// candidates are the nodes a fault may pick: running, not paused.
+func (env *Env) candidates(exclude ...*nodes.Node) []*nodes.Node {
+	var out []*nodes.Node
+	for _, n := range env.Cluster.Nodes {
+		if n.Running() && !n.Paused() && !slices.Contains(exclude, n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func (env *Env) leader(ctx context.Context) *nodes.Node {
+	lctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	return env.Cluster.Leader(lctx)
+}
+
+func pick(cands []*nodes.Node, p uint64) *nodes.Node {
+	if len(cands) == 0 {
+		return nil
+	}
+	return cands[p%uint64(len(cands))]
+}
+
+func (env *Env) start(ctx context.Context, s Step) (*fault, error) {
+	var target *nodes.Node
+	switch s.Kind {
+	case KillLeader, PauseLeader, PartitionLeader, OneWayLeader:
+		target = env.leader(ctx)
+		if target == nil {
+			target = pick(env.candidates(), s.Pick)
+		}
+	case Wipe, SnapshotLag:
+		l := env.leader(ctx)
+		if l == nil {
+			return nil, errors.New("no leader to tell a follower from")
+		}
+		target = pick(env.candidates(l), s.Pick)
+	case PartitionMajority, PartitionRing, PartitionBridge, RollingRestart:
+	default:
+		target = pick(env.candidates(), s.Pick)
+	}
+	if target == nil && !slices.Contains([]string{PartitionMajority, PartitionRing, PartitionBridge, RollingRestart}, s.Kind) {
+		return nil, errors.New("no node to target")
+	}
+	f := &fault{heal: noHeal}
+	if target != nil {
+		f.targets = []*nodes.Node{target}
+	}
+	restart := func() ([]string, error) { return nil, target.Start() }
+	var err error
+	net := env.Net
+	i := -1
+	if target != nil {
+		i = target.Index
+	}
+	switch s.Kind {
+	case Kill, KillLeader:
+		err = target.Kill()
+		f.heal = restart
+	case Terminate:
+		err = target.Terminate(15 * time.Second)
+		f.heal = restart
+	case CrashHost:
+		if err = target.Kill(); err == nil {
+			f.cmds, err = net.LinkDown(i)
+		}
+		f.heal = func() ([]string, error) {
+			cmds, err := net.LinkUp(i)
+			if err != nil {
+				return cmds, err
+			}
+			return cmds, target.Start()
+		}
+	case Pause, PauseLeader:
+		err = target.Pause()
+		f.heal = func() ([]string, error) { return nil, target.Continue() }
+	case Wipe:
+		if !env.allRunning() {
+			return nil, errors.New("not every node is up: a wipe now could leave a quorum without the data")
+		}
+		err = target.Wipe()
+		if err == nil {
+			err = target.Start()
+		}
+	case RollingRestart:
+		return f, env.rollingRestart(ctx)
+	case PartitionLeader, PartitionOne, SnapshotLag:
+		f.cmds, err = net.Isolate(i)
+		f.heal = net.HealAll
+	case PartitionMajority:
+		n := len(env.Cluster.Nodes)
+		perm := make([]int, n)
+		for k := range perm {
+			perm[k] = k
+		}
+		// A deterministic shuffle from the step's pick.
+		p := s.Pick
+		for k := n - 1; k > 0; k-- {
+			j := int(p % uint64(k+1))
+			p /= uint64(k + 1)
+			perm[k], perm[j] = perm[j], perm[k]
+		}
+		minority := perm[:(n-1)/2]
+		for _, k := range minority {
+			f.targets = append(f.targets, env.Cluster.Nodes[k])
+		}
+		f.cmds, err = net.Split(minority)
+		f.heal = net.HealAll
+	case PartitionRing:
+		f.cmds, err = net.Ring()
+		f.heal = net.HealAll
+	case PartitionBridge:
+		f.cmds, err = net.Bridge()
+		f.heal = net.HealAll
+	case OneWayLeader:
+		f.cmds, err = net.DeafTo(i)
+		f.heal = net.HealAll
+	case GossipCut:
+		f.cmds, err = net.GossipCut(i)
+		f.heal = net.HealAll
+	case Lossy:
+		f.cmds, err = net.Lossy(i)
+		f.heal = net.HealAll
+	case Slow:
+		f.cmds, err = net.Slow(i)
+		f.heal = net.HealAll
+	case ConnReset:
+		f.cmds, err = net.ResetConnections(i)
+	case ClientCut:
+		f.cmds, err = net.CutClients(i)
+		f.heal = net.HealAll
+	default:
+		return nil, fmt.Errorf("unknown fault kind %q", s.Kind)
+	}
+	return f, err
+}
+
+func (env *Env) allRunning() bool {
+	for _, n := range env.Cluster.Nodes {
+		if !n.Running() || n.Paused() {
+			return false
+		}
+	}
+	return true
+}
+
+// rollingRestart restarts every node gracefully, one at a time, waiting for
+// a leader agreed by all before the next.
+func (env *Env) rollingRestart(ctx context.Context) error {
+	for _, n := range env.Cluster.Nodes {
+		if !n.Running() {
+			continue
+		}
+		if err := n.Terminate(15 * time.Second); err != nil {
+			return err
+		}
+		if err := n.Start(); err != nil {
+			return err
+		}
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := env.Cluster.WaitLeader(wctx, nil)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("after restarting %s: %w", n.Name, err)
+		}
+	}
+	return nil
+}
+
+// HealAll ends every fault: the network is healed, paused nodes continue and
+// stopped nodes start again.
+func (env *Env) HealAll() error {
+	var errs []string
+	ev := history.Event{P: "nemesis", Type: history.FaultEnd, Kind: "heal-all"}
+	if env.Net != nil {
+		cmds, err := env.Net.HealAll()
+		ev.Cmds = cmds
+		if err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	for _, n := range env.Cluster.Nodes {
+		if err := n.Continue(); err != nil {
+			errs = append(errs, err.Error())
+		}
+		if !n.Running() {
+			ev.Targets = append(ev.Targets, n.Name)
+			if err := n.Start(); err != nil {
+				errs = append(errs, err.Error())
+			}
+		}
+	}
+	ev.Text = strings.Join(errs, "; ")
+	env.Rec.Add(ev)
+	if len(errs) > 0 {
+		return errors.New(ev.Text)
+	}
+	return nil
+}

@@ -1,0 +1,178 @@
+// Package nemesis owns the chaos suite's faults: a seeded schedule (the same
+// seed gives the same faults in the same order), the catalogue of fault
+// kinds and their mechanisms (processes through chaos/nodes, the network
+// through chaos/netfault), an executor that journals every fault into the
+// history, and the final heal.
+package nemesis
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"time"
+)
+
+// Step is one fault of a schedule: Kind starts At after the fault phase
+// began and lasts Dur. Pick chooses the target among candidates (a random
+// number, resolved against the nodes that qualify when the step runs, so
+// that "a follower" means one at that moment). Lane separates the
+// sequences of a profile that overlaps faults.
+type Step struct {
+	At   time.Duration `json:"at"`
+	Kind string        `json:"kind"`
+	Dur  time.Duration `json:"dur"`
+	Pick uint64        `json:"pick"`
+	Lane int           `json:"lane"`
+}
+
+func (s Step) String() string {
+	return fmt.Sprintf("%6.1fs %-18s %5.1fs", s.At.Seconds(), s.Kind, s.Dur.Seconds())
+}
+
+// Profile shapes a schedule.
+type Profile struct {
+	Name string
+	// Nodes is how many nodes the profile runs.
+	Nodes int
+	// Faults is how long faults are injected; each fault lasts between
+	// MinDur and MaxDur, with a quiet gap between MinGap and MaxGap after.
+	Faults         time.Duration
+	MinDur, MaxDur time.Duration
+	MinGap, MaxGap time.Duration
+	// Lanes are the kinds each lane draws from; lanes run concurrently, so
+	// a profile with two lanes overlaps faults.
+	Lanes [][]string
+}
+
+// Fault kinds. See Catalogue for what each does.
+const (
+	Kill              = "kill"
+	KillLeader        = "kill-leader"
+	CrashHost         = "crash-host"
+	Pause             = "pause"
+	PauseLeader       = "pause-leader"
+	Terminate         = "terminate"
+	PartitionLeader   = "partition-leader"
+	PartitionOne      = "partition-one"
+	PartitionMajority = "partition-majority"
+	PartitionRing     = "partition-ring"
+	PartitionBridge   = "partition-bridge"
+	OneWayLeader      = "oneway-leader"
+	GossipCut         = "gossip-cut"
+	Lossy             = "lossy"
+	Slow              = "slow"
+	ConnReset         = "conn-reset"
+	ClientCut         = "client-cut"
+	Wipe              = "wipe"
+	SnapshotLag       = "snapshot-lag"
+	RollingRestart    = "rolling-restart"
+)
+
+// Catalogue describes every kind, for the README and the report.
+var Catalogue = map[string]string{
+	Kill:              "SIGKILL a random node; restart it on the same data after the fault",
+	KillLeader:        "SIGKILL the leader; restart it on the same data after the fault",
+	CrashHost:         "SIGKILL a random node and pull its cable (link down), so peers see timeouts, not resets; restore and restart",
+	Pause:             "SIGSTOP a random node (longer than the election timeout), then SIGCONT",
+	PauseLeader:       "SIGSTOP the leader, then SIGCONT",
+	Terminate:         "SIGTERM a random node (graceful leave), restart it after the fault",
+	PartitionLeader:   "isolate the leader from every other node (clients still reach it)",
+	PartitionOne:      "isolate a random node",
+	PartitionMajority: "split the nodes into a random minority and majority",
+	PartitionRing:     "majorities ring: every node sees only its two ring neighbours",
+	PartitionBridge:   "bridge: {a,b} + c + {d,e}, c sees both sides",
+	OneWayLeader:      "the leader can send but receives nothing from the others",
+	GossipCut:         "drop gossip (UDP) between a random node and the others; Raft (TCP) flows",
+	Lossy:             "30% packet loss on every link of a random node",
+	Slow:              "a random node's link limited to 1 Mbit/s with 200 ms of queueing",
+	ConnReset:         "reset every established TCP connection of a random node (ss -K)",
+	ClientCut:         "clients cannot reach a random node; nodes still reach each other",
+	Wipe:              "SIGKILL a random follower, delete its data, restart it as a new member",
+	SnapshotLag:       "isolate a follower long enough that it must catch up from a snapshot",
+	RollingRestart:    "SIGTERM and restart every node in turn, waiting for each to rejoin",
+}
+
+// Short is the CI profile: one fault at a time on 5 nodes, for 2 minutes
+// (about 16 faults).
+var Short = Profile{
+	Name: "short", Nodes: 5, Faults: 120 * time.Second,
+	MinDur: 2 * time.Second, MaxDur: 6 * time.Second,
+	MinGap: 2 * time.Second, MaxGap: 5 * time.Second,
+	Lanes: [][]string{{Kill, KillLeader, CrashHost, Pause, PauseLeader, Terminate, PartitionLeader, PartitionOne,
+		PartitionMajority, PartitionRing, PartitionBridge, OneWayLeader, GossipCut, Lossy, Slow, ConnReset,
+		ClientCut, Wipe, SnapshotLag}},
+}
+
+// Soak overlaps process faults with network faults for 30 minutes.
+var Soak = Profile{
+	Name: "soak", Nodes: 5, Faults: 30 * time.Minute,
+	MinDur: time.Second, MaxDur: 30 * time.Second,
+	MinGap: 2 * time.Second, MaxGap: 15 * time.Second,
+	Lanes: [][]string{
+		{Kill, KillLeader, CrashHost, Pause, PauseLeader, Terminate, Wipe, RollingRestart},
+		{PartitionLeader, PartitionOne, PartitionMajority, PartitionRing, PartitionBridge, OneWayLeader, GossipCut,
+			Lossy, Slow, ConnReset, ClientCut, SnapshotLag},
+	},
+}
+
+// Profiles by name.
+var Profiles = map[string]Profile{Short.Name: Short, Soak.Name: Soak}
+
+// Schedule generates the profile's steps from seed. Every kind of a lane
+// comes once before any comes twice (a shuffled deck, reshuffled when used
+// up), so that even a short run covers the catalogue.
+func Schedule(seed uint64, p Profile) []Step {
+	var steps []Step
+	for lane, kinds := range p.Lanes {
+		rng := rand.New(rand.NewPCG(seed, uint64(lane)))
+		var deck []string
+		for at := time.Duration(0); at < p.Faults; {
+			if len(deck) == 0 {
+				deck = append([]string(nil), kinds...)
+				rng.Shuffle(len(deck), func(i, j int) { deck[i], deck[j] = deck[j], deck[i] })
+			}
+			kind := deck[0]
+			deck = deck[1:]
+			d := between(rng, p.MinDur, p.MaxDur)
+			switch kind {
+			case ConnReset:
+				d = 0
+			case SnapshotLag:
+				d = max(d, 8*time.Second)
+			case Pause, PauseLeader:
+				d = max(d, 2*time.Second) // longer than the election timeout
+			}
+			steps = append(steps, Step{At: at, Kind: kind, Dur: d, Pick: rng.Uint64(), Lane: lane})
+			at += d + between(rng, p.MinGap, p.MaxGap)
+		}
+	}
+	return steps
+}
+
+func between(rng *rand.Rand, lo, hi time.Duration) time.Duration {
+	if hi <= lo {
+		return lo
+	}
+	return lo + time.Duration(rng.Int64N(int64(hi-lo)))
+}
+
+// SaveSchedule writes steps as JSON (to replay with LoadSchedule).
+func SaveSchedule(path string, steps []Step) error {
+	b, err := json.MarshalIndent(steps, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
+}
+
+// LoadSchedule reads a schedule written by SaveSchedule.
+func LoadSchedule(path string) ([]Step, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var steps []Step
+	err = json.Unmarshal(b, &steps)
+	return steps, err
+}

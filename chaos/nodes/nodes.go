@@ -1,0 +1,433 @@
+// Package nodes owns the chaos suite's raftplane processes: it starts the
+// real binary once per node (inside the node's network namespace, through a
+// Launcher), kills, pauses, wipes and restarts them, reads their status, and
+// notices a node that exits when no fault killed it.
+package nodes
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/raftplane/raftplane/chaos/history"
+)
+
+// Launcher builds the command that runs name with args as node i (for
+// example "ip netns exec ch<i> name args...", or plain exec on loopback).
+// The started process must be the node itself, so that signals reach it.
+type Launcher func(i int, name string, args ...string) *exec.Cmd
+
+// Ports every node listens on, at its own IP.
+const (
+	HTTPPort   = 5000
+	RaftPort   = 7000
+	GossipPort = 7946
+)
+
+// Config describes the cluster to run.
+type Config struct {
+	Bin    string             // the raftplane binary
+	N      int                // number of nodes
+	Dir    string             // run directory: node data and logs go under it
+	IP     func(i int) string // node i's address
+	Launch Launcher
+	// Flags are extra flags for every node (timings, limits).
+	Flags []string
+	Rec   *history.Recorder
+}
+
+// Node is one raftplane process slot. Its process may be running, paused,
+// killed or not started yet; the slot keeps its address and data folder.
+type Node struct {
+	Index int
+	Name  string // n0, n1, ... (the harness's name; the Raft id is in Status)
+	IP    string
+	Data  string
+	Log   string
+
+	c       *Cluster
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	running bool
+	paused  bool
+	// expect is set before the harness kills the process, so the exit
+	// watcher does not report it.
+	expect bool
+	starts int
+	wipes  int
+}
+
+// Cluster is the set of nodes.
+type Cluster struct {
+	cfg   Config
+	Nodes []*Node
+	http  *http.Client
+}
+
+// New prepares the slots; nothing is started.
+func New(cfg Config) (*Cluster, error) {
+	if cfg.N < 1 || cfg.Bin == "" || cfg.Launch == nil || cfg.IP == nil || cfg.Rec == nil {
+		return nil, errors.New("nodes: incomplete Config")
+	}
+	c := &Cluster{cfg: cfg, http: &http.Client{Timeout: 2 * time.Second}}
+	for i := 0; i < cfg.N; i++ {
+		name := fmt.Sprintf("n%d", i)
+		n := &Node{Index: i, Name: name, IP: cfg.IP(i), c: c,
+			Data: filepath.Join(cfg.Dir, name, "data"), Log: filepath.Join(cfg.Dir, name+".log")}
+		if err := os.MkdirAll(filepath.Dir(n.Data), 0o755); err != nil {
+			return nil, err
+		}
+		c.Nodes = append(c.Nodes, n)
+	}
+	return c, nil
+}
+
+// HTTPAddr is node i's client address.
+func (n *Node) HTTPAddr() string { return net.JoinHostPort(n.IP, fmt.Sprint(HTTPPort)) }
+
+// URL is node i's base URL.
+func (n *Node) URL() string { return "http://" + n.HTTPAddr() }
+
+func (n *Node) gossipAddr() string { return net.JoinHostPort(n.IP, fmt.Sprint(GossipPort)) }
+
+// Start starts every node: n0 first, alone, so that it bootstraps the
+// cluster; the others join through every other node's gossip address.
+func (c *Cluster) Start(ctx context.Context) error {
+	if err := c.Nodes[0].Start(); err != nil {
+		return err
+	}
+	if err := c.WaitLeader(ctx, c.Nodes[:1]); err != nil {
+		return fmt.Errorf("n0 did not bootstrap: %w", err)
+	}
+	for _, n := range c.Nodes[1:] {
+		if err := n.Start(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Start runs the node's process (again), on the same data folder. Every
+// start but the first cluster start of n0 joins through the other nodes, so
+// a node never bootstraps a second cluster.
+func (n *Node) Start() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.running {
+		return fmt.Errorf("%s is already running", n.Name)
+	}
+	args := []string{
+		"-data", n.Data,
+		"-http", n.HTTPAddr(),
+		"-raft", net.JoinHostPort(n.IP, fmt.Sprint(RaftPort)),
+		"-gossip", n.gossipAddr(),
+		"-log-level", "info",
+	}
+	if n.Index != 0 || n.starts > 0 || n.wipes > 0 {
+		var seeds []string
+		for _, o := range n.c.Nodes {
+			if o != n {
+				seeds = append(seeds, o.gossipAddr())
+			}
+		}
+		args = append(args, "-join", strings.Join(seeds, ","))
+	}
+	args = append(args, n.c.cfg.Flags...)
+	logf, err := os.OpenFile(n.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(logf, "\n==== %s start #%d: %s %s\n", time.Now().Format(time.RFC3339Nano), n.starts+1, n.c.cfg.Bin, strings.Join(args, " "))
+	cmd := n.c.cfg.Launch(n.Index, n.c.cfg.Bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("start %s: %w", n.Name, err)
+	}
+	n.cmd, n.running, n.paused, n.expect = cmd, true, false, false
+	n.starts++
+	n.exited = make(chan struct{})
+	go n.watch(cmd, logf, n.exited)
+	return nil
+}
+
+// watch waits for the process; an exit the harness did not cause is an
+// anomaly.
+func (n *Node) watch(cmd *exec.Cmd, logf io.Closer, exited chan struct{}) {
+	err := cmd.Wait()
+	logf.Close()
+	n.mu.Lock()
+	expected := n.expect
+	if n.cmd == cmd {
+		n.running, n.paused = false, false
+	}
+	n.mu.Unlock()
+	close(exited)
+	if !expected {
+		n.c.cfg.Rec.Add(history.Event{P: "harness", Type: history.Anomaly, Kind: "exit", Node: n.Name,
+			Text: fmt.Sprintf("%s exited without a fault killing it: %v (see %s)", n.Name, err, n.Log)})
+	}
+}
+
+// Running reports whether the process is up (possibly paused).
+func (n *Node) Running() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.running
+}
+
+// Kill sends SIGKILL (continuing a paused process is not needed: SIGKILL
+// ends stopped processes too) and waits for the exit.
+func (n *Node) Kill() error {
+	n.mu.Lock()
+	if !n.running {
+		n.mu.Unlock()
+		return nil
+	}
+	n.expect = true
+	cmd, exited := n.cmd, n.exited
+	n.mu.Unlock()
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return err
+	}
+	select {
+	case <-exited:
+		return nil
+	case <-time.After(10 * time.Second):
+		return fmt.Errorf("%s did not exit after SIGKILL", n.Name)
+	}
+}
+
+// Terminate asks the node to shut down gracefully (SIGTERM) and waits.
+func (n *Node) Terminate(timeout time.Duration) error {
+	n.mu.Lock()
+	if !n.running {
+		n.mu.Unlock()
+		return nil
+	}
+	n.expect = true
+	cmd, exited, paused := n.cmd, n.exited, n.paused
+	n.mu.Unlock()
+	if paused {
+		_ = cmd.Process.Signal(syscall.SIGCONT)
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+		return nil
+	case <-time.After(timeout):
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		<-exited
+		return fmt.Errorf("%s did not stop within %s after SIGTERM; killed", n.Name, timeout)
+	}
+}
+
+// Pause stops the process (SIGSTOP), as a long GC pause or a frozen VM.
+func (n *Node) Pause() error { return n.signalPaused(syscall.SIGSTOP, true) }
+
+// Continue resumes a paused process (SIGCONT).
+func (n *Node) Continue() error { return n.signalPaused(syscall.SIGCONT, false) }
+
+func (n *Node) signalPaused(sig syscall.Signal, paused bool) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.running || n.paused == paused {
+		return nil
+	}
+	if err := n.cmd.Process.Signal(sig); err != nil {
+		return err
+	}
+	n.paused = paused
+	return nil
+}
+
+// Paused reports whether the process is stopped by Pause.
+func (n *Node) Paused() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.paused
+}
+
+// Wipe kills the node and deletes its data folder; the next Start makes
+// it a new member (a new Raft id) that joins through the others.
+func (n *Node) Wipe() error {
+	if err := n.Kill(); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	n.wipes++
+	n.mu.Unlock()
+	return os.RemoveAll(n.Data)
+}
+
+// Status is what the harness reads from GET /api/v1/status.
+type Status struct {
+	Node struct {
+		ID          string `json:"node_id"`
+		State       string `json:"state"`
+		Term        uint64 `json:"term"`
+		LeaderID    string `json:"leader_id"`
+		CommitIndex uint64 `json:"commit_index"`
+		Applied     uint64 `json:"applied_index"`
+		LastLog     uint64 `json:"last_log_index"`
+	} `json:"node"`
+	Stream struct {
+		Epoch   string `json:"epoch"`
+		Applied uint64 `json:"applied_index"`
+		First   string `json:"first_cursor"`
+		Last    string `json:"last_cursor"`
+		Floor   string `json:"floor_cursor"`
+		Digest  string `json:"digest"`
+	} `json:"stream"`
+}
+
+// Status asks the node for its status.
+func (n *Node) Status(ctx context.Context) (Status, error) {
+	var st Status
+	req, err := http.NewRequestWithContext(ctx, "GET", n.URL()+"/api/v1/status", nil)
+	if err != nil {
+		return st, err
+	}
+	resp, err := n.c.http.Do(req)
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return st, fmt.Errorf("%s status: %s: %s", n.Name, resp.Status, b)
+	}
+	err = json.NewDecoder(resp.Body).Decode(&st)
+	return st, err
+}
+
+// Leader returns the node that every reachable running node agrees is the
+// leader (by Raft id), or nil.
+func (c *Cluster) Leader(ctx context.Context) *Node {
+	ids := map[string]*Node{}
+	leaders := map[string]int{}
+	for _, n := range c.Nodes {
+		if !n.Running() || n.Paused() {
+			continue
+		}
+		st, err := n.Status(ctx)
+		if err != nil {
+			continue
+		}
+		ids[st.Node.ID] = n
+		if st.Node.LeaderID != "" {
+			leaders[st.Node.LeaderID]++
+		}
+	}
+	var best string
+	for id, k := range leaders {
+		if best == "" || k > leaders[best] {
+			best = id
+		}
+	}
+	return ids[best]
+}
+
+// WaitLeader waits until every node of among (all running nodes if nil)
+// reports the same leader.
+func (c *Cluster) WaitLeader(ctx context.Context, among []*Node) error {
+	if among == nil {
+		among = c.Nodes
+	}
+	var last error
+	for {
+		leader, ok := "", true
+		for _, n := range among {
+			if !n.Running() {
+				continue
+			}
+			st, err := n.Status(ctx)
+			if err != nil || st.Node.LeaderID == "" || (leader != "" && st.Node.LeaderID != leader) {
+				ok, last = false, fmt.Errorf("%s: leader %q, err %v", n.Name, st.Node.LeaderID, err)
+				break
+			}
+			leader = st.Node.LeaderID
+		}
+		if ok && leader != "" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("no agreed leader: %v (%w)", last, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// Converged waits until every running node reports the same last cursor
+// and applied index, and returns their statuses by node name.
+func (c *Cluster) Converged(ctx context.Context) (map[string]Status, error) {
+	var last string
+	for {
+		out := map[string]Status{}
+		ok := true
+		var ref *Status
+		for _, n := range c.Nodes {
+			if !n.Running() {
+				continue
+			}
+			st, err := n.Status(ctx)
+			if err != nil {
+				ok, last = false, err.Error()
+				break
+			}
+			out[n.Name] = st
+			if ref == nil {
+				s := st
+				ref = &s
+			} else if st.Stream.Last != ref.Stream.Last || st.Stream.Applied != ref.Stream.Applied || st.Node.CommitIndex > st.Node.Applied {
+				ok, last = false, fmt.Sprintf("%s at %s/%d, others at %s/%d", n.Name, st.Stream.Last, st.Stream.Applied, ref.Stream.Last, ref.Stream.Applied)
+				break
+			}
+		}
+		if ok && ref != nil {
+			return out, nil
+		}
+		select {
+		case <-ctx.Done():
+			return out, fmt.Errorf("nodes did not converge: %s (%w)", last, ctx.Err())
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// Stop kills every node (the final teardown).
+func (c *Cluster) Stop() {
+	for _, n := range c.Nodes {
+		_ = n.Kill()
+	}
+}
+
+// ScanLogs reports every node log line that shows a panic or a data race.
+func (c *Cluster) ScanLogs() []string {
+	var bad []string
+	for _, n := range c.Nodes {
+		b, err := os.ReadFile(n.Log)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "panic:") || strings.Contains(line, "WARNING: DATA RACE") || strings.HasPrefix(line, "fatal error:") {
+				bad = append(bad, n.Name+": "+line)
+			}
+		}
+	}
+	return bad
+}
