@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
@@ -40,7 +41,17 @@ func (a *hclogAdapter) Log(level hclog.Level, msg string, args ...interface{}) {
 	if !a.l.Enabled(context.Background(), lv) {
 		return
 	}
-	a.l.Log(context.Background(), lv, msg, append(append([]interface{}{}, a.args...), args...)...)
+	all := append(append([]interface{}{}, a.args...), args...)
+	for i, v := range all {
+		// hclog.Fmt values are a format and its arguments, rendered lazily
+		// by hclog's own formatter; slog would print the raw slice.
+		if f, ok := v.(hclog.Format); ok && len(f) > 0 {
+			if format, ok := f[0].(string); ok {
+				all[i] = fmt.Sprintf(format, f[1:]...)
+			}
+		}
+	}
+	a.l.Log(context.Background(), lv, msg, all...)
 }
 
 func (a *hclogAdapter) Trace(msg string, args ...interface{}) { a.Log(hclog.Trace, msg, args...) }
