@@ -278,9 +278,11 @@ func (n *Node) forward(out chan<- fwdOutcome, batch []byte, count int) {
 			lastErr = fmt.Errorf("dial leader %s: %w", addr, err)
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Until(deadline))
+		ctx, cancel := context.WithTimeout(n.life, time.Until(deadline))
+		watched := n.cancelOnLeaderChange(ctx, cancel, addr)
 		f, err := c.call(ctx, rpcForward, batch)
 		cancel()
+		<-watched
 		if err != nil {
 			lastErr = fmt.Errorf("forward to %s: %w", addr, err)
 			continue
@@ -299,6 +301,36 @@ func (n *Node) forward(out chan<- fwdOutcome, batch []byte, count int) {
 			lastErr = fmt.Errorf("leader %s: %s", addr, f.body)
 		}
 	}
+}
+
+// leaderPoll is how often a forward in flight checks whether the leader it
+// waits for is still the leader.
+const leaderPoll = 50 * time.Millisecond
+
+// cancelOnLeaderChange calls cancel once this node learns of a leader other
+// than addr, so that a forward stuck on a deposed leader (isolated, paused)
+// moves to the new one at once instead of waiting out HoldTimeout; the
+// commands keep their ids, so the retry cannot apply them twice. The
+// returned channel closes when the watcher has stopped, after ctx ends.
+func (n *Node) cancelOnLeaderChange(ctx context.Context, cancel context.CancelFunc, addr raft.ServerAddress) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(leaderPoll)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if now, _ := n.raft.LeaderWithID(); now != "" && now != addr {
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	return done
 }
 
 func fail(reqs []*request, err error) {
