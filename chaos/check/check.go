@@ -618,19 +618,27 @@ func (c *checker) session(e *history.Event) *session {
 // every id's final publish outcome.
 func (c *checker) subscribers() {
 	r := c.r
+	// Joins are placed by their log position, not by when the harness
+	// recorded them: a message right after a join can reach the subscriber
+	// (and be recorded) before the join's completion does. A session joins
+	// a group once; a second join of the same group counts from the first.
+	for _, e := range c.evs {
+		if e.Type != history.Join {
+			continue
+		}
+		r.Subscribers.Joins++
+		s := c.session(e)
+		if e.Pos == nil {
+			c.malformed(e, "no position")
+			continue
+		}
+		if _, ok := s.groups[e.Group]; !ok {
+			s.groupOrder = append(s.groupOrder, e.Group)
+			s.groups[e.Group] = &cursor{last: *e.Pos}
+		}
+	}
 	for _, e := range c.evs {
 		switch e.Type {
-		case history.Join:
-			r.Subscribers.Joins++
-			s := c.session(e)
-			if e.Pos == nil {
-				c.malformed(e, "no position")
-				continue
-			}
-			if _, ok := s.groups[e.Group]; !ok {
-				s.groupOrder = append(s.groupOrder, e.Group)
-			}
-			s.groups[e.Group] = &cursor{last: *e.Pos}
 		case history.Deliver:
 			if e.ID == "" || e.Pos == nil {
 				continue

@@ -168,6 +168,14 @@ func TestCheck_Clean(t *testing.T) {
 		b.invoke("pub-3", "x1", "a")
 		return b.h
 	}
+	// The first message after a join can be recorded before the join's
+	// completion is: joins count by position, not by record time.
+	deliveredBeforeJoin := func() history.History {
+		b := clean()
+		b.deliver("sub-5", 1, "canary-n1", "a", P(15, 0))
+		b.join("sub-5", 1, "a", P(14, 0))
+		return b.h
+	}
 	for _, tc := range []struct {
 		name string
 		h    history.History
@@ -177,6 +185,7 @@ func TestCheck_Clean(t *testing.T) {
 		{"no states", noStates()},
 		{"unsorted", shuffled()},
 		{"open invoke at end", openAtEnd()},
+		{"delivered before the join was recorded", deliveredBeforeJoin()},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := Check(tc.h)

@@ -27,6 +27,7 @@ type Network interface {
 	GossipCut(i int) ([]string, error)
 	Lossy(i int) ([]string, error)
 	Slow(i int) ([]string, error)
+	Delay(i int) ([]string, error)
 	LinkDown(i int) ([]string, error)
 	LinkUp(i int) ([]string, error)
 	ResetConnections(i int) ([]string, error)
@@ -45,7 +46,7 @@ type Env struct {
 }
 
 var networkKinds = map[string]bool{PartitionLeader: true, PartitionOne: true, PartitionMajority: true,
-	PartitionRing: true, PartitionBridge: true, OneWayLeader: true, GossipCut: true, Lossy: true, Slow: true,
+	PartitionRing: true, PartitionBridge: true, OneWayLeader: true, GossipCut: true, Lossy: true, Slow: true, Delay: true,
 	ConnReset: true, ClientCut: true, SnapshotLag: true, CrashHost: true}
 
 // Supported reports whether env can run kind.
@@ -109,7 +110,9 @@ func (env *Env) step(ctx context.Context, s Step) {
 		ev.Targets, ev.Cmds = f.names(), f.cmds
 	}
 	if err != nil {
-		ev.Text = "could not start: " + err.Error()
+		// Journalled as a note, not a fault: what it did is healed by
+		// HealAll at the end.
+		ev.Type, ev.Text = history.Note, "could not start: "+err.Error()
 	}
 	env.Rec.Add(ev)
 	env.logf("nemesis: %s %v %s", s.Kind, ev.Targets, ev.Text)
@@ -185,11 +188,11 @@ func (env *Env) start(ctx context.Context, s Step) (*fault, error) {
 			return nil, errors.New("no leader to tell a follower from")
 		}
 		target = pick(env.candidates(l), s.Pick)
-	case PartitionMajority, PartitionRing, PartitionBridge, RollingRestart:
+	case PartitionMajority, PartitionRing, PartitionBridge, RollingRestart, KillMajority:
 	default:
 		target = pick(env.candidates(), s.Pick)
 	}
-	if target == nil && !slices.Contains([]string{PartitionMajority, PartitionRing, PartitionBridge, RollingRestart}, s.Kind) {
+	if target == nil && !slices.Contains([]string{PartitionMajority, PartitionRing, PartitionBridge, RollingRestart, KillMajority}, s.Kind) {
 		return nil, errors.New("no node to target")
 	}
 	f := &fault{heal: noHeal}
@@ -210,6 +213,31 @@ func (env *Env) start(ctx context.Context, s Step) (*fault, error) {
 	case Terminate:
 		err = target.Terminate(15 * time.Second)
 		f.heal = restart
+	case KillMajority:
+		victims := []*nodes.Node{}
+		if l := env.leader(ctx); l != nil {
+			victims = append(victims, l)
+		}
+		for _, n := range env.candidates(victims...) {
+			if len(victims) == len(env.Cluster.Nodes)/2+1 {
+				break
+			}
+			victims = append(victims, n)
+		}
+		f.targets = victims
+		for _, n := range victims {
+			if err = n.Kill(); err != nil {
+				break
+			}
+		}
+		f.heal = func() ([]string, error) {
+			for _, n := range victims {
+				if err := n.Start(); err != nil {
+					return nil, err
+				}
+			}
+			return nil, nil
+		}
 	case CrashHost:
 		if err = target.Kill(); err == nil {
 			f.cmds, err = net.LinkDown(i)
@@ -273,6 +301,9 @@ func (env *Env) start(ctx context.Context, s Step) (*fault, error) {
 		f.heal = net.HealAll
 	case Slow:
 		f.cmds, err = net.Slow(i)
+		f.heal = net.HealAll
+	case Delay:
+		f.cmds, err = net.Delay(i)
 		f.heal = net.HealAll
 	case ConnReset:
 		f.cmds, err = net.ResetConnections(i)

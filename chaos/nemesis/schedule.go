@@ -49,6 +49,7 @@ type Profile struct {
 const (
 	Kill              = "kill"
 	KillLeader        = "kill-leader"
+	KillMajority      = "kill-majority"
 	CrashHost         = "crash-host"
 	Pause             = "pause"
 	PauseLeader       = "pause-leader"
@@ -62,6 +63,7 @@ const (
 	GossipCut         = "gossip-cut"
 	Lossy             = "lossy"
 	Slow              = "slow"
+	Delay             = "delay"
 	ConnReset         = "conn-reset"
 	ClientCut         = "client-cut"
 	Wipe              = "wipe"
@@ -73,6 +75,7 @@ const (
 var Catalogue = map[string]string{
 	Kill:              "SIGKILL a random node; restart it on the same data after the fault",
 	KillLeader:        "SIGKILL the leader; restart it on the same data after the fault",
+	KillMajority:      "SIGKILL a majority, the leader among them (no quorum: nothing commits); restart them after the fault",
 	CrashHost:         "SIGKILL a random node and pull its cable (link down), so peers see timeouts, not resets; restore and restart",
 	Pause:             "SIGSTOP a random node (longer than the election timeout), then SIGCONT",
 	PauseLeader:       "SIGSTOP the leader, then SIGCONT",
@@ -86,6 +89,7 @@ var Catalogue = map[string]string{
 	GossipCut:         "drop gossip (UDP) between a random node and the others; Raft (TCP) flows",
 	Lossy:             "30% packet loss on every link of a random node",
 	Slow:              "a random node's link limited to 1 Mbit/s with 200 ms of queueing",
+	Delay:             "100 ms (+0-20 ms jitter) on every packet in and out of a random node (netem, or an NFQUEUE delayer)",
 	ConnReset:         "reset every established TCP connection of a random node (ss -K)",
 	ClientCut:         "clients cannot reach a random node; nodes still reach each other",
 	Wipe:              "SIGKILL a random follower, delete its data, restart it as a new member",
@@ -100,7 +104,7 @@ var Short = Profile{
 	MinDur: 2 * time.Second, MaxDur: 6 * time.Second,
 	MinGap: 2 * time.Second, MaxGap: 5 * time.Second,
 	Lanes: [][]string{{Kill, KillLeader, CrashHost, Pause, PauseLeader, Terminate, PartitionLeader, PartitionOne,
-		PartitionMajority, PartitionRing, PartitionBridge, OneWayLeader, GossipCut, Lossy, Slow, ConnReset,
+		PartitionMajority, PartitionRing, PartitionBridge, OneWayLeader, GossipCut, Lossy, Slow, Delay, ConnReset,
 		ClientCut, Wipe, SnapshotLag}},
 }
 
@@ -110,9 +114,9 @@ var Soak = Profile{
 	MinDur: time.Second, MaxDur: 30 * time.Second,
 	MinGap: 2 * time.Second, MaxGap: 15 * time.Second,
 	Lanes: [][]string{
-		{Kill, KillLeader, CrashHost, Pause, PauseLeader, Terminate, Wipe, RollingRestart},
+		{Kill, KillLeader, KillMajority, CrashHost, Pause, PauseLeader, Terminate, Wipe, RollingRestart},
 		{PartitionLeader, PartitionOne, PartitionMajority, PartitionRing, PartitionBridge, OneWayLeader, GossipCut,
-			Lossy, Slow, ConnReset, ClientCut, SnapshotLag},
+			Lossy, Slow, Delay, ConnReset, ClientCut, SnapshotLag},
 	},
 }
 
