@@ -21,6 +21,8 @@ const (
 	KindConnOpen    Kind = 5 // Conn of User opens in Hub, owned by Node
 	KindConnClose   Kind = 6 // Conn closes (left its groups); Reason says why
 	KindConnResume  Kind = 7 // Conn of User resumes on Node, replaying after From
+	KindReject      Kind = 8 // Origin's message was refused before the log; Reason says why
+	KindConnAck     Kind = 9 // Conn's client has received its first AckSeq messages, the last at From
 
 	KindIgnorable Kind = 128
 )
@@ -41,6 +43,10 @@ func (k Kind) String() string {
 		return "conn-close"
 	case KindConnResume:
 		return "conn-resume"
+	case KindReject:
+		return "reject"
+	case KindConnAck:
+		return "conn-ack"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -97,6 +103,16 @@ type Command struct {
 	Reason string // close
 	From   Cursor // resume: the last cursor the client saw
 
+	// AckSeq (KindConnAck) is how many messages a stateful-reconnect
+	// connection's client has acknowledged; From is the last one's cursor.
+	AckSeq uint64
+
+	// Origin, on a publish, join, leave or reject, names the client message
+	// of a stateful-reconnect connection that the command carries out, so
+	// that the connection's Completion is part of the log (and any node can
+	// replay it) and a message the client sends again is applied once.
+	Origin Origin
+
 	// KindClusterInit
 	ClusterID string
 	// Secret is the cluster's shared secret (signs connection tokens, so
@@ -104,10 +120,23 @@ type Command struct {
 	Secret []byte
 }
 
+// Origin is a client message of a stateful-reconnect connection: Seq is its
+// sequence number (the client numbers its messages 1, 2, ...), InvocationID
+// the id its Completion answers ("" for a message that wants none).
+type Origin struct {
+	Conn         string
+	InvocationID string
+	Seq          uint64
+}
+
+// IsZero reports whether o names no client message.
+func (o Origin) IsZero() bool { return o.Seq == 0 }
+
 // size estimates the memory a cached command costs, for the byte limit.
 func (c *Command) size() int {
 	n := 64 + len(c.ID) + len(c.Hub) + len(c.Key) + len(c.Target) + len(c.Args) +
-		len(c.Conn) + len(c.Group) + len(c.User) + len(c.Node) + len(c.Reason) + len(c.ClusterID) + len(c.Secret)
+		len(c.Conn) + len(c.Group) + len(c.User) + len(c.Node) + len(c.Reason) + len(c.ClusterID) + len(c.Secret) +
+		len(c.Origin.Conn) + len(c.Origin.InvocationID)
 	for _, e := range c.Exclude {
 		n += 16 + len(e)
 	}
@@ -221,8 +250,35 @@ func appendCommand(b []byte, c *Command) []byte {
 		b = appendString(b, c.Node)
 		b = binary.AppendUvarint(b, c.From.Index)
 		b = binary.AppendUvarint(b, uint64(c.From.Offset))
+	case KindReject:
+		b = appendString(b, c.Reason)
+	case KindConnAck:
+		b = appendString(b, c.Conn)
+		b = binary.AppendUvarint(b, c.AckSeq)
+		b = binary.AppendUvarint(b, c.From.Index)
+		b = binary.AppendUvarint(b, uint64(c.From.Offset))
+	}
+	if carriesOrigin(c.Kind) && !c.Origin.IsZero() {
+		// An optional trailer: entries without it (older ones included)
+		// decode as before.
+		b = append(b, originMark)
+		b = appendString(b, c.Origin.Conn)
+		b = appendString(b, c.Origin.InvocationID)
+		b = binary.AppendUvarint(b, c.Origin.Seq)
 	}
 	return b
+}
+
+// originMark starts the Origin trailer of a command.
+const originMark = 0x4f
+
+// carriesOrigin reports the kinds that may carry an Origin.
+func carriesOrigin(k Kind) bool {
+	switch k {
+	case KindPublish, KindGroupJoin, KindGroupLeave, KindReject:
+		return true
+	}
+	return false
 }
 
 // DecodeCommand decodes one command. A kind at or above KindIgnorable decodes
@@ -280,14 +336,39 @@ func DecodeCommand(data []byte) (Command, error) {
 			r.fail("offset %d", off)
 		}
 		c.From.Offset = uint32(off)
+	case KindReject:
+		c.Reason = r.string()
+	case KindConnAck:
+		c.Conn = r.string()
+		c.AckSeq = r.uvarint()
+		c.From.Index = r.uvarint()
+		off := r.uvarint()
+		if r.err == nil && off > 1<<32-1 {
+			r.fail("offset %d", off)
+		}
+		c.From.Offset = uint32(off)
 	default:
 		if r.err == nil && c.Kind < KindIgnorable {
 			r.fail("unknown command kind %d", c.Kind)
 		}
 		return c, r.err // ignorable: the rest belongs to a newer version
 	}
+	if r.err == nil && carriesOrigin(c.Kind) && len(r.b) > 0 {
+		if r.byte() != originMark {
+			r.fail("bad origin mark in %s", c.Kind)
+		}
+		c.Origin.Conn = r.string()
+		c.Origin.InvocationID = r.string()
+		c.Origin.Seq = r.uvarint()
+		if r.err == nil && (c.Origin.Seq == 0 || c.Origin.Conn == "") {
+			r.fail("origin without a connection or sequence number")
+		}
+	}
 	if r.err == nil && len(r.b) != 0 {
 		r.fail("%d trailing bytes in %s", len(r.b), c.Kind)
+	}
+	if r.err == nil && c.Kind == KindReject && c.Origin.IsZero() {
+		r.fail("reject without an origin")
 	}
 	return c, r.err
 }
@@ -393,12 +474,19 @@ func (c *Command) Validate() error {
 		if c.Conn == "" || c.Group == "" {
 			return fmt.Errorf("%w: %s needs a connection and a group", ErrInvalid, c.Kind)
 		}
-	case KindConnOpen, KindConnClose, KindConnResume:
+	case KindConnOpen, KindConnClose, KindConnResume, KindConnAck:
 		if c.Conn == "" {
 			return fmt.Errorf("%w: %s needs a connection", ErrInvalid, c.Kind)
 		}
+	case KindReject:
+		if c.Origin.IsZero() {
+			return fmt.Errorf("%w: reject without an origin", ErrInvalid)
+		}
 	default:
 		return fmt.Errorf("%w: unknown kind %d", ErrInvalid, c.Kind)
+	}
+	if !c.Origin.IsZero() && (!carriesOrigin(c.Kind) || c.Origin.Conn == "") {
+		return fmt.Errorf("%w: %s cannot carry this origin", ErrInvalid, c.Kind)
 	}
 	if c.Kind != KindClusterInit && c.Hub == "" {
 		return fmt.Errorf("%w: %s without a hub", ErrInvalid, c.Kind)

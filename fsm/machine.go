@@ -96,6 +96,12 @@ type ConnInfo struct {
 	Node   string
 	Opened Cursor
 	Groups []string
+	// For stateful-reconnect connections: the highest client message
+	// sequence number applied, and the last acknowledgement checkpoint (the
+	// client had received AckSeq messages, the last at AckAt).
+	ClientSeq uint64
+	AckSeq    uint64
+	AckAt     Cursor
 }
 
 // Machine is the raftplane FSM. Apply, ApplyBatch, Snapshot and Restore are
@@ -150,6 +156,10 @@ type connState struct {
 	History    []groupChange
 	Base       Cursor
 	BaseGroups []string
+
+	ClientSeq uint64 // stateful reconnect: see ConnInfo
+	AckSeq    uint64
+	AckAt     Cursor
 }
 
 // groupChange is one effective join or leave of a connection.
@@ -233,6 +243,18 @@ func (m *Machine) applyLocked(l *raft.Log) interface{} {
 		if c.Time > st.Newest {
 			st.Newest = c.Time
 		}
+		if !c.Origin.IsZero() {
+			// A client message sent again after a reconnect, possibly to
+			// another node: applied once, by its sequence number, without
+			// the dedup window's time limit.
+			if cs, ok := st.conn(c.Hub, c.Origin.Conn); ok {
+				if c.Origin.Seq <= cs.ClientSeq && !skipDedup {
+					res[off] = Result{Cursor: cur, Duplicate: true}
+					continue
+				}
+				cs.ClientSeq = c.Origin.Seq
+			}
+		}
 		if c.ID != "" && !skipDedup {
 			if first, ok := st.Dedup[c.ID]; ok {
 				res[off] = Result{Cursor: first, Duplicate: true}
@@ -312,6 +334,17 @@ func (st *state) apply(e *Entry) error {
 		}
 		if member != (c.Kind == KindGroupJoin) {
 			cs.record(groupChange{Cursor: e.Cursor, Group: c.Group, Join: c.Kind == KindGroupJoin})
+		}
+		return nil
+	case KindReject:
+		return nil // it only carries the refusal to its origin
+	case KindConnAck:
+		cs, ok := st.conn(c.Hub, c.Conn)
+		if !ok {
+			return ErrUnknownConnection
+		}
+		if c.AckSeq > cs.AckSeq {
+			cs.AckSeq, cs.AckAt = c.AckSeq, c.From
 		}
 		return nil
 	case KindConnResume:
@@ -561,7 +594,8 @@ func (m *Machine) Connection(hub, id string) (ConnInfo, bool) {
 	if !ok {
 		return ConnInfo{}, false
 	}
-	ci := ConnInfo{ID: id, Hub: hub, User: cs.User, Node: cs.Node, Opened: cs.Opened}
+	ci := ConnInfo{ID: id, Hub: hub, User: cs.User, Node: cs.Node, Opened: cs.Opened,
+		ClientSeq: cs.ClientSeq, AckSeq: cs.AckSeq, AckAt: cs.AckAt}
 	for g := range cs.Groups {
 		ci.Groups = append(ci.Groups, g)
 	}

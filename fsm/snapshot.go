@@ -80,7 +80,8 @@ func (m *Machine) Snapshot() (raft.FSMSnapshot, error) {
 	}
 	for hubName, h := range st.Hubs {
 		for id, cs := range h.Conns {
-			ci := ConnInfo{ID: id, Hub: hubName, User: cs.User, Node: cs.Node, Opened: cs.Opened}
+			ci := ConnInfo{ID: id, Hub: hubName, User: cs.User, Node: cs.Node, Opened: cs.Opened,
+				ClientSeq: cs.ClientSeq, AckSeq: cs.AckSeq, AckAt: cs.AckAt}
 			for g := range cs.Groups {
 				ci.Groups = append(ci.Groups, g)
 			}
@@ -151,7 +152,8 @@ func (m *Machine) Restore(rc io.ReadCloser) error {
 	for _, ci := range d.Conns {
 		h := st.hub(ci.Hub)
 		cs := &connState{User: ci.User, Node: ci.Node, Opened: ci.Opened, Groups: map[string]struct{}{},
-			History: ci.History, Base: ci.Base, BaseGroups: ci.BaseGroups}
+			History: ci.History, Base: ci.Base, BaseGroups: ci.BaseGroups,
+			ClientSeq: ci.ClientSeq, AckSeq: ci.AckSeq, AckAt: ci.AckAt}
 		h.Conns[ci.ID] = cs
 		if ci.User != "" {
 			addTo(h.Users, ci.User, ci.ID)
