@@ -39,18 +39,22 @@ func newConnectionID() string {
 // connToken is what a connection token carries. The token is signed with the
 // cluster's secret, so a node verifies it without having seen the negotiate.
 type connToken struct {
-	V0     bool // negotiate version 0: the token itself is the connection id
-	ID     string
-	Hub    string
-	User   string
-	Issued time.Time
+	V0 bool // negotiate version 0: the token itself is the connection id
+	// Stateful: negotiated with useStatefulReconnect, so a WebSocket with
+	// this token after the connection dropped continues it (stateful.go).
+	Stateful bool
+	ID       string
+	Hub      string
+	User     string
+	Issued   time.Time
 }
 
 // Token format versions: tokenVersion for negotiate version 1 tokens,
 // tokenVersionV0 for version 0 ones (whose token is also the id).
 const (
-	tokenVersion   = 1
-	tokenVersionV0 = 2
+	tokenVersion         = 1
+	tokenVersionV0       = 2
+	tokenVersionStateful = 3 // a version 1 token with stateful reconnect
 )
 
 // secret returns the key that signs tokens, or nil while it is unknown.
@@ -66,9 +70,12 @@ func (s *Server) secret() []byte {
 
 func (s *Server) signToken(t connToken) string {
 	var p []byte
-	if t.V0 {
+	switch {
+	case t.V0:
 		p = append(p, tokenVersionV0)
-	} else {
+	case t.Stateful:
+		p = append(p, tokenVersionStateful)
+	default:
 		p = append(p, tokenVersion)
 	}
 	p = binary.AppendVarint(p, t.Issued.UnixMilli())
@@ -102,10 +109,10 @@ func (s *Server) parseToken(tok string) (connToken, error) {
 	if !hmac.Equal(got, mac.Sum(nil)[:18]) {
 		return connToken{}, errBadToken
 	}
-	if len(p) < 1 || (p[0] != tokenVersion && p[0] != tokenVersionV0) {
+	if len(p) < 1 || (p[0] != tokenVersion && p[0] != tokenVersionV0 && p[0] != tokenVersionStateful) {
 		return connToken{}, errBadToken
 	}
-	v0 := p[0] == tokenVersionV0
+	v0, stateful := p[0] == tokenVersionV0, p[0] == tokenVersionStateful
 	p = p[1:]
 	ms, n := binary.Varint(p)
 	if n <= 0 {
@@ -124,7 +131,7 @@ func (s *Server) parseToken(tok string) (connToken, error) {
 	if len(p) != 0 {
 		return connToken{}, errBadToken
 	}
-	return connToken{V0: v0, ID: fields[0], Hub: fields[1], User: fields[2], Issued: time.UnixMilli(ms)}, nil
+	return connToken{V0: v0, Stateful: stateful, ID: fields[0], Hub: fields[1], User: fields[2], Issued: time.UnixMilli(ms)}, nil
 }
 
 // authError is a 401 with a body that says what is wrong.

@@ -42,6 +42,9 @@ type Config struct {
 	DisableWebSockets       bool
 	DisableServerSentEvents bool
 	DisableLongPolling      bool
+	// DisableStatefulReconnect stops negotiate from granting the official
+	// clients' stateful reconnect (useStatefulReconnect); see stateful.go.
+	DisableStatefulReconnect bool
 	// PollTimeout is how long a long poll waits for data before it returns
 	// an empty 200 (ASP.NET Core: 90 s).
 	PollTimeout time.Duration

@@ -2,6 +2,8 @@ package hub
 
 import (
 	"context"
+
+	"github.com/raftplane/raftplane/fsm"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -36,7 +38,7 @@ type conn struct {
 	cancel context.CancelFunc
 
 	mu       sync.Mutex
-	queue    [][]byte
+	queue    []outFrame
 	closing  bool
 	flush    bool   // on closing, send what is queued first
 	closeMsg []byte // the hub Close message sent last, if any
@@ -45,6 +47,10 @@ type conn struct {
 	handshaking atomic.Bool // until the handshake response is written
 	goodbye     atomic.Bool // the client closed cleanly: no resume expected
 	resume      *resumeReq  // set for a cursor resume
+	// sr is set on a stateful-reconnect connection (stateful.go);
+	// statefulOK says its token was negotiated with useStatefulReconnect.
+	sr         *stateful
+	statefulOK bool
 
 	attached   chan struct{} // closed by the dispatcher when ConnOpen applies
 	opened     atomic.Bool   // ConnOpen committed: a ConnClose is owed
@@ -88,9 +94,17 @@ func (c *conn) signal() {
 	}
 }
 
-// enqueue queues an encoded frame. It never blocks: a connection whose queue
-// is full is closed with allowReconnect, so it can come back and catch up.
-func (c *conn) enqueue(frame []byte) bool {
+// outFrame is one queued hub message and the cursor of the entry it comes
+// from (stateful reconnect numbers them; zero for others).
+type outFrame struct {
+	b  []byte
+	at fsm.Cursor
+}
+
+// enqueue queues an encoded hub message from the entry at at. It never
+// blocks: a connection whose queue is full is closed with allowReconnect,
+// so it can come back and catch up.
+func (c *conn) enqueue(frame []byte, at fsm.Cursor) bool {
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
@@ -106,7 +120,7 @@ func (c *conn) enqueue(frame []byte) bool {
 		c.signal()
 		return false
 	}
-	c.queue = append(c.queue, frame)
+	c.queue = append(c.queue, outFrame{frame, at})
 	c.mu.Unlock()
 	c.signal()
 	return true
@@ -137,6 +151,20 @@ func (c *conn) closeWith(errMsg string, allowReconnect, flush bool) {
 	c.signal()
 }
 
+// dropAfterFlush ends the connection after what is queued, with no Close
+// message and, on a WebSocket, no close frame (stateful reconnect).
+func (c *conn) dropAfterFlush() {
+	if t, ok := c.tr.(interface{ dropAbruptly() }); ok {
+		t.dropAbruptly()
+	}
+	c.mu.Lock()
+	if !c.closing {
+		c.closing, c.flush, c.closeMsg = true, true, nil
+	}
+	c.mu.Unlock()
+	c.signal()
+}
+
 // writeLoop owns every write to the transport after the handshake. It
 // coalesces queued hub messages into transport messages, sends keep-alive
 // pings, and ends the transport when the connection closes.
@@ -146,6 +174,20 @@ func (c *conn) writeLoop() {
 	ka := c.srv.cfg.KeepAliveInterval
 	timer := time.NewTimer(ka)
 	defer timer.Stop()
+	var ackC <-chan time.Time
+	if c.sr != nil {
+		t := time.NewTicker(statefulAckInterval)
+		defer t.Stop()
+		ackC = t.C
+		if c.resume == nil {
+			// See stateful.spoke.
+			select {
+			case <-c.sr.spoke:
+			case <-time.After(statefulHold):
+			case <-c.ctx.Done():
+			}
+		}
+	}
 	var buf []byte
 	for {
 		ping := false
@@ -153,6 +195,14 @@ func (c *conn) writeLoop() {
 		case <-c.wake:
 		case <-timer.C:
 			ping = true
+		case <-ackC:
+			if buf = c.statefulAck(buf[:0]); len(buf) > 0 {
+				if err := c.tr.write(buf); err != nil {
+					_ = c.tr.close()
+					return
+				}
+			}
+			continue
 		case <-c.ctx.Done():
 			// The reader is gone: the transport is dead or the client left.
 			_ = c.tr.close()
@@ -169,8 +219,11 @@ func (c *conn) writeLoop() {
 		wrote := false
 		for len(q) > 0 {
 			buf = buf[:0]
-			for len(q) > 0 && (len(buf) == 0 || len(buf)+len(q[0]) <= maxCoalesce) {
-				buf = append(buf, q[0]...)
+			for len(q) > 0 && (len(buf) == 0 || len(buf)+len(q[0].b) <= maxCoalesce) {
+				buf = append(buf, q[0].b...)
+				if c.sr != nil {
+					c.sr.recordSent(q[0].at)
+				}
 				q = q[1:]
 			}
 			if err := c.tr.write(buf); err != nil {

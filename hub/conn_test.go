@@ -2,6 +2,7 @@ package hub
 
 import (
 	"bytes"
+	"github.com/raftplane/raftplane/fsm"
 	"strconv"
 	"sync"
 	"testing"
@@ -112,21 +113,21 @@ func TestConn_Enqueue(t *testing.T) {
 		const maxQ = 3
 		tr := newGateTransport(true)
 		c := newUnitConn(t, maxQ, tr)
-		if !c.enqueue(frameN(0)) {
+		if !c.enqueue(frameN(0), fsm.Cursor{}) {
 			t.Fatal("first enqueue refused")
 		}
 		waitChan(t, "the writer to start writing", tr.entered) // stuck in write now
 		for i := 1; i <= maxQ; i++ {
-			if !c.enqueue(frameN(i)) {
+			if !c.enqueue(frameN(i), fsm.Cursor{}) {
 				t.Fatalf("enqueue %d of %d refused", i, maxQ)
 			}
 		}
 		noBlock(t, "enqueue on a full queue", func() {
-			if c.enqueue(frameN(maxQ + 1)) {
+			if c.enqueue(frameN(maxQ+1), fsm.Cursor{}) {
 				t.Error("enqueue past MaxQueuedMessages accepted")
 			}
 			for i := range 1000 {
-				if c.enqueue(frameN(maxQ + 2 + i)) {
+				if c.enqueue(frameN(maxQ+2+i), fsm.Cursor{}) {
 					t.Error("enqueue on a closing connection accepted")
 					return
 				}
@@ -159,7 +160,7 @@ func TestConn_Enqueue(t *testing.T) {
 		for i := range 50 {
 			f := frameN(i)
 			want = append(want, f...)
-			if !c.enqueue(f) {
+			if !c.enqueue(f, fsm.Cursor{}) {
 				t.Fatalf("enqueue %d refused", i)
 			}
 		}
@@ -180,11 +181,11 @@ func TestConn_Enqueue(t *testing.T) {
 	t.Run("closeWith flush sends the queue then Close", func(t *testing.T) {
 		tr := newGateTransport(true)
 		c := newUnitConn(t, 100, tr)
-		c.enqueue(frameN(1))
+		c.enqueue(frameN(1), fsm.Cursor{})
 		waitChan(t, "the writer to start writing", tr.entered)
-		c.enqueue(frameN(2))
+		c.enqueue(frameN(2), fsm.Cursor{})
 		c.closeWith("bye", false, true)
-		if c.enqueue(frameN(3)) {
+		if c.enqueue(frameN(3), fsm.Cursor{}) {
 			t.Error("enqueue after closeWith accepted")
 		}
 		close(tr.release)
@@ -199,9 +200,9 @@ func TestConn_Enqueue(t *testing.T) {
 	t.Run("closeWith without flush drops the queue", func(t *testing.T) {
 		tr := newGateTransport(true)
 		c := newUnitConn(t, 100, tr)
-		c.enqueue(frameN(1))
+		c.enqueue(frameN(1), fsm.Cursor{})
 		waitChan(t, "the writer to start writing", tr.entered)
-		c.enqueue(frameN(2))
+		c.enqueue(frameN(2), fsm.Cursor{})
 		c.closeWith("", true, false)
 		close(tr.release)
 		waitChan(t, "the transport to close", tr.closed)

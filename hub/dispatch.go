@@ -104,10 +104,26 @@ func (s *Server) localHub(name string, create bool) *localHub {
 	return h
 }
 
-// deliver applies one entry to the local index or queues it on recipients.
-// scratch is reused between calls; the frame given to connections is a
-// fresh copy shared by all of them.
+// deliver applies one entry to the local index or queues it on recipients,
+// then the Completion it owes a stateful-reconnect connection (after the
+// message itself, when the connection is among the recipients). scratch
+// is reused between calls.
 func (s *Server) deliver(e *fsm.Entry, epoch string, scratch []byte) []byte {
+	scratch = s.deliverEntry(e, epoch, scratch)
+	if !e.Origin.IsZero() && e.Origin.InvocationID != "" {
+		if h := s.localHub(e.Hub, false); h != nil {
+			if c := h.conns[e.Origin.Conn]; c != nil && c.sr != nil {
+				c.enqueue(completionFor(c.proto, e, epoch), e.Cursor)
+			}
+		}
+	}
+	return scratch
+}
+
+// deliverEntry applies one entry to the local index or queues it on
+// recipients. The frame given to connections is a fresh copy shared by all
+// of them.
+func (s *Server) deliverEntry(e *fsm.Entry, epoch string, scratch []byte) []byte {
 	if e.Err != nil {
 		return scratch
 	}
@@ -211,7 +227,7 @@ func (s *Server) deliver(e *fsm.Entry, epoch string, scratch []byte) []byte {
 				scratch = c.proto.appendInvocation(scratch[:0], e.Target, e.Args, e.Cursor.Format(epoch))
 				frames[k] = append([]byte(nil), scratch...)
 			}
-			c.enqueue(frames[k])
+			c.enqueue(frames[k], e.Cursor)
 		}
 		switch e.Audience {
 		case fsm.AudienceAll:

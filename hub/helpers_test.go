@@ -269,11 +269,12 @@ func (h *testHub) do(method, path, body string, hdr http.Header) (int, http.Head
 
 // negotiateReply is the negotiate response as a client decodes it.
 type negotiateReply struct {
-	ConnectionID        string          `json:"connectionId"`
-	ConnectionToken     *string         `json:"connectionToken"`
-	NegotiateVersion    *int            `json:"negotiateVersion"`
-	AvailableTransports []transportInfo `json:"availableTransports"`
-	Error               *string         `json:"error"`
+	ConnectionID         string          `json:"connectionId"`
+	ConnectionToken      *string         `json:"connectionToken"`
+	NegotiateVersion     *int            `json:"negotiateVersion"`
+	AvailableTransports  []transportInfo `json:"availableTransports"`
+	Error                *string         `json:"error"`
+	UseStatefulReconnect bool            `json:"useStatefulReconnect"`
 }
 
 // negotiate POSTs /hubs/{hub}/negotiate?query.
@@ -418,6 +419,7 @@ type wireMsg struct {
 	Result         json.RawMessage   `json:"result"`
 	Error          string            `json:"error"`
 	AllowReconnect bool              `json:"allowReconnect"`
+	SequenceID     int64             `json:"sequenceId"`
 
 	Raw string `json:"-"` // the record, without its 0x1E
 }

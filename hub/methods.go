@@ -131,9 +131,16 @@ func (c *conn) handleRecord(rec []byte, info recordInfo) {
 	if c.ctx.Err() != nil {
 		return
 	}
+	if c.sr != nil {
+		c.sr.clientSpoke()
+	}
 	if info.Oversized {
 		msg := fmt.Sprintf("Message of %d bytes exceeds the maximum message size of %d bytes.", info.Size, c.srv.cfg.MaxMessageSize)
 		c.log.Debug("oversized message", "size", info.Size)
+		if c.sr != nil {
+			c.handleStateful(hubMessage{Type: typeInvocation, InvocationID: info.InvocationID, HasInvocationID: info.HasInvocationID}, msg)
+			return
+		}
 		if info.HasInvocationID {
 			c.complete(info.InvocationID, nil, msg)
 		}
@@ -142,6 +149,16 @@ func (c *conn) handleRecord(rec []byte, info recordInfo) {
 	m, err := parseRecord(c.proto, rec) // JSON or MessagePack (msgpack.go)
 	if err != nil {
 		c.log.Debug("malformed message", "err", err)
+		if c.sr != nil {
+			if m.Type == 0 {
+				m.Type = typeInvocation // a broken invocation, most likely: it was numbered
+			}
+			if id, ok := scanRecordInvocationID(c.proto, rec); ok {
+				m.InvocationID, m.HasInvocationID = id, true
+			}
+			c.handleStateful(m, "Invalid message: "+err.Error())
+			return
+		}
 		// Answer only what may be an invocation of ours: the ids of a
 		// client's own Completions, StreamItems and Cancels are not.
 		if m.Type == 0 || m.Type == typeInvocation || m.Type == typeStreamInvocation {
@@ -149,6 +166,9 @@ func (c *conn) handleRecord(rec []byte, info recordInfo) {
 				c.complete(id, nil, "Invalid message: "+err.Error())
 			}
 		}
+		return
+	}
+	if c.sr != nil && c.handleStateful(m, "") {
 		return
 	}
 	switch m.Type {
@@ -171,29 +191,7 @@ func (c *conn) handleRecord(rec []byte, info recordInfo) {
 // invoke runs a built-in method and answers with its cursor.
 func (c *conn) invoke(m hubMessage) {
 	reply := m.HasInvocationID
-	meth := methods[strings.ToLower(m.Target)]
-	if meth == nil {
-		if reply {
-			c.complete(m.InvocationID, nil, fmt.Sprintf("Unknown hub method '%s'", m.Target))
-		}
-		return
-	}
-	if len(m.StreamIDs) > 0 {
-		if reply {
-			c.complete(m.InvocationID, nil, fmt.Sprintf("%s does not accept streams", meth.name))
-		}
-		return
-	}
-	strs, rest, err := meth.bind(m.Arguments)
-	var cmd fsm.Command
-	if err == nil {
-		cmd, err = meth.build(c, strs, rest)
-	}
-	if err == nil && len(cmd.Args) > maxArgsFactor*c.srv.cfg.MaxMessageSize {
-		// A MessagePack message can grow when its arguments become JSON for
-		// the log (nil becomes null, bin becomes base64): bound that too.
-		err = fmt.Errorf("%s: the arguments take %d bytes as JSON, more than %d", meth.name, len(cmd.Args), maxArgsFactor*c.srv.cfg.MaxMessageSize)
-	}
+	cmd, err := c.buildInvocation(m)
 	if err != nil {
 		if reply {
 			c.complete(m.InvocationID, nil, err.Error())
@@ -208,7 +206,7 @@ func (c *conn) invoke(m hubMessage) {
 	cancel()
 	if err != nil {
 		if reply {
-			c.complete(m.InvocationID, nil, publishError(meth.name, cmd, err))
+			c.complete(m.InvocationID, nil, publishError(methods[strings.ToLower(m.Target)].name, cmd, err))
 		}
 		return
 	}
@@ -216,6 +214,29 @@ func (c *conn) invoke(m hubMessage) {
 		res, _ := json.Marshal(cur.Format(c.srv.stream.Epoch()))
 		c.complete(m.InvocationID, res, "")
 	}
+}
+
+// buildInvocation turns an invocation of a built-in method into its log
+// command; its error is the message for the client's Completion.
+func (c *conn) buildInvocation(m hubMessage) (fsm.Command, error) {
+	meth := methods[strings.ToLower(m.Target)]
+	if meth == nil {
+		return fsm.Command{}, fmt.Errorf("Unknown hub method '%s'", m.Target)
+	}
+	if len(m.StreamIDs) > 0 {
+		return fsm.Command{}, fmt.Errorf("%s does not accept streams", meth.name)
+	}
+	strs, rest, err := meth.bind(m.Arguments)
+	var cmd fsm.Command
+	if err == nil {
+		cmd, err = meth.build(c, strs, rest)
+	}
+	if err == nil && len(cmd.Args) > maxArgsFactor*c.srv.cfg.MaxMessageSize {
+		// A MessagePack message can grow when its arguments become JSON for
+		// the log (nil becomes null, bin becomes base64): bound that too.
+		err = fmt.Errorf("%s: the arguments take %d bytes as JSON, more than %d", meth.name, len(cmd.Args), maxArgsFactor*c.srv.cfg.MaxMessageSize)
+	}
+	return cmd, err
 }
 
 // publishError words a failed publish for the client.
@@ -234,5 +255,5 @@ func publishError(name string, cmd fsm.Command, err error) string {
 }
 
 func (c *conn) complete(id string, result json.RawMessage, errMsg string) {
-	c.enqueue(c.proto.appendCompletion(nil, id, result, errMsg))
+	c.enqueue(c.proto.appendCompletion(nil, id, result, errMsg), fsm.Cursor{})
 }

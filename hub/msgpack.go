@@ -1232,6 +1232,25 @@ func (msgpackProtocol) appendPing(dst []byte) []byte {
 	return append(dst, 0x02, 0x91, typePing)
 }
 
+// appendAck writes [8, seq].
+func (msgpackProtocol) appendAck(dst []byte, seq uint64) []byte {
+	return appendSeqMessage(dst, typeAck, seq)
+}
+
+// appendSequence writes [9, seq].
+func (msgpackProtocol) appendSequence(dst []byte, seq uint64) []byte {
+	return appendSeqMessage(dst, typeSequence, seq)
+}
+
+func appendSeqMessage(dst []byte, typ byte, seq uint64) []byte {
+	m := newMPWriter(dst)
+	start := beginFrame(m)
+	m.w.b = append(m.w.b, 0x92, typ)
+	_ = m.enc.EncodeUint(seq)
+	endFrame(m, start)
+	return m.done()
+}
+
 // appendClose writes [7, errMsg|nil, allowReconnect].
 func (msgpackProtocol) appendClose(dst []byte, errMsg string, allowReconnect bool) []byte {
 	m := newMPWriter(dst)

@@ -961,7 +961,7 @@ func TestDeliver_EncodesOncePerProtocol(t *testing.T) {
 			c.mu.Unlock()
 			t.Fatalf("conn %d: %d queued frames", i, len(c.queue))
 		}
-		frames[i] = c.queue[0]
+		frames[i] = c.queue[0].b
 		c.mu.Unlock()
 	}
 	wantJSON := invocationRaw("say", args, cur) + "\x1e"

@@ -29,6 +29,9 @@ type negotiateResponse struct {
 	ConnectionToken     string          `json:"connectionToken,omitempty"`
 	NegotiateVersion    int             `json:"negotiateVersion"`
 	AvailableTransports []transportInfo `json:"availableTransports"`
+	// UseStatefulReconnect answers a client that asked for it (and may use
+	// WebSockets): see stateful.go.
+	UseStatefulReconnect bool `json:"useStatefulReconnect,omitempty"`
 }
 
 // handleNegotiate answers POST /hubs/{hub}/negotiate.
@@ -63,7 +66,9 @@ func (s *Server) handleNegotiate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := newConnectionID()
-	tok := s.signToken(connToken{V0: version == 0, ID: id, Hub: hub, User: user, Issued: time.Now()})
+	stateful := version >= 1 && equalFold(queryValue(r, "useStatefulReconnect"), "true") &&
+		!s.cfg.DisableStatefulReconnect && !s.cfg.DisableWebSockets
+	tok := s.signToken(connToken{V0: version == 0, Stateful: stateful, ID: id, Hub: hub, User: user, Issued: time.Now()})
 	resp := negotiateResponse{
 		ConnectionID:        id,
 		NegotiateVersion:    version,
@@ -71,6 +76,7 @@ func (s *Server) handleNegotiate(w http.ResponseWriter, r *http.Request) {
 	}
 	if version >= 1 {
 		resp.ConnectionToken = tok
+		resp.UseStatefulReconnect = stateful
 	} else {
 		// Version 0 has no separate token: the id is what the client sends
 		// back, so it is the signed token itself, and the connection goes

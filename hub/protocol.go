@@ -41,6 +41,10 @@ type protocol interface {
 	appendCompletion(dst []byte, invocationID string, result json.RawMessage, errMsg string) []byte
 	appendPing(dst []byte) []byte
 	appendClose(dst []byte, errMsg string, allowReconnect bool) []byte
+	// appendAck and appendSequence write stateful reconnect's Ack and
+	// Sequence messages.
+	appendAck(dst []byte, seq uint64) []byte
+	appendSequence(dst []byte, seq uint64) []byte
 }
 
 // jsonProtocol is the JSON hub protocol ("json", text frames, 0x1E framing).
@@ -60,6 +64,12 @@ func (jsonProtocol) appendCompletion(dst []byte, invocationID string, result jso
 }
 
 func (jsonProtocol) appendPing(dst []byte) []byte { return appendPing(dst) }
+
+func (jsonProtocol) appendAck(dst []byte, seq uint64) []byte { return appendAck(dst, int64(seq)) }
+
+func (jsonProtocol) appendSequence(dst []byte, seq uint64) []byte {
+	return appendSequence(dst, int64(seq))
+}
 
 func (jsonProtocol) appendClose(dst []byte, errMsg string, allowReconnect bool) []byte {
 	return appendClose(dst, errMsg, allowReconnect)

@@ -141,7 +141,11 @@ func (s *Server) replay(c *conn, rr *resumeReq, upto fsm.Cursor) (int, error) {
 				return sent, flush()
 			}
 			pos = e.Cursor
-			if e.Err != nil || e.Hub != c.hub {
+			if e.Hub != c.hub {
+				continue
+			}
+			if e.Err != nil {
+				buf, sent = c.replayCompletion(buf, e, epoch, sent)
 				continue
 			}
 			switch e.Kind {
@@ -159,15 +163,33 @@ func (s *Server) replay(c *conn, rr *resumeReq, upto fsm.Cursor) (int, error) {
 				}
 				buf = c.proto.appendInvocation(buf, e.Target, e.Args, e.Cursor.Format(epoch))
 				sent++
-				if len(buf) >= maxCoalesce {
-					if err := flush(); err != nil {
-						return sent, err
-					}
+				if c.sr != nil {
+					c.sr.recordSent(e.Cursor)
+				}
+			}
+			buf, sent = c.replayCompletion(buf, e, epoch, sent)
+			if len(buf) >= maxCoalesce {
+				if err := flush(); err != nil {
+					return sent, err
 				}
 			}
 		}
 	}
 	return sent, flush()
+}
+
+// replayCompletion appends the Completion that entry e owes c, if c is a
+// stateful-reconnect connection and e carries out one of its messages.
+func (c *conn) replayCompletion(buf []byte, e *fsm.Entry, epoch string, sent int) ([]byte, int) {
+	if c.sr == nil || e.Origin.Conn != c.id {
+		return buf, sent
+	}
+	if f := completionFor(c.proto, e, epoch); f != nil {
+		buf = append(buf, f...)
+		c.sr.recordSent(e.Cursor)
+		sent++
+	}
+	return buf, sent
 }
 
 // addressed reports whether a publish reaches connection c whose groups are

@@ -114,9 +114,10 @@ func (s *Server) Start() {
 	}
 	s.started = true
 	from := s.stream.Position().Last
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go s.dispatch(from)
 	go s.reapStale()
+	go s.checkpointLoop()
 }
 
 // reapStale closes, in the log, the connections the registry says this node
@@ -172,6 +173,13 @@ func (s *Server) Close(ctx context.Context) error {
 	for _, c := range conns {
 		if c.handshaking.Load() {
 			c.cancel() // no writer yet: ending the context closes the transport
+			continue
+		}
+		if c.sr != nil {
+			// A stateful-reconnect client continues on another node by
+			// itself when its socket just drops; a Close message would end
+			// its connection instead.
+			c.dropAfterFlush()
 			continue
 		}
 		c.closeWith("Server is shutting down.", true, true)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -19,6 +20,7 @@ type wsTransport struct {
 	ws      *websocket.Conn
 	binary  bool
 	timeout time.Duration
+	abrupt  atomic.Bool
 }
 
 func (t *wsTransport) write(p []byte) error {
@@ -35,10 +37,17 @@ func (t *wsTransport) write(p []byte) error {
 func (t *wsTransport) setBinary(on bool) { t.binary = on }
 
 func (t *wsTransport) close() error {
-	_ = t.ws.WriteControl(websocket.CloseMessage,
-		websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+	if !t.abrupt.Load() {
+		_ = t.ws.WriteControl(websocket.CloseMessage,
+			websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+	}
 	return t.ws.Close()
 }
+
+// dropAbruptly makes close end the socket without a close frame: to the
+// client it looks like a lost connection, which a stateful-reconnect client
+// answers by reconnecting, to any node.
+func (t *wsTransport) dropAbruptly() { t.abrupt.Store(true) }
 
 // handleConnect serves [base]?id=<token>: the WebSocket transport. Without an
 // id it is a skipNegotiation connect and the connection is made on the spot.
@@ -66,6 +75,7 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 	}
 	var id string
 	var rr *resumeReq
+	var statefulOK bool
 	if raw := queryValue(r, "resume"); raw != "" {
 		var status int
 		if rr, status, err = s.prepareResume(r, hub, user, raw); err != nil {
@@ -87,11 +97,17 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 		case len(s.cfg.JWTKey) > 0 && tok.User != user:
 			writeError(w, http.StatusForbidden, "the access token's user does not match the negotiated connection's")
 			return
+		case tok.Stateful && !s.cfg.DisableStatefulReconnect && s.registered(hub, tok.ID):
+			// The socket of a stateful-reconnect connection dropped and its
+			// client came back, to this node or any other.
+			s.statefulReconnect(w, r, tok)
+			return
 		case time.Since(tok.Issued) > s.cfg.NegotiateTTL:
 			writeError(w, http.StatusNotFound, fmt.Sprintf("connection token expired: connect within %s of negotiate", s.cfg.NegotiateTTL))
 			return
 		}
 		id, user = tok.ID, tok.User
+		statefulOK = tok.Stateful && !s.cfg.DisableStatefulReconnect
 		if tok.V0 {
 			// Negotiate version 0 gave the client the token as its id, and
 			// that is the id apps will address it by.
@@ -114,7 +130,14 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 	tr := &wsTransport{ws: ws, timeout: s.cfg.SendTimeout}
 	c := s.newConn(id, hub, user, tr)
 	c.resume = rr
+	c.statefulOK = statefulOK
 	s.serve(c, &wsReader{ws: ws, srv: s, binary: true})
+}
+
+// registered reports whether connection id of hub is in the log.
+func (s *Server) registered(hub, id string) bool {
+	_, ok := s.stream.Connection(hub, id)
+	return ok
 }
 
 // wsReader reads a WebSocket as a byte stream of hub messages, whatever the
@@ -124,6 +147,8 @@ type wsReader struct {
 	srv    *Server
 	buf    []byte
 	binary bool // the transport carries binary frames: MessagePack is allowed
+	// lastBinary says whether the last frame read was binary.
+	lastBinary bool
 }
 
 // canBinary reports the binary capability (msgpack.go: canBinary).
@@ -132,10 +157,11 @@ func (r *wsReader) canBinary() bool { return r.binary }
 // next returns the next chunk of bytes, waiting at most d.
 func (r *wsReader) next(d time.Duration, fn func([]byte)) error {
 	_ = r.ws.SetReadDeadline(time.Now().Add(d))
-	_, rd, err := r.ws.NextReader()
+	typ, rd, err := r.ws.NextReader()
 	if err != nil {
 		return err
 	}
+	r.lastBinary = typ == websocket.BinaryMessage
 	if r.buf == nil {
 		r.buf = make([]byte, 4096)
 	}
@@ -209,6 +235,9 @@ func (s *Server) serve(c *conn, rd reader) {
 		if p, hsErr = s.checkHandshake(*hs, canBinary(rd)); hsErr == nil {
 			c.setProtocol(p)
 			setBinaryFrames(c.tr, p.binary()) // MessagePack: binary frames from the handshake response on
+			if c.statefulOK && hs.Version >= 2 {
+				c.sr = newStateful() // below version 2 the client does not do it (as ASP.NET Core)
+			}
 		}
 	}
 	if hsErr == nil && c.resume != nil && c.resume.reset != "" {
@@ -255,6 +284,12 @@ func (s *Server) serve(c *conn, rd reader) {
 		c.log.Debug("resumed", "from", c.resume.from, "replayed", n, "live_after", opened)
 	}
 	c.log.Debug("connected", "user", c.user)
+	s.run(c, rd, split, leftover)
+}
+
+// run starts the connection's writer, then reads and handles the client's
+// messages until the connection ends, and cleans up.
+func (s *Server) run(c *conn, rd reader, split splitter, leftover []pendingRecord) {
 	go c.writeLoop()
 
 	for _, l := range leftover {

@@ -101,6 +101,11 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&h.NegotiateTTL, "negotiate-ttl", h.NegotiateTTL, "how long a negotiated connection token waits for its transport")
 	fs.Int64Var(&h.MaxBodySize, "max-body-size", h.MaxBodySize, "largest REST request body, in bytes")
 	fs.DurationVar(&h.PollTimeout, "poll-timeout", h.PollTimeout, "long polling: how long a poll waits for data before an empty 200")
+	fs.Func("stateful-reconnect", "grant the official clients' stateful reconnect (withStatefulReconnect), continued on any node: true or false (default true)", func(v string) error {
+		b, err := strconv.ParseBool(v)
+		h.DisableStatefulReconnect = !b
+		return err
+	})
 	fs.Func("transports", "comma-separated transports to offer: websockets, sse, longpolling (default all three)", func(v string) error {
 		h.DisableWebSockets, h.DisableServerSentEvents, h.DisableLongPolling = true, true, true
 		for _, t := range strings.Split(v, ",") {
@@ -382,6 +387,10 @@ func run(ctx context.Context, args []string, stderr io.Writer, onReady func(http
 	sctx, scancel := context.WithTimeout(context.Background(), o.shutdownTimeout)
 	defer scancel()
 	var errs []error
+	// Idle keep-alive connections would carry a client's next request back
+	// here (a reconnect right after "Server is shutting down."); without
+	// keep-alives they close and the balancer picks a live node.
+	hs.SetKeepAlivesEnabled(false)
 	if err := srv.Close(sctx); err != nil {
 		errs = append(errs, fmt.Errorf("hub: %w", err))
 	}

@@ -1,0 +1,427 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/raftplane/raftplane/fsm"
+)
+
+// Stateful reconnect (the official clients' withStatefulReconnect) on any
+// node. Both directions number their trackable messages (invocations,
+// completions) from 1; after a dropped socket the client reconnects with
+// the same token, possibly through a load balancer to another node, sends
+// Sequence with its oldest unacknowledged message and resends from there,
+// and expects the server's Sequence and resend likewise.
+//
+// raftplane keeps no per-connection buffer that would pin the client to a
+// node. The connection's output is a function of the log: every message it
+// receives is a log entry (a publish that addresses it), and so is every
+// Completion it gets, because each of its client messages becomes one log
+// command carrying an Origin (connection, client sequence number,
+// invocation id), a reject command included when the message is refused
+// before the log. So any node can recompute the stream and number it. The
+// node holding the connection writes acknowledgement checkpoints into the
+// log (ConnAck: the client had received N messages, the N-th at cursor C);
+// a node taking the connection over sends Sequence N+1 and replays the
+// stream after C, and the client drops what it already had. Client messages
+// sent again are applied once: the FSM drops an Origin whose sequence
+// number it has already applied.
+
+// statefulAckInterval is how often the server acknowledges the client's
+// messages and checkpoints the client's acknowledgements (the .NET server
+// acks on a 1 s timer too).
+const statefulAckInterval = time.Second
+
+// statefulHold bounds how long a new stateful connection holds its first
+// messages back waiting for the client's first message (see stateful.spoke).
+const statefulHold = 2 * time.Second
+
+// stateful is the stateful-reconnect state of a connection.
+type stateful struct {
+	// spoke is closed when the client's first message after the handshake
+	// arrives. The JS client builds its message buffer only after the
+	// handshake resolves and counts nothing that reaches it before; it
+	// sends a Ping right after building it. Holding messages until then
+	// keeps both sides' numbering equal.
+	spoke     chan struct{}
+	spokeOnce sync.Once
+
+	mu      sync.Mutex
+	outSeq  uint64    // messages sent to the client so far (written)
+	sent    []sentMsg // sent, not yet acknowledged
+	ackSeq  uint64    // checkpoint: the client acknowledged ackSeq messages ...
+	ackAt   fsm.Cursor
+	written uint64 // ... and this much of it is in the log
+
+	// Owned by the connection's reader goroutine:
+	inSeq uint64 // the client's messages received (numbered)
+	// applied is the highest client message applied (it is what the
+	// server acknowledges); ackedIn what was last acknowledged.
+	applied uint64
+	ackedIn uint64
+}
+
+// sentMsg is a message sent to the client: its number and the cursor of
+// the entry it comes from. last is false for a delivery followed, at the
+// same cursor, by the Completion of the connection's own command.
+type sentMsg struct {
+	seq  uint64
+	at   fsm.Cursor
+	last bool
+}
+
+func newStateful() *stateful { return &stateful{spoke: make(chan struct{})} }
+
+func (st *stateful) clientSpoke() { st.spokeOnce.Do(func() { close(st.spoke) }) }
+
+// recordSent numbers a message written to the client.
+func (st *stateful) recordSent(at fsm.Cursor) {
+	st.mu.Lock()
+	st.outSeq++
+	if n := len(st.sent); n > 0 && st.sent[n-1].at == at {
+		st.sent[n-1].last = false
+	}
+	st.sent = append(st.sent, sentMsg{seq: st.outSeq, at: at, last: true})
+	st.mu.Unlock()
+}
+
+// onAck handles the client's Ack n: it frees what was acknowledged and
+// moves the checkpoint to the last acknowledged message that ends its
+// entry (a replay starts after an entry, never inside one).
+func (st *stateful) onAck(n uint64) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	k := 0
+	for k < len(st.sent) && st.sent[k].seq <= n {
+		if m := st.sent[k]; m.last && m.seq > st.ackSeq {
+			st.ackSeq, st.ackAt = m.seq, m.at
+		}
+		k++
+	}
+	st.sent = st.sent[k:]
+}
+
+// checkpoint returns a checkpoint not yet in the log, if any.
+func (st *stateful) checkpoint() (seq uint64, at fsm.Cursor, ok bool) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.ackSeq, st.ackAt, st.ackSeq > st.written
+}
+
+func (st *stateful) checkpointed(seq uint64) {
+	st.mu.Lock()
+	if seq > st.written {
+		st.written = seq
+	}
+	st.mu.Unlock()
+}
+
+// trackable reports the client message types that are numbered.
+func trackable(t int) bool { return t >= typeInvocation && t <= typeCancelInvocation }
+
+// handleStateful processes one client message of a stateful connection.
+// refusal, when set, refuses it (an oversized or malformed message). It
+// reports whether the message is done with (numbered and handled);
+// otherwise the caller handles it as on any connection (Ping, Close).
+func (c *conn) handleStateful(m hubMessage, refusal string) bool {
+	st := c.sr
+	switch {
+	case m.Type == typeAck:
+		st.onAck(uint64(m.SequenceID))
+		return true
+	case m.Type == typeSequence:
+		// The client reconnected and resends from its message SequenceID:
+		// number from there; what was applied before is skipped.
+		if m.SequenceID > 0 {
+			st.inSeq = uint64(m.SequenceID) - 1
+		}
+		return true
+	case !trackable(m.Type):
+		return false
+	}
+	st.inSeq++
+	seq := st.inSeq
+	if seq <= st.applied {
+		return true // sent again after a reconnect: applied already
+	}
+	origin := fsm.Origin{Conn: c.id, Seq: seq}
+	if m.HasInvocationID && (m.Type == typeInvocation || m.Type == typeStreamInvocation) {
+		origin.InvocationID = m.InvocationID
+	}
+	var cmd fsm.Command
+	if refusal == "" {
+		cmd, refusal = c.statefulCommand(m)
+	}
+	if refusal != "" {
+		cmd = fsm.Command{Kind: fsm.KindReject, Hub: c.hub, Reason: refusal}
+	}
+	cmd.Origin = origin
+	cmd.ID = "s:" + c.id + ":" + strconv.FormatUint(seq, 10)
+	if c.commitStateful(cmd) {
+		st.mu.Lock()
+		st.applied = seq
+		st.mu.Unlock()
+	}
+	return true
+}
+
+// statefulCommand turns a client message into its command, or says why it
+// is refused.
+func (c *conn) statefulCommand(m hubMessage) (fsm.Command, string) {
+	switch m.Type {
+	case typeStreamInvocation:
+		return fsm.Command{}, fmt.Sprintf("Unknown hub method '%s': this hub has no streaming methods.", m.Target)
+	case typeInvocation:
+		cmd, err := c.buildInvocation(m)
+		if err != nil {
+			return fsm.Command{}, err.Error()
+		}
+		return cmd, ""
+	}
+	return fsm.Command{}, "ignored" // a client result or stream item: nothing routes it
+}
+
+// commitStateful publishes a stateful connection's command until it is in
+// the log (retrying with the same origin is safe: the log applies it once)
+// or the connection ends. The Completion is not sent from here: the
+// dispatcher sends it from the log, so any node can send it again.
+func (c *conn) commitStateful(cmd fsm.Command) bool {
+	backoff := 50 * time.Millisecond
+	for c.ctx.Err() == nil {
+		ctx, cancel := context.WithTimeout(c.ctx, c.srv.cfg.PublishTimeout)
+		_, err := c.srv.pub.Publish(ctx, cmd)
+		cancel()
+		if err == nil || isOutcome(err) {
+			return true
+		}
+		c.log.Debug("stateful command not committed yet; retrying", "err", err)
+		select {
+		case <-c.ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+	return false
+}
+
+// isOutcome reports an error that is the applied command's outcome (it is
+// in the log, with its error).
+func isOutcome(err error) bool {
+	return errors.Is(err, fsm.ErrUnknownConnection) || errors.Is(err, fsm.ErrConnectionExists) || errors.Is(err, fsm.ErrResumeDenied)
+}
+
+// completionFor returns the Completion that entry e owes its origin, or
+// nil: every node computes the same one.
+func completionFor(p protocol, e *fsm.Entry, epoch string) []byte {
+	if e.Origin.InvocationID == "" {
+		return nil
+	}
+	switch {
+	case e.Kind == fsm.KindReject:
+		return p.appendCompletion(nil, e.Origin.InvocationID, nil, e.Reason)
+	case e.Err != nil:
+		return p.appendCompletion(nil, e.Origin.InvocationID, nil, outcomeError(e))
+	}
+	res, _ := json.Marshal(e.Cursor.Format(epoch))
+	return p.appendCompletion(nil, e.Origin.InvocationID, res, "")
+}
+
+// outcomeError words an applied command's error for its Completion.
+func outcomeError(e *fsm.Entry) string {
+	id := e.Key
+	if e.Kind != fsm.KindPublish {
+		id = e.Conn
+	}
+	if e.Err == fsm.ErrUnknownConnection {
+		return fmt.Sprintf("unknown connection '%s'", id)
+	}
+	return e.Err.Error()
+}
+
+// statefulAcks, run by the writer every statefulAckInterval, acknowledges
+// the client's applied messages.
+func (c *conn) statefulAck(buf []byte) []byte {
+	st := c.sr
+	st.mu.Lock()
+	applied := st.applied
+	st.mu.Unlock()
+	if applied <= st.ackedIn {
+		return buf
+	}
+	st.ackedIn = applied
+	return c.proto.appendAck(buf, applied)
+}
+
+// checkpointLoop writes the acknowledgement checkpoints of this node's
+// stateful connections into the log, once per statefulAckInterval, so that
+// another node taking one over replays from there.
+func (s *Server) checkpointLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(statefulAckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		var due []*conn
+		for _, c := range s.conns {
+			if c != nil && c.sr != nil {
+				if _, _, ok := c.sr.checkpoint(); ok {
+					due = append(due, c)
+				}
+			}
+		}
+		s.mu.Unlock()
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, 32)
+		for _, c := range due {
+			seq, at, _ := c.sr.checkpoint()
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				ctx, cancel := context.WithTimeout(context.Background(), s.cfg.PublishTimeout)
+				defer cancel()
+				cmd := fsm.Command{Kind: fsm.KindConnAck, Hub: c.hub, Conn: c.id, AckSeq: seq, From: at}
+				if _, err := s.pub.Publish(ctx, cmd); err == nil || isOutcome(err) {
+					c.sr.checkpointed(seq)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+}
+
+// statefulReconnect continues a stateful-reconnect connection whose socket
+// dropped, on this node whichever node held it: no negotiate and no
+// handshake; the client sends Sequence and resends what the server had not
+// acknowledged, the server sends Sequence (the first message after the last
+// checkpoint) and replays the connection's stream from the log, then goes
+// live.
+func (s *Server) statefulReconnect(w http.ResponseWriter, r *http.Request, tok connToken) {
+	hub := tok.Hub
+	s.evictLocal(tok.ID)
+	ci, ok := s.stream.Connection(hub, tok.ID)
+	if !ok {
+		writeError(w, http.StatusNotFound, "No Connection with that ID: it has closed")
+		return
+	}
+	from, seq := ci.AckAt, ci.AckSeq
+	if seq == 0 || from.Less(ci.Opened) {
+		from, seq = ci.Opened, 0
+	}
+	if pos := s.stream.Position(); from.Less(pos.Floor) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("connection %s cannot be continued: what it missed is older than the message cache", tok.ID))
+		return
+	}
+	groups, owner, err := s.stream.GroupsAt(hub, tok.ID, from)
+	if err != nil || owner != tok.User {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("connection %s cannot be continued: %v", tok.ID, err))
+		return
+	}
+	if err := s.claim(hub, tok.ID, true); err != nil {
+		status := http.StatusConflict
+		if errors.Is(err, errShuttingDown) {
+			status = http.StatusServiceUnavailable
+		}
+		writeError(w, status, err.Error())
+		return
+	}
+	ws, err := s.ws.Upgrade(w, r, nil)
+	if err != nil {
+		s.unclaim(tok.ID)
+		return
+	}
+	c := s.newConn(tok.ID, hub, tok.User, &wsTransport{ws: ws, timeout: s.cfg.SendTimeout})
+	c.statefulOK = true
+	c.sr = newStateful()
+	c.sr.clientSpoke()
+	c.sr.outSeq, c.sr.ackSeq, c.sr.ackAt, c.sr.written = seq, seq, from, seq
+	c.sr.applied = ci.ClientSeq
+	c.resume = &resumeReq{id: tok.ID, user: tok.User, from: from, groups: groups}
+	s.serveReattached(c, &wsReader{ws: ws, srv: s, binary: true})
+}
+
+// evictLocal ends a transport of connection id still held on this node (a
+// half-dead socket its client has given up on) and waits, briefly, until
+// it has let go of the id.
+func (s *Server) evictLocal(id string) {
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		s.mu.Lock()
+		c, held := s.conns[id]
+		s.mu.Unlock()
+		if !held {
+			return
+		}
+		if c != nil {
+			c.cancel()
+			_ = c.tr.close()
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// serveReattached runs a stateful reconnect: the client's first frame
+// names the protocol (text: JSON, binary: MessagePack), the connection is
+// resumed in the log, the server's Sequence and the replay go out, then the
+// connection runs as any other.
+func (s *Server) serveReattached(c *conn, rd *wsReader) {
+	defer s.unclaim(c.id)
+	s.mu.Lock()
+	s.conns[c.id] = c
+	s.mu.Unlock()
+	defer c.cancel()
+	stopClose := context.AfterFunc(c.ctx, func() { _ = c.tr.close() })
+
+	var first []byte
+	if err := rd.next(s.cfg.HandshakeTimeout, func(p []byte) { first = append(first, p...) }); err != nil {
+		stopClose()
+		_ = c.tr.close()
+		return
+	}
+	var p protocol = jsonProtocol{}
+	if rd.lastBinary {
+		p = msgpackProtocol{}
+	}
+	c.setProtocol(p)
+	setBinaryFrames(c.tr, p.binary())
+	split := newSplitter(p.name(), s.cfg.MaxMessageSize)
+	var leftover []pendingRecord
+	split.feed(first, func(rec []byte, info recordInfo) {
+		leftover = append(leftover, pendingRecord{append([]byte(nil), rec...), info})
+	})
+	opened, err := s.open(c)
+	if err != nil || !stopClose() || c.ctx.Err() != nil {
+		c.log.Debug("stateful reconnect refused", "err", err)
+		_ = c.tr.close()
+		s.release(c)
+		return
+	}
+	if err := c.tr.write(p.appendSequence(nil, c.sr.outSeq+1)); err != nil {
+		_ = c.tr.close()
+		s.release(c)
+		return
+	}
+	n, err := s.replay(c, c.resume, opened)
+	if err != nil {
+		c.log.Warn("stateful reconnect replay failed", "err", err)
+		_ = c.tr.write(p.appendClose(nil, "Reconnect failed: "+err.Error()+".", true))
+		_ = c.tr.close()
+		s.release(c)
+		return
+	}
+	c.log.Debug("stateful reconnect", "from", c.resume.from, "sequence", c.sr.outSeq-uint64(n)+1, "replayed", n)
+	s.run(c, rd, split, leftover)
+}
