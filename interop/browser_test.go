@@ -4,7 +4,6 @@ package interop
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"net/http"
 	"net/url"
@@ -29,19 +28,22 @@ func chromiumPath(t *testing.T) string {
 }
 
 // TestBrowser_ChromiumCrossOrigin serves a page from one origin that loads
-// the official client's browser bundle from node_modules and connects to a
-// three-node cluster on other origins (allowed with -allowed-origins), over
-// WebSockets, Server-Sent Events and long polling; a real headless Chromium
-// runs it and the test reads the page's result.
+// the official client's browser bundles (the client and the MessagePack
+// protocol) from node_modules and connects to a three-node cluster on other
+// origins (allowed with -allowed-origins), over every transport x protocol
+// pair: WebSockets, Server-Sent Events and long polling with JSON, WebSockets
+// and long polling with MessagePack. A real headless Chromium runs it and the
+// test reads the page's result.
 func TestBrowser_ChromiumCrossOrigin(t *testing.T) {
 	node := requireNodeClient(t)
-	if _, err := os.Stat(filepath.Join("node_modules", "playwright-core", "package.json")); err != nil {
+	if !hasNodePackage("playwright-core") {
 		skipOrFail(t, "interop/node_modules/playwright-core missing: run `cd interop && npm ci`")
 	}
+	requireMsgpack(t)
 	chrome := chromiumPath(t)
-	bundle := filepath.Join("node_modules", "@microsoft", "signalr", "dist", "browser", "signalr.js")
-	if _, err := os.Stat(bundle); err != nil {
-		t.Fatalf("browser bundle: %v", err)
+	bundles := map[string]string{
+		"/signalr.js":                  filepath.Join("node_modules", "@microsoft", "signalr", "dist", "browser", "signalr.js"),
+		"/signalr-protocol-msgpack.js": filepath.Join("node_modules", "@microsoft", "signalr-protocol-msgpack", "dist", "browser", "signalr-protocol-msgpack.js"),
 	}
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -50,7 +52,12 @@ func TestBrowser_ChromiumCrossOrigin(t *testing.T) {
 	}
 	origin := "http://" + ln.Addr().String()
 	mux := http.NewServeMux()
-	mux.HandleFunc("/signalr.js", func(w http.ResponseWriter, r *http.Request) { http.ServeFile(w, r, bundle) })
+	for path, file := range bundles {
+		if _, err := os.Stat(file); err != nil {
+			t.Fatalf("browser bundle: %v", err)
+		}
+		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) { http.ServeFile(w, r, file) })
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		http.ServeFile(w, r, filepath.Join("browser", "index.html"))
 	})
@@ -59,16 +66,9 @@ func TestBrowser_ChromiumCrossOrigin(t *testing.T) {
 	t.Cleanup(func() { page.Close() })
 
 	bin := buildServer(t)
-	args := []string{"-allowed-origins", origin}
-	nodes := make([]*server, 3)
-	nodes[0] = startServerAt(t, bin, "node1", nodeAddrs(t), args...)
-	waitReady(t, nodes[0], readyTimeout)
-	for i := 1; i < 3; i++ {
-		nodes[i] = startServerAt(t, bin, fmt.Sprintf("node%d", i+1), nodeAddrs(t), append(args, "-join", nodes[0].Addrs.Gossip)...)
-	}
+	nodes := startCluster(t, bin, 3, "-allowed-origins", origin)
 	var hubs []string
 	for _, s := range nodes {
-		waitReady(t, s, readyTimeout)
 		hubs = append(hubs, s.URL)
 	}
 

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -414,4 +415,21 @@ func (o *teeOutput) String() string {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.buf.String()
+}
+
+// startCluster starts n nodes of bin (node1 bootstraps, the others join through its gossip address),
+// each with extraArgs, and waits until every one answers GET /api/v1/status.
+func startCluster(t *testing.T, bin string, n int, extraArgs ...string) []*server {
+	t.Helper()
+	nodes := make([]*server, n)
+	nodes[0] = startServerAt(t, bin, "node1", nodeAddrs(t), extraArgs...)
+	waitReady(t, nodes[0], readyTimeout)
+	for i := 1; i < n; i++ {
+		args := append(slices.Clone(extraArgs), "-join", nodes[0].Addrs.Gossip)
+		nodes[i] = startServerAt(t, bin, fmt.Sprintf("node%d", i+1), nodeAddrs(t), args...)
+	}
+	for _, s := range nodes[1:] {
+		waitReady(t, s, readyTimeout)
+	}
+	return nodes
 }

@@ -29,6 +29,12 @@ func requireNodeClient(t *testing.T) string {
 	return node
 }
 
+// hasNodePackage reports whether node_modules holds the npm package name (e.g. "playwright-core").
+func hasNodePackage(name string) bool {
+	_, err := os.Stat(filepath.Join("node_modules", filepath.FromSlash(name), "package.json"))
+	return err == nil
+}
+
 var npmOnce sync.Once
 
 // installNodePackages runs `npm ci` from the committed lock file once per

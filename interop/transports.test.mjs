@@ -93,8 +93,21 @@ for (const [tname, pname, transport, protocol] of cases) {
   });
 }
 
-// No automatic-reconnect test here: the REST API's connection DELETE closes with allowReconnect=false
-// (by design, see rest.go), so withAutomaticReconnect() rightly does not reconnect after it.
+// Automatic reconnect is in cluster.test.mjs (every pair, on a 3-node cluster): the REST API's
+// connection DELETE closes with allowReconnect=false (as ASP.NET Core's HubConnectionContext.Abort()
+// does), so withAutomaticReconnect() rightly does not reconnect after it; a node's graceful shutdown
+// and a crash do reconnect.
+
+test("ServerSentEvents + MessagePack is not a pair: the client refuses before connecting", { timeout: TEST_TIMEOUT }, async () => {
+  const connection = new signalR.HubConnectionBuilder()
+    .withUrl(`${BASE}/hubs/${HUB}`, { transport: signalR.HttpTransportType.ServerSentEvents })
+    .withHubProtocol(new MessagePackHubProtocol())
+    .configureLogging(signalR.LogLevel.None)
+    .build();
+  // negotiate lists ServerSentEvents with the Text transfer format only.
+  await assert.rejects(connection.start(), /'ServerSentEvents' does not support Binary/);
+  assert.equal(connection.state, signalR.HubConnectionState.Disconnected);
+});
 
 for (const [tname, transport] of [
   ["ServerSentEvents", signalR.HttpTransportType.ServerSentEvents],
