@@ -46,7 +46,10 @@ type connToken struct {
 	ID       string
 	Hub      string
 	User     string
-	Issued   time.Time
+	// Node is the node that negotiated it: SSE and long-polling requests
+	// with this token are served there, wherever they land (forward.go).
+	Node   string
+	Issued time.Time
 }
 
 // Token format versions: tokenVersion for negotiate version 1 tokens,
@@ -79,7 +82,7 @@ func (s *Server) signToken(t connToken) string {
 		p = append(p, tokenVersion)
 	}
 	p = binary.AppendVarint(p, t.Issued.UnixMilli())
-	for _, f := range []string{t.ID, t.Hub, t.User} {
+	for _, f := range []string{t.ID, t.Hub, t.User, t.Node} {
 		p = binary.AppendUvarint(p, uint64(len(f)))
 		p = append(p, f...)
 	}
@@ -119,8 +122,11 @@ func (s *Server) parseToken(tok string) (connToken, error) {
 		return connToken{}, errBadToken
 	}
 	p = p[n:]
-	var fields [3]string
+	var fields [4]string // the fourth, the node, may be absent (older tokens)
 	for i := range fields {
+		if i == 3 && len(p) == 0 {
+			break
+		}
 		l, n := binary.Uvarint(p)
 		if n <= 0 || l > uint64(len(p)-n) {
 			return connToken{}, errBadToken
@@ -131,7 +137,7 @@ func (s *Server) parseToken(tok string) (connToken, error) {
 	if len(p) != 0 {
 		return connToken{}, errBadToken
 	}
-	return connToken{V0: v0, Stateful: stateful, ID: fields[0], Hub: fields[1], User: fields[2], Issued: time.UnixMilli(ms)}, nil
+	return connToken{V0: v0, Stateful: stateful, ID: fields[0], Hub: fields[1], User: fields[2], Node: fields[3], Issued: time.UnixMilli(ms)}, nil
 }
 
 // authError is a 401 with a body that says what is wrong.

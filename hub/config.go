@@ -68,6 +68,11 @@ type Config struct {
 	// REST API.
 	APIKey string
 
+	// NodeHTTPAddr, when set, gives the client address of a live node by
+	// its id: SSE and long-polling requests for a connection held by
+	// another node are forwarded there (forward.go).
+	NodeHTTPAddr func(nodeID string) (string, bool)
+
 	// Status, when set, adds this node's Raft view to /api/v1/status.
 	Status func() any
 	// Cluster, when set, serves GET /api/v1/cluster: every member as this

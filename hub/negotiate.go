@@ -68,7 +68,7 @@ func (s *Server) handleNegotiate(w http.ResponseWriter, r *http.Request) {
 	id := newConnectionID()
 	stateful := version >= 1 && equalFold(queryValue(r, "useStatefulReconnect"), "true") &&
 		!s.cfg.DisableStatefulReconnect && !s.cfg.DisableWebSockets
-	tok := s.signToken(connToken{V0: version == 0, Stateful: stateful, ID: id, Hub: hub, User: user, Issued: time.Now()})
+	tok := s.signToken(connToken{V0: version == 0, Stateful: stateful, ID: id, Hub: hub, User: user, Node: s.cfg.NodeID, Issued: time.Now()})
 	resp := negotiateResponse{
 		ConnectionID:        id,
 		NegotiateVersion:    version,

@@ -231,6 +231,9 @@ func (s *Server) handleHTTPTransport(w http.ResponseWriter, r *http.Request, hub
 		return
 	}
 	sess := s.session(id)
+	if sess == nil && !s.localWebSocket(id) && s.forwardToOwner(w, r, tok) {
+		return
+	}
 	switch r.Method {
 	case http.MethodPost:
 		switch {
