@@ -52,6 +52,12 @@ type conn struct {
 	sr         *stateful
 	statefulOK bool
 
+	// openID is the id of the ConnOpen or ConnResume this transport
+	// publishes: the dispatcher attaches it at that entry only. An earlier
+	// transport of the same connection may have published one that is
+	// applied late (it timed out during a partition, say); attaching at
+	// that one would deliver twice what the replay also sends.
+	openID     string
 	attached   chan struct{} // closed by the dispatcher when ConnOpen applies
 	opened     atomic.Bool   // ConnOpen committed: a ConnClose is owed
 	removed    atomic.Bool   // ConnClose applied: nothing is owed
@@ -73,6 +79,7 @@ func (s *Server) newConn(id, hub, user string, tr transport) *conn {
 		ctx:        ctx,
 		cancel:     cancel,
 		wake:       make(chan struct{}, 1),
+		openID:     "open:" + newConnectionID(),
 		attached:   make(chan struct{}),
 		writerDone: make(chan struct{}),
 	}

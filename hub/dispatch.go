@@ -135,7 +135,7 @@ func (s *Server) deliverEntry(e *fsm.Entry, epoch string, scratch []byte) []byte
 		s.mu.Lock()
 		c := s.conns[e.Conn]
 		s.mu.Unlock()
-		if c == nil || c.hub != e.Hub {
+		if c == nil || c.hub != e.Hub || e.ID != c.openID {
 			return scratch
 		}
 		h := s.localHub(e.Hub, true)
@@ -157,6 +157,15 @@ func (s *Server) deliverEntry(e *fsm.Entry, epoch string, scratch []byte) []byte
 		// A close this connection did not ask for (REST DELETE): end it.
 		c.closeWith("Connection closed by the server: "+e.Reason, false, true)
 	case fsm.KindConnResume:
+		s.mu.Lock()
+		c := s.conns[e.Conn]
+		s.mu.Unlock()
+		ours := c != nil && c.hub == e.Hub && c.resume != nil && e.ID == c.openID
+		if e.Node == s.cfg.NodeID && !ours {
+			// A resume an earlier transport of it published here that was
+			// applied late: the current transport stays as it is.
+			return scratch
+		}
 		h := s.localHub(e.Hub, false)
 		if h != nil {
 			if old := h.conns[e.Conn]; old != nil {
@@ -165,13 +174,7 @@ func (s *Server) deliverEntry(e *fsm.Entry, epoch string, scratch []byte) []byte
 				old.closeWith("Connection resumed on another transport.", false, false)
 			}
 		}
-		if e.Node != s.cfg.NodeID {
-			return scratch
-		}
-		s.mu.Lock()
-		c := s.conns[e.Conn]
-		s.mu.Unlock()
-		if c == nil || c.hub != e.Hub || c.resume == nil {
+		if !ours {
 			return scratch
 		}
 		h = s.localHub(e.Hub, true)

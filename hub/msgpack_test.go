@@ -947,7 +947,7 @@ func TestDeliver_EncodesOncePerProtocol(t *testing.T) {
 		c := srv.newConn(fmt.Sprintf("c%d", i), testHubName, "", newGateTransport(false))
 		c.setProtocol(p)
 		srv.conns[c.id] = c
-		srv.deliver(&fsm.Entry{Command: fsm.Command{Kind: fsm.KindConnOpen, Hub: testHubName, Conn: c.id, Node: cfg.NodeID}}, testEpoch, nil)
+		srv.deliver(&fsm.Entry{Command: fsm.Command{Kind: fsm.KindConnOpen, ID: c.openID, Hub: testHubName, Conn: c.id, Node: cfg.NodeID}}, testEpoch, nil)
 		conns = append(conns, c)
 	}
 	args := `["hi",{"b":2,"a":1}]`

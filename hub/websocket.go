@@ -424,6 +424,8 @@ func (s *Server) open(c *conn) (fsm.Cursor, error) {
 	if c.resume != nil {
 		cmd = fsm.Command{Kind: fsm.KindConnResume, Hub: c.hub, Conn: c.id, User: c.user, Node: s.cfg.NodeID, From: c.resume.from}
 	}
+	cmd.ID = c.openID // the dispatcher attaches c at this entry, not at another transport's
+
 	cur, err := s.pub.Publish(ctx, cmd)
 	if err != nil {
 		return cur, fmt.Errorf("Connection refused: the cluster did not record it (%v). Retry.", err)

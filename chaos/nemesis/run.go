@@ -211,7 +211,7 @@ func (env *Env) start(ctx context.Context, s Step) (*fault, error) {
 		err = target.Kill()
 		f.heal = restart
 	case Terminate:
-		err = target.Terminate(15 * time.Second)
+		err = target.Terminate(30 * time.Second) // a node cut off from the leader waits its -shutdown-timeout (15 s) to leave
 		f.heal = restart
 	case KillMajority:
 		victims := []*nodes.Node{}
@@ -332,7 +332,7 @@ func (env *Env) rollingRestart(ctx context.Context) error {
 		if !n.Running() {
 			continue
 		}
-		if err := n.Terminate(15 * time.Second); err != nil {
+		if err := n.Terminate(30 * time.Second); err != nil {
 			return err
 		}
 		if err := n.Start(); err != nil {
