@@ -72,6 +72,9 @@ func New(cfg Config, pub Publisher, stream Stream) (*Server, error) {
 		ws: websocket.Upgrader{
 			ReadBufferSize:  4096,
 			WriteBufferSize: 4096,
+			// Write buffers are lent for the length of a write: an idle
+			// connection holds none.
+			WriteBufferPool: &sync.Pool{},
 		},
 	}
 	s.ws.CheckOrigin = s.originAllowed // cors.go: -allowed-origins

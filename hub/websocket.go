@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -140,12 +141,14 @@ func (s *Server) registered(hub, id string) bool {
 	return ok
 }
 
+// readBufs lends wsReader its read buffers.
+var readBufs = sync.Pool{New: func() any { b := make([]byte, 4096); return &b }}
+
 // wsReader reads a WebSocket as a byte stream of hub messages, whatever the
 // frame type, refreshing the client timeout on every message.
 type wsReader struct {
 	ws     *websocket.Conn
 	srv    *Server
-	buf    []byte
 	binary bool // the transport carries binary frames: MessagePack is allowed
 	// lastBinary says whether the last frame read was binary.
 	lastBinary bool
@@ -162,13 +165,15 @@ func (r *wsReader) next(d time.Duration, fn func([]byte)) error {
 		return err
 	}
 	r.lastBinary = typ == websocket.BinaryMessage
-	if r.buf == nil {
-		r.buf = make([]byte, 4096)
-	}
+	// The buffer is borrowed for the length of a message: an idle
+	// connection, waiting in NextReader, holds none.
+	bp := readBufs.Get().(*[]byte)
+	defer readBufs.Put(bp)
+	buf := *bp
 	for {
-		n, err := rd.Read(r.buf)
+		n, err := rd.Read(buf)
 		if n > 0 {
-			fn(r.buf[:n])
+			fn(buf[:n])
 		}
 		if errors.Is(err, io.EOF) {
 			return nil
