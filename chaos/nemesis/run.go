@@ -116,18 +116,29 @@ func (env *Env) step(ctx context.Context, s Step) {
 	}
 	env.Rec.Add(ev)
 	env.logf("nemesis: %s %v %s", s.Kind, ev.Targets, ev.Text)
-	if err != nil || f == nil {
+	if f == nil {
 		return
 	}
+	// A fault that failed half-way (a graceful stop that had to kill, say)
+	// is still healed when its time is up: what it stopped starts again.
 	select {
 	case <-ctx.Done():
 	case <-time.After(s.Dur):
 	}
 	end := history.Event{P: "nemesis", Type: history.FaultEnd, Kind: s.Kind, Targets: f.names()}
-	cmds, err := f.heal()
+	cmds, herr := f.heal()
 	end.Cmds = cmds
+	if herr != nil {
+		end.Text = "heal: " + herr.Error()
+	}
 	if err != nil {
-		end.Text = "heal: " + err.Error()
+		for _, n := range f.targets {
+			if !n.Running() {
+				if serr := n.Start(); serr != nil {
+					end.Text += "; restart " + n.Name + ": " + serr.Error()
+				}
+			}
+		}
 	}
 	env.Rec.Add(end)
 	env.logf("nemesis: healed %s %v %s", s.Kind, end.Targets, end.Text)
@@ -332,11 +343,12 @@ func (env *Env) rollingRestart(ctx context.Context) error {
 		if !n.Running() {
 			continue
 		}
-		if err := n.Terminate(30 * time.Second); err != nil {
-			return err
-		}
+		errStop := n.Terminate(30 * time.Second)
 		if err := n.Start(); err != nil {
 			return err
+		}
+		if errStop != nil {
+			return errStop
 		}
 		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		err := env.Cluster.WaitLeader(wctx, nil)
