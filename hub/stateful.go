@@ -330,17 +330,8 @@ func (s *Server) statefulReconnect(w http.ResponseWriter, r *http.Request, tok c
 		writeError(w, http.StatusNotFound, fmt.Sprintf("connection %s cannot be continued: %v", tok.ID, err))
 		return
 	}
-	if err := s.claim(hub, tok.ID, true); err != nil {
-		status := http.StatusConflict
-		if errors.Is(err, errShuttingDown) {
-			status = http.StatusServiceUnavailable
-		}
-		writeError(w, status, err.Error())
-		return
-	}
-	ws, err := s.ws.Upgrade(w, r, nil)
-	if err != nil {
-		s.unclaim(tok.ID)
+	ws, ok := s.claimUpgrade(w, r, hub, tok.ID, true)
+	if !ok {
 		return
 	}
 	c := s.newConn(tok.ID, hub, tok.User, &wsTransport{ws: ws, timeout: s.cfg.SendTimeout})

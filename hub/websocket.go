@@ -115,24 +115,34 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 			id = raw
 		}
 	}
-	if err := s.claim(hub, id, rr != nil); err != nil {
-		status := http.StatusConflict
-		if errors.Is(err, errShuttingDown) {
-			status = http.StatusServiceUnavailable
-		}
-		writeError(w, status, err.Error())
+	ws, ok := s.claimUpgrade(w, r, hub, id, rr != nil)
+	if !ok {
 		return
-	}
-	ws, err := s.ws.Upgrade(w, r, nil)
-	if err != nil {
-		s.unclaim(id)
-		return // the upgrader has answered
 	}
 	tr := &wsTransport{ws: ws, timeout: s.cfg.SendTimeout}
 	c := s.newConn(id, hub, user, tr)
 	c.resume = rr
 	c.statefulOK = statefulOK
 	s.serve(c, &wsReader{ws: ws, srv: s, binary: true})
+}
+
+// claimUpgrade claims connection id on this node and upgrades the request
+// to a WebSocket. On failure it has answered.
+func (s *Server) claimUpgrade(w http.ResponseWriter, r *http.Request, hub, id string, resume bool) (*websocket.Conn, bool) {
+	if err := s.claim(hub, id, resume); err != nil {
+		status := http.StatusConflict
+		if errors.Is(err, errShuttingDown) {
+			status = http.StatusServiceUnavailable
+		}
+		writeError(w, status, err.Error())
+		return nil, false
+	}
+	ws, err := s.ws.Upgrade(w, r, nil)
+	if err != nil {
+		s.unclaim(id)
+		return nil, false // the upgrader has answered
+	}
+	return ws, true
 }
 
 // registered reports whether connection id of hub is in the log.

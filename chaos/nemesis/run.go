@@ -301,25 +301,12 @@ func (env *Env) start(ctx context.Context, s Step) (*fault, error) {
 	case PartitionBridge:
 		f.cmds, err = net.Bridge()
 		f.heal = net.HealAll
-	case OneWayLeader:
-		f.cmds, err = net.DeafTo(i)
-		f.heal = net.HealAll
-	case GossipCut:
-		f.cmds, err = net.GossipCut(i)
-		f.heal = net.HealAll
-	case Lossy:
-		f.cmds, err = net.Lossy(i)
-		f.heal = net.HealAll
-	case Slow:
-		f.cmds, err = net.Slow(i)
-		f.heal = net.HealAll
-	case Delay:
-		f.cmds, err = net.Delay(i)
-		f.heal = net.HealAll
 	case ConnReset:
 		f.cmds, err = net.ResetConnections(i)
-	case ClientCut:
-		f.cmds, err = net.CutClients(i)
+	case OneWayLeader, GossipCut, Lossy, Slow, Delay, ClientCut:
+		apply := map[string]func(int) ([]string, error){OneWayLeader: net.DeafTo, GossipCut: net.GossipCut,
+			Lossy: net.Lossy, Slow: net.Slow, Delay: net.Delay, ClientCut: net.CutClients}[s.Kind]
+		f.cmds, err = apply(i)
 		f.heal = net.HealAll
 	default:
 		return nil, fmt.Errorf("unknown fault kind %q", s.Kind)
