@@ -248,15 +248,13 @@ func appendCommand(b []byte, c *Command) []byte {
 		b = appendString(b, c.Conn)
 		b = appendString(b, c.User)
 		b = appendString(b, c.Node)
-		b = binary.AppendUvarint(b, c.From.Index)
-		b = binary.AppendUvarint(b, uint64(c.From.Offset))
+		b = appendCursor(b, c.From)
 	case KindReject:
 		b = appendString(b, c.Reason)
 	case KindConnAck:
 		b = appendString(b, c.Conn)
 		b = binary.AppendUvarint(b, c.AckSeq)
-		b = binary.AppendUvarint(b, c.From.Index)
-		b = binary.AppendUvarint(b, uint64(c.From.Offset))
+		b = appendCursor(b, c.From)
 	}
 	if carriesOrigin(c.Kind) && !c.Origin.IsZero() {
 		// An optional trailer: entries without it (older ones included)
@@ -330,23 +328,13 @@ func DecodeCommand(data []byte) (Command, error) {
 		c.Conn = r.string()
 		c.User = r.string()
 		c.Node = r.string()
-		c.From.Index = r.uvarint()
-		off := r.uvarint()
-		if r.err == nil && off > 1<<32-1 {
-			r.fail("offset %d", off)
-		}
-		c.From.Offset = uint32(off)
+		c.From = r.cursor()
 	case KindReject:
 		c.Reason = r.string()
 	case KindConnAck:
 		c.Conn = r.string()
 		c.AckSeq = r.uvarint()
-		c.From.Index = r.uvarint()
-		off := r.uvarint()
-		if r.err == nil && off > 1<<32-1 {
-			r.fail("offset %d", off)
-		}
-		c.From.Offset = uint32(off)
+		c.From = r.cursor()
 	default:
 		if r.err == nil && c.Kind < KindIgnorable {
 			r.fail("unknown command kind %d", c.Kind)
@@ -371,6 +359,22 @@ func DecodeCommand(data []byte) (Command, error) {
 		r.fail("reject without an origin")
 	}
 	return c, r.err
+}
+
+func appendCursor(b []byte, c Cursor) []byte {
+	b = binary.AppendUvarint(b, c.Index)
+	return binary.AppendUvarint(b, uint64(c.Offset))
+}
+
+// cursor reads a cursor written by appendCursor.
+func (r *reader) cursor() Cursor {
+	c := Cursor{Index: r.uvarint()}
+	off := r.uvarint()
+	if r.err == nil && off > 1<<32-1 {
+		r.fail("offset %d", off)
+	}
+	c.Offset = uint32(off)
+	return c
 }
 
 func appendString(b []byte, s string) []byte {
