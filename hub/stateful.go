@@ -60,13 +60,19 @@ type stateful struct {
 	ackAt   fsm.Cursor
 	written uint64 // ... and this much of it is in the log
 
-	// Owned by the connection's reader goroutine:
-	inSeq uint64 // the client's messages received (numbered)
-	// applied is the highest client message applied (it is what the
-	// server acknowledges); ackedIn what was last acknowledged.
+	// inSeq numbers the client's messages; the reader goroutine owns it.
+	inSeq uint64
+	// applied is the highest client message applied, what the server
+	// acknowledges: the reader writes it under mu, the writer reads it.
 	applied uint64
+	// ackedIn is what the writer last acknowledged; the writer owns it.
 	ackedIn uint64
 }
+
+// maxUnacked bounds the sent messages remembered for checkpoints: a client
+// that never acknowledges costs no more (its checkpoint just stops moving,
+// and a takeover replays more).
+const maxUnacked = 1 << 16
 
 // sentMsg is a message sent to the client: its number and the cursor of
 // the entry it comes from. last is false for a delivery followed, at the
@@ -87,6 +93,9 @@ func (st *stateful) recordSent(at fsm.Cursor) {
 	st.outSeq++
 	if n := len(st.sent); n > 0 && st.sent[n-1].at == at {
 		st.sent[n-1].last = false
+	}
+	if len(st.sent) >= maxUnacked {
+		st.sent = st.sent[1:]
 	}
 	st.sent = append(st.sent, sentMsg{seq: st.outSeq, at: at, last: true})
 	st.mu.Unlock()
