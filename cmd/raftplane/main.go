@@ -291,6 +291,14 @@ func run(ctx context.Context, args []string, stderr io.Writer, onReady func(http
 	o.hub.JWTKey = []byte(o.jwtKey)
 	o.hub.Logger = lg.With("component", "hub")
 	o.hub.Status = func() any { return node.Status() }
+	o.hub.NodeHTTPAddr = func(id string) (string, bool) {
+		for _, m := range agent.Members() {
+			if m.ID == id && m.State == gossip.StateAlive && m.HTTPAddr != "" {
+				return m.HTTPAddr, true
+			}
+		}
+		return "", false
+	}
 	o.hub.Cluster = func(ctx context.Context) any { return node.ClusterStatus(ctx) }
 	srv, err := hub.New(o.hub, node, machine)
 	if err != nil {
