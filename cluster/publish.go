@@ -141,7 +141,7 @@ func (n *Node) batchLoop() {
 		} else {
 			in.fwd = make(chan fwdOutcome, 1)
 			n.wg.Add(1)
-			go n.forward(in.fwd, in.data, len(cmds))
+			go n.forward(in.fwd, in.data, len(cmds), false)
 		}
 		select {
 		case n.inflight <- in:
@@ -176,7 +176,7 @@ func (n *Node) resolveLoop() {
 				// leader; their ids make a second copy impossible.
 				in.f, in.fwd = nil, make(chan fwdOutcome, 1)
 				n.wg.Add(1)
-				go n.forward(in.fwd, in.data, len(in.reqs))
+				go n.forward(in.fwd, in.data, len(in.reqs), true)
 			}
 		}
 		if in.f != nil {
@@ -235,7 +235,11 @@ func (n *Node) waitApplied(res []fsm.Result) error {
 // ids, until HoldTimeout: on a new leader, on a broken connection, even when
 // the previous attempt may have been applied, because the FSM drops a
 // command id it has applied before and returns the first cursor.
-func (n *Node) forward(out chan<- fwdOutcome, batch []byte, count int) {
+func (n *Node) forward(out chan<- fwdOutcome, batch []byte, count int, stamped bool) {
+	typ := rpcForward
+	if stamped {
+		typ = rpcForwardStamped
+	}
 	defer n.wg.Done()
 	deadline := time.Now().Add(n.cfg.HoldTimeout)
 	backoff := 5 * time.Millisecond
@@ -280,7 +284,7 @@ func (n *Node) forward(out chan<- fwdOutcome, batch []byte, count int) {
 		}
 		ctx, cancel := context.WithTimeout(n.life, time.Until(deadline))
 		watched := n.cancelOnLeaderChange(ctx, cancel, addr)
-		f, err := c.call(ctx, rpcForward, batch)
+		f, err := c.call(ctx, typ, batch)
 		cancel()
 		<-watched
 		if err != nil {

@@ -21,7 +21,9 @@ import (
 //	frame    = uvarint(len(body)+1+len(id)) type id body
 //	id       = uvarint request id, echoed by the response
 //
-// Requests: rpcForward (body: an fsm batch) and rpcStats (no body).
+// Requests: rpcForward (body: an fsm batch), rpcForwardStamped (the same,
+// from a deposed leader: its commands already carry a leader's time, which
+// the receiver keeps) and rpcStats (no body).
 // Responses: rpcForwardOK (uvarint n, then n x {uvarint index, uvarint
 // offset, byte outcome code, byte duplicate}), rpcStatsOK (uvarint applied,
 // uvarint last log index), rpcNotLeader and rpcFailed (body: message).
@@ -32,6 +34,8 @@ const (
 	rpcStatsOK   byte = 4
 	rpcNotLeader byte = 5
 	rpcFailed    byte = 6
+
+	rpcForwardStamped byte = 7
 )
 
 // maxRPCFrame bounds a frame so a corrupt length cannot allocate much.
@@ -176,17 +180,17 @@ func (n *Node) serveRPCConn(c net.Conn) {
 			return
 		}
 		switch f.typ {
-		case rpcForward:
+		case rpcForward, rpcForwardStamped:
 			cmds, err := fsm.DecodeBatch(f.body)
 			if err != nil {
 				reply(frame{typ: rpcFailed, id: f.id, body: []byte(err.Error())})
 				continue
 			}
 			reqs.Add(1)
-			go func(id uint64) {
+			go func(id uint64, typ byte) {
 				defer reqs.Done()
-				reply(n.applyForwarded(id, cmds))
-			}(f.id)
+				reply(n.applyForwarded(id, cmds, f.typ == rpcForwardStamped))
+			}(f.id, f.typ)
 		case rpcStats:
 			st := n.Status()
 			b := binary.AppendUvarint(nil, n.machine.Position().Applied)
@@ -200,8 +204,11 @@ func (n *Node) serveRPCConn(c net.Conn) {
 
 // applyForwarded runs forwarded commands through this (leader's) batcher, so
 // they share entries with local ones. Their ids are kept, which is what makes
-// a retried forward safe; their time is restamped with the leader's clock.
-func (n *Node) applyForwarded(id uint64, cmds []fsm.Command) frame {
+// a retried forward safe. Their time is restamped with the leader's clock,
+// unless a deposed leader stamped them already (stamped): a command keeps
+// the time a leader first accepted it at, so the FSM can refuse a copy that
+// arrives too late to be recognised as a duplicate (fsm.MaxCommandAge).
+func (n *Node) applyForwarded(id uint64, cmds []fsm.Command, stamped bool) frame {
 	if !n.isLeader() {
 		return frame{typ: rpcNotLeader, id: id}
 	}
@@ -211,7 +218,9 @@ func (n *Node) applyForwarded(id uint64, cmds []fsm.Command) frame {
 		if err := cmds[i].Validate(); err != nil || cmds[i].ID == "" {
 			return frame{typ: rpcFailed, id: id, body: []byte(fmt.Sprintf("command %d: invalid or without id: %v", i, err))}
 		}
-		cmds[i].Time = now
+		if !stamped || cmds[i].Time == 0 {
+			cmds[i].Time = now
+		}
 		reqs[i] = &request{cmd: cmds[i], done: make(chan outcome, 1)}
 		select {
 		case n.submitCh <- reqs[i]:

@@ -19,6 +19,14 @@ import (
 // cost memory in proportion to the publish rate.
 const DedupWindow = 30 * time.Second
 
+// MaxCommandAge bounds how far behind the newest applied command a command
+// may be stamped and still be applied. Together with DedupWindow it makes
+// retries exactly-once however late a copy reaches the log (a forward held
+// by a deposed leader, an uncommitted entry a later leader commits): every
+// copy carries the time a leader first accepted the command, so a copy is
+// either young enough that the first one is still remembered, or refused.
+const MaxCommandAge = DedupWindow / 2
+
 // Sentinel errors. Apply reports per-command errors in Result.Err and keeps
 // the command in the stream, so every node sees the same outcome.
 var (
@@ -27,6 +35,10 @@ var (
 	ErrCursorTooOld      = errors.New("cursor expired: older than the message cache")
 	ErrNoEpoch           = errors.New("stream not initialised yet (no cluster id applied)")
 	ErrResumeDenied      = errors.New("resume denied: the connection belongs to another user")
+	// ErrExpired refuses a command stamped more than MaxCommandAge before
+	// the newest applied one: a copy that late might no longer be known as
+	// a duplicate, so it is not applied at all.
+	ErrExpired = errors.New("command expired: it reached the log too late to be applied safely; it may or may not have been applied before")
 )
 
 // Config bounds the message cache. The limits are per node: a node with a
@@ -243,6 +255,18 @@ func (m *Machine) applyLocked(l *raft.Log) interface{} {
 		if c.Time > st.Newest {
 			st.Newest = c.Time
 		}
+		if c.ID != "" && !skipDedup {
+			if first, ok := st.Dedup[c.ID]; ok {
+				res[off] = Result{Cursor: first, Duplicate: true}
+				continue
+			}
+			if st.Newest-c.Time > MaxCommandAge.Nanoseconds() {
+				res[off] = Result{Cursor: cur, Err: ErrExpired}
+				continue
+			}
+			st.Dedup[c.ID] = cur
+			st.DedupQ = append(st.DedupQ, dedupItem{ID: c.ID, Time: c.Time})
+		}
 		if !c.Origin.IsZero() {
 			// A client message sent again after a reconnect, possibly to
 			// another node: applied once, by its sequence number, without
@@ -254,14 +278,6 @@ func (m *Machine) applyLocked(l *raft.Log) interface{} {
 				}
 				cs.ClientSeq = c.Origin.Seq
 			}
-		}
-		if c.ID != "" && !skipDedup {
-			if first, ok := st.Dedup[c.ID]; ok {
-				res[off] = Result{Cursor: first, Duplicate: true}
-				continue
-			}
-			st.Dedup[c.ID] = cur
-			st.DedupQ = append(st.DedupQ, dedupItem{ID: c.ID, Time: c.Time})
 		}
 		e := Entry{Cursor: cur, Command: *c}
 		e.Err = st.apply(&e)

@@ -14,7 +14,7 @@ const snapshotVersion = 1
 
 // errCodes maps outcome errors to stable codes for snapshots (and, later,
 // for forwarding results between nodes).
-var errCodes = []error{nil, ErrUnknownConnection, ErrConnectionExists, ErrResumeDenied}
+var errCodes = []error{nil, ErrUnknownConnection, ErrConnectionExists, ErrResumeDenied, ErrExpired}
 
 // ErrorCode returns the stable code of an Apply outcome error (0 for nil).
 func ErrorCode(err error) uint8 {

@@ -405,8 +405,8 @@ func TestErrorCode(t *testing.T) {
 		})
 	}
 	t.Run("unknown code", func(t *testing.T) {
-		if err, ok := ErrorFromCode(4); ok || err != nil {
-			t.Fatalf("ErrorFromCode(4) = %v, %v; want nil, false", err, ok)
+		if err, ok := ErrorFromCode(uint8(len(errCodes))); ok || err != nil {
+			t.Fatalf("ErrorFromCode(%d) = %v, %v; want nil, false", len(errCodes), err, ok)
 		}
 	})
 	t.Run("uncoded error panics", func(t *testing.T) {
