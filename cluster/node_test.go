@@ -201,6 +201,35 @@ func TestNode_ForwardRetryIsDeduplicated(t *testing.T) {
 		}
 		checkOnce(t, nodes, id, got[0].Cursor)
 	})
+
+	// A deposed leader's re-forward keeps the time a leader gave its
+	// commands: one stamped too long ago is refused, however late it comes;
+	// a plain forward is restamped by the leader and applied.
+	t.Run("Stamped", func(t *testing.T) {
+		c, err := fs[0].node.rpcTo(l.raftAddr)
+		if err != nil {
+			t.Fatalf("rpcTo leader: %v", err)
+		}
+		old := time.Now().Add(-2 * fsm.MaxCommandAge).UnixNano()
+		for _, tc := range []struct {
+			typ  byte
+			id   string
+			want error
+		}{{rpcForwardStamped, "stamped-late", fsm.ErrExpired}, {rpcForward, "plain-late", nil}} {
+			cmd := testCommand(tc.id)
+			cmd.Time = old
+			ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+			f, err := c.call(ctx, tc.typ, fsm.EncodeBatch([]fsm.Command{cmd}))
+			cancel()
+			if err != nil || f.typ != rpcForwardOK {
+				t.Fatalf("%s: %v, response type %d (%s)", tc.id, err, f.typ, f.body)
+			}
+			res, err := decodeResults(f.body)
+			if err != nil || len(res) != 1 || res[0].Err != tc.want {
+				t.Errorf("%s: results %+v, %v; want outcome %v", tc.id, res, err, tc.want)
+			}
+		}
+	})
 }
 
 // checkOnce publishes a marker, waits until every node applied it and checks

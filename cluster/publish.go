@@ -15,6 +15,9 @@ import (
 type request struct {
 	cmd  fsm.Command
 	done chan outcome // buffered 1: the resolver never blocks on a caller
+	// stamped: a leader accepted the command already (it came through
+	// applyForwarded), so its time is a leader's and travels unchanged.
+	stamped bool
 }
 
 type outcome struct {
@@ -110,12 +113,16 @@ func (n *Node) batchLoop() {
 	defer n.wg.Done()
 	batch := make([]*request, 0, n.cfg.MaxBatch)
 	cmds := make([]fsm.Command, 0, n.cfg.MaxBatch)
+	var held *request // the first of the next batch: it differs in stamped
 	for {
-		var first *request
-		select {
-		case <-n.stop:
-			return
-		case first = <-n.submitCh:
+		first := held
+		held = nil
+		if first == nil {
+			select {
+			case <-n.stop:
+				return
+			case first = <-n.submitCh:
+			}
 		}
 		batch, cmds = batch[:0], cmds[:0]
 		batch = append(batch, first)
@@ -124,6 +131,11 @@ func (n *Node) batchLoop() {
 		for len(batch) < n.cfg.MaxBatch && size < n.cfg.MaxBatchBytes {
 			select {
 			case r := <-n.submitCh:
+				if r.stamped != first.stamped {
+					// A batch is forwarded stamped or not as a whole.
+					held = r
+					break drain
+				}
 				batch = append(batch, r)
 				size += len(r.cmd.Args) + 128
 			default:
@@ -141,7 +153,9 @@ func (n *Node) batchLoop() {
 		} else {
 			in.fwd = make(chan fwdOutcome, 1)
 			n.wg.Add(1)
-			go n.forward(in.fwd, in.data, len(cmds), false)
+			// Commands a leader accepted before it was deposed keep their
+			// stamp on the way to the next one.
+			go n.forward(in.fwd, in.data, len(cmds), first.stamped)
 		}
 		select {
 		case n.inflight <- in:

@@ -221,7 +221,7 @@ func (n *Node) applyForwarded(id uint64, cmds []fsm.Command, stamped bool) frame
 		if !stamped || cmds[i].Time == 0 {
 			cmds[i].Time = now
 		}
-		reqs[i] = &request{cmd: cmds[i], done: make(chan outcome, 1)}
+		reqs[i] = &request{cmd: cmds[i], done: make(chan outcome, 1), stamped: true}
 		select {
 		case n.submitCh <- reqs[i]:
 		case <-n.stop:
