@@ -131,6 +131,13 @@ func profile(t *testing.T) nemesis.Profile {
 	if !ok {
 		t.Fatalf("unknown chaos profile %q", name)
 	}
+	if v := os.Getenv("CHAOS_FAULTS"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			t.Fatalf("CHAOS_FAULTS=%q: want a duration such as 10m", v)
+		}
+		p.Faults = d // a shorter or longer fault phase for the same profile
+	}
 	return p
 }
 
