@@ -43,18 +43,10 @@ func TestMain(m *testing.M) {
 		os.Setenv(binEnv, dir)
 		defer os.RemoveAll(dir)
 	}
-	r, err := sandbox.Enter()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "chaos: sandbox:", err)
-		os.Exit(1)
+	code := sandbox.Run(func(r sandbox.Result) int { sb = r; return m.Run() })
+	if !sb.Inside {
+		os.RemoveAll(os.Getenv(binEnv)) // the host process built the binaries
 	}
-	if !r.Inside && r.Available {
-		code := r.ExitCode
-		os.RemoveAll(os.Getenv(binEnv))
-		os.Exit(code) // the tests ran in the sandbox
-	}
-	sb = r
-	code := m.Run()
 	os.Exit(code)
 }
 

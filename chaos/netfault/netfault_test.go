@@ -37,16 +37,7 @@ func TestMain(m *testing.M) {
 		runNode(addr)
 		os.Exit(0)
 	}
-	r, err := sandbox.Enter()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	if !r.Inside && r.Available {
-		os.Exit(r.ExitCode)
-	}
-	sb = r
-	os.Exit(m.Run())
+	os.Exit(sandbox.Run(func(r sandbox.Result) int { sb = r; return m.Run() }))
 }
 
 // ---- the node helper: TCP+UDP echo server, driven over stdin/stdout ----

@@ -137,3 +137,19 @@ func (r Result) String() string {
 		return "chaos sandbox unavailable: " + r.Reason
 	}
 }
+
+// Run is the body of a TestMain: it enters the sandbox and returns the exit
+// code to leave with. In the parent that is the child's code (the tests ran
+// inside); inside, or where the sandbox is unavailable, it calls run with
+// where Enter left the process and returns its code.
+func Run(run func(Result) int) int {
+	r, err := Enter()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if !r.Inside && r.Available {
+		return r.ExitCode
+	}
+	return run(r)
+}

@@ -27,16 +27,7 @@ func TestMain(m *testing.M) {
 		helper(mode)
 		return
 	}
-	r, err := sandbox.Enter()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	if !r.Inside && r.Available {
-		os.Exit(r.ExitCode)
-	}
-	sb = r
-	os.Exit(m.Run())
+	os.Exit(sandbox.Run(func(r sandbox.Result) int { sb = r; return m.Run() }))
 }
 
 func helper(mode string) {
