@@ -26,6 +26,14 @@ type Config struct {
 	MaxQueuedMessages int
 	// SendTimeout bounds one transport write.
 	SendTimeout time.Duration
+	// WSReadBufferSize is each WebSocket's read buffer, held for the life
+	// of the connection, idle or not: it is most of an idle connection's
+	// memory. Larger messages are read straight past it.
+	WSReadBufferSize int
+	// WSWriteBufferSize is the WebSocket write buffer, lent from a pool for
+	// the length of one write: a transport message (several coalesced hub
+	// messages) up to this size goes out as one frame and one write.
+	WSWriteBufferSize int
 	// PublishTimeout bounds one hub method or REST call waiting for commit.
 	PublishTimeout time.Duration
 	// NegotiateTTL is how long a negotiated connection token may wait for
@@ -91,6 +99,8 @@ func DefaultConfig() Config {
 		MaxMessageSize:    32 << 10,
 		MaxQueuedMessages: 4096,
 		SendTimeout:       10 * time.Second,
+		WSReadBufferSize:  1024,
+		WSWriteBufferSize: 64 << 10,
 		PublishTimeout:    10 * time.Second,
 		NegotiateTTL:      60 * time.Second,
 		MaxBodySize:       64 << 10,
@@ -116,6 +126,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxMessageSize < 256 {
 		errs = append(errs, fmt.Errorf("MaxMessageSize (%d) must be at least 256", c.MaxMessageSize))
+	}
+	if c.WSReadBufferSize < 256 || c.WSWriteBufferSize < 256 {
+		errs = append(errs, fmt.Errorf("WSReadBufferSize (%d) and WSWriteBufferSize (%d) must be at least 256", c.WSReadBufferSize, c.WSWriteBufferSize))
 	}
 	if c.MaxQueuedMessages < 1 {
 		errs = append(errs, fmt.Errorf("MaxQueuedMessages (%d) must be at least 1", c.MaxQueuedMessages))

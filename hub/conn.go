@@ -32,17 +32,29 @@ type conn struct {
 	user  string
 	proto protocol
 	tr    transport
-	log   *slog.Logger
 
 	ctx    context.Context // ends when the connection ends
-	cancel context.CancelFunc
+	cancel func()          // ends c.ctx, then cancelled
 
 	mu       sync.Mutex
 	queue    []outFrame
 	closing  bool
 	flush    bool   // on closing, send what is queued first
 	closeMsg []byte // the hub Close message sent last, if any
-	wake     chan struct{}
+	// the writer (see startWriter); all under mu
+	writing    bool // someone owns the transport
+	ended      bool // the transport is closed for good
+	readerGone bool
+	// closeOnCancel: the serving goroutine owns the transport and may be
+	// blocked reading it; ending the connection closes it
+	closeOnCancel bool
+	holding       bool // a new stateful connection waits for its client's first message
+	pingDue       bool
+	ackDue        bool
+	lastWrite     time.Time
+	kaTimer       *time.Timer
+	ackTimer      *time.Timer
+	holdTimer     *time.Timer
 
 	handshaking atomic.Bool // until the handshake response is written
 	goodbye     atomic.Bool // the client closed cleanly: no resume expected
@@ -68,22 +80,30 @@ type conn struct {
 
 func (s *Server) newConn(id, hub, user string, tr transport) *conn {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &conn{
+	c := &conn{
 		srv:        s,
 		id:         id,
 		hub:        hub,
 		user:       user,
 		proto:      jsonProtocol{},
 		tr:         tr,
-		log:        s.log.With("conn", id, "hub", hub),
 		ctx:        ctx,
-		cancel:     cancel,
-		wake:       make(chan struct{}, 1),
+		writing:    true, // the serving goroutine's until startWriter
 		openID:     "open:" + newConnectionID(),
 		attached:   make(chan struct{}),
 		writerDone: make(chan struct{}),
 	}
+	c.cancel = func() {
+		cancel()
+		c.cancelled()
+	}
+	return c
 }
+
+// logger returns the connection's logger. It is made on demand: kept in
+// every connection, its preformatted attributes would cost each one memory
+// for its whole life, for messages that are rare.
+func (c *conn) logger() *slog.Logger { return c.srv.log.With("conn", c.id, "hub", c.hub) }
 
 // setProtocol sets the hub protocol the handshake chose (MessagePack: see
 // msgpack.go). It is called before the connection is attached and before
@@ -92,13 +112,6 @@ func (c *conn) setProtocol(p protocol) {
 	c.mu.Lock()
 	c.proto = p
 	c.mu.Unlock()
-}
-
-func (c *conn) signal() {
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
 }
 
 // outFrame is one queued hub message and the cursor of the entry it comes
@@ -122,14 +135,14 @@ func (c *conn) enqueue(frame []byte, at fsm.Cursor) bool {
 		c.queue = nil
 		c.closeMsg = c.proto.appendClose(nil, "Connection closed: too slow to receive, more than "+
 			strconv.Itoa(c.srv.cfg.MaxQueuedMessages)+" messages queued.", true)
+		c.kickLocked()
 		c.mu.Unlock()
-		c.log.Warn("closing slow connection", "queued", c.srv.cfg.MaxQueuedMessages)
-		c.signal()
+		c.logger().Warn("closing slow connection", "queued", c.srv.cfg.MaxQueuedMessages)
 		return false
 	}
 	c.queue = append(c.queue, outFrame{frame, at})
+	c.kickLocked()
 	c.mu.Unlock()
-	c.signal()
 	return true
 }
 
@@ -154,8 +167,8 @@ func (c *conn) closeWith(errMsg string, allowReconnect, flush bool) {
 		c.queue = nil
 	}
 	c.closeMsg = c.proto.appendClose(nil, errMsg, allowReconnect)
+	c.kickLocked()
 	c.mu.Unlock()
-	c.signal()
 }
 
 // dropAfterFlush ends the connection after what is queued, with no Close
@@ -168,62 +181,179 @@ func (c *conn) dropAfterFlush() {
 	if !c.closing {
 		c.closing, c.flush, c.closeMsg = true, true, nil
 	}
+	c.kickLocked()
 	c.mu.Unlock()
-	c.signal()
 }
 
-// writeLoop owns every write to the transport after the handshake. It
-// coalesces queued hub messages into transport messages, sends keep-alive
-// pings, and ends the transport when the connection closes.
-func (c *conn) writeLoop() {
-	defer close(c.writerDone)
-	defer c.cancel()
+// The writer. At most one goroutine writes to a connection's transport at a
+// time, and only while there is something to write: an idle connection has
+// no writer goroutine (its keep-alive and acknowledgement timers start one
+// when due). c.writing says that someone owns the transport: the serving
+// goroutine until startWriter (handshake, replay), then a drain goroutine
+// while one runs. Whoever sets it owns the transport until it clears it.
+
+// startWriter hands the transport over from the serving goroutine to the
+// writer and arms the connection's timers.
+func (c *conn) startWriter() {
 	ka := c.srv.cfg.KeepAliveInterval
-	timer := time.NewTimer(ka)
-	defer timer.Stop()
-	var ackC <-chan time.Time
+	c.mu.Lock()
+	c.lastWrite = time.Now()
+	c.kaTimer = time.AfterFunc(ka, c.keepAliveTick)
 	if c.sr != nil {
-		t := time.NewTicker(statefulAckInterval)
-		defer t.Stop()
-		ackC = t.C
+		c.ackTimer = time.AfterFunc(statefulAckInterval, c.ackTick)
 		if c.resume == nil {
-			// See stateful.spoke.
 			select {
 			case <-c.sr.spoke:
-			case <-time.After(statefulHold):
-			case <-c.ctx.Done():
+			default:
+				// See stateful.spoke.
+				c.holding = true
+				c.holdTimer = time.AfterFunc(statefulHold, c.endHold)
 			}
 		}
 	}
-	var buf []byte
+	c.writing = false
+	c.kickLocked()
+	c.mu.Unlock()
+}
+
+// cancelled runs on every c.cancel: the connection is over. Before the
+// writer owns the transport (closeOnCancel armed) it closes the transport
+// to unblock the handshake's read; after, it has the writer end the
+// transport once it is done with what it is writing. (A callback rather
+// than a context.AfterFunc: every registration on c.ctx costs each
+// connection memory for its whole life.)
+func (c *conn) cancelled() {
+	c.mu.Lock()
+	closeNow := c.closeOnCancel
+	c.closeOnCancel = false
+	c.readerGone = true
+	c.kickLocked()
+	c.mu.Unlock()
+	if closeNow {
+		_ = c.tr.close()
+	}
+}
+
+// armCloseOnCancel makes the connection's end close the transport until
+// disarmCloseOnCancel; on an ended connection it closes it at once.
+func (c *conn) armCloseOnCancel() {
+	c.mu.Lock()
+	ended := c.ctx.Err() != nil
+	c.closeOnCancel = !ended
+	c.mu.Unlock()
+	if ended {
+		_ = c.tr.close()
+	}
+}
+
+// disarmCloseOnCancel reports whether it disarmed it before the connection
+// ended (false: the transport is closed or closing).
+func (c *conn) disarmCloseOnCancel() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ok := c.closeOnCancel
+	c.closeOnCancel = false
+	return ok
+}
+
+// kickLocked starts a drain goroutine if there is work and no one owns the
+// transport. c.mu is held.
+func (c *conn) kickLocked() {
+	if c.writing || c.ended {
+		return
+	}
+	work := c.closing || c.readerGone || c.pingDue || c.ackDue || (len(c.queue) > 0 && !c.holding)
+	if !work {
+		return
+	}
+	c.writing = true
+	go c.drain()
+}
+
+func (c *conn) keepAliveTick() {
+	ka := c.srv.cfg.KeepAliveInterval
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ended {
+		return
+	}
+	if idle := time.Since(c.lastWrite); idle < ka {
+		c.kaTimer.Reset(ka - idle)
+		return
+	}
+	c.pingDue = true
+	c.kickLocked()
+	c.kaTimer.Reset(ka)
+}
+
+func (c *conn) ackTick() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ended {
+		return
+	}
+	c.ackDue = true
+	c.kickLocked()
+	c.ackTimer.Reset(statefulAckInterval)
+}
+
+// endHold lets a new stateful connection's messages go out.
+func (c *conn) endHold() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.holding {
+		c.holding = false
+		c.kickLocked()
+	}
+}
+
+// writeBufs lends drain its coalescing buffers.
+var writeBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+// drain writes what is due until nothing is, coalescing queued hub messages
+// into transport messages of up to maxCoalesce bytes, then gives the
+// transport back; or ends the transport when the connection is over.
+func (c *conn) drain() {
+	bp := writeBufs.Get().(*[]byte)
+	defer func() {
+		if cap(*bp) <= maxCoalesce {
+			writeBufs.Put(bp)
+		}
+	}()
 	for {
-		ping := false
-		select {
-		case <-c.wake:
-		case <-timer.C:
-			ping = true
-		case <-ackC:
-			if buf = c.statefulAck(buf[:0]); len(buf) > 0 {
-				if err := c.tr.write(buf); err != nil {
-					_ = c.tr.close()
-					return
-				}
-			}
-			continue
-		case <-c.ctx.Done():
-			// The reader is gone: the transport is dead or the client left.
-			_ = c.tr.close()
+		c.mu.Lock()
+		if c.readerGone {
+			c.mu.Unlock()
+			c.end()
 			return
 		}
-		c.mu.Lock()
-		q := c.queue
-		c.queue = nil
+		var q []outFrame
+		if !c.holding || c.closing {
+			q, c.queue = c.queue, nil
+		}
 		closing, flush, closeMsg := c.closing, c.flush, c.closeMsg
+		ping, ack := c.pingDue, c.ackDue
+		c.pingDue, c.ackDue = false, false
+		if len(q) == 0 && !closing && !ping && !ack {
+			c.writing = false
+			c.mu.Unlock()
+			return
+		}
 		c.mu.Unlock()
 		if closing && !flush {
 			q = nil
 		}
+		buf := (*bp)[:0]
 		wrote := false
+		if ack {
+			if buf = c.statefulAck(buf); len(buf) > 0 {
+				if err := c.tr.write(buf); err != nil {
+					c.end()
+					return
+				}
+				wrote = true
+			}
+		}
 		for len(q) > 0 {
 			buf = buf[:0]
 			for len(q) > 0 && (len(buf) == 0 || len(buf)+len(q[0].b) <= maxCoalesce) {
@@ -234,31 +364,48 @@ func (c *conn) writeLoop() {
 				q = q[1:]
 			}
 			if err := c.tr.write(buf); err != nil {
-				c.log.Debug("write failed", "err", err)
-				_ = c.tr.close()
+				c.logger().Debug("write failed", "err", err)
+				c.end()
 				return
 			}
 			wrote = true
 		}
+		*bp = buf
 		if closing {
 			if closeMsg != nil {
 				_ = c.tr.write(closeMsg)
 			}
-			_ = c.tr.close()
+			c.end()
 			return
 		}
 		if ping && !wrote {
 			if err := c.tr.write(c.proto.appendPing(buf[:0])); err != nil {
-				_ = c.tr.close()
+				c.end()
 				return
 			}
+			wrote = true
 		}
-		if !timer.Stop() {
-			select {
-			case <-timer.C:
-			default:
-			}
+		if wrote {
+			c.mu.Lock()
+			c.lastWrite = time.Now()
+			c.mu.Unlock()
 		}
-		timer.Reset(ka)
 	}
+}
+
+// end ends the transport and the connection; the writer owns the
+// transport, and keeps it: no one writes to it again.
+func (c *conn) end() {
+	_ = c.tr.close()
+	c.mu.Lock()
+	c.ended = true
+	c.queue = nil
+	for _, t := range []*time.Timer{c.kaTimer, c.ackTimer, c.holdTimer} {
+		if t != nil {
+			t.Stop()
+		}
+	}
+	c.mu.Unlock()
+	c.cancel()
+	close(c.writerDone)
 }

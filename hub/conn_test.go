@@ -84,17 +84,20 @@ func noBlock(t *testing.T, what string, f func()) {
 
 // newUnitConn builds a connection on an unstarted server, outside any HTTP
 // handler, with its writer running.
-func newUnitConn(t *testing.T, maxQueued int, tr transport) *conn {
+func newUnitConn(t *testing.T, maxQueued int, tr transport, opts ...func(*Config)) *conn {
 	t.Helper()
 	cfg := testConfig(t)
 	cfg.MaxQueuedMessages = maxQueued
+	for _, o := range opts {
+		o(&cfg)
+	}
 	m := newTestMachine(t)
 	srv, err := New(cfg, newFakePublisher(t, m, true), m)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
 	c := srv.newConn("conn-1", testHubName, "u", tr)
-	go c.writeLoop()
+	c.startWriter()
 	t.Cleanup(func() {
 		c.cancel()
 		<-c.writerDone
@@ -212,4 +215,39 @@ func TestConn_Enqueue(t *testing.T) {
 			t.Fatalf("wrote %q, want %q", got, want)
 		}
 	})
+}
+
+// An idle connection holds no writer goroutine: the writer exists while
+// there is something to write, and the keep-alive timer starts one when a
+// Ping is due.
+func TestConn_IdleHasNoWriter(t *testing.T) {
+	t.Parallel()
+	tr := newGateTransport(false)
+	c := newUnitConn(t, 100, tr, func(cfg *Config) { cfg.KeepAliveInterval = 50 * time.Millisecond })
+	writing := func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.writing
+	}
+	c.enqueue(frameN(1), fsm.Cursor{})
+	waitFor(t, "the frame to be written and the writer to exit", func() bool {
+		return len(tr.written()) >= 1 && !writing()
+	})
+	ping := `{"type":6}` + "\x1e"
+	waitFor(t, "two keep-alive pings", func() bool {
+		n := 0
+		for _, w := range tr.written() {
+			if string(w) == ping {
+				n++
+			}
+		}
+		return n >= 2
+	})
+	waitFor(t, "the writer to exit after the pings", func() bool { return !writing() })
+	if w := tr.written(); !bytes.Equal(w[0], frameN(1)) {
+		t.Fatalf("first write %q, want the frame", w[0])
+	}
+	c.cancel()
+	waitChan(t, "the transport to close once the reader is gone", tr.closed)
+	waitChan(t, "the writer to end", c.writerDone)
 }

@@ -131,12 +131,12 @@ func (c *conn) handleRecord(rec []byte, info recordInfo) {
 	if c.ctx.Err() != nil {
 		return
 	}
-	if c.sr != nil {
-		c.sr.clientSpoke()
+	if c.sr != nil && c.sr.clientSpoke() {
+		c.endHold()
 	}
 	if info.Oversized {
 		msg := fmt.Sprintf("Message of %d bytes exceeds the maximum message size of %d bytes.", info.Size, c.srv.cfg.MaxMessageSize)
-		c.log.Debug("oversized message", "size", info.Size)
+		c.logger().Debug("oversized message", "size", info.Size)
 		if c.sr != nil {
 			c.handleStateful(hubMessage{Type: typeInvocation, InvocationID: info.InvocationID, HasInvocationID: info.HasInvocationID}, msg)
 			return
@@ -148,7 +148,7 @@ func (c *conn) handleRecord(rec []byte, info recordInfo) {
 	}
 	m, err := parseRecord(c.proto, rec) // JSON or MessagePack (msgpack.go)
 	if err != nil {
-		c.log.Debug("malformed message", "err", err)
+		c.logger().Debug("malformed message", "err", err)
 		if c.sr != nil {
 			if m.Type == 0 {
 				m.Type = typeInvocation // a broken invocation, most likely: it was numbered
@@ -184,7 +184,7 @@ func (c *conn) handleRecord(rec []byte, info recordInfo) {
 		// client results or upload streams to route, and stateful reconnect
 		// is not offered on this connection.
 	default:
-		c.log.Debug("ignoring unknown message type", "type", m.Type)
+		c.logger().Debug("ignoring unknown message type", "type", m.Type)
 	}
 }
 

@@ -70,8 +70,8 @@ func New(cfg Config, pub Publisher, stream Stream) (*Server, error) {
 		stop:     make(chan struct{}),
 		dispCh:   make(chan struct{}),
 		ws: websocket.Upgrader{
-			ReadBufferSize:  4096,
-			WriteBufferSize: 4096,
+			ReadBufferSize:  cfg.WSReadBufferSize,
+			WriteBufferSize: cfg.WSWriteBufferSize,
 			// Write buffers are lent for the length of a write: an idle
 			// connection holds none.
 			WriteBufferPool: &sync.Pool{},

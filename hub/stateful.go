@@ -85,7 +85,12 @@ type sentMsg struct {
 
 func newStateful() *stateful { return &stateful{spoke: make(chan struct{})} }
 
-func (st *stateful) clientSpoke() { st.spokeOnce.Do(func() { close(st.spoke) }) }
+// clientSpoke records the client's first message; it reports whether this
+// was it.
+func (st *stateful) clientSpoke() (first bool) {
+	st.spokeOnce.Do(func() { close(st.spoke); first = true })
+	return first
+}
 
 // recordSent numbers a message written to the client.
 func (st *stateful) recordSent(at fsm.Cursor) {
@@ -210,7 +215,7 @@ func (c *conn) commitStateful(cmd fsm.Command) bool {
 		if err == nil || isOutcome(err) {
 			return true
 		}
-		c.log.Debug("stateful command not committed yet; retrying", "err", err)
+		c.logger().Debug("stateful command not committed yet; retrying", "err", err)
 		select {
 		case <-c.ctx.Done():
 		case <-time.After(backoff):
@@ -350,7 +355,7 @@ func (s *Server) statefulReconnect(w http.ResponseWriter, r *http.Request, tok c
 	c.sr.outSeq, c.sr.ackSeq, c.sr.ackAt, c.sr.written = seq, seq, from, seq
 	c.sr.applied = ci.ClientSeq
 	c.resume = &resumeReq{id: tok.ID, user: tok.User, from: from, groups: groups}
-	s.serveReattached(c, &wsReader{ws: ws, srv: s, binary: true})
+	go s.serveReattached(c, &wsReader{ws: ws, srv: s, binary: true}) // off the handler, as handleConnect
 }
 
 // evictLocal ends a transport of connection id still held on this node (a
@@ -383,11 +388,11 @@ func (s *Server) serveReattached(c *conn, rd *wsReader) {
 	s.conns[c.id] = c
 	s.mu.Unlock()
 	defer c.cancel()
-	stopClose := context.AfterFunc(c.ctx, func() { _ = c.tr.close() })
+	c.armCloseOnCancel()
 
 	var first []byte
 	if err := rd.next(s.cfg.HandshakeTimeout, func(p []byte) { first = append(first, p...) }); err != nil {
-		stopClose()
+		c.disarmCloseOnCancel()
 		_ = c.tr.close()
 		return
 	}
@@ -403,8 +408,8 @@ func (s *Server) serveReattached(c *conn, rd *wsReader) {
 		leftover = append(leftover, pendingRecord{append([]byte(nil), rec...), info})
 	})
 	opened, err := s.open(c)
-	if err != nil || !stopClose() || c.ctx.Err() != nil {
-		c.log.Debug("stateful reconnect refused", "err", err)
+	if err != nil || !c.disarmCloseOnCancel() || c.ctx.Err() != nil {
+		c.logger().Debug("stateful reconnect refused", "err", err)
 		_ = c.tr.close()
 		s.release(c)
 		return
@@ -416,12 +421,12 @@ func (s *Server) serveReattached(c *conn, rd *wsReader) {
 	}
 	n, err := s.replay(c, c.resume, opened)
 	if err != nil {
-		c.log.Warn("stateful reconnect replay failed", "err", err)
+		c.logger().Warn("stateful reconnect replay failed", "err", err)
 		_ = c.tr.write(p.appendClose(nil, "Reconnect failed: "+err.Error()+".", true))
 		_ = c.tr.close()
 		s.release(c)
 		return
 	}
-	c.log.Debug("stateful reconnect", "from", c.resume.from, "sequence", c.sr.outSeq-uint64(n)+1, "replayed", n)
+	c.logger().Debug("stateful reconnect", "from", c.resume.from, "sequence", c.sr.outSeq-uint64(n)+1, "replayed", n)
 	s.run(c, rd, split, leftover)
 }

@@ -123,7 +123,11 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 	c := s.newConn(id, hub, user, tr)
 	c.resume = rr
 	c.statefulOK = statefulOK
-	s.serve(c, &wsReader{ws: ws, srv: s, binary: true})
+	// The connection lives on a goroutine of its own: the handler returns,
+	// and with it net/http's per-connection state (its buffers, the request,
+	// a stack grown by the handler chain), which would otherwise be held for
+	// the whole life of every WebSocket.
+	go s.serve(c, &wsReader{ws: ws, srv: s, binary: true})
 }
 
 // claimUpgrade claims connection id on this node and upgrades the request
@@ -239,7 +243,7 @@ func (s *Server) serve(c *conn, rd reader) {
 	// Until the writer owns the transport, ending the connection's context
 	// (Server.Close) must close the transport to unblock the handshake read.
 	c.handshaking.Store(true)
-	stopHandshakeClose := context.AfterFunc(c.ctx, func() { _ = c.tr.close() })
+	c.armCloseOnCancel()
 
 	hs, split, leftover, alive, hsErr := s.readHandshake(c, rd)
 	if !alive {
@@ -257,10 +261,10 @@ func (s *Server) serve(c *conn, rd reader) {
 	}
 	if hsErr == nil && c.resume != nil && c.resume.reset != "" {
 		// The handshake succeeds so that the client reads the reason.
-		if !stopHandshakeClose() {
+		if !c.disarmCloseOnCancel() {
 			return
 		}
-		c.log.Info("resume refused", "reason", c.resume.reset)
+		c.logger().Info("resume refused", "reason", c.resume.reset)
 		_ = c.tr.write(encodeHandshakeResponse(""))
 		_ = c.tr.write(c.proto.appendClose(nil, c.resume.reset, true))
 		_ = c.tr.close()
@@ -271,12 +275,12 @@ func (s *Server) serve(c *conn, rd reader) {
 		opened, hsErr = s.open(c)
 	}
 	if hsErr != nil {
-		c.log.Debug("handshake failed", "err", hsErr)
+		c.logger().Debug("handshake failed", "err", hsErr)
 		_ = c.tr.write(encodeHandshakeResponse(hsErr.Error()))
 		_ = c.tr.close()
 		return
 	}
-	if !stopHandshakeClose() || c.ctx.Err() != nil {
+	if !c.disarmCloseOnCancel() || c.ctx.Err() != nil {
 		_ = c.tr.close()
 		s.release(c)
 		return
@@ -290,22 +294,22 @@ func (s *Server) serve(c *conn, rd reader) {
 	if c.resume != nil {
 		n, err := s.replay(c, c.resume, opened)
 		if err != nil {
-			c.log.Warn("resume replay failed", "err", err)
+			c.logger().Warn("resume replay failed", "err", err)
 			_ = c.tr.write(c.proto.appendClose(nil, "Resume failed: "+err.Error()+". Start a new connection.", true))
 			_ = c.tr.close()
 			s.release(c)
 			return
 		}
-		c.log.Debug("resumed", "from", c.resume.from, "replayed", n, "live_after", opened)
+		c.logger().Debug("resumed", "from", c.resume.from, "replayed", n, "live_after", opened)
 	}
-	c.log.Debug("connected", "user", c.user)
+	c.logger().Debug("connected", "user", c.user)
 	s.run(c, rd, split, leftover)
 }
 
 // run starts the connection's writer, then reads and handles the client's
 // messages until the connection ends, and cleans up.
 func (s *Server) run(c *conn, rd reader, split splitter, leftover []pendingRecord) {
-	go c.writeLoop()
+	c.startWriter()
 
 	for _, l := range leftover {
 		c.handleRecord(l.rec, l.info)
@@ -314,7 +318,7 @@ func (s *Server) run(c *conn, rd reader, split splitter, leftover []pendingRecor
 		if err := splitErr(split); err != nil {
 			// MessagePack: after a bad length prefix the stream cannot be
 			// resynchronised. Say why and end the connection.
-			c.log.Debug("closing: bad framing", "err", err)
+			c.logger().Debug("closing: bad framing", "err", err)
 			c.goodbye.Store(true) // a broken client: nothing to resume
 			c.closeWith("Connection closed with an error: "+err.Error(), false, true)
 			select {
@@ -330,7 +334,7 @@ func (s *Server) run(c *conn, rd reader, split splitter, leftover []pendingRecor
 			switch {
 			case errors.As(err, &ne) && ne.Timeout() && c.ctx.Err() == nil:
 				// Tell the client why, as ASP.NET Core does, and let it come back.
-				c.log.Debug("client timeout", "after", s.cfg.ClientTimeout)
+				c.logger().Debug("client timeout", "after", s.cfg.ClientTimeout)
 				c.closeWith(fmt.Sprintf("Connection closed: nothing received from the client for %s.", s.cfg.ClientTimeout), true, false)
 				select {
 				case <-c.writerDone:
@@ -343,7 +347,7 @@ func (s *Server) run(c *conn, rd reader, split splitter, leftover []pendingRecor
 					c.goodbye.Store(true)
 				}
 			case c.ctx.Err() == nil:
-				c.log.Debug("read ended", "err", err)
+				c.logger().Debug("read ended", "err", err)
 			}
 			break
 		}
@@ -405,7 +409,7 @@ func (s *Server) readHandshake(c *conn, rd reader) (hs *handshakeRequest, split 
 			}
 		})
 		if err != nil && hs == nil && hsErr == nil {
-			c.log.Debug("connection ended before handshake", "err", err)
+			c.logger().Debug("connection ended before handshake", "err", err)
 			_ = c.tr.close()
 			return nil, nil, nil, false, nil
 		}
@@ -476,7 +480,7 @@ func (s *Server) release(c *conn) {
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.PublishTimeout)
 		defer cancel()
 		if _, err := s.pub.Publish(ctx, connClose(c, "disconnected")); err != nil {
-			c.log.Warn("could not record disconnect", "err", err)
+			c.logger().Warn("could not record disconnect", "err", err)
 		}
 	}()
 }
@@ -515,6 +519,6 @@ func (s *Server) expire(c *conn) {
 	defer cancel()
 	if _, err := s.pub.Publish(ctx, connClose(c, fmt.Sprintf("disconnected (no resume within %s)", s.cfg.DisconnectTimeout))); err != nil &&
 		!errors.Is(err, fsm.ErrUnknownConnection) {
-		c.log.Warn("could not record disconnect", "err", err)
+		c.logger().Warn("could not record disconnect", "err", err)
 	}
 }

@@ -8,7 +8,7 @@
 //	    [-subscribers 1000] [-rate 500[,1000...]] [-duration 10s] [-payload 120]
 //	    [-publishers 64] [-conns 10000] [-bin path/to/raftplane] [-json]
 //	    [-targets http://a,http://b] [-p99-bar 100ms] [-server-args "-no-sync"]
-//	    [-pub-conns 1]
+//	    [-pub-conns 1] [-profile dir]
 //
 // Scenarios:
 //
@@ -72,6 +72,8 @@ type config struct {
 	dialConc    int
 	serverArgs  []string
 	timeout     time.Duration
+	profileDir  string
+	idle        time.Duration
 	hub         string
 }
 
@@ -89,6 +91,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.publishers, "publishers", 64, "publish: concurrent publishers, one connection each")
 	fs.IntVar(&c.pubConns, "pub-conns", 1, "fanout/latency/failover: connections the one paced publisher spreads its messages over (the server runs one connection's invocations one at a time)")
 	fs.IntVar(&c.conns, "conns", 10000, "conns: idle connections to node 1")
+	fs.DurationVar(&c.idle, "idle", 2*time.Second, "conns: how long the connections stay idle before node 1's memory is measured")
 	fs.StringVar(&c.bin, "bin", "", "raftplane binary (default: ./raftplane next to this tool, else go build ./cmd/raftplane)")
 	fs.StringVar(&targets, "targets", "", "comma-separated URLs of running nodes to use instead of starting a cluster")
 	fs.BoolVar(&c.jsonOnly, "json", false, "print only the JSON lines")
@@ -97,6 +100,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&serverArgs, "server-args", "", "extra flags for every node, space-separated (e.g. -no-sync)")
 	fs.DurationVar(&c.timeout, "timeout", 0, "hard bound on the whole run (default: 3 x -duration + 3m)")
 	fs.StringVar(&c.hub, "hub", "bench", "hub name")
+	fs.StringVar(&c.profileDir, "profile", "", "folder for Go profiles: the tool's CPU, and each started node's CPU over each load window and heap after it (nodes get -debug-http)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -142,6 +146,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, errors.New("-payload: 0 to 30000 (the server's default message limit is 32 KiB)")
 	case c.pubConns < 1 || c.pubConns > 1000:
 		return nil, errors.New("-pub-conns: 1 to 1000")
+	case c.idle < 0 || c.idle > time.Hour:
+		return nil, errors.New("-idle: 0 to 1h")
 	case c.dialConc < 1:
 		return nil, errors.New("-dial-concurrency: at least 1")
 	case c.scenario != "fanout" && len(c.rates) > 1:
@@ -223,7 +229,7 @@ func run(ctx context.Context, cfg *config, logw io.Writer) (results []Result, er
 			defer os.RemoveAll(tmp)
 		}
 		start := time.Now()
-		e, err = startCluster(ctx, bin, cfg.nodes, cfg.serverArgs, logw)
+		e, err = startCluster(ctx, bin, cfg.nodes, cfg.serverArgs, cfg.profileDir != "", logw)
 		if err != nil {
 			return nil, err
 		}
@@ -231,6 +237,12 @@ func run(ctx context.Context, cfg *config, logw io.Writer) (results []Result, er
 		defer func() {
 			e.stop()
 		}()
+	}
+	if cfg.profileDir != "" {
+		if e.prof, err = startProfiler(cfg.profileDir, logw); err != nil {
+			return nil, fmt.Errorf("-profile: %w", err)
+		}
+		defer e.prof.stop()
 	}
 	before := e.cpuTimes()
 	switch cfg.scenario {

@@ -46,6 +46,7 @@ type node struct {
 	cpuAtKillValid     bool
 	mu                 sync.Mutex
 	raftAddr, dataPath string
+	debugURL           string // -debug-http of a node started with profiling
 }
 
 func (n *node) pid() int {
@@ -75,6 +76,7 @@ type env struct {
 	own    bool   // the tool started the nodes
 	client *http.Client
 	logw   io.Writer
+	prof   *profiler // nil unless -profile
 }
 
 func (e *env) urls() []string {
@@ -162,7 +164,7 @@ func freeAddrs(n int) ([]string, error) {
 // startCluster starts n nodes from bin: the first bootstraps, the others
 // join it by gossip. It waits until the cluster has min(n,3) voters, n
 // members and a leader. On error the nodes already started are stopped.
-func startCluster(ctx context.Context, bin string, n int, extra []string, logw io.Writer) (*env, error) {
+func startCluster(ctx context.Context, bin string, n int, extra []string, profiling bool, logw io.Writer) (*env, error) {
 	root, err := os.MkdirTemp("", "raftplane-bench-")
 	if err != nil {
 		return nil, err
@@ -174,12 +176,12 @@ func startCluster(ctx context.Context, bin string, n int, extra []string, logw i
 			e.stop()
 		}
 	}()
-	addrs, err := freeAddrs(3 * n)
+	addrs, err := freeAddrs(4 * n)
 	if err != nil {
 		return nil, err
 	}
 	for i := range n {
-		nd := &node{name: fmt.Sprintf("n%d", i+1), httpAddr: addrs[3*i], raftAddr: addrs[3*i+1], gossip: addrs[3*i+2]}
+		nd := &node{name: fmt.Sprintf("n%d", i+1), httpAddr: addrs[4*i], raftAddr: addrs[4*i+1], gossip: addrs[4*i+2]}
 		nd.url = "http://" + nd.httpAddr
 		nd.dir = filepath.Join(root, nd.name)
 		nd.dataPath = filepath.Join(nd.dir, "data")
@@ -188,6 +190,10 @@ func startCluster(ctx context.Context, bin string, n int, extra []string, logw i
 			"-log-level", "warn", "-shutdown-timeout", "5s"}
 		if i > 0 {
 			args = append(args, "-join", e.nodes[0].gossip)
+		}
+		if profiling {
+			nd.debugURL = "http://" + addrs[4*i+3]
+			args = append(args, "-debug-http", addrs[4*i+3])
 		}
 		args = append(args, extra...)
 		if err := os.MkdirAll(nd.dir, 0o750); err != nil {

@@ -510,7 +510,11 @@ func runFanout(ctx context.Context, e *env, cfg *config, plan fanoutPlan) ([]Res
 		}
 		before := e.cpuTimes()
 		dups0 := clientDups(conns)
+		tag := fmt.Sprintf("%s-%g", plan.kind, rate)
+		profWait := e.prof.cpu(ctx, e, tag, cfg.duration)
 		rr := runRound(ctx, p, subs, int64(ri), rate, cfg.duration, pad, 0, nil)
+		profWait()
+		e.prof.heap(ctx, e, tag)
 		rr.clientDups = clientDups(conns) - dups0
 		r := Result{Scenario: plan.kind}
 		r.param("nodes", n)
@@ -550,6 +554,8 @@ func runPublish(ctx context.Context, e *env, cfg *config) ([]Result, error) {
 		return nil, fmt.Errorf("%d of %d publishers failed to connect: %v", failed, cfg.publishers, err)
 	}
 	pad := strings.Repeat("x", cfg.payload)
+	profWait := e.prof.cpu(ctx, e, "publish", cfg.duration)
+	defer profWait()
 	before := e.cpuTimes()
 	start := time.Now()
 	deadline := start.Add(cfg.duration)
@@ -640,8 +646,9 @@ func runConns(ctx context.Context, e *env, cfg *config) ([]Result, error) {
 	defer closeAll(conns)
 	ramp := time.Since(start)
 	ok := cfg.conns - failed
-	_ = sleepCtx(ctx, 2*time.Second) // idle: let the server's buffers settle
+	_ = sleepCtx(ctx, cfg.idle) // idle: let the server's buffers settle
 	local, lerr := e.localConnections(ctx, nd)
+	defer e.prof.heap(ctx, e, "conns")
 	r.metric("connected", ok)
 	r.metric("failed", failed)
 	r.metric("ramp_s", ramp.Seconds())
@@ -662,7 +669,7 @@ func runConns(ctx context.Context, e *env, cfg *config) ([]Result, error) {
 		r.metric("tool_bytes_per_conn", (toolRSS1-toolRSS0)/int64(ok))
 	}
 	r.CPU = e.cpuDelta(before, e.cpuTimes())
-	r.note("connections to %s only, idle (keep-alive pings only), dialled %d at a time; RSS is %s's VmRSS 1s after start and 2s after the last dial", nd.name, cfg.dialConc, nd.name)
+	r.note("connections to %s only, idle (keep-alive pings only), dialled %d at a time; RSS is %s's VmRSS 1s after start and %v after the last dial", nd.name, cfg.dialConc, nd.name, cfg.idle)
 	if err != nil {
 		r.note("first dial error: %v", err)
 	}

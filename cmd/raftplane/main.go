@@ -61,6 +61,7 @@ type options struct {
 	data, httpAddr, raftAddr, raftAdvertise, nodeID, logLevel string
 	jwtKey, apiKey, secret                                    string
 	gossipAddr, advertise, join, gossipKey                    string
+	debugAddr                                                 string
 	shutdownTimeout                                           time.Duration
 	hub                                                       hub.Config
 	fsm                                                       fsm.Config
@@ -88,6 +89,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.jwtKey, "jwt-key", "", "HS256 key; when set, clients need a JWT whose sub is their user id")
 	fs.StringVar(&o.apiKey, "api-key", "", "when set, the REST API needs Authorization: Bearer <api-key>")
 	fs.StringVar(&o.secret, "secret", "", "secret that signs connection tokens, the same on every node (default: the cluster secret generated at bootstrap and replicated in the log)")
+	fs.StringVar(&o.debugAddr, "debug-http", "", "listen address for Go's profiling endpoints (/debug/pprof/); off when empty. Keep it private: profiles show memory contents")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown may take")
 
 	h := &o.hub
@@ -96,6 +98,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&h.HandshakeTimeout, "handshake-timeout", h.HandshakeTimeout, "how long a client may take to send its handshake")
 	fs.IntVar(&h.MaxMessageSize, "max-message-size", h.MaxMessageSize, "largest hub message a client may send, in bytes")
 	fs.IntVar(&h.MaxQueuedMessages, "max-queued-messages", h.MaxQueuedMessages, "per-connection send queue; a client further behind is closed with allowReconnect")
+	fs.IntVar(&h.WSReadBufferSize, "ws-read-buffer", h.WSReadBufferSize, "bytes of read buffer each WebSocket keeps for its whole life (most of an idle connection's memory); larger messages are read past it")
+	fs.IntVar(&h.WSWriteBufferSize, "ws-write-buffer", h.WSWriteBufferSize, "bytes of WebSocket write buffer, lent per write: coalesced messages up to this size go out as one frame")
 	fs.DurationVar(&h.SendTimeout, "send-timeout", h.SendTimeout, "longest a single write to a client may take")
 	fs.DurationVar(&h.PublishTimeout, "publish-timeout", h.PublishTimeout, "longest a hub method or REST call waits for its commit")
 	fs.DurationVar(&h.NegotiateTTL, "negotiate-ttl", h.NegotiateTTL, "how long a negotiated connection token waits for its transport")
@@ -376,6 +380,11 @@ func run(ctx context.Context, args []string, stderr io.Writer, onReady func(http
 	}
 	cancel()
 	srv.Start()
+	_, stopDebug, err := serveDebug(o.debugAddr, lg)
+	if err != nil {
+		lg.Error("-debug-http", "err", err)
+	}
+	defer stopDebug()
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(lg.Handler(), slog.LevelWarn)}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
