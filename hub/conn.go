@@ -75,7 +75,8 @@ type conn struct {
 	removed    atomic.Bool   // ConnClose applied: nothing is owed
 	writerDone chan struct{}
 
-	groups map[string]struct{} // owned by the dispatcher goroutine
+	groups  map[string]struct{} // owned by the dispatcher goroutine
+	touched bool                // in Server.touched; owned by the dispatcher goroutine
 }
 
 func (s *Server) newConn(id, hub, user string, tr transport) *conn {
@@ -125,9 +126,16 @@ type outFrame struct {
 // blocks: a connection whose queue is full is closed with allowReconnect,
 // so it can come back and catch up.
 func (c *conn) enqueue(frame []byte, at fsm.Cursor) bool {
+	return c.enqueueKick(frame, at, true)
+}
+
+// enqueueKick is enqueue; without kick the writer is not started, and the
+// caller calls kick later (the dispatcher, once per batch of entries, so
+// that what a batch brings a connection goes out as one write).
+func (c *conn) enqueueKick(frame []byte, at fsm.Cursor, kick bool) bool {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.closing {
-		c.mu.Unlock()
 		return false
 	}
 	if len(c.queue) >= c.srv.cfg.MaxQueuedMessages {
@@ -136,14 +144,24 @@ func (c *conn) enqueue(frame []byte, at fsm.Cursor) bool {
 		c.closeMsg = c.proto.appendClose(nil, "Connection closed: too slow to receive, more than "+
 			strconv.Itoa(c.srv.cfg.MaxQueuedMessages)+" messages queued.", true)
 		c.kickLocked()
-		c.mu.Unlock()
 		c.logger().Warn("closing slow connection", "queued", c.srv.cfg.MaxQueuedMessages)
 		return false
 	}
+	if c.queue == nil {
+		c.queue = (*queues.Get().(*[]outFrame))[:0]
+	}
 	c.queue = append(c.queue, outFrame{frame, at})
+	if kick {
+		c.kickLocked()
+	}
+	return true
+}
+
+// kick starts the writer if there is something to write.
+func (c *conn) kick() {
+	c.mu.Lock()
 	c.kickLocked()
 	c.mu.Unlock()
-	return true
 }
 
 // isClosing reports whether the server has started closing the connection.
@@ -307,6 +325,21 @@ func (c *conn) endHold() {
 	}
 }
 
+// queues lends connections their send queues while they have messages
+// queued: an idle connection holds none, a busy one does not grow a new
+// one for every batch.
+var queues = sync.Pool{New: func() any { q := make([]outFrame, 0, 16); return &q }}
+
+// recycleQueue gives a drained queue back to queues.
+func recycleQueue(q []outFrame) {
+	if cap(q) == 0 || cap(q) > 1<<14 {
+		return
+	}
+	clear(q[:cap(q)]) // the frames are shared with other connections: let them go
+	q = q[:0]
+	queues.Put(&q)
+}
+
 // writeBufs lends drain its coalescing buffers.
 var writeBufs = sync.Pool{New: func() any { return new([]byte) }}
 
@@ -316,7 +349,9 @@ var writeBufs = sync.Pool{New: func() any { return new([]byte) }}
 func (c *conn) drain() {
 	bp := writeBufs.Get().(*[]byte)
 	defer func() {
-		if cap(*bp) <= maxCoalesce {
+		// A transport message passes maxCoalesce by at most one hub message,
+		// so this keeps every buffer but those of rare giant messages.
+		if cap(*bp) <= 4*maxCoalesce {
 			writeBufs.Put(bp)
 		}
 	}()
@@ -340,6 +375,7 @@ func (c *conn) drain() {
 			return
 		}
 		c.mu.Unlock()
+		taken := q
 		if closing && !flush {
 			q = nil
 		}
@@ -370,6 +406,7 @@ func (c *conn) drain() {
 			}
 			wrote = true
 		}
+		recycleQueue(taken)
 		*bp = buf
 		if closing {
 			if closeMsg != nil {

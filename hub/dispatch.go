@@ -59,9 +59,31 @@ func (s *Server) dispatch(from fsm.Cursor) {
 		for i := range entries {
 			frame = s.deliver(&entries[i], epoch, frame[:0])
 		}
+		s.kickTouched()
 		pos = entries[len(entries)-1].Cursor
 		s.dispatched(pos)
 	}
+}
+
+// enqueueLater queues a frame on c without starting its writer; the
+// dispatcher starts the writers of every connection it queued on at the
+// end of the batch (kickTouched), so a connection gets what a batch
+// brings it in one write rather than a write per entry.
+func (s *Server) enqueueLater(c *conn, frame []byte, at fsm.Cursor) {
+	if c.enqueueKick(frame, at, false) && !c.touched {
+		c.touched = true
+		s.touched = append(s.touched, c)
+	}
+}
+
+// kickTouched starts the writers enqueueLater left for the end of the batch.
+func (s *Server) kickTouched() {
+	for i, c := range s.touched {
+		c.touched = false
+		c.kick()
+		s.touched[i] = nil
+	}
+	s.touched = s.touched[:0]
 }
 
 // dispatched records that every entry up to pos has been queued on its
@@ -113,7 +135,7 @@ func (s *Server) deliver(e *fsm.Entry, epoch string, scratch []byte) []byte {
 	if !e.Origin.IsZero() && e.Origin.InvocationID != "" {
 		if h := s.localHub(e.Hub, false); h != nil {
 			if c := h.conns[e.Origin.Conn]; c != nil && c.sr != nil {
-				c.enqueue(completionFor(c.proto, e, epoch), e.Cursor)
+				s.enqueueLater(c, completionFor(c.proto, e, epoch), e.Cursor)
 			}
 		}
 	}
@@ -230,7 +252,7 @@ func (s *Server) deliverEntry(e *fsm.Entry, epoch string, scratch []byte) []byte
 				scratch = c.proto.appendInvocation(scratch[:0], e.Target, e.Args, e.Cursor.Format(epoch))
 				frames[k] = append([]byte(nil), scratch...)
 			}
-			c.enqueue(frames[k], e.Cursor)
+			s.enqueueLater(c, frames[k], e.Cursor)
 		}
 		switch e.Audience {
 		case fsm.AudienceAll:

@@ -35,6 +35,7 @@ type Server struct {
 
 	dispMu  sync.Mutex
 	dispPos fsm.Cursor    // the dispatcher has queued everything up to here
+	touched []*conn       // queued on in this batch, writers not started; the dispatcher's
 	dispCh  chan struct{} // closed and replaced when dispPos moves
 
 	stop     chan struct{}
