@@ -685,8 +685,10 @@ func (l *link) readError(err error) error {
 func (l *link) handleData(data []byte) error {
 	return splitRecords(data, func(rec []byte) error {
 		var m inMessage
-		if err := json.Unmarshal(rec, &m); err != nil {
-			return fmt.Errorf("client: malformed hub message from server %s: %w", abbreviate(rec), err)
+		if !parseFast(rec, &m) {
+			if err := json.Unmarshal(rec, &m); err != nil {
+				return fmt.Errorf("client: malformed hub message from server %s: %w", abbreviate(rec), err)
+			}
 		}
 		switch m.Type {
 		case typeInvocation:
