@@ -305,3 +305,19 @@ func TestParseFlags(t *testing.T) {
 		}
 	}
 }
+
+func TestParseInt(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int64
+		ok   bool
+	}{
+		{"0", 0, true}, {"42", 42, true}, {"-7", -7, true}, {"123456789012345678", 123456789012345678, true},
+		{"", 0, false}, {"-", 0, false}, {"1.5", 0, false}, {`"3"`, 0, false}, {"1234567890123456789", 0, false}, {"1e3", 0, false},
+	} {
+		got, ok := parseInt([]byte(tc.in))
+		if ok != tc.ok || (ok && got != tc.want) {
+			t.Errorf("parseInt(%q) = %d, %v; want %d, %v", tc.in, got, ok, tc.want, tc.ok)
+		}
+	}
+}

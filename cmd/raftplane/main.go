@@ -385,7 +385,9 @@ func run(ctx context.Context, args []string, stderr io.Writer, onReady func(http
 		lg.Error("-debug-http", "err", err)
 	}
 	defer stopDebug()
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(lg.Handler(), slog.LevelWarn)}
+	// IdleTimeout: an idle keep-alive connection (a client's negotiate,
+	// say) holds net/http's buffers until it closes (Kestrel: 130 s).
+	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(lg.Handler(), slog.LevelWarn)}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
 	lg.Info("raftplane listening", "http", ln.Addr().String(), "raft", node.RaftAddr(), "data", o.data,
