@@ -1,10 +1,12 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -619,6 +621,7 @@ func (l *link) read(rest []byte, kaDone <-chan struct{}) {
 // readLoop reads transport messages until the transport ends and returns
 // why.
 func (l *link) readLoop(rest []byte) error {
+	var buf []byte
 	if len(rest) > 0 {
 		if err := l.handleData(rest); err != nil {
 			return err
@@ -629,7 +632,7 @@ func (l *link) readLoop(rest []byte) error {
 			_ = l.ws.SetReadDeadline(time.Now().Add(l.c.cfg.ServerTimeout))
 		}
 		l.waiting.Store(time.Now().UnixNano())
-		_, data, err := l.ws.ReadMessage()
+		data, err := l.readFrame(&buf)
 		l.waiting.Store(0)
 		if err != nil {
 			return l.readError(err)
@@ -642,6 +645,35 @@ func (l *link) readLoop(rest []byte) error {
 			return err
 		}
 	}
+}
+
+// readFrame reads one WebSocket message. It reads into *buf, kept from
+// message to message, and returns an exact-size copy: the messages handed
+// to the consumer alias it, and one allocation replaces io.ReadAll's chain
+// of growing ones.
+func (l *link) readFrame(buf *[]byte) ([]byte, error) {
+	_, r, err := l.ws.NextReader()
+	if err != nil {
+		return nil, err
+	}
+	b := (*buf)[:0]
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if cap(b) <= 1<<20 {
+		*buf = b
+	}
+	return bytes.Clone(b), nil
 }
 
 // drainAfterClose reads (and ignores) what follows a server Close message
@@ -720,7 +752,7 @@ func (l *link) handleData(data []byte) error {
 // Stats.Duplicates).
 func (l *link) deliver(m inMessage) error {
 	c := l.c
-	msg := Message{Target: m.Target, Arguments: m.Arguments, Cursor: m.Headers["cursor"]}
+	msg := Message{Target: m.Target, Arguments: m.Arguments, Cursor: m.cursorHeader()}
 	var next position
 	if msg.Cursor != "" {
 		if e, i, o, err := ParseCursor(msg.Cursor); err == nil {

@@ -12,19 +12,21 @@ import (
 // one epoch (one cluster's stream) cursors are ordered by index, then by
 // offset; cursors of different epochs are not comparable.
 func ParseCursor(s string) (epoch string, index uint64, offset uint32, err error) {
-	parts := strings.Split(s, ":")
-	if len(parts) != 3 || parts[0] == "" {
+	// strings.Cut, not Split: every delivered message goes through here.
+	ep, rest, ok1 := strings.Cut(s, ":")
+	ix, of, ok2 := strings.Cut(rest, ":")
+	if !ok1 || !ok2 || ep == "" || strings.IndexByte(of, ':') >= 0 {
 		return "", 0, 0, fmt.Errorf("client: malformed cursor %q: want <epoch>:<index>:<offset>", s)
 	}
-	idx, err := strconv.ParseUint(parts[1], 10, 64)
+	idx, err := strconv.ParseUint(ix, 10, 64)
 	if err != nil {
 		return "", 0, 0, fmt.Errorf("client: malformed cursor %q: index: %w", s, err)
 	}
-	off, err := strconv.ParseUint(parts[2], 10, 32)
+	off, err := strconv.ParseUint(of, 10, 32)
 	if err != nil {
 		return "", 0, 0, fmt.Errorf("client: malformed cursor %q: offset: %w", s, err)
 	}
-	return parts[0], idx, uint32(off), nil
+	return ep, idx, uint32(off), nil
 }
 
 // cursorBefore returns the position just before the cursor

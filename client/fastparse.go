@@ -18,7 +18,8 @@ import (
 // field orders, escapes in strings, other types, malformed JSON) it reports
 // false and the caller decodes with encoding/json, so the result never
 // depends on which path ran (FuzzParseFast checks that). The arguments and
-// result it returns alias rec.
+// result it returns alias rec; the cursor header goes to inMessage.cursor,
+// not to a map.
 
 // parseFast decodes rec into m if rec has the common shape.
 func parseFast(rec []byte, m *inMessage) bool {
@@ -39,14 +40,13 @@ func parseFastInvocation(p []byte, m *inMessage) bool {
 	if p, ok = cut(p, `,"arguments":[`); !ok {
 		return false
 	}
-	var args []json.RawMessage
+	args := make([]json.RawMessage, 0, 4)
 	if q, ok := cut(p, "]"); ok {
 		p = q
-		args = []json.RawMessage{}
 	} else {
 		for {
 			n := valueEnd(p)
-			if n <= 0 || !json.Valid(p[:n]) {
+			if n <= 0 || !validValue(p[:n]) {
 				return false
 			}
 			args = append(args, json.RawMessage(p[:n]))
@@ -61,21 +61,19 @@ func parseFastInvocation(p []byte, m *inMessage) bool {
 			break
 		}
 	}
-	var headers map[string]string
+	var cursor string
 	if q, ok := cut(p, `,"headers":{"cursor":`); ok {
-		var cursor string
 		if cursor, q, ok = plainString(q); !ok {
 			return false
 		}
 		if p, ok = cut(q, "}"); !ok {
 			return false
 		}
-		headers = map[string]string{"cursor": cursor}
 	}
 	if string(p) != "}" {
 		return false
 	}
-	*m = inMessage{Type: typeInvocation, Target: target, Arguments: args, Headers: headers}
+	*m = inMessage{Type: typeInvocation, Target: target, Arguments: args, cursor: cursor}
 	return true
 }
 
@@ -96,7 +94,7 @@ func parseFastCompletion(p []byte, m *inMessage) bool {
 	case bytes.HasPrefix(p, []byte(`,"result":`)):
 		p = p[len(`,"result":`):]
 		n := valueEnd(p)
-		if n <= 0 || string(p[n:]) != "}" || !json.Valid(p[:n]) {
+		if n <= 0 || string(p[n:]) != "}" || !validValue(p[:n]) {
 			return false
 		}
 		out.Result = json.RawMessage(p[:n])
@@ -174,4 +172,36 @@ func valueEnd(p []byte) int {
 		return len(p)
 	}
 	return 0
+}
+
+// validValue reports whether v is one valid JSON value. Plain strings,
+// integers and literals, the usual arguments, are checked here; anything
+// else goes to json.Valid.
+func validValue(v []byte) bool {
+	switch {
+	case len(v) >= 2 && v[0] == '"':
+		for _, c := range v[1 : len(v)-1] {
+			if c == '"' || c == '\\' || c < 0x20 {
+				return json.Valid(v)
+			}
+		}
+		return v[len(v)-1] == '"'
+	case string(v) == "true" || string(v) == "false" || string(v) == "null":
+		return true
+	case len(v) > 0 && (v[0] == '-' || v[0] >= '0' && v[0] <= '9'):
+		d := v
+		if d[0] == '-' {
+			d = d[1:]
+		}
+		if len(d) == 0 || len(d) > 1 && d[0] == '0' {
+			return json.Valid(v)
+		}
+		for _, c := range d {
+			if c < '0' || c > '9' {
+				return json.Valid(v) // fractions, exponents
+			}
+		}
+		return true
+	}
+	return json.Valid(v)
 }

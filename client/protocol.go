@@ -69,6 +69,16 @@ type inMessage struct {
 	Result         json.RawMessage   `json:"result"`
 	Error          *string           `json:"error"`
 	AllowReconnect bool              `json:"allowReconnect"`
+
+	cursor string // the fast path's "cursor" header (Headers is then nil)
+}
+
+// cursorHeader returns the message's "cursor" header.
+func (m *inMessage) cursorHeader() string {
+	if m.cursor != "" {
+		return m.cursor
+	}
+	return m.Headers["cursor"]
 }
 
 // splitRecords calls fn for each 0x1E-terminated record of one transport

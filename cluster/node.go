@@ -84,7 +84,9 @@ func New(cfg Config, machine *fsm.Machine) (*Node, error) {
 		machine:  machine,
 		idPrefix: hex.EncodeToString(b[:]) + "-",
 		submitCh: make(chan *request, 4096),
-		inflight: make(chan *inflight, 64),
+		// MaxInflight counts the entry the resolver waits on and the one the
+		// batcher holds while the channel is full.
+		inflight: make(chan *inflight, cfg.MaxInflight-2),
 		notifyCh: make(chan bool, 16),
 		rpcIn:    map[net.Conn]struct{}{},
 		rpcOut:   map[string]*rpcClient{},

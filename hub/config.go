@@ -26,6 +26,13 @@ type Config struct {
 	MaxQueuedMessages int
 	// SendTimeout bounds one transport write.
 	SendTimeout time.Duration
+	// WriteDelay, when positive, spaces a connection's writes at least this
+	// far apart while messages keep coming: what arrives meanwhile goes out
+	// in the same transport message. A connection that was quiet for
+	// WriteDelay is written to at once, so only busy connections wait. It
+	// trades up to WriteDelay of latency for far fewer writes (and reads on
+	// the client) at high fan-out. 0 writes as soon as possible.
+	WriteDelay time.Duration
 	// WSReadBufferSize is each WebSocket's read buffer, held for the life
 	// of the connection, idle or not: it is most of an idle connection's
 	// memory. Larger messages are read straight past it.
@@ -129,6 +136,9 @@ func (c Config) Validate() error {
 	}
 	if c.WSReadBufferSize < 256 || c.WSWriteBufferSize < 256 {
 		errs = append(errs, fmt.Errorf("WSReadBufferSize (%d) and WSWriteBufferSize (%d) must be at least 256", c.WSReadBufferSize, c.WSWriteBufferSize))
+	}
+	if c.WriteDelay < 0 || c.WriteDelay > time.Second {
+		errs = append(errs, fmt.Errorf("WriteDelay (%s) must be between 0 and 1s", c.WriteDelay))
 	}
 	if c.MaxQueuedMessages < 1 {
 		errs = append(errs, fmt.Errorf("MaxQueuedMessages (%d) must be at least 1", c.MaxQueuedMessages))

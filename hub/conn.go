@@ -362,6 +362,14 @@ func (c *conn) drain() {
 			c.end()
 			return
 		}
+		if d := c.srv.cfg.WriteDelay; d > 0 && len(c.queue) > 0 && !c.holding && !c.closing {
+			if wait := d - time.Since(c.lastWrite); wait > 0 {
+				// Busy: let more messages join this write (Config.WriteDelay).
+				c.mu.Unlock()
+				time.Sleep(wait)
+				continue
+			}
+		}
 		var q []outFrame
 		if !c.holding || c.closing {
 			q, c.queue = c.queue, nil

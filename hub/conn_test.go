@@ -251,3 +251,27 @@ func TestConn_IdleHasNoWriter(t *testing.T) {
 	waitChan(t, "the transport to close once the reader is gone", tr.closed)
 	waitChan(t, "the writer to end", c.writerDone)
 }
+
+// With WriteDelay, a busy connection's messages share a write; a quiet one
+// is written at once.
+func TestConn_WriteDelayCoalesces(t *testing.T) {
+	t.Parallel()
+	tr := newGateTransport(false)
+	c := newUnitConn(t, 100, tr, func(cfg *Config) { cfg.WriteDelay = 200 * time.Millisecond })
+	c.mu.Lock()
+	c.lastWrite = time.Now().Add(-time.Second) // quiet for longer than the delay
+	c.mu.Unlock()
+	c.enqueue(frameN(0), fsm.Cursor{})
+	waitFor(t, "the first frame, at once", func() bool { return len(tr.written()) == 1 })
+	for i := 1; i <= 4; i++ {
+		c.enqueue(frameN(i), fsm.Cursor{})
+	}
+	waitFor(t, "the next four frames", func() bool { return len(bytes.Join(tr.written(), nil)) == len(bytes.Join([][]byte{frameN(0), frameN(1), frameN(2), frameN(3), frameN(4)}, nil)) })
+	w := tr.written()
+	if len(w) != 2 {
+		t.Fatalf("%d writes %q; want the first frame alone, then the four that came within the delay in one write", len(w), w)
+	}
+	if want := bytes.Join([][]byte{frameN(1), frameN(2), frameN(3), frameN(4)}, nil); !bytes.Equal(w[1], want) {
+		t.Fatalf("second write %q, want %q", w[1], want)
+	}
+}
