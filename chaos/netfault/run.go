@@ -133,6 +133,9 @@ func contains(s string, subs []string) bool {
 var gone = []string{
 	"No such file or directory",
 	"Cannot find device",
+	// the host end of a veth whose namespace end went with its namespace:
+	// the kernel removes it asynchronously, so it can vanish mid-delete
+	"No such device",
 	"does not exist",
 	"Cannot delete qdisc with handle of zero",
 	"No such process",
