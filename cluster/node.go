@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"github.com/raftplane/raftplane/fsm"
+	"go.etcd.io/bbolt"
 )
 
 // Node is one member of a raftplane cluster: it owns the Raft instance, its
@@ -120,6 +121,13 @@ func (n *Node) Open() error {
 	store, err := raftboltdb.New(raftboltdb.Options{
 		Path:   filepath.Join(n.cfg.DataDir, "raft.db"),
 		NoSync: n.cfg.NoSync,
+		// bbolt rewrites its whole free list on every commit unless told
+		// not to; a Raft log commits per batch and frees pages at every
+		// compaction, so that list is a large part of each fsync'd write.
+		// Without it bbolt rebuilds the list by scanning at open (Consul
+		// offers the same as raft_boltdb NoFreelistSync). The timeout makes
+		// a second process on the same data folder fail instead of hang.
+		BoltOptions: &bbolt.Options{Timeout: time.Second, NoFreelistSync: true, FreelistType: bbolt.FreelistMapType},
 	})
 	if err != nil {
 		return fmt.Errorf("cluster: open raft.db: %w", err)
