@@ -12,8 +12,9 @@
 // Goroutines: Server.Start runs one dispatcher that reads the stream in order,
 // keeps the local index of connections, groups and users, and encodes each
 // message once per protocol before queueing it on its recipients. Each
-// connection has its transport's reader (the HTTP handler goroutine) and one
-// writer goroutine that owns all writes. A connection whose queue overflows is
+// connection has one reader goroutine; its writes are made by a goroutine
+// that exists only while something is due (see conn.startWriter), so an
+// idle connection has no writer. A connection whose queue overflows is
 // closed with allowReconnect; nothing the dispatcher does ever blocks on a
 // client. Lock order: Server.mu, then conn.mu.
 package hub
