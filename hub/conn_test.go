@@ -266,7 +266,9 @@ func TestConn_WriteDelayCoalesces(t *testing.T) {
 	for i := 1; i <= 4; i++ {
 		c.enqueue(frameN(i), fsm.Cursor{})
 	}
-	waitFor(t, "the next four frames", func() bool { return len(bytes.Join(tr.written(), nil)) == len(bytes.Join([][]byte{frameN(0), frameN(1), frameN(2), frameN(3), frameN(4)}, nil)) })
+	waitFor(t, "the next four frames", func() bool {
+		return len(bytes.Join(tr.written(), nil)) == len(bytes.Join([][]byte{frameN(0), frameN(1), frameN(2), frameN(3), frameN(4)}, nil))
+	})
 	w := tr.written()
 	if len(w) != 2 {
 		t.Fatalf("%d writes %q; want the first frame alone, then the four that came within the delay in one write", len(w), w)
