@@ -39,7 +39,9 @@ type Config struct {
 	WSReadBufferSize int
 	// WSWriteBufferSize is the WebSocket write buffer, lent from a pool for
 	// the length of one write: a transport message (several coalesced hub
-	// messages) up to this size goes out as one frame and one write.
+	// messages) up to this size goes out as one frame and one write, a
+	// larger one as several. A write blocked on a slow client holds its
+	// buffer, hence not larger.
 	WSWriteBufferSize int
 	// PublishTimeout bounds one hub method or REST call waiting for commit.
 	PublishTimeout time.Duration
@@ -107,7 +109,7 @@ func DefaultConfig() Config {
 		MaxQueuedMessages: 4096,
 		SendTimeout:       10 * time.Second,
 		WSReadBufferSize:  1024,
-		WSWriteBufferSize: 64 << 10,
+		WSWriteBufferSize: 16 << 10,
 		PublishTimeout:    10 * time.Second,
 		NegotiateTTL:      60 * time.Second,
 		MaxBodySize:       64 << 10,
