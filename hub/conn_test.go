@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"github.com/raftplane/raftplane/fsm"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -275,5 +276,37 @@ func TestConn_WriteDelayCoalesces(t *testing.T) {
 	}
 	if want := bytes.Join([][]byte{frameN(1), frameN(2), frameN(3), frameN(4)}, nil); !bytes.Equal(w[1], want) {
 		t.Fatalf("second write %q, want %q", w[1], want)
+	}
+}
+
+func TestUserIndex(t *testing.T) {
+	a, b, c := &conn{id: "a"}, &conn{id: "b"}, &conn{id: "c"}
+	m := map[string][]*conn{}
+	ids := func() string {
+		var s []string
+		for _, x := range m["u"] {
+			s = append(s, x.id)
+		}
+		return strings.Join(s, ",")
+	}
+	for _, step := range []struct {
+		add  bool
+		c    *conn
+		want string
+	}{
+		{true, a, "a"}, {true, b, "a,b"}, {true, a, "a,b"}, {true, c, "a,b,c"},
+		{false, a, "c,b"}, {false, a, "c,b"}, {false, b, "c"}, {false, c, ""},
+	} {
+		if step.add {
+			addUserConn(m, "u", step.c)
+		} else {
+			removeUserConn(m, "u", step.c)
+		}
+		if got := ids(); got != step.want {
+			t.Fatalf("after %v %s: %q, want %q", step.add, step.c.id, got, step.want)
+		}
+	}
+	if _, ok := m["u"]; ok {
+		t.Fatal("a user with no connections is still in the index")
 	}
 }

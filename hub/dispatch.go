@@ -12,7 +12,10 @@ import (
 type localHub struct {
 	conns  map[string]*conn
 	groups map[string]map[*conn]struct{}
-	users  map[string]map[*conn]struct{}
+	// users: a slice, not a set, since a user has one or a few
+	// connections and a map per user would cost each connection hundreds
+	// of bytes.
+	users map[string][]*conn
 }
 
 // dispatchBatch is how many entries the dispatcher reads at a time.
@@ -120,7 +123,7 @@ func (s *Server) waitDispatched(ctx context.Context, c fsm.Cursor) {
 func (s *Server) localHub(name string, create bool) *localHub {
 	h := s.idx[name]
 	if h == nil && create {
-		h = &localHub{conns: map[string]*conn{}, groups: map[string]map[*conn]struct{}{}, users: map[string]map[*conn]struct{}{}}
+		h = &localHub{conns: map[string]*conn{}, groups: map[string]map[*conn]struct{}{}, users: map[string][]*conn{}}
 		s.idx[name] = h
 	}
 	return h
@@ -163,7 +166,7 @@ func (s *Server) deliverEntry(e *fsm.Entry, epoch string, scratch []byte) []byte
 		h := s.localHub(e.Hub, true)
 		h.conns[c.id] = c
 		if c.user != "" {
-			addConn(h.users, c.user, c)
+			addUserConn(h.users, c.user, c)
 		}
 		close(c.attached)
 	case fsm.KindConnClose:
@@ -202,7 +205,7 @@ func (s *Server) deliverEntry(e *fsm.Entry, epoch string, scratch []byte) []byte
 		h = s.localHub(e.Hub, true)
 		h.conns[c.id] = c
 		if c.user != "" {
-			addConn(h.users, c.user, c)
+			addUserConn(h.users, c.user, c)
 		}
 		for _, g := range e.Groups {
 			addConn(h.groups, g, c)
@@ -264,7 +267,7 @@ func (s *Server) deliverEntry(e *fsm.Entry, epoch string, scratch []byte) []byte
 				send(c)
 			}
 		case fsm.AudienceUser:
-			for c := range h.users[e.Key] {
+			for _, c := range h.users[e.Key] {
 				send(c)
 			}
 		case fsm.AudienceConnection:
@@ -286,7 +289,7 @@ func (s *Server) unindex(h *localHub, c *conn) {
 	}
 	c.groups = nil
 	if c.user != "" {
-		removeConn(h.users, c.user, c)
+		removeUserConn(h.users, c.user, c)
 	}
 	if len(h.conns) == 0 {
 		delete(s.idx, c.hub)
@@ -308,6 +311,32 @@ func removeConn(m map[string]map[*conn]struct{}, key string, c *conn) {
 		if len(set) == 0 {
 			delete(m, key)
 		}
+	}
+}
+
+func addUserConn(m map[string][]*conn, user string, c *conn) {
+	for _, x := range m[user] {
+		if x == c {
+			return // a set: a connection is indexed under its user once
+		}
+	}
+	m[user] = append(m[user], c)
+}
+
+func removeUserConn(m map[string][]*conn, user string, c *conn) {
+	cs := m[user]
+	for i, x := range cs {
+		if x == c {
+			cs[i] = cs[len(cs)-1]
+			cs[len(cs)-1] = nil
+			cs = cs[:len(cs)-1]
+			break
+		}
+	}
+	if len(cs) == 0 {
+		delete(m, user)
+	} else {
+		m[user] = cs
 	}
 }
 
