@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -154,7 +155,10 @@ type state struct {
 type hubState struct {
 	Conns  map[string]*connState
 	Groups map[string]map[string]struct{}
-	Users  map[string]map[string]struct{}
+	// Users: a user's connections in a slice, not a set, since a user has
+	// one or a few and a map per user costs each connection hundreds of
+	// bytes on every node.
+	Users map[string][]string
 }
 
 type connState struct {
@@ -312,9 +316,11 @@ func (st *state) apply(e *Entry) error {
 		if _, ok := h.Conns[c.Conn]; ok {
 			return ErrConnectionExists
 		}
-		h.Conns[c.Conn] = &connState{User: c.User, Node: c.Node, Opened: e.Cursor, Base: e.Cursor, Groups: map[string]struct{}{}}
+		// Groups stays nil until the first join: most connections of a
+		// large hub are in few groups or none.
+		h.Conns[c.Conn] = &connState{User: c.User, Node: c.Node, Opened: e.Cursor, Base: e.Cursor}
 		if c.User != "" {
-			addTo(h.Users, c.User, c.Conn)
+			addUser(h.Users, c.User, c.Conn)
 		}
 		return nil
 	case KindConnClose:
@@ -327,7 +333,7 @@ func (st *state) apply(e *Entry) error {
 			removeFrom(h.Groups, g, c.Conn)
 		}
 		if cs.User != "" {
-			removeFrom(h.Users, cs.User, c.Conn)
+			removeUser(h.Users, cs.User, c.Conn)
 		}
 		delete(h.Conns, c.Conn)
 		if len(h.Conns) == 0 {
@@ -342,6 +348,9 @@ func (st *state) apply(e *Entry) error {
 		h := st.Hubs[c.Hub]
 		_, member := cs.Groups[c.Group]
 		if c.Kind == KindGroupJoin {
+			if cs.Groups == nil {
+				cs.Groups = map[string]struct{}{}
+			}
 			cs.Groups[c.Group] = struct{}{}
 			addTo(h.Groups, c.Group, c.Conn)
 		} else {
@@ -434,7 +443,7 @@ func (st *state) hub(name string) *hubState {
 		h = &hubState{
 			Conns:  map[string]*connState{},
 			Groups: map[string]map[string]struct{}{},
-			Users:  map[string]map[string]struct{}{},
+			Users:  map[string][]string{},
 		}
 		st.Hubs[name] = h
 	}
@@ -457,6 +466,25 @@ func addTo(m map[string]map[string]struct{}, key, conn string) {
 		m[key] = s
 	}
 	s[conn] = struct{}{}
+}
+
+func addUser(m map[string][]string, user, conn string) {
+	if !slices.Contains(m[user], conn) {
+		m[user] = append(m[user], conn)
+	}
+}
+
+func removeUser(m map[string][]string, user, conn string) {
+	cs := m[user]
+	if i := slices.Index(cs, conn); i >= 0 {
+		cs[i] = cs[len(cs)-1]
+		cs = cs[:len(cs)-1]
+	}
+	if len(cs) == 0 {
+		delete(m, user)
+	} else {
+		m[user] = cs
+	}
 }
 
 func removeFrom(m map[string]map[string]struct{}, key, conn string) {
@@ -634,7 +662,7 @@ func (m *Machine) UserConnections(hub, user string) []string {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	if h := m.st.Hubs[hub]; h != nil {
-		return sortedKeys(h.Users[user])
+		return slices.Sorted(slices.Values(h.Users[user]))
 	}
 	return nil
 }

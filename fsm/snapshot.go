@@ -151,14 +151,17 @@ func (m *Machine) Restore(rc io.ReadCloser) error {
 	}
 	for _, ci := range d.Conns {
 		h := st.hub(ci.Hub)
-		cs := &connState{User: ci.User, Node: ci.Node, Opened: ci.Opened, Groups: map[string]struct{}{},
+		cs := &connState{User: ci.User, Node: ci.Node, Opened: ci.Opened,
 			History: ci.History, Base: ci.Base, BaseGroups: ci.BaseGroups,
 			ClientSeq: ci.ClientSeq, AckSeq: ci.AckSeq, AckAt: ci.AckAt}
 		h.Conns[ci.ID] = cs
 		if ci.User != "" {
-			addTo(h.Users, ci.User, ci.ID)
+			addUser(h.Users, ci.User, ci.ID)
 		}
 		for _, g := range ci.Groups {
+			if cs.Groups == nil {
+				cs.Groups = map[string]struct{}{}
+			}
 			cs.Groups[g] = struct{}{}
 			addTo(h.Groups, g, ci.ID)
 		}
