@@ -26,6 +26,13 @@ type Config struct {
 	MaxQueuedMessages int
 	// SendTimeout bounds one transport write.
 	SendTimeout time.Duration
+	// MaxParallelInvocations is how many hub method invocations of one
+	// connection may run at once (ASP.NET Core's
+	// MaximumParallelInvocationsPerClient, default 1). Above 1, a
+	// connection's invocations may commit and complete in any order, as
+	// in ASP.NET Core; stateful-reconnect connections stay at 1, since
+	// their messages are numbered in order.
+	MaxParallelInvocations int
 	// WriteDelay, when positive, spaces a connection's writes at least this
 	// far apart while messages keep coming: what arrives meanwhile goes out
 	// in the same transport message. A connection that was quiet for
@@ -102,19 +109,20 @@ type Config struct {
 // timeout 30 s, handshake 15 s, 32 KiB messages).
 func DefaultConfig() Config {
 	return Config{
-		KeepAliveInterval: 15 * time.Second,
-		ClientTimeout:     30 * time.Second,
-		HandshakeTimeout:  15 * time.Second,
-		MaxMessageSize:    32 << 10,
-		MaxQueuedMessages: 4096,
-		SendTimeout:       10 * time.Second,
-		WSReadBufferSize:  1024,
-		WSWriteBufferSize: 16 << 10,
-		PublishTimeout:    10 * time.Second,
-		NegotiateTTL:      60 * time.Second,
-		MaxBodySize:       64 << 10,
-		DisconnectTimeout: 30 * time.Second,
-		PollTimeout:       90 * time.Second,
+		KeepAliveInterval:      15 * time.Second,
+		ClientTimeout:          30 * time.Second,
+		HandshakeTimeout:       15 * time.Second,
+		MaxMessageSize:         32 << 10,
+		MaxQueuedMessages:      4096,
+		MaxParallelInvocations: 1,
+		SendTimeout:            10 * time.Second,
+		WSReadBufferSize:       1024,
+		WSWriteBufferSize:      16 << 10,
+		PublishTimeout:         10 * time.Second,
+		NegotiateTTL:           60 * time.Second,
+		MaxBodySize:            64 << 10,
+		DisconnectTimeout:      30 * time.Second,
+		PollTimeout:            90 * time.Second,
 	}
 }
 
@@ -138,6 +146,9 @@ func (c Config) Validate() error {
 	}
 	if c.WSReadBufferSize < 256 || c.WSWriteBufferSize < 256 {
 		errs = append(errs, fmt.Errorf("WSReadBufferSize (%d) and WSWriteBufferSize (%d) must be at least 256", c.WSReadBufferSize, c.WSWriteBufferSize))
+	}
+	if c.MaxParallelInvocations < 1 || c.MaxParallelInvocations > 1024 {
+		errs = append(errs, fmt.Errorf("MaxParallelInvocations (%d) must be between 1 and 1024", c.MaxParallelInvocations))
 	}
 	if c.WriteDelay < 0 || c.WriteDelay > time.Second {
 		errs = append(errs, fmt.Errorf("WriteDelay (%s) must be between 0 and 1s", c.WriteDelay))

@@ -75,6 +75,12 @@ type conn struct {
 	removed    atomic.Bool   // ConnClose applied: nothing is owed
 	writerDone chan struct{}
 
+	// parallel, when MaxParallelInvocations > 1 (and not a stateful
+	// connection), holds a token per invocation running; invocations
+	// counts them so the connection's end waits for them.
+	parallel    chan struct{}
+	invocations sync.WaitGroup
+
 	groups  map[string]struct{} // owned by the dispatcher goroutine
 	touched bool                // in Server.touched; owned by the dispatcher goroutine
 }

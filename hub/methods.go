@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -126,7 +127,8 @@ func abbreviate(b []byte) string {
 }
 
 // handleRecord processes one hub message from the client, in order. Hub
-// methods run one at a time per connection, as in ASP.NET Core's default.
+// methods run one at a time per connection, as in ASP.NET Core's default,
+// or up to Config.MaxParallelInvocations at once (invokeParallel).
 func (c *conn) handleRecord(rec []byte, info recordInfo) {
 	if c.ctx.Err() != nil {
 		return
@@ -173,6 +175,10 @@ func (c *conn) handleRecord(rec []byte, info recordInfo) {
 	}
 	switch m.Type {
 	case typeInvocation:
+		if c.parallel != nil {
+			c.invokeParallel(rec)
+			return
+		}
 		c.invoke(m)
 	case typeStreamInvocation:
 		c.complete(m.InvocationID, nil, fmt.Sprintf("Unknown hub method '%s': this hub has no streaming methods.", m.Target))
@@ -186,6 +192,27 @@ func (c *conn) handleRecord(rec []byte, info recordInfo) {
 	default:
 		c.logger().Debug("ignoring unknown message type", "type", m.Type)
 	}
+}
+
+// invokeParallel runs an invocation on a goroutine of its own, once fewer
+// than MaxParallelInvocations of the connection's are running; until then
+// it blocks the reader, as ASP.NET Core does. The record is parsed again
+// from a copy: what the splitter hands over is only valid during the call.
+func (c *conn) invokeParallel(rec []byte) {
+	select {
+	case c.parallel <- struct{}{}:
+	case <-c.ctx.Done():
+		return
+	}
+	rec = bytes.Clone(rec)
+	c.invocations.Add(1)
+	go func() {
+		defer c.invocations.Done()
+		defer func() { <-c.parallel }()
+		if m, err := parseRecord(c.proto, rec); err == nil {
+			c.invoke(m)
+		}
+	}()
 }
 
 // invoke runs a built-in method and answers with its cursor.

@@ -2,10 +2,13 @@ package hub
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/raftplane/raftplane/fsm"
 )
@@ -337,5 +340,55 @@ func TestServer_OversizedInvocation(t *testing.T) {
 	h.fence(testHubName, c)
 	if n := len(c.invocations("huge")); n != 0 {
 		t.Errorf("an oversized invocation was delivered %d times", n)
+	}
+}
+
+// MaxParallelInvocations lets a connection's invocations run at once, up to
+// the limit; at 1 (the default) they run one at a time.
+func TestServer_ParallelInvocations(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ limit, send, wantRunning int }{
+		{1, 3, 1},
+		{4, 6, 4},
+	} {
+		t.Run(fmt.Sprintf("limit %d", tc.limit), func(t *testing.T) {
+			h := newTestHub(t, func(c *Config) { c.MaxParallelInvocations = tc.limit })
+			c := h.connect(testHubName, "par")
+			release := make(chan struct{})
+			var running, most atomic.Int64
+			h.pub.setHook(func(cmd fsm.Command) {
+				if cmd.Kind != fsm.KindPublish {
+					return
+				}
+				n := running.Add(1)
+				for {
+					m := most.Load()
+					if n <= m || most.CompareAndSwap(m, n) {
+						break
+					}
+				}
+				<-release
+				running.Add(-1)
+			})
+			ids := make([]string, tc.send)
+			for i := range ids {
+				ids[i] = c.invoke("Broadcast", "m", i)
+			}
+			waitFor(t, "the invocations to start", func() bool { return running.Load() == int64(tc.wantRunning) })
+			time.Sleep(50 * time.Millisecond) // a moment for more to start, if the limit did not hold
+			if got := running.Load(); got != int64(tc.wantRunning) {
+				t.Fatalf("%d invocations running at once, want %d", got, tc.wantRunning)
+			}
+			close(release)
+			for _, id := range ids {
+				if m := c.completion(id); m.Error != "" {
+					t.Fatalf("invocation %s: %s", id, m.Error)
+				}
+			}
+			if got := most.Load(); got != int64(tc.wantRunning) {
+				t.Fatalf("at most %d running at once, want %d", got, tc.wantRunning)
+			}
+			c.waitInvocations("m", tc.send)
+		})
 	}
 }

@@ -309,6 +309,9 @@ func (s *Server) serve(c *conn, rd reader) {
 // run starts the connection's writer, then reads and handles the client's
 // messages until the connection ends, and cleans up.
 func (s *Server) run(c *conn, rd reader, split splitter, leftover []pendingRecord) {
+	if n := s.cfg.MaxParallelInvocations; n > 1 && c.sr == nil {
+		c.parallel = make(chan struct{}, n)
+	}
 	c.startWriter()
 
 	for _, l := range leftover {
@@ -353,6 +356,7 @@ func (s *Server) run(c *conn, rd reader, split splitter, leftover []pendingRecor
 		}
 	}
 	c.cancel()
+	c.invocations.Wait() // ended by the context: Publish returns
 	<-c.writerDone
 	s.release(c)
 }

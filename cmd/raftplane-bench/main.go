@@ -74,6 +74,7 @@ type config struct {
 	timeout     time.Duration
 	profileDir  string
 	idle        time.Duration
+	inflight    int
 	hub         string
 }
 
@@ -89,6 +90,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.duration, "duration", 10*time.Second, "how long the load runs")
 	fs.IntVar(&c.payload, "payload", 120, "padding bytes in each message")
 	fs.IntVar(&c.publishers, "publishers", 64, "publish: concurrent publishers, one connection each")
+	fs.IntVar(&c.inflight, "inflight", 1, "publish: invocations each publisher connection keeps in flight (above 1 they run in parallel only with the nodes' -max-parallel-invocations)")
 	fs.IntVar(&c.pubConns, "pub-conns", 1, "fanout/latency/failover: connections the one paced publisher spreads its messages over (the server runs one connection's invocations one at a time)")
 	fs.IntVar(&c.conns, "conns", 10000, "conns: idle connections to node 1")
 	fs.DurationVar(&c.idle, "idle", 2*time.Second, "conns: how long the connections stay idle before node 1's memory is measured")
@@ -146,6 +148,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, errors.New("-payload: 0 to 30000 (the server's default message limit is 32 KiB)")
 	case c.pubConns < 1 || c.pubConns > 1000:
 		return nil, errors.New("-pub-conns: 1 to 1000")
+	case c.inflight < 1 || c.inflight > 1024:
+		return nil, errors.New("-inflight: 1 to 1024")
 	case c.idle < 0 || c.idle > time.Hour:
 		return nil, errors.New("-idle: 0 to 1h")
 	case c.dialConc < 1:

@@ -581,9 +581,10 @@ func runPublish(ctx context.Context, e *env, cfg *config) ([]Result, error) {
 		lat       hist
 		err       error
 	}
-	stats := make([]pubStats, len(conns))
+	stats := make([]pubStats, len(conns)*cfg.inflight)
 	var wg sync.WaitGroup
-	for i, c := range conns {
+	for i := range stats {
+		c := conns[i%len(conns)]
 		wg.Add(1)
 		go func(i int, c *client.Conn) {
 			defer wg.Done()
@@ -625,6 +626,7 @@ func runPublish(ctx context.Context, e *env, cfg *config) ([]Result, error) {
 	r := Result{Scenario: "publish", CPU: cpu}
 	r.param("nodes", n)
 	r.param("publishers", len(conns))
+	r.param("inflight", cfg.inflight)
 	r.param("duration_s", cfg.duration.Seconds())
 	r.param("payload", cfg.payload)
 	r.metric("committed", ok)
@@ -633,7 +635,10 @@ func runPublish(ctx context.Context, e *env, cfg *config) ([]Result, error) {
 	r.metric("invoke_p50_ms", msOf(lat.quantile(0.5)))
 	r.metric("invoke_p99_ms", msOf(lat.quantile(0.99)))
 	r.metric("invoke_max_ms", msOf(lat.max))
-	r.note("each publisher: its own WebSocket connection (spread round robin over the nodes), InvokeCursor(SendToGroup) into a group nobody is in, back to back; no subscribers")
+	r.note("each publisher: its own WebSocket connection (spread round robin over the nodes), InvokeCursor(SendToGroup) into a group nobody is in, back to back, %d at a time; no subscribers", cfg.inflight)
+	if cfg.inflight > 1 {
+		r.note("more than one invocation at a time per connection runs in parallel only on nodes started with -max-parallel-invocations (ASP.NET Core: MaximumParallelInvocationsPerClient); otherwise they queue")
+	}
 	if firstErr != nil {
 		r.note("first error: %v", firstErr)
 	}

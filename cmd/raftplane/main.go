@@ -98,6 +98,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&h.HandshakeTimeout, "handshake-timeout", h.HandshakeTimeout, "how long a client may take to send its handshake")
 	fs.IntVar(&h.MaxMessageSize, "max-message-size", h.MaxMessageSize, "largest hub message a client may send, in bytes")
 	fs.IntVar(&h.MaxQueuedMessages, "max-queued-messages", h.MaxQueuedMessages, "per-connection send queue; a client further behind is closed with allowReconnect")
+	fs.IntVar(&h.MaxParallelInvocations, "max-parallel-invocations", h.MaxParallelInvocations, "hub method invocations of one connection that may run at once (ASP.NET Core's MaximumParallelInvocationsPerClient); above 1 they may complete in any order; stateful-reconnect connections stay at 1")
 	fs.DurationVar(&h.WriteDelay, "write-delay", h.WriteDelay, "space a busy connection's writes this far apart so that messages share frames (fewer writes at high fan-out, up to this much more latency); 0: write at once")
 	fs.IntVar(&h.WSReadBufferSize, "ws-read-buffer", h.WSReadBufferSize, "bytes of read buffer each WebSocket keeps for its whole life (most of an idle connection's memory); larger messages are read past it")
 	fs.IntVar(&h.WSWriteBufferSize, "ws-write-buffer", h.WSWriteBufferSize, "bytes of WebSocket write buffer, lent per write: coalesced messages up to this size go out as one frame")
