@@ -421,6 +421,14 @@ func (n *Node) Leave(ctx context.Context) error {
 	}
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
+	// A leader stops replicating to a server once its removal commits,
+	// and may stop before sending the removal itself: the removed server
+	// then never sees it, and only notices that no leader talks to it any
+	// more (its pre-votes are refused). Silence this long after asking to
+	// leave is taken as removal; were it a partition instead, the leader
+	// still removes the node, which advertises Leaving, once it can.
+	silence := max(2*time.Second, 4*n.cfg.HeartbeatTimeout)
+	asked := time.Now()
 	for {
 		cf := n.raft.GetConfiguration()
 		if cf.Error() == nil {
@@ -434,6 +442,11 @@ func (n *Node) Leave(ctx context.Context) error {
 				n.log.Info("removed from the raft configuration")
 				return nil
 			}
+		}
+		if last := n.raft.LastContact(); !n.isLeader() && time.Since(asked) > silence && time.Since(last) > silence {
+			n.log.Info("no leader has contacted this node since it asked to leave; taking it as removed",
+				"last_contact", last, "silence", silence)
+			return nil
 		}
 		select {
 		case <-tick.C:
