@@ -1,7 +1,6 @@
 package hub
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -176,7 +175,7 @@ func (c *conn) handleRecord(rec []byte, info recordInfo) {
 	switch m.Type {
 	case typeInvocation:
 		if c.parallel != nil {
-			c.invokeParallel(rec)
+			c.invokeParallel(m)
 			return
 		}
 		c.invoke(m)
@@ -196,22 +195,19 @@ func (c *conn) handleRecord(rec []byte, info recordInfo) {
 
 // invokeParallel runs an invocation on a goroutine of its own, once fewer
 // than MaxParallelInvocations of the connection's are running; until then
-// it blocks the reader, as ASP.NET Core does. The record is parsed again
-// from a copy: what the splitter hands over is only valid during the call.
-func (c *conn) invokeParallel(rec []byte) {
+// it blocks the reader, as ASP.NET Core does. m is the parser's own copy
+// (parseMessage and parseMsgpackMessage never alias the record).
+func (c *conn) invokeParallel(m hubMessage) {
 	select {
 	case c.parallel <- struct{}{}:
 	case <-c.ctx.Done():
 		return
 	}
-	rec = bytes.Clone(rec)
 	c.invocations.Add(1)
 	go func() {
 		defer c.invocations.Done()
 		defer func() { <-c.parallel }()
-		if m, err := parseRecord(c.proto, rec); err == nil {
-			c.invoke(m)
-		}
+		c.invoke(m)
 	}()
 }
 

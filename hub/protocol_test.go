@@ -755,3 +755,27 @@ func BenchmarkRecordSplitter_Oversized(b *testing.B) {
 		}
 	}
 }
+
+// The parsers return messages that do not alias the record: invokeParallel
+// hands them to another goroutine after the splitter reuses its buffer.
+func TestParseRecord_DoesNotAlias(t *testing.T) {
+	for _, p := range []protocol{jsonProtocol{}, msgpackProtocol{}} {
+		framed := p.appendInvocation(nil, "Broadcast", json.RawMessage(`["m",{"k":"v"}]`), "")
+		var recs [][]byte
+		newSplitter(p.name(), 1<<16).feed(framed, func(rec []byte, _ recordInfo) { recs = append(recs, rec) })
+		if len(recs) != 1 {
+			t.Fatalf("%s: %d records, want 1", p.name(), len(recs))
+		}
+		rec := recs[0]
+		m, err := parseRecord(p, rec)
+		if err != nil {
+			t.Fatalf("%s: %v", p.name(), err)
+		}
+		for i := range rec {
+			rec[i] = 'X'
+		}
+		if m.Target != "Broadcast" || len(m.Arguments) != 2 || string(m.Arguments[0]) != `"m"` || string(m.Arguments[1]) != `{"k":"v"}` {
+			t.Fatalf("%s: the message changed with the record: %q %q", p.name(), m.Target, m.Arguments)
+		}
+	}
+}
