@@ -140,8 +140,8 @@ func (c *conn) enqueue(frame []byte, at fsm.Cursor) bool {
 // that what a batch brings a connection goes out as one write).
 func (c *conn) enqueueKick(frame []byte, at fsm.Cursor, kick bool) bool {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.closing {
+		c.mu.Unlock()
 		return false
 	}
 	if len(c.queue) >= c.srv.cfg.MaxQueuedMessages {
@@ -150,9 +150,12 @@ func (c *conn) enqueueKick(frame []byte, at fsm.Cursor, kick bool) bool {
 		c.closeMsg = c.proto.appendClose(nil, "Connection closed: too slow to receive, more than "+
 			strconv.Itoa(c.srv.cfg.MaxQueuedMessages)+" messages queued.", true)
 		c.kickLocked()
+		c.mu.Unlock()
+		// Logged outside the lock: the dispatcher is the caller.
 		c.logger().Warn("closing slow connection", "queued", c.srv.cfg.MaxQueuedMessages)
 		return false
 	}
+	defer c.mu.Unlock()
 	if c.queue == nil {
 		c.queue = (*queues.Get().(*[]outFrame))[:0]
 	}
