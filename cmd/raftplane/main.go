@@ -62,10 +62,14 @@ type options struct {
 	jwtKey, apiKey, secret                                    string
 	gossipAddr, advertise, join, gossipKey                    string
 	debugAddr                                                 string
-	shutdownTimeout                                           time.Duration
-	hub                                                       hub.Config
-	fsm                                                       fsm.Config
-	cluster                                                   cluster.Config
+	// Secrets from files (not visible in ps), and peer TLS.
+	jwtKeyFile, apiKeyFile, gossipKeyFile string
+	peerCertFile, peerKeyFile, peerCAFile string
+	insecure                              bool
+	shutdownTimeout                       time.Duration
+	hub                                   hub.Config
+	fsm                                   fsm.Config
+	cluster                               cluster.Config
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -89,6 +93,13 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.jwtKey, "jwt-key", "", "HS256 key; when set, clients need a JWT whose sub is their user id")
 	fs.StringVar(&o.apiKey, "api-key", "", "when set, the REST API needs Authorization: Bearer <api-key>")
 	fs.StringVar(&o.secret, "secret", "", "secret that signs connection tokens, the same on every node (default: the cluster secret generated at bootstrap and replicated in the log)")
+	fs.StringVar(&o.jwtKeyFile, "jwt-key-file", "", "file holding the -jwt-key (keeps it out of ps)")
+	fs.StringVar(&o.apiKeyFile, "api-key-file", "", "file holding the -api-key (keeps it out of ps)")
+	fs.StringVar(&o.gossipKeyFile, "gossip-key-file", "", "file holding the -gossip-key (keeps it out of ps)")
+	fs.StringVar(&o.peerCertFile, "peer-cert-file", "", "PEM certificate this node presents to its peers on the Raft port (mutual TLS; make one with `raftplane certs node`); reloaded when the file changes")
+	fs.StringVar(&o.peerKeyFile, "peer-key-file", "", "PEM private key of -peer-cert-file")
+	fs.StringVar(&o.peerCAFile, "peer-ca-file", "", "PEM CA certificate(s) a peer's certificate must chain to; a peer without one gets nothing")
+	fs.BoolVar(&o.insecure, "insecure", false, "allow the Raft and gossip ports to listen beyond loopback without peer TLS and a gossip key: only on a network you trust entirely")
 	fs.StringVar(&o.debugAddr, "debug-http", "", "listen address for Go's profiling endpoints (/debug/pprof/); off when empty. Keep it private: profiles show memory contents")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown may take")
 
@@ -229,6 +240,16 @@ func run(ctx context.Context, args []string, stderr io.Writer, onReady func(http
 	}
 	lg, err := newLogger(o.logLevel, stderr)
 	if err != nil {
+		return err
+	}
+	if err := o.loadSecrets(); err != nil {
+		return err
+	}
+	if err := checkPeerSecurity(peerSecurity{
+		raftBind: o.raftAddr, gossipBind: o.gossipAddr,
+		peerTLS:   o.peerCertFile != "" || o.peerKeyFile != "" || o.peerCAFile != "",
+		gossipKey: o.gossipKey != "", insecure: o.insecure,
+	}); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(o.data, 0o750); err != nil {
