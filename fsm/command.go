@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"strings"
 )
 
 // Kind is the type byte of a command. Kinds at or above KindIgnorable may be
@@ -146,16 +145,38 @@ func (c *Command) size() int {
 // batchVersion is the first byte of every log entry raftplane writes.
 const batchVersion = 1
 
-// Limits the decoder enforces, so a corrupt entry cannot make it allocate
-// without bound.
+// Limits of the log format. DecodeBatch refuses an entry beyond them (so a
+// corrupt entry cannot make it allocate without bound) and Validate refuses
+// a command that would break one. They are constants, not settings: every
+// replica must decode the same bytes the same way.
 const (
-	maxBatchCommands = 1 << 20
-	maxFieldBytes    = 64 << 20
-	maxExclude       = 1 << 16
+	// MaxBatchCommands caps the commands in one log entry.
+	MaxBatchCommands = 1 << 20
+	// MaxCommandBytes caps one encoded command, and so every field of it.
+	MaxCommandBytes = 64 << 20
+	// MaxExclude caps the connection ids a publish excludes.
+	MaxExclude = 1 << 16
+)
+
+// The decoder's names for the limits.
+const (
+	maxBatchCommands = MaxBatchCommands
+	maxFieldBytes    = MaxCommandBytes
+	maxExclude       = MaxExclude
 )
 
 // ErrMalformed is wrapped by every decoding error.
 var ErrMalformed = errors.New("fsm: malformed command")
+
+// ErrUnknownFormat is wrapped (with ErrMalformed) by the decoding error of
+// an entry whose batch version, or a command kind below KindIgnorable, this
+// build does not know: a newer version may have written it, so Apply stops
+// the node rather than skip what other replicas may apply. Any other
+// decoding error is a malformed entry, which every replica rejects alike.
+// So a newer version changes the format with a new batch version or a new
+// kind, never with more fields in a known kind (trailing bytes are
+// malformed).
+var ErrUnknownFormat = errors.New("fsm: unknown log format")
 
 // EncodeBatch encodes commands as the data of one Raft log entry. Their
 // offsets in the entry are their positions in cmds.
@@ -182,7 +203,7 @@ func DecodeBatch(data []byte) ([]Command, error) {
 		return nil, fmt.Errorf("%w: empty entry", ErrMalformed)
 	}
 	if data[0] != batchVersion {
-		return nil, fmt.Errorf("%w: unknown batch version %d", ErrMalformed, data[0])
+		return nil, fmt.Errorf("%w: %w: batch version %d (this build knows version %d)", ErrMalformed, ErrUnknownFormat, data[0], batchVersion)
 	}
 	r := reader{b: data[1:]}
 	n := r.uvarint()
@@ -336,8 +357,11 @@ func DecodeCommand(data []byte) (Command, error) {
 		c.AckSeq = r.uvarint()
 		c.From = r.cursor()
 	default:
+		if r.err == nil && c.Kind == 0 {
+			r.fail("command kind 0") // no version writes it
+		}
 		if r.err == nil && c.Kind < KindIgnorable {
-			r.fail("unknown command kind %d", c.Kind)
+			r.err = fmt.Errorf("%w: %w: command kind %d", ErrMalformed, ErrUnknownFormat, c.Kind)
 		}
 		return c, r.err // ignorable: the rest belongs to a newer version
 	}
@@ -454,49 +478,3 @@ func (r *reader) bytes() []byte {
 }
 
 func (r *reader) string() string { return string(r.bytes()) }
-
-// Validate reports a command that the FSM would refuse to decode, so that a
-// submitter rejects it before it reaches the log (where a bad entry stops
-// every replica).
-func (c *Command) Validate() error {
-	switch c.Kind {
-	case KindClusterInit:
-		if c.ClusterID == "" || strings.Contains(c.ClusterID, ":") {
-			return fmt.Errorf("%w: cluster id %q", ErrInvalid, c.ClusterID)
-		}
-	case KindPublish:
-		if c.Audience < AudienceAll || c.Audience > AudienceConnection {
-			return fmt.Errorf("%w: unknown audience %d", ErrInvalid, c.Audience)
-		}
-		if c.Audience != AudienceAll && c.Key == "" {
-			return fmt.Errorf("%w: %s publish without a key", ErrInvalid, c.Audience)
-		}
-		if c.Target == "" {
-			return fmt.Errorf("%w: publish without a target", ErrInvalid)
-		}
-	case KindGroupJoin, KindGroupLeave:
-		if c.Conn == "" || c.Group == "" {
-			return fmt.Errorf("%w: %s needs a connection and a group", ErrInvalid, c.Kind)
-		}
-	case KindConnOpen, KindConnClose, KindConnResume, KindConnAck:
-		if c.Conn == "" {
-			return fmt.Errorf("%w: %s needs a connection", ErrInvalid, c.Kind)
-		}
-	case KindReject:
-		if c.Origin.IsZero() {
-			return fmt.Errorf("%w: reject without an origin", ErrInvalid)
-		}
-	default:
-		return fmt.Errorf("%w: unknown kind %d", ErrInvalid, c.Kind)
-	}
-	if !c.Origin.IsZero() && (!carriesOrigin(c.Kind) || c.Origin.Conn == "") {
-		return fmt.Errorf("%w: %s cannot carry this origin", ErrInvalid, c.Kind)
-	}
-	if c.Kind != KindClusterInit && c.Hub == "" {
-		return fmt.Errorf("%w: %s without a hub", ErrInvalid, c.Kind)
-	}
-	return nil
-}
-
-// ErrInvalid is wrapped by Validate's errors.
-var ErrInvalid = errors.New("fsm: invalid command")

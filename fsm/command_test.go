@@ -54,13 +54,16 @@ func sampleCommands() []struct {
 }
 
 // normalize makes empty slices nil, since the codec does not distinguish
-// them.
+// them (Exclude, Args, Secret).
 func normalize(c Command) Command {
 	if len(c.Exclude) == 0 {
 		c.Exclude = nil
 	}
 	if len(c.Args) == 0 {
 		c.Args = nil
+	}
+	if len(c.Secret) == 0 {
+		c.Secret = nil
 	}
 	return c
 }

@@ -48,19 +48,39 @@ func (c Cursor) String() string { return fmt.Sprintf("%d:%d", c.Index, c.Offset)
 // ErrBadCursor is returned by ParseCursor for a string that is not a cursor.
 var ErrBadCursor = errors.New("fsm: malformed cursor")
 
-// ParseCursor parses a string made by Cursor.Format.
+// ParseCursor parses a string made by Cursor.Format. Clients send cursors,
+// so its errors quote at most the first maxQuoted bytes of s.
 func ParseCursor(s string) (epoch string, c Cursor, err error) {
-	parts := strings.Split(s, ":")
-	if len(parts) != 3 || parts[0] == "" {
-		return "", Cursor{}, fmt.Errorf("%w %q: want <epoch>:<index>:<offset>", ErrBadCursor, s)
+	epoch, rest, ok1 := strings.Cut(s, ":")
+	index, offset, ok2 := strings.Cut(rest, ":")
+	if !ok1 || !ok2 || epoch == "" || strings.Contains(offset, ":") {
+		return "", Cursor{}, fmt.Errorf("%w %s: want <epoch>:<index>:<offset>", ErrBadCursor, quoteShort(s))
 	}
-	idx, err := strconv.ParseUint(parts[1], 10, 64)
+	idx, err := strconv.ParseUint(index, 10, 64)
 	if err != nil {
-		return "", Cursor{}, fmt.Errorf("%w %q: index: %v", ErrBadCursor, s, err)
+		return "", Cursor{}, fmt.Errorf("%w %s: index: %v", ErrBadCursor, quoteShort(s), numErr(err))
 	}
-	off, err := strconv.ParseUint(parts[2], 10, 32)
+	off, err := strconv.ParseUint(offset, 10, 32)
 	if err != nil {
-		return "", Cursor{}, fmt.Errorf("%w %q: offset: %v", ErrBadCursor, s, err)
+		return "", Cursor{}, fmt.Errorf("%w %s: offset: %v", ErrBadCursor, quoteShort(s), numErr(err))
 	}
-	return parts[0], Cursor{Index: idx, Offset: uint32(off)}, nil
+	return epoch, Cursor{Index: idx, Offset: uint32(off)}, nil
+}
+
+// maxQuoted bounds how much of a bad cursor an error repeats.
+const maxQuoted = 64
+
+func quoteShort(s string) string {
+	if len(s) <= maxQuoted {
+		return strconv.Quote(s)
+	}
+	return strconv.Quote(s[:maxQuoted]) + fmt.Sprintf("... (%d bytes)", len(s))
+}
+
+// numErr drops the input strconv repeats in its error.
+func numErr(err error) error {
+	if ne, ok := err.(*strconv.NumError); ok {
+		return ne.Err
+	}
+	return err
 }

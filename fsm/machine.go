@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -40,6 +41,10 @@ var (
 	// the newest applied one: a copy that late might no longer be known as
 	// a duplicate, so it is not applied at all.
 	ErrExpired = errors.New("command expired: it reached the log too late to be applied safely; it may or may not have been applied before")
+	// ErrRejected is what Apply returns (as the whole response, not per
+	// command) for an entry of a known batch version that does not decode:
+	// none of its commands was applied, on any replica.
+	ErrRejected = errors.New("fsm: log entry rejected as malformed: none of its commands was applied")
 )
 
 // Config bounds the message cache. The limits are per node: a node with a
@@ -127,6 +132,8 @@ type Machine struct {
 	mu      sync.RWMutex
 	st      *state
 	changed chan struct{} // closed and replaced after every apply or restore
+
+	rejected atomic.Uint64 // malformed entries this process rejected
 }
 
 // state is everything a snapshot carries; Restore swaps it whole.
@@ -242,10 +249,22 @@ func (m *Machine) applyLocked(l *raft.Log) interface{} {
 		return nil
 	}
 	cmds, err := DecodeBatch(l.Data)
+	if errors.Is(err, ErrUnknownFormat) {
+		// A newer node wrote it: skipping it would let this node's state
+		// drift from the nodes that know the format, so stop here (again
+		// after every restart) until this node runs a version that knows it.
+		panic(fmt.Sprintf("fsm: entry %d (term %d) is in a log format this build does not know: %v; "+
+			"upgrade raftplane on this node to apply the log", l.Index, l.Term, err))
+	}
 	if err != nil {
-		// Every replica decodes the same bytes: skipping here would let this
-		// node's state silently drift from a node that knows the format.
-		panic(fmt.Sprintf("fsm: entry %d: %v", l.Index, err))
+		// A malformed entry of a known version: every replica decodes the
+		// same bytes to the same error, so every replica rejects it whole
+		// and stays equal. Nothing but Applied changes, not the digest
+		// either (like a configuration entry, it holds no command).
+		m.rejected.Add(1)
+		m.log.Error("rejected a malformed log entry; none of its commands was applied",
+			"index", l.Index, "term", l.Term, "bytes", len(l.Data), "err", err)
+		return fmt.Errorf("%w: entry %d: %w", ErrRejected, l.Index, err)
 	}
 	res := make([]Result, len(cmds))
 	for off := range cmds {
@@ -264,7 +283,7 @@ func (m *Machine) applyLocked(l *raft.Log) interface{} {
 				res[off] = Result{Cursor: first, Duplicate: true}
 				continue
 			}
-			if st.Newest-c.Time > MaxCommandAge.Nanoseconds() {
+			if olderThan(c.Time, st.Newest, MaxCommandAge.Nanoseconds()) {
 				res[off] = Result{Cursor: cur, Err: ErrExpired}
 				continue
 			}
@@ -506,7 +525,7 @@ func (m *Machine) evictLocked() {
 	for n < len(st.Entries) {
 		e := &st.Entries[n]
 		over := len(st.Entries)-n > m.cfg.CacheMaxEntries || st.Bytes > m.cfg.CacheMaxBytes ||
-			st.Newest-e.Time > maxAge
+			olderThan(e.Time, st.Newest, maxAge)
 		if !over {
 			break
 		}
@@ -523,7 +542,7 @@ func (m *Machine) evictLocked() {
 	}
 	window := DedupWindow.Nanoseconds()
 	k := 0
-	for k < len(st.DedupQ) && st.Newest-st.DedupQ[k].Time > window {
+	for k < len(st.DedupQ) && olderThan(st.DedupQ[k].Time, st.Newest, window) {
 		delete(st.Dedup, st.DedupQ[k].ID)
 		k++
 	}
@@ -532,6 +551,13 @@ func (m *Machine) evictLocked() {
 	} else if k > 0 {
 		st.DedupQ = st.DedupQ[k:]
 	}
+}
+
+// olderThan reports whether stamp t is more than d nanoseconds before
+// newest, without the overflow of newest-t (stamps are the submitters'
+// numbers: a wrapped difference would make an ancient stamp look new).
+func olderThan(t, newest, d int64) bool {
+	return t < newest && uint64(newest)-uint64(t) > uint64(d)
 }
 
 func (m *Machine) notifyLocked() {
@@ -595,6 +621,21 @@ func (m *Machine) Secret() []byte {
 	defer m.mu.RUnlock()
 	return m.st.Secret
 }
+
+// Newest returns the largest command time stamp applied (Unix nanoseconds;
+// 0 before any). A leader stamps no command below it, so that time in the
+// log never goes backward when leadership moves to a node whose clock is
+// behind.
+func (m *Machine) Newest() int64 {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.st.Newest
+}
+
+// Rejected returns how many malformed log entries this machine has rejected
+// since it was created (a per-process count, not replicated: a node that
+// installed a snapshot past such an entry never saw it).
+func (m *Machine) Rejected() uint64 { return m.rejected.Load() }
 
 // Epoch returns the cluster id that prefixes every cursor, or "" before the
 // cluster-init command is applied.

@@ -411,28 +411,6 @@ func TestMachine_ApplyEmptyBatch(t *testing.T) {
 	}
 }
 
-func TestMachine_ApplyMalformedPanics(t *testing.T) {
-	tests := []struct {
-		name string
-		data []byte
-	}{
-		{name: "empty", data: nil},
-		{name: "bad version", data: []byte{9, 0}},
-		{name: "unknown kind", data: EncodeBatch([]Command{{Kind: 77}})},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			m := newTestMachine(t, testConfig(t))
-			defer func() {
-				if recover() == nil {
-					t.Fatal("Apply of a malformed entry did not panic")
-				}
-			}()
-			m.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: tt.data})
-		})
-	}
-}
-
 func TestMachine_ApplyIgnorable(t *testing.T) {
 	a := newApplier(t, testConfig(t))
 	a.apply1(publish("h", AudienceAll, "", "[1]"))

@@ -133,6 +133,9 @@ func (m *Machine) Restore(rc io.ReadCloser) error {
 	if err := gob.NewDecoder(br).Decode(&d); err != nil {
 		return fmt.Errorf("fsm: restore: %w", err)
 	}
+	if d.Last.Index > d.Applied {
+		return fmt.Errorf("fsm: restore: last command %s after the applied index %d", d.Last, d.Applied)
+	}
 	st := newState()
 	st.Epoch, st.Secret, st.Applied, st.Last, st.Floor, st.Newest = d.Epoch, d.Secret, d.Applied, d.Last, d.Floor, d.Newest
 	st.Digest = d.Digest
@@ -146,17 +149,26 @@ func (m *Machine) Restore(rc io.ReadCloser) error {
 		if !ok {
 			return fmt.Errorf("fsm: restore entry %s: unknown outcome code %d", se.Cursor, se.ErrCode)
 		}
+		if (i > 0 && !d.Entries[i-1].Cursor.Less(se.Cursor)) || d.Last.Less(se.Cursor) {
+			// Since relies on the order; a snapshot this machine wrote has it.
+			return fmt.Errorf("fsm: restore entry %s: out of order (last %s)", se.Cursor, d.Last)
+		}
 		st.Entries[i] = Entry{Cursor: se.Cursor, Command: c, Err: e, Groups: se.Groups}
 		st.Bytes += int64(st.Entries[i].size())
 	}
 	for _, ci := range d.Conns {
 		h := st.hub(ci.Hub)
+		if _, dup := h.Conns[ci.ID]; dup {
+			return fmt.Errorf("fsm: restore: connection %q of hub %q listed twice", ci.ID, ci.Hub)
+		}
 		cs := &connState{User: ci.User, Node: ci.Node, Opened: ci.Opened,
 			History: ci.History, Base: ci.Base, BaseGroups: ci.BaseGroups,
 			ClientSeq: ci.ClientSeq, AckSeq: ci.AckSeq, AckAt: ci.AckAt}
 		h.Conns[ci.ID] = cs
 		if ci.User != "" {
-			addUser(h.Users, ci.User, ci.ID)
+			// Not addUser: ids are unique (checked above), and its search
+			// would make a user with many connections cost quadratic time.
+			h.Users[ci.User] = append(h.Users[ci.User], ci.ID)
 		}
 		for _, g := range ci.Groups {
 			if cs.Groups == nil {
