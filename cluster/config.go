@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -74,6 +75,24 @@ type Config struct {
 	MaxTrailing uint64
 
 	Logger *slog.Logger
+
+	// MaxClockSkew is how far ahead of the leader's clock a forwarded
+	// command's stamp may be; a stamp further ahead is clamped to the
+	// leader's clock. The FSM measures command age against the newest stamp
+	// applied, so one stamp from the future would make every later command
+	// expire (fsm/DESIGN.md, "Time in the log"). Default 1s; at most
+	// fsm.MaxCommandAge/3.
+	MaxClockSkew time.Duration
+
+	// ServerTLS, when set, puts the Raft port behind TLS: every accepted
+	// connection completes a handshake, within muxHeaderTimeout, before it
+	// may name a service, so a peer without a certificate the config
+	// accepts gets nothing of Raft or the RPC. It must require and verify
+	// client certificates (mutual TLS; certs.Reloader.ServerConfig does).
+	// ClientTLS is what this node dials its peers with; it must verify
+	// them. Both or neither: nil is plaintext, for a trusted network.
+	ServerTLS *tls.Config
+	ClientTLS *tls.Config
 }
 
 // DefaultConfig returns LAN defaults.
@@ -100,6 +119,7 @@ func DefaultConfig() Config {
 		StabilizeTime:      2 * time.Second,
 		MaxTrailing:        256,
 		DisconnectTimeout:  30 * time.Second,
+		MaxClockSkew:       time.Second,
 	}
 }
 
@@ -163,8 +183,40 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("ReapAfter (%s) must be at least 1s, ReconcileInterval (%s) positive, StabilizeTime (%s) not negative",
 			c.ReapAfter, c.ReconcileInterval, c.StabilizeTime))
 	}
+	if c.MaxClockSkew < 0 || c.MaxClockSkew > fsm.MaxCommandAge/3 {
+		errs = append(errs, fmt.Errorf("MaxClockSkew (%s) must be from 0 to a third of the FSM's MaxCommandAge (%s)", c.MaxClockSkew, fsm.MaxCommandAge/3))
+	}
+	errs = append(errs, c.validateTLS()...)
 	if len(errs) > 0 {
 		return fmt.Errorf("cluster config: %w", errors.Join(errs...))
 	}
 	return nil
+}
+
+// validateTLS checks the peer TLS pair: both or neither, and each side
+// verifies the other, since a one-way check lets a stranger in.
+func (c Config) validateTLS() []error {
+	if (c.ServerTLS == nil) != (c.ClientTLS == nil) {
+		return []error{fmt.Errorf("ServerTLS (set: %t) and ClientTLS (set: %t) must be set together", c.ServerTLS != nil, c.ClientTLS != nil)}
+	}
+	if c.ServerTLS == nil {
+		return nil
+	}
+	var errs []error
+	s := c.ServerTLS
+	customVerify := s.VerifyConnection != nil || s.VerifyPeerCertificate != nil
+	if s.ClientAuth != tls.RequireAndVerifyClientCert && (s.ClientAuth != tls.RequireAnyClientCert || !customVerify) {
+		errs = append(errs, fmt.Errorf("ServerTLS.ClientAuth (%s) must require and verify client certificates", s.ClientAuth))
+	}
+	if len(s.Certificates) == 0 && s.GetCertificate == nil && s.GetConfigForClient == nil {
+		errs = append(errs, errors.New("ServerTLS has no certificate"))
+	}
+	cl := c.ClientTLS
+	if cl.InsecureSkipVerify && cl.VerifyConnection == nil && cl.VerifyPeerCertificate == nil {
+		errs = append(errs, errors.New("ClientTLS.InsecureSkipVerify is set with no VerifyConnection: peers would go unverified"))
+	}
+	if len(cl.Certificates) == 0 && cl.GetClientCertificate == nil {
+		errs = append(errs, errors.New("ClientTLS has no client certificate"))
+	}
+	return errs
 }

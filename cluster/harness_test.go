@@ -59,6 +59,8 @@ type nodeOpts struct {
 	// dir before gossip starts, so a restarted node first gossips cluster ""
 	// until its log replays (cmd/raftplane's wiring before 7a7e6cd).
 	lateClusterID bool
+	// tweak, if set, changes the cluster config last (peer TLS, say).
+	tweak func(*Config)
 }
 
 // testNode is one node wired the way cmd/raftplane wires it: an FSM, a
@@ -184,6 +186,9 @@ func startNode(t *testing.T, o nodeOpts) *testNode {
 		t.Fatalf("%s: gossip.New: %v", o.id, err)
 	}
 	cfg := testClusterConfig(o)
+	if o.tweak != nil {
+		o.tweak(&cfg)
+	}
 	cfg.Members = agent
 	cfg.Logger = lg.With("component", "cluster")
 	node, err := New(cfg, machine)

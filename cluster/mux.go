@@ -1,10 +1,15 @@
 package cluster
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -18,24 +23,37 @@ const (
 	muxRPC  byte = 2
 )
 
-// muxHeaderTimeout bounds how long an accepted connection may take to send
-// its service byte.
+// muxHeaderTimeout bounds how long an accepted connection may take to
+// complete its TLS handshake (with peer TLS) and send its service byte.
 const muxHeaderTimeout = 5 * time.Second
 
 // mux accepts connections on one listener and hands each to the service its
-// first byte names.
+// first byte names. With peer TLS the handshake comes first: the service
+// byte and everything after it travel inside TLS, and a connection whose
+// handshake fails is closed having received nothing but TLS's own messages.
 type mux struct {
 	ln   net.Listener
 	log  *slog.Logger
 	subs map[byte]*muxListener
 
+	serverTLS *tls.Config // nil: plaintext
+	clientTLS *tls.Config // nil: plaintext
+
+	// tlsFailures counts accepted connections whose TLS handshake failed
+	// (no certificate, a certificate from another CA, not TLS at all).
+	tlsFailures atomic.Uint64
+
 	closeOnce sync.Once
 	done      chan struct{}
+	life      context.Context // ends with done; interrupts handshakes in progress
+	endLife   context.CancelFunc
 	wg        sync.WaitGroup
 }
 
-func newMux(ln net.Listener, lg *slog.Logger) *mux {
-	m := &mux{ln: ln, log: lg, subs: map[byte]*muxListener{}, done: make(chan struct{})}
+func newMux(ln net.Listener, lg *slog.Logger, serverTLS, clientTLS *tls.Config) *mux {
+	life, endLife := context.WithCancel(context.Background())
+	m := &mux{ln: ln, log: lg, subs: map[byte]*muxListener{}, done: make(chan struct{}),
+		serverTLS: serverTLS, clientTLS: clientTLS, life: life, endLife: endLife}
 	for _, b := range []byte{muxRaft, muxRPC} {
 		m.subs[b] = &muxListener{m: m, b: b, ch: make(chan net.Conn, 16)}
 	}
@@ -80,13 +98,32 @@ func (m *mux) acceptLoop() {
 
 func (m *mux) route(c net.Conn) {
 	defer m.wg.Done()
-	_ = c.SetReadDeadline(time.Now().Add(muxHeaderTimeout))
+	// One deadline covers the handshake and the service byte; closing the
+	// mux cuts it short, so close need not wait for a slow stranger.
+	_ = c.SetDeadline(time.Now().Add(muxHeaderTimeout))
+	stop := context.AfterFunc(m.life, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	raw := c
+	if m.serverTLS != nil {
+		tc := tls.Server(raw, m.serverTLS)
+		if err := tc.Handshake(); err != nil {
+			m.tlsFailures.Add(1)
+			m.log.Debug("peer TLS handshake failed on the raft port", "remote", raw.RemoteAddr(), "err", err)
+			raw.Close()
+			return
+		}
+		c = tc
+	}
 	var b [1]byte
-	if _, err := c.Read(b[:]); err != nil {
-		c.Close()
+	if _, err := io.ReadFull(c, b[:]); err != nil {
+		raw.Close()
 		return
 	}
-	_ = c.SetReadDeadline(time.Time{})
+	if !stop() { // the mux is closing
+		raw.Close()
+		return
+	}
+	_ = c.SetDeadline(time.Time{})
 	sub := m.subs[b[0]]
 	if sub == nil {
 		m.log.Debug("unknown service byte on the raft port", "byte", b[0], "remote", c.RemoteAddr())
@@ -104,6 +141,7 @@ func (m *mux) close() error {
 	var err error
 	m.closeOnce.Do(func() {
 		close(m.done)
+		m.endLife()
 		err = m.ln.Close()
 		m.wg.Wait()
 		for _, s := range m.subs {
@@ -147,21 +185,48 @@ func (l *muxListener) Addr() net.Addr { return l.m.ln.Addr() }
 
 // Dial connects to a peer's shared port and names this service.
 func (l *muxListener) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	return dialService(string(addr), l.b, timeout)
+	return l.m.dial(string(addr), l.b, timeout)
 }
 
-func dialService(addr string, b byte, timeout time.Duration) (net.Conn, error) {
+// dial connects to a peer's shared port, does the TLS client handshake when
+// peer TLS is on, and names service b; timeout bounds each step.
+func (m *mux) dial(addr string, b byte, timeout time.Duration) (net.Conn, error) {
 	c, err := net.DialTimeout("tcp", addr, timeout)
 	if err != nil {
 		return nil, err
 	}
-	_ = c.SetWriteDeadline(time.Now().Add(timeout))
+	raw := c
+	_ = raw.SetDeadline(time.Now().Add(timeout))
+	if cfg := m.clientTLS; cfg != nil {
+		if cfg.ServerName == "" && !cfg.InsecureSkipVerify {
+			// A config that checks host names needs one: the host we dial.
+			host, _, _ := net.SplitHostPort(addr)
+			cfg = cfg.Clone()
+			cfg.ServerName = host
+		}
+		tc := tls.Client(raw, cfg)
+		if err := tc.Handshake(); err != nil {
+			raw.Close()
+			return nil, fmt.Errorf("peer TLS handshake with %s: %w", addr, err)
+		}
+		c = tc
+	}
 	if _, err := c.Write([]byte{b}); err != nil {
-		c.Close()
+		raw.Close()
 		return nil, err
 	}
-	_ = c.SetWriteDeadline(time.Time{})
+	_ = c.SetDeadline(time.Time{})
 	return c, nil
+}
+
+// PeerTLSFailures returns how many connections to this node's Raft port
+// failed the peer TLS handshake since it opened: strangers, peers with a
+// certificate from another CA or an expired one, plaintext dialers.
+func (n *Node) PeerTLSFailures() uint64 {
+	if n.mux == nil {
+		return 0
+	}
+	return n.mux.tlsFailures.Load()
 }
 
 // advertisedListener reports the advertised address to raft, which puts it

@@ -159,7 +159,7 @@ func (n *Node) Open() error {
 	if adv.Port == 0 { // listening on port 0 (tests): advertise the real port
 		adv.Port = ln.Addr().(*net.TCPAddr).Port
 	}
-	n.mux = newMux(ln, n.log)
+	n.mux = newMux(ln, n.log, n.cfg.ServerTLS, n.cfg.ClientTLS)
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  advertisedListener{muxListener: n.mux.subs[muxRaft], adv: adv},
 		MaxPool: 3,

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
@@ -45,8 +46,13 @@ type fwdOutcome struct {
 // empty) and Time. Outcome errors from the FSM (fsm.ErrUnknownConnection, ...)
 // come back with the cursor the command still occupies. If ctx ends first, the
 // command may or may not be applied.
+//
+// An invalid command (see fsm.Command.Validate) fails at once with an error
+// wrapping fsm.ErrInvalid, before it reaches the log. If the entry that
+// carried the command is rejected by the FSM as malformed, the error wraps
+// fsm.ErrRejected and the command was not applied.
 func (n *Node) Publish(ctx context.Context, cmd fsm.Command) (fsm.Cursor, error) {
-	if err := cmd.Validate(); err != nil {
+	if err := checkSubmitted(&cmd); err != nil {
 		return fsm.Cursor{}, err
 	}
 	if err := n.waitLeader(ctx); err != nil {
@@ -59,7 +65,7 @@ func (n *Node) Publish(ctx context.Context, cmd fsm.Command) (fsm.Cursor, error)
 	if cmd.ID == "" {
 		cmd.ID = n.idPrefix + strconv.FormatUint(seq, 36)
 	}
-	cmd.Time = time.Now().UnixNano()
+	cmd.Time = n.stamp()
 	req := &request{cmd: cmd, done: make(chan outcome, 1)}
 	select {
 	case n.submitCh <- req:
@@ -79,6 +85,25 @@ func (n *Node) Publish(ctx context.Context, cmd fsm.Command) (fsm.Cursor, error)
 	case <-n.stop:
 		return fsm.Cursor{}, ErrClosed
 	}
+}
+
+// checkSubmitted validates a command a client or a peer submits: what
+// fsm.Command.Validate accepts, except a cluster-init, which only a leader
+// writes, itself (initCluster).
+func checkSubmitted(c *fsm.Command) error {
+	if c.Kind == fsm.KindClusterInit {
+		return fmt.Errorf("%w: a cluster-init command is written by the leader only", fsm.ErrInvalid)
+	}
+	return c.Validate()
+}
+
+// stamp returns the time to stamp on a command: this node's clock, but
+// never less than the newest stamp applied, so that time in the log does
+// not go backward when leadership moves to a node whose clock is behind
+// (the FSM measures command age against the newest stamp: a leader stamping
+// far behind it would see all its commands expire).
+func (n *Node) stamp() int64 {
+	return max(time.Now().UnixNano(), n.machine.Newest())
 }
 
 // waitLeader holds a submission while no leader is known, up to HoldTimeout.
@@ -111,9 +136,13 @@ func (n *Node) waitLeader(ctx context.Context) error {
 // shares entries. It does not wait for commits; resolveLoop does.
 func (n *Node) batchLoop() {
 	defer n.wg.Done()
-	batch := make([]*request, 0, n.cfg.MaxBatch)
-	cmds := make([]fsm.Command, 0, n.cfg.MaxBatch)
-	var held *request // the first of the next batch: it differs in stamped
+	// The format caps the commands of one entry, and an entry may have to
+	// travel in one RPC frame (forwarded to the leader).
+	maxCount := min(n.cfg.MaxBatch, fsm.MaxBatchCommands)
+	maxBytes := min(n.cfg.MaxBatchBytes, maxForwardBatch)
+	batch := make([]*request, 0, maxCount)
+	cmds := make([]fsm.Command, 0, maxCount)
+	var held *request // the first of the next batch: it differs in stamped, or did not fit
 	for {
 		first := held
 		held = nil
@@ -126,18 +155,23 @@ func (n *Node) batchLoop() {
 		}
 		batch, cmds = batch[:0], cmds[:0]
 		batch = append(batch, first)
-		size := len(first.cmd.Args) + 128
+		// The exact encoded size: a version byte, the count, then each
+		// command with its length (a lone command may be as large as
+		// fsm.MaxCommandBytes, which maxForwardBatch holds).
+		size := 1 + binary.MaxVarintLen32 + entrySize(first)
 	drain:
-		for len(batch) < n.cfg.MaxBatch && size < n.cfg.MaxBatchBytes {
+		for len(batch) < maxCount && size < maxBytes {
 			select {
 			case r := <-n.submitCh:
-				if r.stamped != first.stamped {
-					// A batch is forwarded stamped or not as a whole.
+				es := entrySize(r)
+				if r.stamped != first.stamped || size+es > maxBytes {
+					// A batch is forwarded stamped or not as a whole, and
+					// within the size limit.
 					held = r
 					break drain
 				}
 				batch = append(batch, r)
-				size += len(r.cmd.Args) + 128
+				size += es
 			default:
 				break drain
 			}
@@ -165,6 +199,9 @@ func (n *Node) batchLoop() {
 		}
 	}
 }
+
+// entrySize is what a request's command adds to an encoded batch.
+func entrySize(r *request) int { return fsm.BatchEntrySize(fsm.EncodedSize(&r.cmd)) }
 
 // resolveLoop waits for entries in the order they were handed to raft and
 // gives every command its outcome.
@@ -194,9 +231,9 @@ func (n *Node) resolveLoop() {
 			}
 		}
 		if in.f != nil {
-			var ok bool
-			if res, ok = in.f.Response().([]fsm.Result); !ok {
-				fail(in.reqs, fmt.Errorf("cluster: unexpected apply response %T", in.f.Response()))
+			var err error
+			if res, err = applyResponse(in.f.Response()); err != nil {
+				fail(in.reqs, err)
 				continue
 			}
 		} else {
@@ -282,8 +319,8 @@ func (n *Node) forward(out chan<- fwdOutcome, batch []byte, count int, stamped b
 				lastErr = mapRaftError(err)
 				continue
 			}
-			res, _ := f.Response().([]fsm.Result)
-			out <- fwdOutcome{res: res}
+			res, err := applyResponse(f.Response())
+			out <- fwdOutcome{res: res, err: err}
 			return
 		}
 		addr, _ := n.raft.LeaderWithID()
@@ -312,6 +349,11 @@ func (n *Node) forward(out chan<- fwdOutcome, batch []byte, count int, stamped b
 				err = fmt.Errorf("rpc: %d results for %d commands", len(res), count)
 			}
 			out <- fwdOutcome{res: res, err: err}
+			return
+		case rpcRefused:
+			// The leader will refuse these commands however often they
+			// are sent: give up at once.
+			out <- fwdOutcome{err: refusalError(addr, f.body)}
 			return
 		case rpcNotLeader:
 			lastErr = fmt.Errorf("%w: %s is no longer the leader", ErrNotLeader, addr)
@@ -349,6 +391,19 @@ func (n *Node) cancelOnLeaderChange(ctx context.Context, cancel context.CancelFu
 		}
 	}()
 	return done
+}
+
+// applyResponse interprets what the FSM returned for an entry: a result per
+// command, or an error for the whole entry (fsm.ErrRejected: none of its
+// commands was applied).
+func applyResponse(resp any) ([]fsm.Result, error) {
+	switch r := resp.(type) {
+	case []fsm.Result:
+		return r, nil
+	case error:
+		return nil, r
+	}
+	return nil, fmt.Errorf("cluster: unexpected apply response %T", resp)
 }
 
 func fail(reqs []*request, err error) {

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"github.com/raftplane/raftplane/fsm"
 )
 
@@ -23,10 +24,12 @@ import (
 //
 // Requests: rpcForward (body: an fsm batch), rpcForwardStamped (the same,
 // from a deposed leader: its commands already carry a leader's time, which
-// the receiver keeps) and rpcStats (no body).
+// the receiver keeps unless it is too far ahead) and rpcStats (no body).
 // Responses: rpcForwardOK (uvarint n, then n x {uvarint index, uvarint
 // offset, byte outcome code, byte duplicate}), rpcStatsOK (uvarint applied,
-// uvarint last log index), rpcNotLeader and rpcFailed (body: message).
+// uvarint last log index), rpcNotLeader, rpcFailed (body: message; the
+// sender may retry) and rpcRefused (body: a refusal byte, then a message;
+// final: the same request would be refused again).
 const (
 	rpcForward   byte = 1
 	rpcStats     byte = 2
@@ -36,10 +39,22 @@ const (
 	rpcFailed    byte = 6
 
 	rpcForwardStamped byte = 7
+	rpcRefused        byte = 8
 )
 
-// maxRPCFrame bounds a frame so a corrupt length cannot allocate much.
-const maxRPCFrame = 64 << 20
+// Refusal bytes of an rpcRefused response.
+const (
+	refusedInvalid  byte = 1 // the request or a command in it is invalid (fsm.ErrInvalid)
+	refusedRejected byte = 2 // the log entry that carried it was rejected (fsm.ErrRejected)
+)
+
+// maxRPCFrame bounds a frame so a corrupt length cannot allocate much, and
+// holds a batch with one command of the largest size the log takes.
+const maxRPCFrame = fsm.MaxCommandBytes + 64
+
+// maxForwardBatch is the largest batch a frame carries (the frame also holds
+// a type byte and a request id).
+const maxForwardBatch = maxRPCFrame - 1 - binary.MaxVarintLen64
 
 type frame struct {
 	typ  byte
@@ -141,17 +156,42 @@ func (n *Node) serveRPC(l *muxListener) {
 		if err != nil {
 			return
 		}
-		n.rpcMu.Lock()
-		if n.rpcClosed {
-			n.rpcMu.Unlock()
-			c.Close()
+		if !n.adoptRPCConn(c) {
 			return
 		}
-		n.rpcIn[c] = struct{}{}
-		n.rpcWG.Add(1)
-		n.rpcMu.Unlock()
-		go n.serveRPCConn(c)
 	}
+}
+
+// adoptRPCConn serves an accepted RPC connection on a goroutine that
+// closeRPC stops and waits for. It closes c and returns false once the node
+// is closing.
+func (n *Node) adoptRPCConn(c net.Conn) bool {
+	n.rpcMu.Lock()
+	defer n.rpcMu.Unlock()
+	if n.rpcClosed {
+		c.Close()
+		return false
+	}
+	n.rpcIn[c] = struct{}{}
+	n.rpcWG.Add(1)
+	go n.serveRPCConn(c)
+	return true
+}
+
+// refused builds an rpcRefused response.
+func refused(id uint64, why byte, msg string) frame {
+	return frame{typ: rpcRefused, id: id, body: append([]byte{why}, msg...)}
+}
+
+// refusalError is the error a forwarder returns for an rpcRefused response.
+func refusalError(addr raft.ServerAddress, body []byte) error {
+	if len(body) > 0 && body[0] == refusedRejected {
+		return fmt.Errorf("%w (leader %s: %s)", fsm.ErrRejected, addr, body[1:])
+	}
+	if len(body) > 0 && body[0] == refusedInvalid {
+		body = body[1:]
+	}
+	return fmt.Errorf("%w: refused by the leader %s: %s", fsm.ErrInvalid, addr, body)
 }
 
 func (n *Node) serveRPCConn(c net.Conn) {
@@ -183,7 +223,7 @@ func (n *Node) serveRPCConn(c net.Conn) {
 		case rpcForward, rpcForwardStamped:
 			cmds, err := fsm.DecodeBatch(f.body)
 			if err != nil {
-				reply(frame{typ: rpcFailed, id: f.id, body: []byte(err.Error())})
+				reply(refused(f.id, refusedInvalid, "forwarded batch: "+err.Error()))
 				continue
 			}
 			reqs.Add(1)
@@ -208,19 +248,44 @@ func (n *Node) serveRPCConn(c net.Conn) {
 // unless a deposed leader stamped them already (stamped): a command keeps
 // the time a leader first accepted it at, so the FSM can refuse a copy that
 // arrives too late to be recognised as a duplicate (fsm.MaxCommandAge).
+// A stamp more than MaxClockSkew ahead of this leader's is clamped to it:
+// the FSM measures ages against the newest stamp applied, so one stamp from
+// the future would expire every later command (see fsm/DESIGN.md).
+//
+// Every command is validated first, so that a buggy or hostile peer cannot
+// put into the log what a local submitter could not: nothing is submitted
+// unless the whole request is valid.
 func (n *Node) applyForwarded(id uint64, cmds []fsm.Command, stamped bool) frame {
 	if !n.isLeader() {
 		return frame{typ: rpcNotLeader, id: id}
 	}
-	reqs := make([]*request, len(cmds))
-	now := time.Now().UnixNano()
+	now := n.stamp()
+	limit := now + n.cfg.MaxClockSkew.Nanoseconds()
+	var clamped int
+	var ahead int64
 	for i := range cmds {
-		if err := cmds[i].Validate(); err != nil || cmds[i].ID == "" {
-			return frame{typ: rpcFailed, id: id, body: []byte(fmt.Sprintf("command %d: invalid or without id: %v", i, err))}
+		c := &cmds[i]
+		if err := checkSubmitted(c); err != nil {
+			return refused(id, refusedInvalid, fmt.Sprintf("command %d: %v", i, err))
 		}
-		if !stamped || cmds[i].Time == 0 {
-			cmds[i].Time = now
+		if c.ID == "" {
+			return refused(id, refusedInvalid, fmt.Sprintf("command %d: %v: a forwarded command needs an id", i, fsm.ErrInvalid))
 		}
+		switch {
+		case !stamped || c.Time <= 0:
+			c.Time = now
+		case c.Time > limit:
+			clamped++
+			ahead = max(ahead, c.Time-now)
+			c.Time = now
+		}
+	}
+	if clamped > 0 {
+		n.log.Warn("clamped forwarded command stamps from the future to this leader's clock",
+			"commands", clamped, "ahead", time.Duration(ahead), "max_clock_skew", n.cfg.MaxClockSkew)
+	}
+	reqs := make([]*request, len(cmds))
+	for i := range cmds {
 		reqs[i] = &request{cmd: cmds[i], done: make(chan outcome, 1), stamped: true}
 		select {
 		case n.submitCh <- reqs[i]:
@@ -239,6 +304,9 @@ func (n *Node) applyForwarded(id uint64, cmds []fsm.Command, stamped bool) frame
 		if o.err != nil {
 			if errors.Is(o.err, ErrNotLeader) {
 				return frame{typ: rpcNotLeader, id: id}
+			}
+			if errors.Is(o.err, fsm.ErrRejected) {
+				return refused(id, refusedRejected, o.err.Error())
 			}
 			return frame{typ: rpcFailed, id: id, body: []byte(o.err.Error())}
 		}
@@ -276,7 +344,7 @@ func (n *Node) rpcTo(addr string) (*rpcClient, error) {
 		}
 	}
 	n.rpcMu.Unlock()
-	conn, err := dialService(addr, muxRPC, 5*time.Second)
+	conn, err := n.mux.dial(addr, muxRPC, 5*time.Second)
 	if err != nil {
 		return nil, err
 	}

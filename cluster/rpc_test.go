@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"reflect"
@@ -117,7 +118,7 @@ func TestReadFrame_Malformed(t *testing.T) {
 	}{
 		{"length 0", uv(0), "frame of 0 bytes"},
 		{"length 1: a type but no id", append(uv(1), rpcStats), "frame of 1 bytes"},
-		{"length over the limit", append(uv(maxRPCFrame+1), 1, 0), "frame of 67108865 bytes"},
+		{"length over the limit", append(uv(maxRPCFrame+1), 1, 0), fmt.Sprintf("frame of %d bytes", maxRPCFrame+1)},
 		{"length 2^64-1", append(uv(math.MaxUint64), 1, 0), "frame of 18446744073709551615 bytes"},
 		{"length varint overflows", bytes.Repeat([]byte{0xff}, 11), "overflow"},
 		{"id varint cut by the frame length", []byte{2, rpcStats, 0x80}, "bad request id"},

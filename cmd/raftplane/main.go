@@ -43,6 +43,13 @@ func main() {
 		fmt.Fprintln(os.Stderr, "raftplane: second signal, exiting now")
 		os.Exit(2)
 	}()
+	if len(os.Args) > 1 && os.Args[1] == "certs" {
+		if err := runCerts(os.Args[2:], os.Stdout, os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, "raftplane:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == "status" {
 		if err := runStatus(ctx, os.Args[2:], os.Stdout, os.Stderr); err != nil {
 			fmt.Fprintln(os.Stderr, "raftplane:", err)
@@ -302,6 +309,9 @@ func run(ctx context.Context, args []string, stderr io.Writer, onReady func(http
 	o.cluster.Bootstrap = len(seeds) == 0
 	o.cluster.Members = agent
 	o.cluster.Logger = lg.With("component", "cluster")
+	if o.cluster.ServerTLS, o.cluster.ClientTLS, err = peerTLS(o, lg); err != nil {
+		return err
+	}
 	node, err := cluster.New(o.cluster, machine)
 	if err != nil {
 		return err
@@ -524,10 +534,16 @@ func savePeersLoop(dir string, agent *gossip.Agent, stop <-chan struct{}, lg *sl
 			b, _ := json.Marshal(peers)
 			if string(b) != last {
 				tmp := filepath.Join(dir, peersFile+".tmp")
-				if err := os.WriteFile(tmp, b, 0o600); err == nil {
+				err := os.WriteFile(tmp, b, 0o600)
+				if err == nil {
 					err = os.Rename(tmp, filepath.Join(dir, peersFile))
 				}
-				last = string(b)
+				if err != nil {
+					// Not remembered as written: the next tick tries again.
+					lg.Warn("saving the peers for the next start", "err", err)
+				} else {
+					last = string(b)
+				}
 			}
 		}
 		select {

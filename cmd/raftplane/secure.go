@@ -1,11 +1,15 @@
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"strings"
+
+	"github.com/raftplane/raftplane/certs"
 )
 
 // Secure by default (CockroachDB's rule): the ports that carry the log and
@@ -121,4 +125,27 @@ func (o *options) loadSecrets() error {
 		}
 	}
 	return nil
+}
+
+// peerTLS builds the cluster port's mutual TLS from the -peer-* files, or
+// returns nils when none is set. The certificate and CA are re-read when
+// their files change, so they rotate without a restart.
+func peerTLS(o *options, lg *slog.Logger) (server, client *tls.Config, err error) {
+	set := 0
+	for _, f := range []string{o.peerCertFile, o.peerKeyFile, o.peerCAFile} {
+		if f != "" {
+			set++
+		}
+	}
+	if set == 0 {
+		return nil, nil, nil
+	}
+	if set != 3 {
+		return nil, nil, errors.New("-peer-cert-file, -peer-key-file and -peer-ca-file go together: set all three")
+	}
+	r, err := certs.NewReloader(certs.Files{Cert: o.peerCertFile, Key: o.peerKeyFile, CA: o.peerCAFile}, lg.With("component", "peer-tls"))
+	if err != nil {
+		return nil, nil, fmt.Errorf("peer TLS: %w", err)
+	}
+	return r.ServerConfig(), r.ClientConfig(), nil
 }
