@@ -1,0 +1,517 @@
+//go:build unix
+
+package stranger_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/raftplane/raftplane/client"
+	"github.com/raftplane/raftplane/stranger"
+)
+
+// Helpers: real raftplane processes, a real stranger process, and the
+// status reads that show what changed.
+
+const (
+	buildTimeout   = 5 * time.Minute
+	readyTimeout   = 30 * time.Second
+	stableTimeout  = 30 * time.Second
+	stopTimeout    = 10 * time.Second // SIGTERM, then SIGKILL after this
+	strangerBudget = 2 * time.Minute  // one stranger run, every attack
+	pollInterval   = 50 * time.Millisecond
+)
+
+// bins are the raftplane and stranger binaries, built once per test run
+// into a folder TestMain removes.
+var bins struct {
+	once                     sync.Once
+	dir, raftplane, stranger string
+	err                      error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if bins.dir != "" {
+		os.RemoveAll(bins.dir)
+	}
+	os.Exit(code)
+}
+
+// goCommand finds the go command: go test puts $GOROOT/bin first on PATH.
+func goCommand() (string, error) {
+	p, err := exec.LookPath("go")
+	if err != nil {
+		return "", fmt.Errorf("no go command on PATH: %w", err)
+	}
+	return p, nil
+}
+
+// binaries builds ./cmd/raftplane and ./stranger/cmd/stranger (once) and
+// returns their paths.
+func binaries(t *testing.T) (raftplane, strangerBin string) {
+	t.Helper()
+	bins.once.Do(func() {
+		goBin, err := goCommand()
+		if err != nil {
+			bins.err = err
+			return
+		}
+		if bins.dir, err = os.MkdirTemp("", "stranger-bins-"); err != nil {
+			bins.err = err
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
+		defer cancel()
+		for _, b := range []struct {
+			out *string
+			pkg string
+		}{
+			{&bins.raftplane, "github.com/raftplane/raftplane/cmd/raftplane"},
+			{&bins.stranger, "github.com/raftplane/raftplane/stranger/cmd/stranger"},
+		} {
+			*b.out = filepath.Join(bins.dir, filepath.Base(b.pkg))
+			cmd := exec.CommandContext(ctx, goBin, "build", "-o", *b.out, b.pkg)
+			cmd.Dir = ".." // the module root; go test runs in the package folder
+			if out, err := cmd.CombinedOutput(); err != nil {
+				bins.err = fmt.Errorf("go build %s: %v\n%s", b.pkg, err, out)
+				return
+			}
+		}
+	})
+	if bins.err != nil {
+		t.Fatal(bins.err)
+	}
+	return bins.raftplane, bins.stranger
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen 127.0.0.1:0: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// node is one running raftplane process.
+type node struct {
+	name                   string
+	httpAddr, raft, gossip string
+	url                    string // http://httpAddr
+
+	cancel  context.CancelFunc
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	waitErr error
+	mu      sync.Mutex
+	stopped bool
+}
+
+// startNode starts bin on fresh loopback ports with a fresh data folder.
+func startNode(t *testing.T, bin, name string, extra ...string) *node {
+	t.Helper()
+	n := &node{name: name, httpAddr: freeAddr(t), raft: freeAddr(t), gossip: freeAddr(t), exited: make(chan struct{})}
+	for n.raft == n.httpAddr || n.gossip == n.httpAddr || n.gossip == n.raft {
+		n.raft, n.gossip = freeAddr(t), freeAddr(t)
+	}
+	n.url = "http://" + n.httpAddr
+	args := append([]string{"-data", t.TempDir(), "-http", n.httpAddr, "-raft", n.raft, "-gossip", n.gossip, "-node-id", name}, extra...)
+	ctx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	n.cmd = exec.CommandContext(ctx, bin, args...)
+	n.cmd.Cancel = func() error { return n.cmd.Process.Signal(syscall.SIGTERM) }
+	n.cmd.WaitDelay = stopTimeout
+	out := &lineLogger{t: t, prefix: name}
+	n.cmd.Stdout, n.cmd.Stderr = out, out
+	t.Logf("%s: starting raftplane %q", name, args)
+	if err := n.cmd.Start(); err != nil {
+		cancel()
+		t.Fatalf("%s: start: %v", name, err)
+	}
+	go func() {
+		n.waitErr = n.cmd.Wait()
+		out.flush()
+		close(n.exited)
+	}()
+	t.Cleanup(func() { n.stop(t) })
+	return n
+}
+
+func (n *node) hasExited() bool {
+	select {
+	case <-n.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop sends SIGTERM and waits; a node that exited before the test stopped
+// it (a crash) fails the test.
+func (n *node) stop(t *testing.T) {
+	t.Helper()
+	n.mu.Lock()
+	already := n.stopped
+	n.stopped = true
+	n.mu.Unlock()
+	if already {
+		<-n.exited
+		return
+	}
+	if n.hasExited() {
+		t.Errorf("%s: exited before the test stopped it: %v", n.name, n.waitErr)
+		return
+	}
+	n.cancel()
+	<-n.exited
+}
+
+// status reads the node's GET /api/v1/status.
+func (n *node) status() (stranger.Status, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	st, err := stranger.FetchStatus(ctx, n.url, "")
+	if err != nil {
+		return st, fmt.Errorf("%s: %w", n.name, err)
+	}
+	return st, nil
+}
+
+// member is one entry of GET /api/v1/cluster.
+type member struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft_addr"`
+	Gossip   string `json:"gossip_addr"`
+	Suffrage string `json:"suffrage"`
+}
+
+func (n *node) members() ([]member, error) {
+	resp, err := (&http.Client{Timeout: 3 * time.Second}).Get(n.url + "/api/v1/cluster")
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", n.name, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: GET /api/v1/cluster: %s %s", n.name, resp.Status, body)
+	}
+	var out struct {
+		Members []member `json:"members"`
+	}
+	if err := json.Unmarshal(body, &out); err != nil {
+		return nil, fmt.Errorf("%s: GET /api/v1/cluster: %w", n.name, err)
+	}
+	return out.Members, nil
+}
+
+// waitReady polls GET /api/v1/status until it answers.
+func (n *node) waitReady(t *testing.T) {
+	t.Helper()
+	poll(t, n.name+" ready", readyTimeout, []*node{n}, func() error {
+		_, err := n.status()
+		return err
+	})
+}
+
+// startCluster starts three nodes with extra flags: node1 bootstraps, the
+// others join through its gossip address.
+func startCluster(t *testing.T, bin string, extra ...string) []*node {
+	t.Helper()
+	nodes := []*node{startNode(t, bin, "node1", extra...)}
+	nodes[0].waitReady(t)
+	for i := 2; i <= 3; i++ {
+		nodes = append(nodes, startNode(t, bin, fmt.Sprintf("node%d", i), append(slices.Clone(extra), "-join", nodes[0].gossip)...))
+	}
+	for _, n := range nodes[1:] {
+		n.waitReady(t)
+	}
+	return nodes
+}
+
+// poll runs check until it returns nil, failing the test after timeout or
+// when a node crashed.
+func poll(t *testing.T, what string, timeout time.Duration, watch []*node, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		for _, n := range watch {
+			if n.hasExited() {
+				t.Fatalf("%s: %s exited: %v", what, n.name, n.waitErr)
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v: %v", what, timeout, err)
+		}
+		time.Sleep(pollInterval)
+	}
+}
+
+// view is what the tests compare across an attack: per node, the Raft
+// position, term and leader, and the FSM's digest.
+type view struct {
+	Term, LastLogIndex, CommitIndex, Applied uint64
+	LeaderID, State, Epoch, Digest           string
+}
+
+func (v view) String() string {
+	return fmt.Sprintf("term=%d last=%d commit=%d applied=%d leader=%q state=%s epoch=%s digest=%s",
+		v.Term, v.LastLogIndex, v.CommitIndex, v.Applied, v.LeaderID, v.State, v.Epoch, v.Digest)
+}
+
+func viewOf(st stranger.Status) view {
+	return view{Term: st.Node.Term, LastLogIndex: st.Node.LastLogIndex, CommitIndex: st.Node.CommitIndex,
+		Applied: st.Stream.AppliedIndex, LeaderID: st.Node.LeaderID, State: st.Node.State,
+		Epoch: st.Stream.Epoch, Digest: st.Stream.Digest}
+}
+
+// views reads every node's view.
+func views(nodes []*node) ([]view, error) {
+	out := make([]view, len(nodes))
+	for i, n := range nodes {
+		st, err := n.status()
+		if err != nil {
+			return nil, err
+		}
+		out[i] = viewOf(st)
+	}
+	return out, nil
+}
+
+// waitStable waits until the cluster is at rest: three voters, one leader
+// every node knows, the same term, and every log applied to the same index
+// with the same digest. That is the state the attacks must not change.
+func waitStable(t *testing.T, nodes []*node) []view {
+	t.Helper()
+	var vs []view
+	poll(t, "cluster at rest", stableTimeout, nodes, func() error {
+		ms, err := nodes[0].members()
+		if err != nil {
+			return err
+		}
+		voters := 0
+		for _, m := range ms {
+			if m.Suffrage == "voter" {
+				voters++
+			}
+		}
+		if voters != len(nodes) {
+			return fmt.Errorf("%d voters of %d: %+v", voters, len(nodes), ms)
+		}
+		if vs, err = views(nodes); err != nil {
+			return err
+		}
+		leaders := 0
+		for i, v := range vs {
+			if v.State == "Leader" {
+				leaders++
+			}
+			if v.LeaderID == "" || v.Epoch == "" || v.LastLogIndex != v.CommitIndex || v.CommitIndex != v.Applied {
+				return fmt.Errorf("%s not at rest: %v", nodes[i].name, v)
+			}
+			if v.Term != vs[0].Term || v.LeaderID != vs[0].LeaderID || v.Applied != vs[0].Applied || v.Digest != vs[0].Digest {
+				return fmt.Errorf("%s and %s differ: %v / %v", nodes[0].name, nodes[i].name, vs[0], v)
+			}
+		}
+		if leaders != 1 {
+			return fmt.Errorf("%d leaders", leaders)
+		}
+		return nil
+	})
+	return vs
+}
+
+func leaderOf(t *testing.T, nodes []*node, vs []view) (leader *node, followers []*node) {
+	t.Helper()
+	for i, v := range vs {
+		if v.State == "Leader" {
+			leader = nodes[i]
+		} else {
+			followers = append(followers, nodes[i])
+		}
+	}
+	if leader == nil {
+		t.Fatalf("no leader in %v", vs)
+	}
+	return leader, followers
+}
+
+// runStranger runs the stranger process to completion and returns its
+// results, one per attack.
+func runStranger(t *testing.T, bin string, args ...string) []stranger.Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), strangerBudget)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.WaitDelay = stopTimeout
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("stranger %q: %v\nstderr: %s\nstdout: %s", args, err, stderr.Bytes(), stdout.Bytes())
+	}
+	var out []stranger.Result
+	sc := bufio.NewScanner(&stdout)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var r stranger.Result
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			t.Fatalf("stranger output %q: %v", sc.Bytes(), err)
+		}
+		t.Logf("stranger: %s", sc.Bytes())
+		out = append(out, r)
+	}
+	if len(out) == 0 {
+		t.Fatalf("stranger %q printed nothing; stderr: %s", args, stderr.Bytes())
+	}
+	return out
+}
+
+// watcher is a SignalR client that records every message it receives.
+type watcher struct {
+	name string
+	conn *client.Conn
+	mu   sync.Mutex
+	msgs []client.Message
+	wake chan struct{}
+	done chan struct{}
+}
+
+// watch connects a client to hub on n and records what it receives.
+func watch(t *testing.T, n *node, hub, user string) *watcher {
+	t.Helper()
+	var conn *client.Conn
+	poll(t, "client connects to "+n.name, readyTimeout, []*node{n}, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c, err := client.Dial(ctx, client.Config{URL: n.url + "/hubs/" + hub + "?user=" + user})
+		if err == nil {
+			conn = c
+		}
+		return err
+	})
+	w := &watcher{name: user + "@" + n.name, conn: conn, wake: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		for m := range conn.Messages() {
+			w.mu.Lock()
+			w.msgs = append(w.msgs, m)
+			close(w.wake)
+			w.wake = make(chan struct{})
+			w.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		conn.Close()
+		<-w.done
+	})
+	return w
+}
+
+func (w *watcher) received() []client.Message {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.msgs)
+}
+
+// waitMessage waits until a message calling target arrived.
+func (w *watcher) waitMessage(target string, timeout time.Duration) (client.Message, error) {
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	for {
+		w.mu.Lock()
+		for _, m := range w.msgs {
+			if m.Target == target {
+				w.mu.Unlock()
+				return m, nil
+			}
+		}
+		wake := w.wake
+		w.mu.Unlock()
+		select {
+		case <-wake:
+		case <-w.done:
+			return client.Message{}, fmt.Errorf("%s: connection ended: %v", w.name, w.conn.Err())
+		case <-timer.C:
+			return client.Message{}, fmt.Errorf("%s: no %q message within %v", w.name, target, timeout)
+		}
+	}
+}
+
+// lineLogger writes each complete line to the test log.
+type lineLogger struct {
+	t      *testing.T
+	prefix string
+	mu     sync.Mutex
+	buf    []byte
+}
+
+func (l *lineLogger) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf = append(l.buf, p...)
+	for {
+		i := bytes.IndexByte(l.buf, '\n')
+		if i < 0 {
+			break
+		}
+		l.t.Logf("%s: %s", l.prefix, bytes.TrimRight(l.buf[:i], "\r"))
+		l.buf = l.buf[i+1:]
+	}
+	return len(p), nil
+}
+
+func (l *lineLogger) flush() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.buf) > 0 {
+		l.t.Logf("%s: %s", l.prefix, l.buf)
+		l.buf = nil
+	}
+}
+
+// runToExit runs bin with args, expecting it to exit by itself within
+// timeout, and returns its combined output and exit error.
+func runToExit(t *testing.T, bin string, timeout time.Duration, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.WaitDelay = stopTimeout
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatalf("%s %q still running after %v; killed", filepath.Base(bin), args, timeout)
+	}
+	return string(out), err
+}
+
+// helpMentions reports whether bin -help lists every flag.
+func helpMentions(t *testing.T, bin string, flags ...string) (missing []string) {
+	t.Helper()
+	out, _ := runToExit(t, bin, 30*time.Second, "-help")
+	for _, f := range flags {
+		if !strings.Contains(out, "-"+f) {
+			missing = append(missing, f)
+		}
+	}
+	return missing
+}
