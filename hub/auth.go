@@ -12,8 +12,6 @@ import (
 	"net/http"
 	"strings"
 	"time"
-
-	"github.com/golang-jwt/jwt/v5"
 )
 
 // Identity limits, so a token or query parameter cannot make ids unbounded.
@@ -157,9 +155,10 @@ func bearer(r *http.Request) string {
 }
 
 // authenticate returns the user id of a client request: the JWT's "sub"
-// when a JWT key is set, else the optional "user" query parameter.
+// when a JWT key source is configured (jwt.go), else the optional "user"
+// query parameter.
 func (s *Server) authenticate(r *http.Request) (string, error) {
-	if len(s.cfg.JWTKey) == 0 {
+	if s.jwt == nil {
 		u := r.URL.Query().Get("user")
 		if len(u) > maxUserLen {
 			return "", &authError{fmt.Sprintf("user id longer than %d bytes", maxUserLen)}
@@ -170,19 +169,17 @@ func (s *Server) authenticate(r *http.Request) (string, error) {
 	if raw == "" {
 		return "", &authError{"missing access token: send Authorization: Bearer <jwt> or access_token=<jwt>"}
 	}
-	claims := jwt.RegisteredClaims{}
-	_, err := jwt.ParseWithClaims(raw, &claims, func(*jwt.Token) (any, error) { return s.cfg.JWTKey, nil },
-		jwt.WithValidMethods([]string{"HS256"}), jwt.WithLeeway(5*time.Second))
+	sub, err := s.jwt.verify(r.Context(), raw)
 	if err != nil {
 		return "", &authError{"invalid access token: " + err.Error()}
 	}
-	if claims.Subject == "" {
+	if sub == "" {
 		return "", &authError{`invalid access token: no "sub" claim`}
 	}
-	if len(claims.Subject) > maxUserLen {
+	if len(sub) > maxUserLen {
 		return "", &authError{fmt.Sprintf(`invalid access token: "sub" longer than %d bytes`, maxUserLen)}
 	}
-	return claims.Subject, nil
+	return sub, nil
 }
 
 // checkAPIKey guards the REST API.

@@ -2,9 +2,12 @@ package hub
 
 import (
 	"context"
+	"crypto"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"time"
 )
 
@@ -24,6 +27,11 @@ type Config struct {
 	// MaxQueuedMessages is the per-connection send queue; a client that falls
 	// further behind is closed with allowReconnect.
 	MaxQueuedMessages int
+	// MaxQueuedBytes bounds the same queue in bytes (the messages waiting
+	// and the batch being written): a client that falls that far behind is
+	// closed with allowReconnect, as for MaxQueuedMessages. One message
+	// into an empty queue is always taken, however large. 0: no limit.
+	MaxQueuedBytes int
 	// SendTimeout bounds one transport write.
 	SendTimeout time.Duration
 	// MaxParallelInvocations is how many hub method invocations of one
@@ -50,6 +58,37 @@ type Config struct {
 	// larger one as several. A write blocked on a slow client holds its
 	// buffer, hence not larger.
 	WSWriteBufferSize int
+	// Connection and group limits (limits.go). A refusal is an HTTP 429
+	// (per user, per IP) or 503 (this node is full) at negotiate and at
+	// connect, whose JSON body names the limit and its value; each is
+	// counted in /api/v1/status under hub.refused.
+	//
+	// MaxConnections bounds the connections this node holds. 0 derives it
+	// from the process's file descriptor limit (RLIMIT_NOFILE soft limit
+	// minus FDReserve, or half the limit when that is small), so that a
+	// node full of clients keeps descriptors for Raft, gossip and REST;
+	// -1: no limit.
+	MaxConnections int
+	// MaxConnectionsPerUser bounds a user's connections to one hub, counted
+	// on every node through the replicated registry (plus this node's
+	// connections not yet registered); connects of one user to several
+	// nodes at the same instant may pass it by as many. Anonymous
+	// connections have no user and are not counted. A resumed connection
+	// is already counted. 0: no limit.
+	MaxConnectionsPerUser int
+	// MaxConnectionsPerIP bounds the connections this node holds from one
+	// client address: the TCP peer (an IPv6 peer by its /64), so behind a
+	// reverse proxy all clients share the proxy's address (raise it or
+	// set 0). Requests another node forwarded (forward.go) count by the
+	// address it forwarded for, or not at all. 0: no limit.
+	MaxConnectionsPerIP int
+	// MaxGroupsPerConnection bounds the groups one connection is in;
+	// MaxGroupMembers the connections in one group. A JoinGroup (hub
+	// method or REST) past either is refused before it reaches the log,
+	// checked against the registry as this node has applied it: joins in
+	// flight at the same time may pass it by as many. 0: no limit.
+	MaxGroupsPerConnection int
+	MaxGroupMembers        int
 	// PublishTimeout bounds one hub method or REST call waiting for commit.
 	PublishTimeout time.Duration
 	// NegotiateTTL is how long a negotiated connection token may wait for
@@ -85,9 +124,44 @@ type Config struct {
 	// the cluster secret replicated in the log. While it returns fewer than
 	// 16 bytes the hub refuses new connections as not ready.
 	TokenSecretFunc func() []byte
-	// JWTKey, when set, makes negotiate and connect require an HS256 JWT
-	// whose "sub" is the user id. Empty runs the hub open (dev mode).
+	// JWT authentication (jwt.go). When any of JWTKey, JWTPublicKeys and
+	// JWKSURL is set, negotiate and connect require a JWT whose "sub" is the
+	// user id, signed with one of those keys; none runs the hub open (dev
+	// mode). Several may be set: a token is accepted if any fitting key
+	// verifies it.
+	//
+	// JWTKey is an HS256 shared key; HS256 tokens are accepted only with it.
 	JWTKey []byte
+	// JWTPublicKeys verify RS256/384/512, PS256/384/512 (RSA keys of 2048
+	// bits or more) and ES256/ES384 (ECDSA P-256/P-384) tokens; see
+	// LoadJWTPublicKeys to read them from PEM.
+	JWTPublicKeys []crypto.PublicKey
+	// JWKSURL, when set, is an identity provider's JWK Set (Keycloak:
+	// <realm>/protocol/openid-connect/certs, Auth0: /.well-known/jwks.json,
+	// Entra ID: the jwks_uri of its OpenID configuration): https, or http
+	// to a loopback host only. It is fetched at Start (a failure there is
+	// logged, and tokens are refused as "keys not loaded yet" until a
+	// fetch succeeds), every JWKSRefresh, and when a token names a kid we
+	// do not have (key rotation), never more often than once per
+	// JWKSMinRefresh, so clients cannot make us hammer the provider. A
+	// failed refresh keeps the last good keys.
+	JWKSURL        string
+	JWKSRefresh    time.Duration
+	JWKSMinRefresh time.Duration
+	// JWKSTimeout bounds one fetch; JWKSMaxBytes the document's size.
+	JWKSTimeout  time.Duration
+	JWKSMaxBytes int64
+	// JWKSHTTPClient, when set, fetches JWKSURL (a proxy, a private CA);
+	// nil uses a client with the system's roots.
+	JWKSHTTPClient *http.Client
+	// JWTIssuer, when set, must equal the token's "iss"; JWTAudience, when
+	// set, must include one of the token's "aud" values. Set both for a
+	// provider that issues tokens for other services too.
+	JWTIssuer   string
+	JWTAudience []string
+	// JWTLeeway is the clock skew allowed on "exp", "nbf" and "iat"
+	// (0 to 10 minutes).
+	JWTLeeway time.Duration
 	// APIKey, when set, is required as "Authorization: Bearer <key>" on the
 	// REST API.
 	APIKey string
@@ -96,6 +170,15 @@ type Config struct {
 	// its id: SSE and long-polling requests for a connection held by
 	// another node are forwarded there (forward.go).
 	NodeHTTPAddr func(nodeID string) (string, bool)
+	// ForwardTLS, when set, makes those forwards https: set it when the
+	// nodes serve clients over TLS. The holder's certificate is verified
+	// against RootCAs (nil: the system's roots) for the name the client
+	// used (its Host header), since every node behind the balancer serves
+	// the public name's certificate; a ServerName here replaces that name.
+	// When the nodes require client certificates, it must present one
+	// they accept (Certificates or GetClientCertificate). nil forwards
+	// over plain http.
+	ForwardTLS *tls.Config
 
 	// Status, when set, adds this node's Raft view to /api/v1/status.
 	Status func() any
@@ -114,6 +197,12 @@ func DefaultConfig() Config {
 		HandshakeTimeout:       15 * time.Second,
 		MaxMessageSize:         32 << 10,
 		MaxQueuedMessages:      4096,
+		MaxQueuedBytes:         4 << 20,
+		MaxConnections:         0, // automatic: see autoMaxConnections
+		MaxConnectionsPerUser:  100,
+		MaxConnectionsPerIP:    1000,
+		MaxGroupsPerConnection: 1000,
+		MaxGroupMembers:        100000,
 		MaxParallelInvocations: 1,
 		SendTimeout:            10 * time.Second,
 		WSReadBufferSize:       1024,
@@ -123,6 +212,11 @@ func DefaultConfig() Config {
 		MaxBodySize:            64 << 10,
 		DisconnectTimeout:      30 * time.Second,
 		PollTimeout:            90 * time.Second,
+		JWTLeeway:              DefaultJWTLeeway,
+		JWKSRefresh:            DefaultJWKSRefresh,
+		JWKSMinRefresh:         DefaultJWKSMinRefresh,
+		JWKSTimeout:            DefaultJWKSTimeout,
+		JWKSMaxBytes:           DefaultJWKSMaxBytes,
 	}
 }
 
@@ -156,6 +250,8 @@ func (c Config) Validate() error {
 	if c.MaxQueuedMessages < 1 {
 		errs = append(errs, fmt.Errorf("MaxQueuedMessages (%d) must be at least 1", c.MaxQueuedMessages))
 	}
+	errs = append(errs, c.validateLimits()...) // limits.go
+	errs = append(errs, c.validateJWT()...)    // jwt.go
 	if c.SendTimeout <= 0 || c.PublishTimeout <= 0 || c.NegotiateTTL <= 0 {
 		errs = append(errs, fmt.Errorf("SendTimeout (%s), PublishTimeout (%s) and NegotiateTTL (%s) must be positive",
 			c.SendTimeout, c.PublishTimeout, c.NegotiateTTL))

@@ -36,11 +36,16 @@ type conn struct {
 	ctx    context.Context // ends when the connection ends
 	cancel func()          // ends c.ctx, then cancelled
 
-	mu       sync.Mutex
-	queue    []outFrame
-	closing  bool
-	flush    bool   // on closing, send what is queued first
-	closeMsg []byte // the hub Close message sent last, if any
+	mu    sync.Mutex
+	queue []outFrame
+	// queuedBytes counts the bytes in queue, inflight those of the batch
+	// the writer took and is writing: together they are what the
+	// connection holds, bounded by MaxQueuedBytes.
+	queuedBytes int
+	inflight    int
+	closing     bool
+	flush       bool   // on closing, send what is queued first
+	closeMsg    []byte // the hub Close message sent last, if any
 	// the writer (see startWriter); all under mu
 	writing    bool // someone owns the transport
 	ended      bool // the transport is closed for good
@@ -144,15 +149,22 @@ func (c *conn) enqueueKick(frame []byte, at fsm.Cursor, kick bool) bool {
 		c.mu.Unlock()
 		return false
 	}
-	if len(c.queue) >= c.srv.cfg.MaxQueuedMessages {
+	held := c.queuedBytes + c.inflight
+	overBytes := c.srv.cfg.MaxQueuedBytes > 0 && held > 0 && held+len(frame) > c.srv.cfg.MaxQueuedBytes
+	if len(c.queue) >= c.srv.cfg.MaxQueuedMessages || overBytes {
+		kind, limit, unit := limitQueuedMessages, c.srv.cfg.MaxQueuedMessages, "messages"
+		if overBytes {
+			kind, limit, unit = limitQueuedBytes, c.srv.cfg.MaxQueuedBytes, "bytes"
+		}
 		c.closing = true
-		c.queue = nil
+		c.queue, c.queuedBytes = nil, 0
 		c.closeMsg = c.proto.appendClose(nil, "Connection closed: too slow to receive, more than "+
-			strconv.Itoa(c.srv.cfg.MaxQueuedMessages)+" messages queued.", true)
+			strconv.Itoa(limit)+" "+unit+" queued.", true)
 		c.kickLocked()
 		c.mu.Unlock()
+		c.srv.lim.refused[kind].Add(1) // limits.go
 		// Logged outside the lock: the dispatcher is the caller.
-		c.logger().Warn("closing slow connection", "queued", c.srv.cfg.MaxQueuedMessages)
+		c.logger().Warn("closing slow connection", "limit", limitNames[kind], "value", limit)
 		return false
 	}
 	defer c.mu.Unlock()
@@ -160,6 +172,7 @@ func (c *conn) enqueueKick(frame []byte, at fsm.Cursor, kick bool) bool {
 		c.queue = (*queues.Get().(*[]outFrame))[:0]
 	}
 	c.queue = append(c.queue, outFrame{frame, at})
+	c.queuedBytes += len(frame)
 	if kick {
 		c.kickLocked()
 	}
@@ -191,7 +204,7 @@ func (c *conn) closeWith(errMsg string, allowReconnect, flush bool) {
 	c.closing = true
 	c.flush = flush
 	if !flush {
-		c.queue = nil
+		c.queue, c.queuedBytes = nil, 0
 	}
 	c.closeMsg = c.proto.appendClose(nil, errMsg, allowReconnect)
 	c.kickLocked()
@@ -382,6 +395,7 @@ func (c *conn) drain() {
 		var q []outFrame
 		if !c.holding || c.closing {
 			q, c.queue = c.queue, nil
+			c.inflight, c.queuedBytes = c.queuedBytes, 0
 		}
 		closing, flush, closeMsg := c.closing, c.flush, c.closeMsg
 		ping, ack := c.pingDue, c.ackDue
@@ -439,9 +453,12 @@ func (c *conn) drain() {
 			}
 			wrote = true
 		}
-		if wrote {
+		if wrote || len(taken) > 0 {
 			c.mu.Lock()
-			c.lastWrite = time.Now()
+			if wrote {
+				c.lastWrite = time.Now()
+			}
+			c.inflight = 0 // the batch is written
 			c.mu.Unlock()
 		}
 	}
@@ -453,7 +470,7 @@ func (c *conn) end() {
 	_ = c.tr.close()
 	c.mu.Lock()
 	c.ended = true
-	c.queue = nil
+	c.queue, c.queuedBytes, c.inflight = nil, 0, 0
 	for _, t := range []*time.Timer{c.kaTimer, c.ackTimer, c.holdTimer} {
 		if t != nil {
 			t.Stop()

@@ -114,13 +114,13 @@ func (t *lpTransport) alive(d time.Duration) bool {
 // startLongPolling creates a long-polling connection on its first GET and
 // answers it with the activating empty 200. The connection runs on its own
 // goroutine from here on; polls and POSTs reach it through its session.
-func (s *Server) startLongPolling(w http.ResponseWriter, hub, id, user string) {
+func (s *Server) startLongPolling(w http.ResponseWriter, r *http.Request, hub, id, user string) {
 	sess := newHTTPSession(transportLP, id, user)
 	tr := newLPTransport(sess, s.cfg.SendTimeout)
 	sess.lp = tr
 	c := s.newConn(id, hub, user, tr)
 	sess.c = c
-	if !s.register(w, sess, hub) {
+	if !s.register(w, r, sess, hub) {
 		c.cancel()
 		return
 	}

@@ -28,6 +28,9 @@ const maxArgsFactor = 2
 func init() {
 	for _, m := range []*method{
 		{name: "JoinGroup", params: []string{"group"}, build: func(c *conn, s []string, _ []json.RawMessage) (fsm.Command, error) {
+			if le := c.srv.checkJoin(c.hub, c.id, s[0]); le != nil { // limits.go
+				return fsm.Command{}, fmt.Errorf("JoinGroup: %w", le)
+			}
 			return fsm.Command{Kind: fsm.KindGroupJoin, Hub: c.hub, Conn: c.id, Group: s[0]}, nil
 		}},
 		{name: "LeaveGroup", params: []string{"group"}, build: func(c *conn, s []string, _ []json.RawMessage) (fsm.Command, error) {

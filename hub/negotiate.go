@@ -65,6 +65,12 @@ func (s *Server) handleNegotiate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
+	// Refused early, with a status the clients report; the transport's
+	// claim checks again and binds (limits.go).
+	if le := s.checkAdmission(s.admissionFor(r, hub, user, false)); le != nil {
+		writeLimit(w, le)
+		return
+	}
 	id := newConnectionID()
 	stateful := version >= 1 && equalFold(queryValue(r, "useStatefulReconnect"), "true") &&
 		!s.cfg.DisableStatefulReconnect && !s.cfg.DisableWebSockets

@@ -1,8 +1,11 @@
 package hub
 
 import (
+	"context"
 	"encoding/json"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -270,5 +273,146 @@ func TestServer_Connect(t *testing.T) {
 		if st, _, b := h.do(http.MethodPut, "/hubs/chat?id=x", "", nil); st != http.StatusMethodNotAllowed {
 			t.Errorf("PUT: status %d, want 405; body %s", st, b)
 		}
+	})
+}
+
+// fuzzServer is an unstarted Server over a machine with an epoch, for
+// fuzz targets that call ServeHTTP in process (negotiate and the REST
+// API need no dispatcher).
+func fuzzServer(f *testing.F, opts ...func(*Config)) *Server {
+	f.Helper()
+	cfg := testConfig(f)
+	cfg.Logger = nil // quiet: millions of requests
+	for _, o := range opts {
+		o(&cfg)
+	}
+	m := newTestMachine(f)
+	srv, err := New(cfg, newFakePublisher(f, m, true), m)
+	if err != nil {
+		f.Fatal(err)
+	}
+	return srv
+}
+
+// serveRaw sends a request built from raw parts, which httptest.NewRequest
+// would refuse to parse, straight to the server.
+func serveRaw(srv *Server, method, path, rawQuery string, hdr http.Header, body string) *httptest.ResponseRecorder {
+	r := &http.Request{
+		Method:     method,
+		URL:        &url.URL{Path: path, RawQuery: rawQuery},
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Header:     http.Header{},
+		Host:       "raftplane.test",
+		RemoteAddr: "192.0.2.1:1234",
+		Body:       io.NopCloser(strings.NewReader(body)),
+	}
+	r.ContentLength = int64(len(body))
+	for k, vs := range hdr {
+		r.Header[k] = vs
+	}
+	r = r.WithContext(context.Background())
+	rec := httptest.NewRecorder()
+	srv.ServeHTTP(rec, r)
+	return rec
+}
+
+// checkAnswer fails unless a response is below 500 and, when it is an
+// error, says why: a JSON body with a message (ours), or the mux's own
+// text answer for a path or method it does not route.
+func checkAnswer(t *testing.T, what string, rec *httptest.ResponseRecorder) {
+	t.Helper()
+	if rec.Code >= 500 {
+		t.Fatalf("%s: status %d, want below 500; body %s", what, rec.Code, rec.Body)
+	}
+	if rec.Code < 400 {
+		return
+	}
+	if strings.HasPrefix(rec.Header().Get("Content-Type"), "text/plain") && rec.Body.Len() > 0 {
+		return // net/http's ServeMux: 404 page not found, 405
+	}
+	var e apiError
+	if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil || e.Message == "" || e.Code == "" {
+		t.Fatalf("%s: status %d with body %q, want a JSON code and message", what, rec.Code, rec.Body)
+	}
+}
+
+// FuzzNegotiate: any hub name and query (negotiateVersion,
+// useStatefulReconnect, user, access_token, ...) gets a 200 with a token
+// for that hub or a .NET-style "error" field, or a 4xx that says why;
+// never a panic or a 5xx.
+func FuzzNegotiate(f *testing.F) {
+	for _, s := range [][2]string{
+		{"chat", "negotiateVersion=1"},
+		{"chat", "negotiateVersion=1&useStatefulReconnect=true"},
+		{"chat", "NegotiateVersion=0&USESTATEFULRECONNECT=TRUE"},
+		{"chat", "negotiateVersion=-1"},
+		{"chat", "negotiateVersion=99999999999999999999999"},
+		{"chat", "negotiateVersion=%zz"},
+		{"chat", "negotiateVersion=1&user=" + strings.Repeat("u", 300)},
+		{"chat", "user=a&user=b&negotiateVersion=1&negotiateVersion=0"},
+		{"chat", "access_token=x.y.z&id=abc"},
+		{"a b", ""},
+		{"", ";;;&&&==="},
+		{strings.Repeat("h", 200), "negotiateVersion=1"},
+		{"chat/../x", "negotiateVersion=1"},
+	} {
+		f.Add(s[0], s[1])
+	}
+	srv := fuzzServer(f, func(c *Config) { c.MaxConnectionsPerIP = 0 })
+	f.Fuzz(func(t *testing.T, hub, query string) {
+		rec := serveRaw(srv, http.MethodPost, "/hubs/"+hub+"/negotiate", query, nil, "")
+		checkAnswer(t, "negotiate", rec)
+		if rec.Code != http.StatusOK {
+			return
+		}
+		var resp struct {
+			negotiateResponse
+			Error string `json:"error"`
+		}
+		if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil {
+			t.Fatalf("200 with body %q: %v", rec.Body, err)
+		}
+		if resp.Error != "" {
+			return // an invalid negotiateVersion, answered as the .NET server does
+		}
+		raw := resp.ConnectionToken
+		if resp.NegotiateVersion == 0 {
+			raw = resp.ConnectionID
+		}
+		tok, err := srv.parseToken(raw)
+		if err != nil {
+			t.Fatalf("negotiate gave a token that does not parse: %v; body %s", err, rec.Body)
+		}
+		if tok.Hub != hub && validHub(hub) == nil {
+			t.Fatalf("token for hub %q, negotiated for %q", tok.Hub, hub)
+		}
+		if resp.UseStatefulReconnect && resp.NegotiateVersion < 1 {
+			t.Fatalf("stateful reconnect granted at negotiate version %d", resp.NegotiateVersion)
+		}
+	})
+}
+
+// FuzzConnectQuery: the transport endpoint's query (id, user, resume, ...)
+// on the HTTP transports' methods gets a 4xx that says why, never a panic
+// or a 5xx. (A WebSocket upgrade needs a real connection: the Connect
+// tests cover its refusals.)
+func FuzzConnectQuery(f *testing.F) {
+	for _, s := range []string{
+		"id=abc", "id=", "ID=abc&id=def", "id=" + strings.Repeat("A", 4096), "id=a.b", "id=%00",
+		"resume=abc&id=x", "user=u&id=x", "id=abc&access_token=x",
+	} {
+		f.Add(uint8(0), "chat", s, false)
+	}
+	srv := fuzzServer(f)
+	methods := []string{http.MethodGet, http.MethodPost, http.MethodDelete, http.MethodPut, http.MethodOptions}
+	f.Fuzz(func(t *testing.T, m uint8, hub, query string, sse bool) {
+		hdr := http.Header{}
+		if sse {
+			hdr.Set("Accept", "text/event-stream")
+		}
+		rec := serveRaw(srv, methods[int(m)%len(methods)], "/hubs/"+hub, query, hdr, "{}\x1e")
+		checkAnswer(t, "connect", rec)
 	})
 }

@@ -38,7 +38,9 @@ type sendBody struct {
 }
 
 // parseSendBody validates a send body: a non-empty target, arguments an
-// array (absent means none).
+// array (absent means none), at most fsm.MaxExclude excluded connection ids
+// of 1 to maxGroupLen bytes (a connection id's limit) each. The log refuses
+// a longer list; with a large MaxBodySize the body alone would not.
 func parseSendBody(b []byte) (sendBody, error) {
 	var sb sendBody
 	if err := json.Unmarshal(b, &sb); err != nil {
@@ -61,9 +63,15 @@ func parseSendBody(b []byte) (sendBody, error) {
 		}
 		sb.Arguments = json.RawMessage(joinArgs(arr)) // compact, validated
 	}
+	if len(sb.Excluded) > fsm.MaxExclude {
+		return sb, fmt.Errorf(`"excluded" holds %d connection ids, more than the limit of %d`, len(sb.Excluded), fsm.MaxExclude)
+	}
 	for _, x := range sb.Excluded {
 		if x == "" {
 			return sb, errors.New(`"excluded" holds an empty connection id`)
+		}
+		if len(x) > maxGroupLen {
+			return sb, fmt.Errorf(`"excluded" holds a connection id longer than %d bytes`, maxGroupLen)
 		}
 	}
 	return sb, nil
@@ -136,6 +144,11 @@ func (s *Server) commit(w http.ResponseWriter, r *http.Request, cmd fsm.Command)
 	switch {
 	case err == nil:
 		writeJSON(w, http.StatusOK, map[string]string{"cursor": cur.Format(s.stream.Epoch())})
+	case errors.Is(err, fsm.ErrInvalid):
+		// Refused before the log (the checks above should have caught it).
+		writeError(w, http.StatusBadRequest, err.Error())
+	case errors.Is(err, fsm.ErrRejected):
+		writeError(w, http.StatusInternalServerError, "the log rejected the command as malformed; it was not applied: "+err.Error())
 	case errors.Is(err, fsm.ErrUnknownConnection):
 		id := cmd.Key
 		if cmd.Kind != fsm.KindPublish {
@@ -177,6 +190,12 @@ func (s *Server) groupChange(w http.ResponseWriter, r *http.Request, kind fsm.Ki
 	g, id := r.PathValue("group"), r.PathValue("id")
 	if !checkName(w, "group", g, maxGroupLen) || !checkName(w, "connection id", id, maxGroupLen) {
 		return
+	}
+	if kind == fsm.KindGroupJoin {
+		if le := s.checkJoin(r.PathValue("hub"), id, g); le != nil { // limits.go: 409
+			writeLimit(w, le)
+			return
+		}
 	}
 	s.commit(w, r, fsm.Command{Kind: kind, Hub: r.PathValue("hub"), Group: g, Conn: id})
 }

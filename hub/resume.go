@@ -33,7 +33,7 @@ func (s *Server) prepareResume(r *http.Request, hub, user, rawTok string) (*resu
 		return nil, http.StatusNotFound, fmt.Errorf("resume: %w", err)
 	case tok.Hub != hub:
 		return nil, http.StatusNotFound, fmt.Errorf("resume: the token is for hub %q", tok.Hub)
-	case len(s.cfg.JWTKey) > 0 && tok.User != user:
+	case s.jwtRequired() && tok.User != user:
 		return nil, http.StatusForbidden, errors.New("resume: the access token's user does not match the connection's")
 	}
 	rr := &resumeReq{id: tok.ID, user: tok.User}

@@ -28,6 +28,9 @@ type Server struct {
 	conns    map[string]*conn       // local connections by id, from handshake to cleanup
 	detached map[string]*time.Timer // ended without goodbye, waiting to resume or expire
 	closing  bool
+	lim      limits     // limits.go; its counts under mu
+	jwt      *jwtAuth   // jwt.go; nil: no JWT configured (dev mode)
+	fwd      forwarders // forward.go: TLS transports to other nodes
 
 	// idx is the dispatcher's view of local connections; only the
 	// dispatcher goroutine touches it.
@@ -78,6 +81,8 @@ func New(cfg Config, pub Publisher, stream Stream) (*Server, error) {
 			WriteBufferPool: &sync.Pool{},
 		},
 	}
+	s.lim.init(cfg, lg)
+	s.jwt = newJWTAuth(cfg, lg)
 	s.ws.CheckOrigin = s.originAllowed // cors.go: -allowed-origins
 	s.life, s.endLife = context.WithCancel(context.Background())
 	s.routes()
@@ -122,6 +127,7 @@ func (s *Server) Start() {
 	go s.dispatch(from)
 	go s.reapStale()
 	go s.checkpointLoop()
+	s.startJWKS() // jwt.go
 }
 
 // reapStale closes, in the log, the connections the registry says this node
@@ -208,6 +214,7 @@ func (s *Server) Close(ctx context.Context) error {
 func (s *Server) end() {
 	close(s.stop)
 	s.endLife()
+	s.fwd.closeIdle()
 }
 
 // LocalConnections returns the number of connections this node holds.
@@ -240,7 +247,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 			"cached_bytes":  p.Bytes,
 			"digest":        strconv.FormatUint(p.Digest, 16),
 		},
-		"hub": map[string]any{"local_connections": s.LocalConnections()},
+		"hub": s.hubStatus(), // limits.go
 	}
 	if s.cfg.Status != nil {
 		out["node"] = s.cfg.Status()

@@ -160,7 +160,7 @@ func (s *Server) connToken(raw, hub, user string) (id string, tok connToken, sta
 		return "", tok, http.StatusNotFound, fmt.Errorf("No Connection with that ID: %v", err)
 	case tok.Hub != hub:
 		return "", tok, http.StatusNotFound, fmt.Errorf("No Connection with that ID on hub %q", hub)
-	case len(s.cfg.JWTKey) > 0 && tok.User != user:
+	case s.jwtRequired() && tok.User != user:
 		return "", tok, http.StatusForbidden, errors.New("the access token's user does not match the negotiated connection's")
 	}
 	if tok.V0 {
@@ -295,24 +295,20 @@ func (s *Server) handleHTTPTransport(w http.ResponseWriter, r *http.Request, hub
 	if sse {
 		s.serveSSE(w, r, hub, id, tok.User)
 	} else {
-		s.startLongPolling(w, hub, id, tok.User)
+		s.startLongPolling(w, r, hub, id, tok.User)
 	}
 }
 
 // register adds a new session and claims its connection id. On failure it
 // has answered.
-func (s *Server) register(w http.ResponseWriter, sess *httpSession, hub string) bool {
+func (s *Server) register(w http.ResponseWriter, r *http.Request, sess *httpSession, hub string) bool {
 	if _, loaded := s.sessions.LoadOrStore(sess.id, sess); loaded {
 		writeError(w, http.StatusConflict, "another transport request is already active for this connection")
 		return false
 	}
-	if err := s.claim(hub, sess.id, false); err != nil {
+	if err := s.claim(sess.id, s.admissionFor(r, hub, sess.user, false)); err != nil {
 		s.sessions.CompareAndDelete(sess.id, sess)
-		status := http.StatusConflict
-		if errors.Is(err, errShuttingDown) {
-			status = http.StatusServiceUnavailable
-		}
-		writeError(w, status, err.Error())
+		writeClaimError(w, err) // limits.go
 		return false
 	}
 	return true
@@ -431,7 +427,7 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request, hub, id, user 
 	tr := &sseTransport{w: w, rc: rc, sess: sess, timeout: s.cfg.SendTimeout}
 	c := s.newConn(id, hub, user, tr)
 	sess.c = c
-	if !s.register(w, sess, hub) {
+	if !s.register(w, r, sess, hub) {
 		c.cancel()
 		return
 	}

@@ -95,7 +95,7 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 		case tok.Hub != hub:
 			writeError(w, http.StatusNotFound, fmt.Sprintf("No Connection with that ID on hub %q", hub))
 			return
-		case len(s.cfg.JWTKey) > 0 && tok.User != user:
+		case s.jwtRequired() && tok.User != user:
 			writeError(w, http.StatusForbidden, "the access token's user does not match the negotiated connection's")
 			return
 		case tok.Stateful && !s.cfg.DisableStatefulReconnect && s.registered(hub, tok.ID):
@@ -115,7 +115,7 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 			id = raw
 		}
 	}
-	ws, ok := s.claimUpgrade(w, r, hub, id, rr != nil)
+	ws, ok := s.claimUpgradeAs(w, r, s.admissionFor(r, hub, user, rr != nil), id)
 	if !ok {
 		return
 	}
@@ -131,14 +131,17 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 }
 
 // claimUpgrade claims connection id on this node and upgrades the request
-// to a WebSocket. On failure it has answered.
+// to a WebSocket. On failure it has answered. The connection is not
+// counted for its user: stateful reconnects use it, whose connection the
+// registry already counts.
 func (s *Server) claimUpgrade(w http.ResponseWriter, r *http.Request, hub, id string, resume bool) (*websocket.Conn, bool) {
-	if err := s.claim(hub, id, resume); err != nil {
-		status := http.StatusConflict
-		if errors.Is(err, errShuttingDown) {
-			status = http.StatusServiceUnavailable
-		}
-		writeError(w, status, err.Error())
+	return s.claimUpgradeAs(w, r, s.admissionFor(r, hub, "", resume), id)
+}
+
+// claimUpgradeAs is claimUpgrade for an admission.
+func (s *Server) claimUpgradeAs(w http.ResponseWriter, r *http.Request, a admission, id string) (*websocket.Conn, bool) {
+	if err := s.claim(id, a); err != nil {
+		writeClaimError(w, err) // limits.go
 		return nil, false
 	}
 	ws, err := s.ws.Upgrade(w, r, nil)
@@ -204,10 +207,15 @@ type reader interface {
 }
 
 // claim reserves a connection id on this node until unclaim or cleanup, so
-// that a second transport for the same id is refused with 409.
-func (s *Server) claim(hub, id string, resume bool) error {
-	if _, ok := s.stream.Connection(hub, id); ok && !resume {
+// that a second transport for the same id is refused with 409. It is where
+// the connection limits bind (limits.go): a refusal is a *limitError.
+func (s *Server) claim(id string, a admission) error {
+	if _, ok := s.stream.Connection(a.hub, id); ok && !a.resume {
 		return fmt.Errorf("connection %s is already active", id)
+	}
+	users := 0
+	if s.cfg.MaxConnectionsPerUser > 0 && a.user != "" && !a.resume {
+		users = s.userConnections(a.hub, a.user) // read outside s.mu: it takes the registry's lock
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -217,6 +225,10 @@ func (s *Server) claim(hub, id string, resume bool) error {
 	if _, ok := s.conns[id]; ok {
 		return fmt.Errorf("connection %s is already active on this node", id)
 	}
+	if err := s.checkAdmissionLocked(a, users); err != nil {
+		return err
+	}
+	s.holdLocked(id, a)
 	if t := s.detached[id]; t != nil {
 		t.Stop() // it is back: no longer waiting to expire
 		delete(s.detached, id)
@@ -229,6 +241,7 @@ func (s *Server) claim(hub, id string, resume bool) error {
 func (s *Server) unclaim(id string) {
 	s.mu.Lock()
 	delete(s.conns, id)
+	s.unholdLocked(id)
 	s.mu.Unlock()
 	s.connWG.Done()
 }

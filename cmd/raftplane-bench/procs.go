@@ -187,7 +187,9 @@ func startCluster(ctx context.Context, bin string, n int, extra []string, profil
 		nd.dataPath = filepath.Join(nd.dir, "data")
 		nd.logPath = filepath.Join(root, nd.name+".log")
 		args := []string{"-data", nd.dataPath, "-http", nd.httpAddr, "-raft", nd.raftAddr, "-gossip", nd.gossip,
-			"-log-level", "warn", "-shutdown-timeout", "5s"}
+			"-log-level", "warn", "-shutdown-timeout", "5s",
+			// Every load client comes from this machine as one user.
+			"-max-connections-per-ip", "0", "-max-connections-per-user", "0"}
 		if i > 0 {
 			args = append(args, "-join", e.nodes[0].gossip)
 		}
