@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -71,12 +72,16 @@ type options struct {
 	debugAddr                                                 string
 	// Secrets from files (not visible in ps), and peer TLS.
 	jwtKeyFile, apiKeyFile, gossipKeyFile string
+	jwtPublicKeyFile                      string
 	peerCertFile, peerKeyFile, peerCAFile string
 	insecure                              bool
 	shutdownTimeout                       time.Duration
 	hub                                   hub.Config
 	fsm                                   fsm.Config
 	cluster                               cluster.Config
+
+	// TLS on -http (tls.go).
+	certFile, keyFile, clientCAFile, forwardCAFile string
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -100,12 +105,26 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.jwtKey, "jwt-key", "", "HS256 key; when set, clients need a JWT whose sub is their user id")
 	fs.StringVar(&o.apiKey, "api-key", "", "when set, the REST API needs Authorization: Bearer <api-key>")
 	fs.StringVar(&o.secret, "secret", "", "secret that signs connection tokens, the same on every node (default: the cluster secret generated at bootstrap and replicated in the log)")
+	fs.StringVar(&o.jwtPublicKeyFile, "jwt-public-key-file", "", "PEM file of RSA or ECDSA public keys (PUBLIC KEY or CERTIFICATE blocks): clients need a JWT signed by one (RS256/384/512, PS256/384/512, ES256/384)")
+	fs.StringVar(&o.hub.JWKSURL, "jwks-url", "", "https URL of the identity provider's JWKS (Keycloak, Auth0, Entra ID): clients need a JWT signed by one of its keys, found by kid")
+	fs.StringVar(&o.hub.JWTIssuer, "jwt-issuer", "", "when set, a client JWT's iss must equal it")
+	fs.Func("jwt-audience", "comma-separated audiences; when set, a client JWT's aud must hold one of them", func(v string) error {
+		o.hub.JWTAudience = splitList(v)
+		return nil
+	})
+	fs.DurationVar(&o.hub.JWTLeeway, "jwt-leeway", o.hub.JWTLeeway, "clock skew allowed on a JWT's exp, nbf and iat")
+	fs.DurationVar(&o.hub.JWKSRefresh, "jwks-refresh", o.hub.JWKSRefresh, "how often the JWKS is fetched again")
+	fs.DurationVar(&o.hub.JWKSMinRefresh, "jwks-min-refresh", o.hub.JWKSMinRefresh, "fetch the JWKS at most this often when tokens name an unknown kid")
 	fs.StringVar(&o.jwtKeyFile, "jwt-key-file", "", "file holding the -jwt-key (keeps it out of ps)")
 	fs.StringVar(&o.apiKeyFile, "api-key-file", "", "file holding the -api-key (keeps it out of ps)")
 	fs.StringVar(&o.gossipKeyFile, "gossip-key-file", "", "file holding the -gossip-key (keeps it out of ps)")
 	fs.StringVar(&o.peerCertFile, "peer-cert-file", "", "PEM certificate this node presents to its peers on the Raft port (mutual TLS; make one with `raftplane certs node`); reloaded when the file changes")
 	fs.StringVar(&o.peerKeyFile, "peer-key-file", "", "PEM private key of -peer-cert-file")
 	fs.StringVar(&o.peerCAFile, "peer-ca-file", "", "PEM CA certificate(s) a peer's certificate must chain to; a peer without one gets nothing")
+	fs.StringVar(&o.certFile, "cert-file", "", "PEM certificate (chain) for -http: serve HTTPS and WSS to clients and the REST API; reloaded when the file changes")
+	fs.StringVar(&o.keyFile, "key-file", "", "PEM private key of -cert-file")
+	fs.StringVar(&o.clientCAFile, "client-ca-file", "", "PEM CA certificate(s): clients of -http must present a certificate that chains to one (mutual TLS); reloaded when the file changes")
+	fs.StringVar(&o.forwardCAFile, "forward-ca-file", "", "PEM CA certificate(s) that verify another node's -cert-file when SSE and long-polling requests are forwarded to it (default: the system's roots)")
 	fs.BoolVar(&o.insecure, "insecure", false, "allow the Raft and gossip ports to listen beyond loopback without peer TLS and a gossip key: only on a network you trust entirely")
 	fs.StringVar(&o.debugAddr, "debug-http", "", "listen address for Go's profiling endpoints (/debug/pprof/); off when empty. Keep it private: profiles show memory contents")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown may take")
@@ -116,6 +135,12 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&h.HandshakeTimeout, "handshake-timeout", h.HandshakeTimeout, "how long a client may take to send its handshake")
 	fs.IntVar(&h.MaxMessageSize, "max-message-size", h.MaxMessageSize, "largest hub message a client may send, in bytes")
 	fs.IntVar(&h.MaxQueuedMessages, "max-queued-messages", h.MaxQueuedMessages, "per-connection send queue; a client further behind is closed with allowReconnect")
+	fs.IntVar(&h.MaxConnections, "max-connections", h.MaxConnections, "client connections this node holds at most; 0: from the file-descriptor limit, keeping a reserve for Raft, gossip and REST; -1: no limit")
+	fs.IntVar(&h.MaxConnectionsPerUser, "max-connections-per-user", h.MaxConnectionsPerUser, "connections one user may hold in one hub, across the cluster; 0: no limit")
+	fs.IntVar(&h.MaxConnectionsPerIP, "max-connections-per-ip", h.MaxConnectionsPerIP, "connections one client IP (an IPv6 /64) may hold on this node; 0: no limit. Behind a reverse proxy every client shares its address")
+	fs.IntVar(&h.MaxGroupsPerConnection, "max-groups-per-connection", h.MaxGroupsPerConnection, "groups one connection may be in; 0: no limit")
+	fs.IntVar(&h.MaxGroupMembers, "max-group-members", h.MaxGroupMembers, "connections one group may hold; 0: no limit")
+	fs.IntVar(&h.MaxQueuedBytes, "max-queued-bytes", h.MaxQueuedBytes, "per-connection send queue in bytes; a client further behind is closed with allowReconnect; 0: no limit")
 	fs.IntVar(&h.MaxParallelInvocations, "max-parallel-invocations", h.MaxParallelInvocations, "hub method invocations of one connection that may run at once (ASP.NET Core's MaximumParallelInvocationsPerClient); above 1 they may complete in any order; stateful-reconnect connections stay at 1")
 	fs.DurationVar(&h.WriteDelay, "write-delay", h.WriteDelay, "space a busy connection's writes this far apart so that messages share frames (fewer writes at high fan-out, up to this much more latency); 0: write at once")
 	fs.IntVar(&h.WSReadBufferSize, "ws-read-buffer", h.WSReadBufferSize, "bytes of read buffer each WebSocket keeps for its whole life (most of an idle connection's memory); larger messages are read past it")
@@ -172,6 +197,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.Uint64Var(&c.TrailingLogs, "trailing-logs", c.TrailingLogs, "entries kept in the log after a snapshot")
 	fs.IntVar(&c.MaxBatch, "max-batch", c.MaxBatch, "most commands packed into one log entry")
 	fs.IntVar(&c.MaxInflight, "max-inflight", c.MaxInflight, "log entries a node may have on their way to the log at once; under load, what arrives meanwhile shares the next entry (at least 2)")
+	fs.DurationVar(&c.MaxClockSkew, "max-clock-skew", c.MaxClockSkew, "how far ahead of the leader's clock a forwarded command's time stamp may be; a later one is clamped to the leader's clock (at most 5s)")
 	fs.DurationVar(&c.HoldTimeout, "hold-timeout", c.HoldTimeout, "how long a command waits for a leader before failing")
 	fs.BoolVar(&c.NoSync, "no-sync", false, "do not fsync the Raft log (unsafe; benchmarks only)")
 	fs.IntVar(&c.MaxVoters, "voters", c.MaxVoters, "how many nodes vote in Raft (odd: 1, 3, 5, 7); the others replicate without voting")
@@ -327,6 +353,15 @@ func run(ctx context.Context, args []string, stderr io.Writer, onReady func(http
 		o.hub.TokenSecretFunc = machine.Secret
 	}
 	o.hub.JWTKey = []byte(o.jwtKey)
+	if o.jwtPublicKeyFile != "" {
+		pem, err := os.ReadFile(o.jwtPublicKeyFile)
+		if err != nil {
+			return fmt.Errorf("-jwt-public-key-file: %w", err)
+		}
+		if o.hub.JWTPublicKeys, err = hub.LoadJWTPublicKeys(pem); err != nil {
+			return fmt.Errorf("-jwt-public-key-file %s: %w", o.jwtPublicKeyFile, err)
+		}
+	}
 	o.hub.Logger = lg.With("component", "hub")
 	o.hub.Status = func() any { return node.Status() }
 	o.hub.NodeHTTPAddr = func(id string) (string, bool) {
@@ -338,6 +373,11 @@ func run(ctx context.Context, args []string, stderr io.Writer, onReady func(http
 		return "", false
 	}
 	o.hub.Cluster = func(ctx context.Context) any { return node.ClusterStatus(ctx) }
+	httpTLS, forwardTLS, err := clientTLSConfigs(o.certFile, o.keyFile, o.clientCAFile, o.forwardCAFile, lg)
+	if err != nil {
+		return err
+	}
+	o.hub.ForwardTLS = forwardTLS
 	srv, err := hub.New(o.hub, node, machine)
 	if err != nil {
 		return err
@@ -346,6 +386,9 @@ func run(ctx context.Context, args []string, stderr io.Writer, onReady func(http
 	ln, err := net.Listen("tcp", o.httpAddr)
 	if err != nil {
 		return fmt.Errorf("http listen: %w", err)
+	}
+	if httpTLS != nil {
+		ln = tls.NewListener(ln, httpTLS)
 	}
 	if err := node.Open(); err != nil {
 		ln.Close()
@@ -401,8 +444,8 @@ func run(ctx context.Context, args []string, stderr io.Writer, onReady func(http
 		defer close(peersDone)
 		savePeersLoop(o.data, agent, peersStop, lg)
 	}()
-	if o.jwtKey == "" {
-		lg.Warn("DEV MODE: no -jwt-key, clients are not authenticated and pick their user id with ?user=")
+	if o.jwtKey == "" && o.jwtPublicKeyFile == "" && o.hub.JWKSURL == "" {
+		lg.Warn("DEV MODE: no -jwt-key, -jwt-public-key-file or -jwks-url, clients are not authenticated and pick their user id with ?user=")
 	}
 	if o.apiKey == "" {
 		lg.Warn("DEV MODE: no -api-key, anyone who reaches the HTTP port can use the REST API")

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -34,9 +36,26 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.SetOutput(stderr)
 	addr := fs.String("http", envOr("RAFTPLANE_HTTP", "127.0.0.1:5000"), "HTTP address of any node")
 	key := fs.String("api-key", os.Getenv("RAFTPLANE_API_KEY"), "the node's -api-key, if it has one")
+	keyFile := fs.String("api-key-file", os.Getenv("RAFTPLANE_API_KEY_FILE"), "file holding the node's -api-key")
+	caFile := fs.String("ca-file", "", "PEM CA that verifies the node's -cert-file when -http is https://host:port (default: the system's roots)")
 	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for the answer")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if err := secretFromFile(key, *keyFile, "-api-key-file"); err != nil {
+		return err
+	}
+	client := http.DefaultClient
+	if *caFile != "" {
+		pem, err := os.ReadFile(*caFile)
+		if err != nil {
+			return fmt.Errorf("-ca-file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("-ca-file: %s holds no PEM certificate", *caFile)
+		}
+		client = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
 	}
 	base := *addr
 	if !strings.Contains(base, "://") {
@@ -51,7 +70,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if *key != "" {
 		req.Header.Set("Authorization", "Bearer "+*key)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("status: %w", err)
 	}
