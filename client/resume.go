@@ -292,6 +292,8 @@ func (c *Conn) finish(final error, orphans map[string]chan completion) {
 // and returns the EventReset that says so. It returns a nil link when the
 // connection must end: final is then why (nil after Close), and ev, if
 // set, the event to report.
+//
+//lint:ignore ST1008 the event is an optional extra beside the outcome, read in that order by the one caller
 func (c *Conn) reconnect(run *resumeRun) (next *link, final error, ev *Event) {
 	c.mu.Lock()
 	sentAny, token := c.sentAny, c.token
@@ -361,6 +363,8 @@ func (c *Conn) reconnect(run *resumeRun) (next *link, final error, ev *Event) {
 
 // giveUp ends a resume at its deadline: a reset if a node refused it (and
 // none accepted it since), otherwise an error wrapping ErrDropped.
+//
+//lint:ignore ST1008 it returns what reconnect returns
 func (c *Conn) giveUp(run *resumeRun) (*link, error, *Event) {
 	if run.refusal != nil {
 		return nil, run.refusal, &Event{Kind: EventReset, URL: c.urls[run.idx].Redacted(), Err: run.refusal, Cursor: run.cursor,

@@ -136,7 +136,7 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("SecretKey is %d bytes; it must be 16, 24 or 32", len(c.SecretKey)))
 	}
 	if len(c.Label) > memberlist.LabelMaxSize {
-		errs = append(errs, fmt.Errorf("Label is %d bytes; at most %d", len(c.Label), memberlist.LabelMaxSize))
+		errs = append(errs, fmt.Errorf("the Label is %d bytes; at most %d", len(c.Label), memberlist.LabelMaxSize))
 	}
 	for _, d := range []struct {
 		name string

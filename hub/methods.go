@@ -247,7 +247,7 @@ func (c *conn) invoke(m hubMessage) {
 func (c *conn) buildInvocation(m hubMessage) (fsm.Command, error) {
 	meth := methods[strings.ToLower(m.Target)]
 	if meth == nil {
-		return fsm.Command{}, fmt.Errorf("Unknown hub method '%s'", m.Target)
+		return fsm.Command{}, wireErrorf("Unknown hub method '%s'", m.Target)
 	}
 	if len(m.StreamIDs) > 0 {
 		return fsm.Command{}, fmt.Errorf("%s does not accept streams", meth.name)

@@ -157,9 +157,9 @@ func (s *Server) connToken(raw, hub, user string) (id string, tok connToken, sta
 	tok, err = s.parseToken(raw)
 	switch {
 	case err != nil:
-		return "", tok, http.StatusNotFound, fmt.Errorf("No Connection with that ID: %v", err)
+		return "", tok, http.StatusNotFound, wireErrorf("No Connection with that ID: %v", err)
 	case tok.Hub != hub:
-		return "", tok, http.StatusNotFound, fmt.Errorf("No Connection with that ID on hub %q", hub)
+		return "", tok, http.StatusNotFound, wireErrorf("No Connection with that ID on hub %q", hub)
 	case s.jwtRequired() && tok.User != user:
 		return "", tok, http.StatusForbidden, errors.New("the access token's user does not match the negotiated connection's")
 	}

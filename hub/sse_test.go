@@ -69,7 +69,6 @@ type msgLog struct {
 	t    testing.TB
 	mu   sync.Mutex
 	msgs []wireMsg
-	done bool
 }
 
 func (l *msgLog) add(ms []wireMsg) {

@@ -395,7 +395,7 @@ func (s *Server) readHandshake(c *conn, rd reader) (hs *handshakeRequest, split 
 	for hs == nil && hsErr == nil {
 		left := time.Until(deadline)
 		if left <= 0 {
-			return nil, nil, nil, true, errors.New("Handshake was canceled.")
+			return nil, nil, nil, true, wireError("Handshake was canceled.")
 		}
 		err := rd.next(left, func(p []byte) {
 			if hs != nil || hsErr != nil {
@@ -410,7 +410,7 @@ func (s *Server) readHandshake(c *conn, rd reader) (hs *handshakeRequest, split 
 			}
 			hsSplit.feed(p[:n], func(rec []byte, info recordInfo) {
 				if info.Oversized {
-					hsErr = fmt.Errorf("Handshake was canceled: %d bytes exceed the limit of %d.", info.Size, s.cfg.MaxMessageSize)
+					hsErr = wireErrorf("Handshake was canceled: %d bytes exceed the limit of %d.", info.Size, s.cfg.MaxMessageSize)
 					return
 				}
 				req, err := parseHandshake(rec)
@@ -440,13 +440,13 @@ func (s *Server) readHandshake(c *conn, rd reader) (hs *handshakeRequest, split 
 func (s *Server) checkHandshake(h handshakeRequest, binaryOK bool) (protocol, error) {
 	p := protocolByName(h.Protocol)
 	if p == nil {
-		return nil, fmt.Errorf("The protocol '%s' is not supported.", h.Protocol)
+		return nil, wireErrorf("The protocol '%s' is not supported.", h.Protocol)
 	}
 	if h.Version < 0 || h.Version > 2 {
-		return nil, fmt.Errorf("The server does not support version %d of the '%s' protocol.", h.Version, h.Protocol)
+		return nil, wireErrorf("The server does not support version %d of the '%s' protocol.", h.Version, h.Protocol)
 	}
 	if p.binary() && !binaryOK {
-		return nil, fmt.Errorf("Cannot use the '%s' protocol on the current transport. The transport does not support 'Binary' transfer format.", h.Protocol)
+		return nil, wireErrorf("Cannot use the '%s' protocol on the current transport. The transport does not support 'Binary' transfer format.", h.Protocol)
 	}
 	return p, nil
 }
@@ -464,7 +464,7 @@ func (s *Server) open(c *conn) (fsm.Cursor, error) {
 
 	cur, err := s.pub.Publish(ctx, cmd)
 	if err != nil {
-		return cur, fmt.Errorf("Connection refused: the cluster did not record it (%v). Retry.", err)
+		return cur, wireErrorf("Connection refused: the cluster did not record it (%v). Retry.", err)
 	}
 	c.opened.Store(true)
 	select {
@@ -472,7 +472,7 @@ func (s *Server) open(c *conn) (fsm.Cursor, error) {
 		return cur, nil
 	case <-ctx.Done():
 		s.release(c)
-		return cur, errors.New("Connection refused: timed out waiting for delivery to start. Retry.")
+		return cur, wireError("Connection refused: timed out waiting for delivery to start. Retry.")
 	}
 }
 

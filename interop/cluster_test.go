@@ -435,12 +435,6 @@ func (c *collector) snapshot() []received {
 	return slices.Clone(c.msgs)
 }
 
-func (c *collector) isEnded() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.ended
-}
-
 func argOf(m client.Message) (int64, bool) {
 	if len(m.Arguments) != 1 {
 		return 0, false

@@ -79,14 +79,6 @@ type env struct {
 	prof   *profiler // nil unless -profile
 }
 
-func (e *env) urls() []string {
-	out := make([]string, len(e.nodes))
-	for i, n := range e.nodes {
-		out[i] = n.url
-	}
-	return out
-}
-
 // targetsEnv uses running nodes.
 func targetsEnv(targets []string, logw io.Writer) *env {
 	e := &env{client: &http.Client{Timeout: 5 * time.Second}, logw: logw}
