@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sort"
 	"sync"
 	"time"
@@ -98,4 +100,66 @@ func (n *Node) ClusterStatus(ctx context.Context) []MemberStatus {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
+}
+
+// ErrStaleLeader means this node knows a leader but has not heard from it
+// within the bound Ready was given: it may be cut off from the quorum
+// before Raft's own timers notice.
+var ErrStaleLeader = errors.New("cluster: leader not heard from recently")
+
+// Ready reports whether this node can commit: nil when it is the leader, or
+// a follower that heard from the leader within maxContact, and the cluster
+// id (the stream's epoch) is applied. Otherwise the error gives the reason
+// and wraps ErrClosed, ErrNoLeader, ErrStaleLeader or ErrNotReady. It backs
+// hub's GET /readyz; maxContact <= 0 skips the contact check. It is cheap
+// (no round trip) and may be called from many goroutines.
+func (n *Node) Ready(maxContact time.Duration) error {
+	select {
+	case <-n.stop:
+		return fmt.Errorf("%w: shutting down", ErrClosed)
+	default:
+	}
+	if n.raft == nil {
+		return fmt.Errorf("%w: Raft is not open yet", ErrNotReady)
+	}
+	_, leaderID := n.raft.LeaderWithID()
+	return readiness(readyView{
+		state:       n.raft.State(),
+		leaderID:    string(leaderID),
+		lastContact: n.raft.LastContact(),
+		epoch:       n.machine.Epoch(),
+	}, time.Now(), maxContact)
+}
+
+// readyView is what Ready decides on, gathered apart so the decision is a
+// pure function.
+type readyView struct {
+	state       raft.RaftState
+	leaderID    string
+	lastContact time.Time // when a follower last heard from the leader
+	epoch       string
+}
+
+func readiness(v readyView, now time.Time, maxContact time.Duration) error {
+	switch {
+	case v.state == raft.Shutdown:
+		return fmt.Errorf("%w: shutting down", ErrClosed)
+	case v.state == raft.Leader:
+		// A leader's LastContact is from its follower days. A leader cut
+		// off from the quorum steps down after LeaderLeaseTimeout, and then
+		// it knows no leader.
+	case v.leaderID == "":
+		return fmt.Errorf("%w known (this node is a %s)", ErrNoLeader, v.state)
+	case maxContact > 0 && now.Sub(v.lastContact) > maxContact:
+		// Raft's follower forgets the leader once its heartbeat timer
+		// fires after HeartbeatTimeout of silence (up to twice that); this
+		// bound does not depend on those timers, and is the tighter one
+		// when set below them.
+		return fmt.Errorf("%w: last contact with the leader %s ago (more than %s)",
+			ErrStaleLeader, now.Sub(v.lastContact).Round(10*time.Millisecond), maxContact)
+	}
+	if v.epoch == "" {
+		return fmt.Errorf("%w: cluster id not applied yet", ErrNotReady)
+	}
+	return nil
 }

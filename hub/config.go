@@ -182,6 +182,12 @@ type Config struct {
 
 	// Status, when set, adds this node's Raft view to /api/v1/status.
 	Status func() any
+	// Readiness, when set, backs GET /readyz (ready.go): the node is ready
+	// when it can commit. nil: ready whenever it takes new clients.
+	Readiness Readiness
+	// ReadyMaxContact: /readyz answers 503 on a follower that has not heard
+	// from the leader for longer than this.
+	ReadyMaxContact time.Duration
 	// Cluster, when set, serves GET /api/v1/cluster: every member as this
 	// node sees it.
 	Cluster func(ctx context.Context) any
@@ -212,6 +218,7 @@ func DefaultConfig() Config {
 		MaxBodySize:            64 << 10,
 		DisconnectTimeout:      30 * time.Second,
 		PollTimeout:            90 * time.Second,
+		ReadyMaxContact:        5 * time.Second,
 		JWTLeeway:              DefaultJWTLeeway,
 		JWKSRefresh:            DefaultJWKSRefresh,
 		JWKSMinRefresh:         DefaultJWKSMinRefresh,
@@ -261,6 +268,9 @@ func (c Config) Validate() error {
 	}
 	if c.PollTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("PollTimeout (%s) must be positive", c.PollTimeout))
+	}
+	if c.ReadyMaxContact <= 0 {
+		errs = append(errs, fmt.Errorf("ReadyMaxContact (%s) must be positive", c.ReadyMaxContact))
 	}
 	if c.DisableWebSockets && c.DisableServerSentEvents && c.DisableLongPolling {
 		errs = append(errs, errors.New("every transport is disabled"))

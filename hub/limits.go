@@ -99,7 +99,7 @@ func writeLimit(w http.ResponseWriter, e *limitError) {
 	if st == http.StatusServiceUnavailable || st == http.StatusTooManyRequests {
 		w.Header().Set("Retry-After", "1")
 	}
-	writeJSON(w, st, limitBody{Code: http.StatusText(st), Message: e.msg, Limit: limitNames[e.kind], Value: e.value})
+	writeJSON(w, st, limitBody{Code: errorCode(st), Message: e.msg, Limit: limitNames[e.kind], Value: e.value})
 }
 
 // writeClaimError answers a failed claim: a limit, a shutdown or an id

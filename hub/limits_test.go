@@ -157,7 +157,7 @@ func wantLimit(t *testing.T, what string, status int, body []byte, wantStatus in
 	if err := json.Unmarshal(body, &lb); err != nil {
 		t.Fatalf("%s: body %q is not JSON: %v", what, body, err)
 	}
-	if lb.Limit != limit || lb.Value != value || !strings.Contains(lb.Message, want) || lb.Code != http.StatusText(wantStatus) {
+	if lb.Limit != limit || lb.Value != value || !strings.Contains(lb.Message, want) || lb.Code != errorCode(wantStatus) {
 		t.Fatalf("%s: body %s, want limit %q value %d and a message containing %q", what, body, limit, value, want)
 	}
 }

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"time"
 
 	"github.com/raftplane/raftplane/fsm"
 )
@@ -37,3 +38,12 @@ type Stream interface {
 }
 
 var _ Stream = (*fsm.Machine)(nil)
+
+// Readiness says whether this node can commit, for GET /readyz: nil when
+// it knows a leader it heard from within maxContact and the cluster id is
+// applied; otherwise an error whose text is the reason given to the
+// prober. It must not block on the network. *cluster.Node implements it;
+// cmd/raftplane wires it. It may be called from many goroutines.
+type Readiness interface {
+	Ready(maxContact time.Duration) error
+}

@@ -32,6 +32,9 @@ func restError(t *testing.T, body []byte) apiError {
 	if err := json.Unmarshal(body, &e); err != nil || e.Code == "" || e.Message == "" {
 		t.Fatalf("error body %q: want {\"code\":...,\"message\":...} (%v)", body, err)
 	}
+	if strings.ContainsAny(e.Code, " '-") {
+		t.Fatalf("error body %q: code %q, want the status text without spaces (\"BadRequest\")", body, e.Code)
+	}
 	return e
 }
 

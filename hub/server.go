@@ -94,6 +94,7 @@ func (s *Server) routes() {
 	m.HandleFunc("/hubs/{hub}/negotiate", s.handleNegotiate)
 	m.HandleFunc("/hubs/{hub}", s.handleConnect)
 	m.HandleFunc("GET /healthz", s.handleHealth)
+	m.HandleFunc("GET /readyz", s.handleReady) // ready.go
 	m.HandleFunc("GET /api/v1/status", s.api(s.handleStatus))
 	m.HandleFunc("GET /api/v1/cluster", s.api(s.handleCluster))
 	m.HandleFunc("POST /api/v1/hubs/{hub}", s.api(s.handleSendAll))
@@ -111,7 +112,9 @@ func (s *Server) routes() {
 }
 
 // ServeHTTP implements http.Handler.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.serveCORS(w, r, s.mux) }
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.serveCORS(w, r, http.HandlerFunc(s.serveRoutes)) // errors.go: JSON 404 and 405
+}
 
 // Start begins delivering applied entries to local connections, from the
 // stream's current end.
@@ -284,7 +287,7 @@ type apiError struct {
 }
 
 func writeError(w http.ResponseWriter, status int, msg string) {
-	code := http.StatusText(status)
+	code := errorCode(status) // errors.go
 	if status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "1")
 	}

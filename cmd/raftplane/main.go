@@ -51,6 +51,13 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == "version" {
+		if err := runVersion(os.Args[2:], os.Stdout, os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, "raftplane:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == "status" {
 		if err := runStatus(ctx, os.Args[2:], os.Stdout, os.Stderr); err != nil {
 			fmt.Fprintln(os.Stderr, "raftplane:", err)
@@ -75,6 +82,7 @@ type options struct {
 	jwtPublicKeyFile                      string
 	peerCertFile, peerKeyFile, peerCAFile string
 	insecure                              bool
+	version                               bool // -version: print it and exit (version.go)
 	shutdownTimeout                       time.Duration
 	hub                                   hub.Config
 	fsm                                   fsm.Config
@@ -89,7 +97,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("raftplane", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: raftplane [flags]       run a node\n       raftplane status [-http host:port] [-api-key key]   print a node's view of the cluster\n\nEvery flag can also be set with an environment variable: -http is RAFTPLANE_HTTP,\n-max-message-size is RAFTPLANE_MAX_MESSAGE_SIZE, and so on. A flag on the command line wins.\n\nFlags:\n")
+		fmt.Fprintf(stderr, "Usage: raftplane [flags]       run a node\n       raftplane status [-http host:port] [-api-key key]   print a node's view of the cluster\n       raftplane version   print the version, commit and Go version\n\nEvery flag can also be set with an environment variable: -http is RAFTPLANE_HTTP,\n-max-message-size is RAFTPLANE_MAX_MESSAGE_SIZE, and so on. A flag on the command line wins.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&o.data, "data", "raftplane-data", "data folder: Raft log, snapshots, node id, token secret")
@@ -128,6 +136,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.insecure, "insecure", false, "allow the Raft and gossip ports to listen beyond loopback without peer TLS and a gossip key: only on a network you trust entirely")
 	fs.StringVar(&o.debugAddr, "debug-http", "", "listen address for Go's profiling endpoints (/debug/pprof/); off when empty. Keep it private: profiles show memory contents")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown may take")
+	fs.BoolVar(&o.version, "version", false, "print the version, commit and Go version, and exit (also: raftplane version)")
 
 	h := &o.hub
 	fs.DurationVar(&h.KeepAliveInterval, "keepalive", h.KeepAliveInterval, "send a Ping when nothing was sent for this long")
@@ -150,6 +159,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&h.NegotiateTTL, "negotiate-ttl", h.NegotiateTTL, "how long a negotiated connection token waits for its transport")
 	fs.Int64Var(&h.MaxBodySize, "max-body-size", h.MaxBodySize, "largest REST request body, in bytes")
 	fs.DurationVar(&h.PollTimeout, "poll-timeout", h.PollTimeout, "long polling: how long a poll waits for data before an empty 200")
+	fs.DurationVar(&h.ReadyMaxContact, "ready-max-contact", h.ReadyMaxContact, "GET /readyz answers 503 on a follower that has not heard from the Raft leader for longer than this")
 	fs.Func("stateful-reconnect", "grant the official clients' stateful reconnect (withStatefulReconnect), continued on any node: true or false (default true)", func(v string) error {
 		b, err := strconv.ParseBool(v)
 		h.DisableStatefulReconnect = !b
@@ -214,6 +224,11 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
+		if f.Name == "version" {
+			// RAFTPLANE_VERSION often holds an image's release tag: it
+			// must neither fail the start nor turn a node into a printer.
+			return
+		}
 		env := "RAFTPLANE_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
 		if v, ok := os.LookupEnv(env); ok && !set[f.Name] {
 			if err := fs.Set(f.Name, v); err != nil && envErr == nil {
@@ -269,6 +284,10 @@ func run(ctx context.Context, args []string, stderr io.Writer, onReady func(http
 		return nil
 	}
 	if err != nil {
+		return err
+	}
+	if o.version {
+		_, err := io.WriteString(os.Stdout, readVersion().String())
 		return err
 	}
 	lg, err := newLogger(o.logLevel, stderr)
@@ -364,6 +383,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, onReady func(http
 	}
 	o.hub.Logger = lg.With("component", "hub")
 	o.hub.Status = func() any { return node.Status() }
+	o.hub.Readiness = node // GET /readyz
 	o.hub.NodeHTTPAddr = func(id string) (string, bool) {
 		for _, m := range agent.Members() {
 			if m.ID == id && m.State == gossip.StateAlive && m.HTTPAddr != "" {
