@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"sync"
 	"time"
 
@@ -69,240 +68,90 @@ func (n *Node) leaderLoop(stop <-chan struct{}) {
 	}
 }
 
-// reconcile makes one pass: add new members as non-voters, remove leaving
-// ones, reap the long dead, and promote caught-up non-voters up to MaxVoters.
+// reconcile makes one pass: it gathers what the leader knows, updates the
+// leader loop's timers, asks the would-be spares for their applied index,
+// then plans (plan.go) and applies the plan.
 func (n *Node) reconcile(ls *leaderState, stop <-chan struct{}) {
 	if !n.isLeader() {
 		return
 	}
-	cf := n.raft.GetConfiguration()
-	if err := cf.Error(); err != nil {
+	now := time.Now()
+	in, err := n.planInput(now)
+	if err != nil {
 		n.log.Warn("reconcile: reading raft configuration", "err", err)
 		return
 	}
-	servers := map[string]raft.Server{}
-	voters := 0
-	for _, s := range cf.Configuration().Servers {
-		servers[string(s.ID)] = s
-		if s.Suffrage == raft.Voter {
-			voters++
-		}
-	}
-	self := n.cfg.NodeID
-	epoch := n.machine.Epoch()
-	now := time.Now()
-	members := map[string]gossip.Member{}
-	for _, m := range n.cfg.Members.Members() {
-		if m.ID != "" {
-			members[m.ID] = m
-		}
-	}
+	ls.observe(&in)
+	in.Applied = n.appliedOf(in.Servers, in.spares(true, false))
+	n.applyPlan(ls, plan(in), stop, now)
+}
 
-	var deadVoters, deadNonvoters []string
+// planInput reads what plan needs, except the leader loop's timers and the
+// spares' applied indexes.
+func (n *Node) planInput(now time.Time) (planInput, error) {
+	cf := n.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return planInput{}, err
+	}
+	return planInput{
+		Self:      n.cfg.NodeID,
+		Epoch:     n.machine.Epoch(),
+		Servers:   cf.Configuration().Servers,
+		Members:   n.cfg.Members.Members(),
+		LastIndex: n.raft.LastIndex(),
+		Limits: planLimits{MaxVoters: n.cfg.MaxVoters, ReapAfter: n.cfg.ReapAfter,
+			StabilizeTime: n.cfg.StabilizeTime, MaxTrailing: n.cfg.MaxTrailing},
+		Now: now,
+	}, nil
+}
+
+// observe updates the timers plan reads and hands them to in: a member is
+// dead since the first pass that saw it dead (or a server missing from
+// gossip), and no longer once it is alive or leaving; a live server is
+// added since the first pass that saw it in the configuration. Members of
+// another cluster are left alone.
+func (ls *leaderState) observe(in *planInput) {
+	servers := map[string]bool{}
+	for _, s := range in.Servers {
+		servers[string(s.ID)] = true
+	}
+	members := in.membersByID()
 	for id, m := range members {
-		if id == self {
-			continue
-		}
-		srv, inCfg := servers[id]
-		if m.ClusterID != "" && epoch != "" && m.ClusterID != epoch {
-			if last, ok := ls.refusedLog[id]; !ok || now.Sub(last) > time.Minute {
-				ls.refusedLog[id] = now
-				n.log.Error("refusing a member of another cluster", "member", id, "its_cluster", m.ClusterID, "our_cluster", epoch)
-			}
-			if inCfg {
-				// It was added before it said where it belongs (or was
-				// wiped and rebuilt elsewhere): it is not ours.
-				n.removeServer(id, "belongs to cluster "+m.ClusterID)
-			}
-			continue
-		}
 		switch {
+		case id == in.Self || in.foreign(m):
 		case m.Leaving || m.State == gossip.StateLeft:
 			delete(ls.deadSince, id)
-			if inCfg {
-				n.removeServer(id, "left the cluster")
-				if srv.Suffrage == raft.Voter {
-					voters-- // so a spare is promoted below, not a voter demoted
-				}
-			}
 		case m.State == gossip.StateDead:
-			if _, ok := ls.deadSince[id]; !ok {
-				ls.deadSince[id] = now
-			}
-			if inCfg && now.Sub(ls.deadSince[id]) >= n.cfg.ReapAfter {
-				if srv.Suffrage == raft.Voter {
-					deadVoters = append(deadVoters, id)
-				} else {
-					deadNonvoters = append(deadNonvoters, id)
-				}
-			}
-		default: // alive (or suspect, which memberlist may still clear)
+			ls.markDead(id, in.Now)
+		default:
 			delete(ls.deadSince, id)
-			if m.RaftAddr == "" {
-				continue
-			}
-			switch {
-			case !inCfg && m.HasData && m.ClusterID == "":
-				// It has data from somewhere but has not said which cluster
-				// it belongs to: adding it could mix two clusters' logs.
-				n.log.Debug("not adding a member with data of an unknown cluster yet", "member", id)
-			case !inCfg:
-				n.log.Info("adding a member as a non-voter", "member", id, "raft", m.RaftAddr)
-				if err := n.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(m.RaftAddr), 0, n.cfg.ApplyTimeout).Error(); err != nil {
-					n.log.Warn("adding a member failed", "member", id, "err", err)
-				} else {
-					ls.addedAt[id] = now
-				}
-			case string(srv.Address) != m.RaftAddr:
-				// Same id, new address (a restart elsewhere): raft updates in place.
-				n.log.Info("member changed its raft address", "member", id, "from", srv.Address, "to", m.RaftAddr)
-				var f raft.IndexFuture
-				if srv.Suffrage == raft.Voter {
-					f = n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(m.RaftAddr), 0, n.cfg.ApplyTimeout)
-				} else {
-					f = n.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(m.RaftAddr), 0, n.cfg.ApplyTimeout)
-				}
-				if err := f.Error(); err != nil {
-					n.log.Warn("updating a member's address failed", "member", id, "err", err)
-				}
-			}
-			if _, ok := ls.addedAt[id]; !ok && inCfg {
-				ls.addedAt[id] = now
+			if _, ok := ls.addedAt[id]; !ok && servers[id] && m.RaftAddr != "" {
+				ls.addedAt[id] = in.Now
 			}
 		}
 	}
-	// Servers gossip has never shown this leader (e.g. it died before this
-	// leader started) count as dead from the first pass that misses them.
-	for id, s := range servers {
-		if id == self {
-			continue
-		}
-		if _, ok := members[id]; ok {
-			continue
-		}
-		if _, ok := ls.deadSince[id]; !ok {
-			ls.deadSince[id] = now
-		}
-		if now.Sub(ls.deadSince[id]) >= n.cfg.ReapAfter {
-			if s.Suffrage == raft.Voter {
-				deadVoters = append(deadVoters, id)
-			} else {
-				deadNonvoters = append(deadNonvoters, id)
-			}
+	for id := range servers {
+		if _, ok := members[id]; !ok && id != in.Self {
+			ls.markDead(id, in.Now)
 		}
 	}
-	for _, id := range deadNonvoters {
-		n.removeServer(id, fmt.Sprintf("dead for more than %s", n.cfg.ReapAfter))
-		delete(ls.deadSince, id)
-		delete(ls.addedAt, id)
-	}
+	in.DeadSince, in.AddedAt = ls.deadSince, ls.addedAt
+}
 
-	select {
-	case <-stop:
-		return
-	default:
-	}
-	candidates := n.promotable(ls, servers, members, now)
-	// A dead voter goes only when a healthy spare can take its place (and
-	// never more than keep a quorum of the current voters): dropping it
-	// without a replacement buys no fault tolerance and costs its return.
-	sort.Strings(deadVoters)
-	maxRemovals := (voters - 1) / 2
-	for _, id := range deadVoters {
-		if maxRemovals == 0 || len(candidates) == 0 && voters <= n.cfg.MaxVoters {
-			n.log.Warn("a voter is dead but cannot be replaced yet; keeping it", "member", id,
-				"voters", voters, "spares", len(candidates))
-			break
-		}
-		n.removeServer(id, fmt.Sprintf("dead for more than %s", n.cfg.ReapAfter))
-		delete(ls.deadSince, id)
-		delete(ls.addedAt, id)
-		voters--
-		maxRemovals--
-	}
-	// Promote, keeping the count odd: from an odd count, two at a time.
-	for voters < n.cfg.MaxVoters && len(candidates) > 0 {
-		step := 1
-		if voters%2 == 1 {
-			step = 2
-		}
-		if len(candidates) < step {
-			break
-		}
-		for _, id := range candidates[:step] {
-			m := members[id]
-			n.log.Info("promoting a caught-up non-voter to voter", "member", id, "voters_before", voters)
-			if err := n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(m.RaftAddr), 0, n.cfg.ApplyTimeout).Error(); err != nil {
-				n.log.Warn("promotion failed", "member", id, "err", err)
-				return
-			}
-			voters++
-		}
-		candidates = candidates[step:]
-	}
-	// An even count tolerates no more failures than the odd count below it
-	// and adds a vote to every commit: with nobody to promote, demote one,
-	// preferring a voter gossip does not show alive.
-	cur := n.currentServers()
-	var vs []string
-	for id, s := range cur {
-		if s.Suffrage == raft.Voter {
-			vs = append(vs, id)
-		}
-	}
-	if len(vs)%2 == 0 && len(vs) > 0 {
-		sort.Slice(vs, func(i, j int) bool {
-			ai := members[vs[i]].State == gossip.StateAlive
-			aj := members[vs[j]].State == gossip.StateAlive
-			if ai != aj {
-				return !ai
-			}
-			return vs[i] < vs[j]
-		})
-		for _, id := range vs {
-			if id == self {
-				continue
-			}
-			n.log.Info("demoting a voter to keep the voter count odd", "member", id, "voters_before", len(vs))
-			if err := n.raft.DemoteVoter(raft.ServerID(id), 0, n.cfg.ApplyTimeout).Error(); err != nil {
-				n.log.Warn("demotion failed", "member", id, "err", err)
-			}
-			break
-		}
+func (ls *leaderState) markDead(id string, now time.Time) {
+	if _, ok := ls.deadSince[id]; !ok {
+		ls.deadSince[id] = now
 	}
 }
 
-// currentServers returns the Raft configuration by server id.
-func (n *Node) currentServers() map[string]raft.Server {
-	out := map[string]raft.Server{}
-	cf := n.raft.GetConfiguration()
-	if cf.Error() != nil {
-		return out
+// appliedOf asks the given servers, at once, for their applied index and
+// returns the answers that came within a second.
+func (n *Node) appliedOf(servers []raft.Server, ids []string) map[string]uint64 {
+	addr := map[string]string{}
+	for _, s := range servers {
+		addr[string(s.ID)] = string(s.Address)
 	}
-	for _, s := range cf.Configuration().Servers {
-		out[string(s.ID)] = s
-	}
-	return out
-}
-
-// promotable lists the non-voters that are alive, have been members for
-// StabilizeTime and are within MaxTrailing entries of this leader's log,
-// sorted by id.
-func (n *Node) promotable(ls *leaderState, servers map[string]raft.Server, members map[string]gossip.Member, now time.Time) []string {
-	var ids []string
-	for id, s := range servers {
-		m, ok := members[id]
-		if s.Suffrage != raft.Nonvoter || !ok || m.State != gossip.StateAlive || m.Leaving {
-			continue
-		}
-		if t, ok := ls.addedAt[id]; !ok || now.Sub(t) < n.cfg.StabilizeTime {
-			continue
-		}
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	last := n.raft.LastIndex()
-	var out []string
+	out := map[string]uint64{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, id := range ids {
@@ -311,25 +160,102 @@ func (n *Node) promotable(ls *leaderState, servers map[string]raft.Server, membe
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			defer cancel()
-			st, err := n.peerStats(ctx, string(servers[id].Address))
-			if err != nil || st.Applied+n.cfg.MaxTrailing < last {
+			st, err := n.peerStats(ctx, addr[id])
+			if err != nil {
 				return
 			}
 			mu.Lock()
-			out = append(out, id)
+			out[id] = st.Applied
 			mu.Unlock()
 		}(id)
 	}
 	wg.Wait()
-	sort.Strings(out)
 	return out
 }
 
-func (n *Node) removeServer(id, why string) {
-	n.log.Info("removing a server from the raft configuration", "member", id, "why", why)
-	if err := n.raft.RemoveServer(raft.ServerID(id), 0, n.cfg.ApplyTimeout).Error(); err != nil {
-		n.log.Warn("removing a server failed", "member", id, "err", err)
+// applyPlan performs a plan's actions in order and logs them. A failed step
+// is logged and the rest go on, but a failed promotion ends the pass, and a
+// demotion is skipped after any failure: it was planned on the
+// configuration the earlier steps would have made, and the next pass plans
+// again from the real one.
+func (n *Node) applyPlan(ls *leaderState, acts []action, stop <-chan struct{}, now time.Time) {
+	failed := false
+	for _, a := range acts {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		switch a.Kind {
+		case actRefuse:
+			if last, ok := ls.refusedLog[a.ID]; !ok || now.Sub(last) > time.Minute {
+				ls.refusedLog[a.ID] = now
+				n.log.Error("refusing a member of another cluster", "member", a.ID, "its_cluster", a.Why, "our_cluster", n.machine.Epoch())
+			}
+		case actHold:
+			n.log.Debug("not adding a member with data of an unknown cluster yet", "member", a.ID)
+		case actKeep:
+			n.log.Warn("a voter is dead but cannot be replaced yet; keeping it", "member", a.ID,
+				"voters", a.Voters, "spares", a.Spares)
+		case actPromote:
+			if !n.applyChange(ls, a, now) {
+				return
+			}
+		case actDemote:
+			if !failed {
+				n.applyChange(ls, a, now)
+			}
+		default:
+			failed = !n.applyChange(ls, a, now) || failed
+		}
 	}
+}
+
+// applyChange makes one configuration change and reports whether it went
+// through.
+func (n *Node) applyChange(ls *leaderState, a action, now time.Time) bool {
+	id, addr, timeout := raft.ServerID(a.ID), raft.ServerAddress(a.Addr), n.cfg.ApplyTimeout
+	var err error
+	switch a.Kind {
+	case actAdd:
+		n.log.Info("adding a member as a non-voter", "member", a.ID, "raft", a.Addr)
+		if err = n.raft.AddNonvoter(id, addr, 0, timeout).Error(); err != nil {
+			n.log.Warn("adding a member failed", "member", a.ID, "err", err)
+		} else {
+			ls.addedAt[a.ID] = now
+		}
+	case actReaddress:
+		n.log.Info("member changed its raft address", "member", a.ID, "from", a.From, "to", a.Addr)
+		var f raft.IndexFuture
+		if a.Voter {
+			f = n.raft.AddVoter(id, addr, 0, timeout)
+		} else {
+			f = n.raft.AddNonvoter(id, addr, 0, timeout)
+		}
+		if err = f.Error(); err != nil {
+			n.log.Warn("updating a member's address failed", "member", a.ID, "err", err)
+		}
+	case actRemove:
+		n.log.Info("removing a server from the raft configuration", "member", a.ID, "why", a.Why)
+		if err = n.raft.RemoveServer(id, 0, timeout).Error(); err != nil {
+			n.log.Warn("removing a server failed", "member", a.ID, "err", err)
+		}
+		if a.Forget {
+			delete(ls.deadSince, a.ID)
+			delete(ls.addedAt, a.ID)
+		}
+	case actPromote:
+		n.log.Info("promoting a caught-up non-voter to voter", "member", a.ID, "voters_before", a.Voters)
+		if err = n.raft.AddVoter(id, addr, 0, timeout).Error(); err != nil {
+			n.log.Warn("promotion failed", "member", a.ID, "err", err)
+		}
+	case actDemote:
+		n.log.Info("demoting a voter to keep the voter count odd", "member", a.ID, "voters_before", a.Voters)
+		if err = n.raft.DemoteVoter(id, 0, timeout).Error(); err != nil {
+			n.log.Warn("demotion failed", "member", a.ID, "err", err)
+		}
+	}
+	return err == nil
 }
 
 // advertiseLoop keeps this node's gossip meta in step with its cluster id.
@@ -456,34 +382,27 @@ func (n *Node) Leave(ctx context.Context) error {
 	}
 }
 
+// promoteAnySpare makes one healthy spare (planInput.spares, without the
+// StabilizeTime wait) a voter before the only voter leaves.
 func (n *Node) promoteAnySpare() error {
-	members := map[string]gossip.Member{}
-	for _, m := range n.cfg.Members.Members() {
-		members[m.ID] = m
-	}
-	cf := n.raft.GetConfiguration()
-	if err := cf.Error(); err != nil {
+	in, err := n.planInput(time.Now())
+	if err != nil {
 		return err
 	}
-	epoch := n.machine.Epoch()
-	last := n.raft.LastIndex()
-	for _, s := range cf.Configuration().Servers {
-		m, ok := members[string(s.ID)]
-		if s.Suffrage != raft.Nonvoter || !ok || m.State != gossip.StateAlive || m.Leaving || m.ClusterID != epoch {
-			continue
-		}
-		// Only a spare that answers and is caught up: promoting a dead one
-		// would leave a two-voter cluster without a quorum.
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		st, err := n.peerStats(ctx, string(s.Address))
-		cancel()
-		if err != nil || st.Applied+n.cfg.MaxTrailing < last {
-			continue
-		}
-		n.log.Info("promoting a spare before the only voter leaves", "member", s.ID)
-		return n.raft.AddVoter(s.ID, s.Address, 0, n.cfg.ApplyTimeout).Error()
+	in.Applied = n.appliedOf(in.Servers, in.spares(false, false))
+	spares := in.spares(false, true)
+	if len(spares) == 0 {
+		return errors.New("the only voter cannot leave: no live non-voter to take over")
 	}
-	return errors.New("the only voter cannot leave: no live non-voter to take over")
+	id := spares[0]
+	var addr raft.ServerAddress
+	for _, s := range in.Servers {
+		if string(s.ID) == id {
+			addr = s.Address
+		}
+	}
+	n.log.Info("promoting a spare before the only voter leaves", "member", id)
+	return n.raft.AddVoter(raft.ServerID(id), addr, 0, n.cfg.ApplyTimeout).Error()
 }
 
 // reapConnections closes, through the log, the connections held by a node
