@@ -126,11 +126,15 @@ func (in *planInput) foreign(m gossip.Member) bool {
 }
 
 // spares lists, sorted by id, the healthy spares: non-voters that gossip
-// shows alive and not leaving, that say they belong to this cluster (one
-// that has not said yet is not promoted), and whose applied index is
+// shows alive and not leaving, that do not say they belong to another
+// cluster, and whose applied index is
 // within MaxTrailing of the leader's last index. It is the one test of a
 // healthy spare, for reconcile's promotions and for Leave's hand-over:
 // promoting a dead or lagging one would leave the voters without a quorum.
+// A fresh member may not have said its cluster id yet: it is in our
+// configuration, so the id it will say is ours, and its applied index
+// shows it has our log. Waiting for its gossip would demote a voter when
+// a voter leaves just after a spare joined (TestNode_GracefulLeave).
 //
 // stable also asks that the server has been in the configuration for
 // StabilizeTime (reconcile's pace; Leave does not wait). With caughtUp
@@ -141,7 +145,7 @@ func (in *planInput) spares(stable, caughtUp bool) []string {
 	for _, s := range in.Servers {
 		id := string(s.ID)
 		m, ok := members[id]
-		if s.Suffrage != raft.Nonvoter || !ok || m.State != gossip.StateAlive || m.Leaving || m.ClusterID != in.Epoch {
+		if s.Suffrage != raft.Nonvoter || !ok || m.State != gossip.StateAlive || m.Leaving || in.foreign(m) {
 			continue
 		}
 		if t, ok := in.AddedAt[id]; stable && (!ok || in.Now.Sub(t) < in.Limits.StabilizeTime) {

@@ -194,10 +194,10 @@ func TestPlan_Foreign(t *testing.T) {
 			servers: []raft.Server{voter("a"), voter("b"), nonvoter("c")},
 			members: []gossip.Member{member("a"), member("b"), member("c", cluster("c2"))},
 			want:    []string{"refuse c cluster=c2", "remove c (belongs to cluster c2) forget=false", "demote b voters=2"}},
-		{name: "a non-voter that has not said its cluster is not promoted yet",
+		{name: "a caught-up non-voter that has not said its cluster yet is promoted (it is in our configuration)",
 			servers: []raft.Server{voter("a"), voter("b"), nonvoter("c")},
 			members: []gossip.Member{member("a"), member("b"), member("c", cluster(""))},
-			want:    []string{"demote b voters=2"}},
+			want:    []string{"promote c c:7000 voters=2"}},
 		{name: "before the cluster has an id nobody is foreign",
 			servers: []raft.Server{voter("a")}, members: []gossip.Member{member("a", cluster("")), member("b", cluster("c2"))},
 			tweak: func(in *planInput) { in.Epoch = "" },
@@ -378,7 +378,7 @@ func TestPlan_Order(t *testing.T) {
 
 func TestPlanInput_Spares(t *testing.T) {
 	servers := []raft.Server{voter("a"), nonvoter("b"), nonvoter("c"), nonvoter("d"), nonvoter("e")}
-	members := []gossip.Member{member("a"), member("b"), member("c"), member("d", cluster("")), member("e", leaving)}
+	members := []gossip.Member{member("a"), member("b"), member("c"), member("d", cluster("c2")), member("e", leaving)}
 	in := input(servers, members, func(in *planInput) {
 		in.AddedAt["c"] = t0
 		in.Applied["b"] = 0
