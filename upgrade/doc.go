@@ -1,0 +1,21 @@
+// Package upgrade proves that a node of the current tree takes over the data
+// and the cluster of the previous release.
+//
+// It has no code of its own, only a test (upgrade_test.go) that builds the
+// previous release (the tag named by prevTag, or its commit when a clone
+// lacks tags) from git and the current tree, then:
+//
+//   - restarts a single node of the old build on the new build, on the same
+//     data folder: the new build restores the old snapshot and replays the
+//     old log entries after it to the same last cursor and digest (so it
+//     applied exactly what the old one did), and commits new sends;
+//   - rolls a 3-node cluster of the old build to the new build one node at a
+//     time while a publisher sends numbered REST broadcasts and a resuming
+//     Go client receives them: every acknowledged send arrives exactly once,
+//     in cursor order, and all three nodes end at the same last cursor and
+//     digest, so old and new nodes replicate each other's log entries and
+//     snapshots in both directions.
+//
+// When a release changes a log or snapshot format, this is the test that
+// must stay green; after tagging a release, move prevTag and prevCommit.
+package upgrade
