@@ -356,6 +356,14 @@ type Status struct {
 	AppliedIndex uint64 `json:"applied_index"`
 	LastLogIndex uint64 `json:"last_log_index"`
 	LastContact  string `json:"last_contact"`
+	// PeerTLS says whether the Raft port requires mutual TLS;
+	// PeerTLSFailures counts the handshakes it refused since start
+	// (strangers, expired or foreign certificates).
+	PeerTLS         bool   `json:"peer_tls"`
+	PeerTLSFailures uint64 `json:"peer_tls_failures"`
+	// RejectedEntries counts the malformed log entries this process's FSM
+	// rejected (each rejected on every replica alike; see fsm.ErrRejected).
+	RejectedEntries uint64 `json:"rejected_entries"`
 }
 
 // Status reports the node's Raft state.
@@ -374,6 +382,10 @@ func (n *Node) Status() Status {
 		AppliedIndex: num("applied_index"),
 		LastLogIndex: num("last_log_index"),
 		LastContact:  st["last_contact"],
+
+		PeerTLS:         n.cfg.ServerTLS != nil,
+		PeerTLSFailures: n.PeerTLSFailures(),
+		RejectedEntries: n.machine.Rejected(),
 	}
 }
 

@@ -324,6 +324,9 @@ func TestNode_RejectedEntry(t *testing.T) {
 	if s.machine.Rejected() != 1 {
 		t.Fatalf("Rejected() = %d", s.machine.Rejected())
 	}
+	if st := s.node.Status(); st.RejectedEntries != 1 {
+		t.Fatalf("Status().RejectedEntries = %d, want 1", st.RejectedEntries)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 	if _, err := s.node.Publish(ctx, testCommand("after")); err != nil {

@@ -277,6 +277,9 @@ func TestPeerTLS_ClusterWorksAndStrangersGetNothing(t *testing.T) {
 				if n := target.node.PeerTLSFailures() - before; n != 4 {
 					return fmt.Errorf("%d counted (handshake error on the stranger's side: %v)", n, herr)
 				}
+				if st := target.node.Status(); !st.PeerTLS || st.PeerTLSFailures < 4 {
+					return fmt.Errorf("status: peer_tls %t, peer_tls_failures %d", st.PeerTLS, st.PeerTLSFailures)
+				}
 				return nil
 			})
 		}
