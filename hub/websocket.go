@@ -249,14 +249,20 @@ func (s *Server) unclaim(id string) {
 // serve runs a connection from handshake to cleanup on the handler goroutine.
 func (s *Server) serve(c *conn, rd reader) {
 	defer s.unclaim(c.id)
-	s.mu.Lock()
-	s.conns[c.id] = c
-	s.mu.Unlock()
 	defer c.cancel()
 	// Until the writer owns the transport, ending the connection's context
 	// (Server.Close) must close the transport to unblock the handshake read.
+	// Both are set before Close can see c; a Close that ran since the claim
+	// saw a nil entry and skipped it, so c ends itself when it sees closing.
 	c.handshaking.Store(true)
 	c.armCloseOnCancel()
+	s.mu.Lock()
+	s.conns[c.id] = c
+	closing := s.closing
+	s.mu.Unlock()
+	if closing {
+		c.cancel()
+	}
 
 	hs, split, leftover, alive, hsErr := s.readHandshake(c, rd)
 	if !alive {
