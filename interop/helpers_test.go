@@ -118,16 +118,27 @@ type addrs struct {
 	HTTP, Raft, Gossip, Data string
 }
 
+// handedOut holds every port nodeAddrs gave in this process: a port is free
+// when picked but not bound until its node starts, so the nodes of one
+// cluster, picked before any starts, could otherwise get the same one (seen
+// in CI: one node's gossip port was another's Raft port).
+var handedOut = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
+
 // nodeAddrs picks fresh HTTP, Raft and gossip addresses and a data directory
-// for a node.
+// for a node; no port is handed out twice in one test process.
 func nodeAddrs(t *testing.T) addrs {
 	t.Helper()
-	seen := map[int]bool{}
 	pick := func() string {
 		for {
 			p := freePort(t)
-			if !seen[p] {
-				seen[p] = true
+			handedOut.Lock()
+			fresh := !handedOut.ports[p]
+			handedOut.ports[p] = true
+			handedOut.Unlock()
+			if fresh {
 				return fmt.Sprintf("127.0.0.1:%d", p)
 			}
 		}

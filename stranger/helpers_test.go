@@ -100,14 +100,31 @@ func binaries(t *testing.T) (raftplane, strangerBin string) {
 	return bins.raftplane, bins.stranger
 }
 
+// handedOut holds every address freeAddr gave in this process: a port is
+// free when picked but not bound until its node starts, so the nodes of one
+// cluster, picked before any starts, could otherwise share one.
+var handedOut = struct {
+	sync.Mutex
+	addrs map[string]bool
+}{addrs: map[string]bool{}}
+
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen 127.0.0.1:0: %v", err)
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("listen 127.0.0.1:0: %v", err)
+		}
+		a := l.Addr().String()
+		l.Close()
+		handedOut.Lock()
+		fresh := !handedOut.addrs[a]
+		handedOut.addrs[a] = true
+		handedOut.Unlock()
+		if fresh {
+			return a
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // node is one running raftplane process.
