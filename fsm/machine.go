@@ -134,6 +134,7 @@ type Machine struct {
 	changed chan struct{} // closed and replaced after every apply or restore
 
 	rejected atomic.Uint64 // malformed entries this process rejected
+	newest   atomic.Int64  // st.Newest as of the last apply or restore
 }
 
 // state is everything a snapshot carries; Restore swaps it whole.
@@ -561,6 +562,7 @@ func olderThan(t, newest, d int64) bool {
 }
 
 func (m *Machine) notifyLocked() {
+	m.newest.Store(m.st.Newest)
 	close(m.changed)
 	m.changed = make(chan struct{})
 }
@@ -626,11 +628,10 @@ func (m *Machine) Secret() []byte {
 // 0 before any). A leader stamps no command below it, so that time in the
 // log never goes backward when leadership moves to a node whose clock is
 // behind.
-func (m *Machine) Newest() int64 {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	return m.st.Newest
-}
+//
+// Every Publish reads it, so it is an atomic copy published after each apply
+// and restore: submitters never wait on the lock Apply holds.
+func (m *Machine) Newest() int64 { return m.newest.Load() }
 
 // Rejected returns how many malformed log entries this machine has rejected
 // since it was created (a per-process count, not replicated: a node that
