@@ -41,6 +41,7 @@ func (n *Node) leaderLoop(stop <-chan struct{}) {
 		n.initCluster()
 	}
 	if n.cfg.Members == nil {
+		n.raiseFormat()
 		return
 	}
 	ls := &leaderState{deadSince: map[string]time.Time{}, goneSince: map[string]time.Time{}, addedAt: map[string]time.Time{}, refusedLog: map[string]time.Time{}}
@@ -50,6 +51,7 @@ func (n *Node) leaderLoop(stop <-chan struct{}) {
 	for {
 		n.reconcile(ls, stop)
 		n.reapConnections(ls, stop)
+		n.raiseFormat()
 		select {
 		case <-stop:
 			return
@@ -99,6 +101,7 @@ func (n *Node) planInput(now time.Time) (planInput, error) {
 		Servers:   cf.Configuration().Servers,
 		Members:   n.cfg.Members.Members(),
 		LastIndex: n.raft.LastIndex(),
+		Format:    n.machine.Format(),
 		Limits: planLimits{MaxVoters: n.cfg.MaxVoters, ReapAfter: n.cfg.ReapAfter,
 			StabilizeTime: n.cfg.StabilizeTime, MaxTrailing: n.cfg.MaxTrailing},
 		Now: now,
@@ -193,6 +196,13 @@ func (n *Node) applyPlan(ls *leaderState, acts []action, stop <-chan struct{}, n
 				n.log.Error("refusing a member of another cluster", "member", a.ID, "its_cluster", a.Why, "our_cluster", n.machine.Epoch())
 			}
 		case actHold:
+			if a.Why != "" {
+				if last, ok := ls.refusedLog[a.ID]; !ok || now.Sub(last) > time.Minute {
+					ls.refusedLog[a.ID] = now
+					n.log.Error("not adding a member", "member", a.ID, "why", a.Why)
+				}
+				continue
+			}
 			n.log.Debug("not adding a member with data of an unknown cluster yet", "member", a.ID)
 		case actKeep:
 			n.log.Warn("a voter is dead but cannot be replaced yet; keeping it", "member", a.ID,
@@ -258,9 +268,48 @@ func (n *Node) applyChange(ls *leaderState, a action, now time.Time) bool {
 	return err == nil
 }
 
-// advertiseLoop keeps this node's gossip meta in step with its cluster id.
+// raiseFormat records in the log that every server of the Raft
+// configuration knows this build's log format, once gossip shows it, so
+// that commands of that format may be written (fsm.KindFormat). A build
+// that does not know it skips the record; a server that would not apply
+// the format keeps the cluster's format where it is until it is upgraded
+// (a rolling upgrade), and a member that does not know the format is not
+// added once it is raised (plan).
+func (n *Node) raiseFormat() {
+	if n.machine.Format() >= fsm.LogFormat {
+		return
+	}
+	cf := n.raft.GetConfiguration()
+	if cf.Error() != nil {
+		return
+	}
+	if n.cfg.Members != nil {
+		known := map[string]uint32{}
+		for _, m := range n.cfg.Members.Members() {
+			known[m.ID] = memberFormat(m)
+		}
+		for _, s := range cf.Configuration().Servers {
+			if string(s.ID) != n.cfg.NodeID && known[string(s.ID)] < fsm.LogFormat {
+				return
+			}
+		}
+	}
+	data := fsm.EncodeBatch([]fsm.Command{{Kind: fsm.KindFormat, Time: n.stamp(), Format: fsm.LogFormat}})
+	if err := n.raft.Apply(data, n.cfg.ApplyTimeout).Error(); err != nil {
+		n.log.Warn("recording the log format failed; retrying on the next pass", "err", err)
+		return
+	}
+	n.log.Info("every server knows the log format; recorded", "format", fsm.LogFormat)
+}
+
+// advertiseLoop keeps this node's gossip meta in step with its cluster id,
+// and says which log format its build applies (the leader raises the
+// cluster's format once every server knows it: raiseFormat).
 func (n *Node) advertiseLoop() {
 	defer n.wg.Done()
+	if err := n.cfg.Members.UpdateMeta(func(m *gossip.Meta) { m.LogFormat = fsm.LogFormat }); err != nil {
+		n.log.Warn("advertising the log format failed", "err", err)
+	}
 	for {
 		ch := n.machine.Changed()
 		if epoch := n.machine.Epoch(); epoch != "" {

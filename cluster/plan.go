@@ -105,8 +105,17 @@ type planInput struct {
 	Applied map[string]uint64
 	// LastIndex is the leader's last log index.
 	LastIndex uint64
-	Limits    planLimits
-	Now       time.Time
+	// Format is the log format the cluster has agreed on (fsm
+	// Machine.Format): a member that knows less is not added.
+	Format uint32
+	Limits planLimits
+	Now    time.Time
+}
+
+// memberFormat is the log format a member knows: 1 for builds that did
+// not advertise one (v0.1.0).
+func memberFormat(m gossip.Member) uint32 {
+	return uint32(max(m.LogFormat, 1))
 }
 
 // membersByID indexes gossip's members, skipping those without an id.
@@ -253,6 +262,10 @@ func (p *planner) alive(id string, m gossip.Member, srv raft.Server, inCfg bool)
 		// It has data from somewhere but has not said which cluster it
 		// belongs to: adding it could mix two clusters' logs.
 		p.emit(action{Kind: actHold, ID: id})
+	case !inCfg && memberFormat(m) < p.in.Format:
+		// An older build: it would stop at the first entry of a format it
+		// does not know.
+		p.emit(action{Kind: actHold, ID: id, Why: fmt.Sprintf("it knows log format %d, the cluster writes %d: upgrade it", memberFormat(m), p.in.Format)})
 	case !inCfg:
 		p.emit(action{Kind: actAdd, ID: id, Addr: m.RaftAddr})
 		p.after[id] = raft.Nonvoter

@@ -12,17 +12,19 @@ import (
 	"github.com/raftplane/raftplane/fsm"
 )
 
-// request is one submitted command waiting for its outcome.
+// request is one submission waiting for its outcome: a command, or a group
+// of commands (PublishGroup, a forwarded batch) that goes into one log
+// entry, in order, with nothing between them.
 type request struct {
-	cmd  fsm.Command
+	cmds []fsm.Command
 	done chan outcome // buffered 1: the resolver never blocks on a caller
-	// stamped: a leader accepted the command already (it came through
-	// applyForwarded), so its time is a leader's and travels unchanged.
+	// stamped: a leader accepted the commands already (they came through
+	// applyForwarded), so their time is a leader's and travels unchanged.
 	stamped bool
 }
 
 type outcome struct {
-	res fsm.Result
+	res []fsm.Result // one per command of the request
 	err error
 }
 
@@ -52,39 +54,100 @@ type fwdOutcome struct {
 // carried the command is rejected by the FSM as malformed, the error wraps
 // fsm.ErrRejected and the command was not applied.
 func (n *Node) Publish(ctx context.Context, cmd fsm.Command) (fsm.Cursor, error) {
-	if err := checkSubmitted(&cmd); err != nil {
+	res, err := n.PublishGroup(ctx, []fsm.Command{cmd})
+	if err != nil {
 		return fsm.Cursor{}, err
+	}
+	return res[0].Cursor, res[0].Err
+}
+
+// PublishGroup appends cmds to the log as one unit: in one entry, in order,
+// with no other command between them, so every replica applies all of them
+// at the same point of the log or none (a hub method's effects). It returns
+// a result per command, once the entry is committed and applied on this
+// node. Like Publish, it stamps Time on every command, and an ID on every
+// command that has none except the effects of an fsm.KindInvoke (the invoke
+// is deduplicated for them). It fails before the log with an error wrapping
+// fsm.ErrInvalid when fsm.ValidateBatch refuses cmds or when they are too
+// large to travel in one forwarded batch.
+func (n *Node) PublishGroup(ctx context.Context, cmds []fsm.Command) ([]fsm.Result, error) {
+	if len(cmds) == 0 {
+		return nil, nil
+	}
+	if err := checkGroup(cmds); err != nil {
+		return nil, err
 	}
 	if err := n.waitLeader(ctx); err != nil {
-		return fsm.Cursor{}, err
+		return nil, err
 	}
-	n.submitMu.Lock()
-	n.idSeq++
-	seq := n.idSeq
-	n.submitMu.Unlock()
-	if cmd.ID == "" {
-		cmd.ID = n.idPrefix + strconv.FormatUint(seq, 36)
+	cmds = append([]fsm.Command(nil), cmds...)
+	now := n.stamp()
+	effect := effects(cmds)
+	for i := range cmds {
+		c := &cmds[i]
+		c.Time = now
+		if c.ID == "" && !effect[i] {
+			n.submitMu.Lock()
+			n.idSeq++
+			seq := n.idSeq
+			n.submitMu.Unlock()
+			c.ID = n.idPrefix + strconv.FormatUint(seq, 36)
+		}
 	}
-	cmd.Time = n.stamp()
-	req := &request{cmd: cmd, done: make(chan outcome, 1)}
+	req := &request{cmds: cmds, done: make(chan outcome, 1)}
 	select {
 	case n.submitCh <- req:
 	case <-ctx.Done():
-		return fsm.Cursor{}, ctx.Err()
+		return nil, ctx.Err()
 	case <-n.stop:
-		return fsm.Cursor{}, ErrClosed
+		return nil, ErrClosed
 	}
 	select {
 	case o := <-req.done:
-		if o.err != nil {
-			return fsm.Cursor{}, o.err
-		}
-		return o.res.Cursor, o.res.Err
+		return o.res, o.err
 	case <-ctx.Done():
-		return fsm.Cursor{}, ctx.Err()
+		return nil, ctx.Err()
 	case <-n.stop:
-		return fsm.Cursor{}, ErrClosed
+		return nil, ErrClosed
 	}
+}
+
+// effects marks the commands that are effects of an fsm.KindInvoke (the
+// Effects commands just before it): they carry no id, the invoke's stands
+// for them.
+func effects(cmds []fsm.Command) []bool {
+	out := make([]bool, len(cmds))
+	for j := range cmds {
+		if cmds[j].Kind == fsm.KindInvoke {
+			for i := max(0, j-int(cmds[j].Effects)); i < j; i++ {
+				out[i] = true
+			}
+		}
+	}
+	return out
+}
+
+// checkGroup validates a submission: what fsm.ValidateBatch accepts, except
+// a cluster-init (only a leader writes it, itself: initCluster), within the
+// size a forwarded batch may have.
+func checkGroup(cmds []fsm.Command) error {
+	size := 1 + binary.MaxVarintLen32
+	for i := range cmds {
+		if err := checkSubmitted(&cmds[i]); err != nil {
+			if len(cmds) == 1 {
+				return err
+			}
+			return fmt.Errorf("command %d: %w", i, err)
+		}
+		size += fsm.BatchEntrySize(fsm.EncodedSize(&cmds[i]) + 2*binary.MaxVarintLen64) // room for an ID and a stamp
+	}
+	if err := fsm.ValidateBatch(cmds); err != nil {
+		return err
+	}
+	if size > maxForwardBatch {
+		return fmt.Errorf("%w: %d commands of about %d bytes in one group, the limit is %d", fsm.ErrInvalid, len(cmds), size, maxForwardBatch)
+	}
+	return nil
 }
 
 // checkSubmitted validates a command a client or a peer submits: what
@@ -157,27 +220,30 @@ func (n *Node) batchLoop() {
 		batch = append(batch, first)
 		// The exact encoded size: a version byte, the count, then each
 		// command with its length (a lone command may be as large as
-		// fsm.MaxCommandBytes, which maxForwardBatch holds).
-		size := 1 + binary.MaxVarintLen32 + entrySize(first)
+		// fsm.MaxCommandBytes, which maxForwardBatch holds; a group is
+		// never split, checkGroup bounds it).
+		size := 1 + binary.MaxVarintLen32 + requestSize(first)
+		count := len(first.cmds)
 	drain:
-		for len(batch) < maxCount && size < maxBytes {
+		for count < maxCount && size < maxBytes {
 			select {
 			case r := <-n.submitCh:
-				es := entrySize(r)
-				if r.stamped != first.stamped || size+es > maxBytes {
+				rs := requestSize(r)
+				if r.stamped != first.stamped || size+rs > maxBytes || count+len(r.cmds) > maxCount {
 					// A batch is forwarded stamped or not as a whole, and
-					// within the size limit.
+					// within the limits.
 					held = r
 					break drain
 				}
 				batch = append(batch, r)
-				size += es
+				size += rs
+				count += len(r.cmds)
 			default:
 				break drain
 			}
 		}
 		for _, r := range batch {
-			cmds = append(cmds, r.cmd)
+			cmds = append(cmds, r.cmds...)
 		}
 		reqs := append([]*request(nil), batch...)
 		in := &inflight{reqs: reqs}
@@ -200,8 +266,14 @@ func (n *Node) batchLoop() {
 	}
 }
 
-// entrySize is what a request's command adds to an encoded batch.
-func entrySize(r *request) int { return fsm.BatchEntrySize(fsm.EncodedSize(&r.cmd)) }
+// requestSize is what a request's commands add to an encoded batch.
+func requestSize(r *request) int {
+	n := 0
+	for i := range r.cmds {
+		n += fsm.BatchEntrySize(fsm.EncodedSize(&r.cmds[i]))
+	}
+	return n
+}
 
 // resolveLoop waits for entries in the order they were handed to raft and
 // gives every command its outcome.
@@ -256,12 +328,17 @@ func (n *Node) resolveLoop() {
 				continue
 			}
 		}
-		if len(res) != len(in.reqs) {
-			fail(in.reqs, fmt.Errorf("cluster: %d results for %d commands", len(res), len(in.reqs)))
+		total := 0
+		for _, r := range in.reqs {
+			total += len(r.cmds)
+		}
+		if len(res) != total {
+			fail(in.reqs, fmt.Errorf("cluster: %d results for %d commands", len(res), total))
 			continue
 		}
-		for i, r := range in.reqs {
-			r.done <- outcome{res: res[i]}
+		for _, r := range in.reqs {
+			r.done <- outcome{res: res[:len(r.cmds):len(r.cmds)]}
+			res = res[len(r.cmds):]
 		}
 	}
 }

@@ -263,12 +263,13 @@ func (n *Node) applyForwarded(id uint64, cmds []fsm.Command, stamped bool) frame
 	limit := now + n.cfg.MaxClockSkew.Nanoseconds()
 	var clamped int
 	var ahead int64
+	effect := effects(cmds)
 	for i := range cmds {
 		c := &cmds[i]
 		if err := checkSubmitted(c); err != nil {
 			return refused(id, refusedInvalid, fmt.Sprintf("command %d: %v", i, err))
 		}
-		if c.ID == "" {
+		if c.ID == "" && !effect[i] { // an invoke's effect: the invoke carries the id
 			return refused(id, refusedInvalid, fmt.Sprintf("command %d: %v: a forwarded command needs an id", i, fsm.ErrInvalid))
 		}
 		switch {
@@ -280,38 +281,37 @@ func (n *Node) applyForwarded(id uint64, cmds []fsm.Command, stamped bool) frame
 			c.Time = now
 		}
 	}
+	if err := fsm.ValidateBatch(cmds); err != nil {
+		return refused(id, refusedInvalid, err.Error())
+	}
 	if clamped > 0 {
 		n.log.Warn("clamped forwarded command stamps from the future to this leader's clock",
 			"commands", clamped, "ahead", time.Duration(ahead), "max_clock_skew", n.cfg.MaxClockSkew)
 	}
-	reqs := make([]*request, len(cmds))
-	for i := range cmds {
-		reqs[i] = &request{cmd: cmds[i], done: make(chan outcome, 1), stamped: true}
-		select {
-		case n.submitCh <- reqs[i]:
-		case <-n.stop:
-			return frame{typ: rpcFailed, id: id, body: []byte("leader shutting down")}
-		}
+	// The batch stays one request, so it stays in one entry: a group in it
+	// (a hub method's effects) is never split or interleaved.
+	req := &request{cmds: cmds, done: make(chan outcome, 1), stamped: true}
+	select {
+	case n.submitCh <- req:
+	case <-n.stop:
+		return frame{typ: rpcFailed, id: id, body: []byte("leader shutting down")}
 	}
-	res := make([]fsm.Result, len(reqs))
-	for i, r := range reqs {
-		var o outcome
-		select {
-		case o = <-r.done:
-		case <-n.stop:
-			return frame{typ: rpcFailed, id: id, body: []byte("leader shutting down")}
-		}
-		if o.err != nil {
-			if errors.Is(o.err, ErrNotLeader) {
-				return frame{typ: rpcNotLeader, id: id}
-			}
-			if errors.Is(o.err, fsm.ErrRejected) {
-				return refused(id, refusedRejected, o.err.Error())
-			}
-			return frame{typ: rpcFailed, id: id, body: []byte(o.err.Error())}
-		}
-		res[i] = o.res
+	var o outcome
+	select {
+	case o = <-req.done:
+	case <-n.stop:
+		return frame{typ: rpcFailed, id: id, body: []byte("leader shutting down")}
 	}
+	if o.err != nil {
+		if errors.Is(o.err, ErrNotLeader) {
+			return frame{typ: rpcNotLeader, id: id}
+		}
+		if errors.Is(o.err, fsm.ErrRejected) {
+			return refused(id, refusedRejected, o.err.Error())
+		}
+		return frame{typ: rpcFailed, id: id, body: []byte(o.err.Error())}
+	}
+	res := o.res
 	return frame{typ: rpcForwardOK, id: id, body: encodeResults(res)}
 }
 

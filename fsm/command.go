@@ -22,9 +22,27 @@ const (
 	KindConnResume  Kind = 7 // Conn of User resumes on Node, replaying after From
 	KindReject      Kind = 8 // Origin's message was refused before the log; Reason says why
 	KindConnAck     Kind = 9 // Conn's client has received its first AckSeq messages, the last at From
+	// KindInvoke ends a hub method's invocation: the Effects commands just
+	// before it in its entry are the method's sends and group changes, Args
+	// is its result (JSON) and Reason its error. The group is deduplicated
+	// (by the invoke's ID and Origin) as one command, before any of it
+	// applies: a duplicate or expired invoke skips its effects with it. Its
+	// cursor follows its effects', so the Completion it carries reaches the
+	// caller after what the method sent. Log format 2.
+	KindInvoke Kind = 10
 
 	KindIgnorable Kind = 128
+	// KindFormat records that every server of the cluster knows log format
+	// Format, so commands of that format may now be written (Format). Older
+	// builds skip it (it is ignorable); it is not cached, digested or
+	// deduplicated, so replicas of every version stay equal.
+	KindFormat Kind = 128
 )
+
+// LogFormat is the newest log format this build writes and applies: 1 is
+// what v0.1.0 wrote (kinds 1 to 9), 2 adds KindInvoke. A command of format 2
+// is written only once the log holds a KindFormat of 2 or more.
+const LogFormat = 2
 
 func (k Kind) String() string {
 	switch k {
@@ -46,6 +64,10 @@ func (k Kind) String() string {
 		return "reject"
 	case KindConnAck:
 		return "conn-ack"
+	case KindInvoke:
+		return "invoke"
+	case KindFormat:
+		return "format"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -106,7 +128,14 @@ type Command struct {
 	// connection's client has acknowledged; From is the last one's cursor.
 	AckSeq uint64
 
-	// Origin, on a publish, join, leave or reject, names the client message
+	// Effects (KindInvoke) is how many of the commands just before it in
+	// its entry are the invocation's effects (publishes, joins and leaves of
+	// its hub, without ids or origins of their own).
+	Effects uint32
+	// Format (KindFormat) is the log format every server knows.
+	Format uint32
+
+	// Origin, on a publish, join, leave, reject or invoke, names the client message
 	// of a stateful-reconnect connection that the command carries out, so
 	// that the connection's Completion is part of the log (and any node can
 	// replay it) and a message the client sends again is applied once.
@@ -231,7 +260,55 @@ func DecodeBatch(data []byte) ([]Command, error) {
 	if len(r.b) != 0 {
 		return nil, fmt.Errorf("%w: %d trailing bytes", ErrMalformed, len(r.b))
 	}
+	if err := checkGroups(cmds); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
 	return cmds, nil
+}
+
+// checkGroups enforces the shape of invocations in an entry: an invoke's
+// effects come just before it in the same entry, and each is a publish,
+// join or leave of its hub with neither an id nor an origin of its own (the
+// invoke is deduplicated for them all). Entries without an invoke always
+// pass.
+func checkGroups(cmds []Command) error {
+	for j := range cmds {
+		t := &cmds[j]
+		if t.Kind != KindInvoke {
+			continue
+		}
+		if uint64(t.Effects) > uint64(j) {
+			return fmt.Errorf("command %d: an invoke of %d effects with %d commands before it", j, t.Effects, j)
+		}
+		for i := j - int(t.Effects); i < j; i++ {
+			e := &cmds[i]
+			switch {
+			case e.Kind != KindPublish && e.Kind != KindGroupJoin && e.Kind != KindGroupLeave:
+				return fmt.Errorf("command %d: a %s cannot be an effect of the invoke at %d", i, e.Kind, j)
+			case e.Hub != t.Hub:
+				return fmt.Errorf("command %d: an effect in hub %q of an invoke in hub %q", i, e.Hub, t.Hub)
+			case e.ID != "" || e.Origin != (Origin{}):
+				return fmt.Errorf("command %d: an effect of the invoke at %d has an id or an origin of its own", i, j)
+			}
+		}
+	}
+	return nil
+}
+
+// groupEnds maps the offset of each invoke group's first command to the
+// offset of its invoke, for an entry that checkGroups accepted; nil when
+// the entry has no invoke.
+func groupEnds(cmds []Command) map[int]int {
+	var m map[int]int
+	for j := range cmds {
+		if cmds[j].Kind == KindInvoke {
+			if m == nil {
+				m = map[int]int{}
+			}
+			m[j-int(cmds[j].Effects)] = j
+		}
+	}
+	return m
 }
 
 // EncodeCommand encodes one command (the unit inside a batch).
@@ -276,6 +353,14 @@ func appendCommand(b []byte, c *Command) []byte {
 		b = appendString(b, c.Conn)
 		b = binary.AppendUvarint(b, c.AckSeq)
 		b = appendCursor(b, c.From)
+	case KindInvoke:
+		b = appendString(b, c.Conn)
+		b = appendString(b, c.Target)
+		b = binary.AppendUvarint(b, uint64(c.Effects))
+		b = appendBytes(b, c.Args)
+		b = appendString(b, c.Reason)
+	case KindFormat:
+		b = binary.AppendUvarint(b, uint64(c.Format))
 	}
 	if carriesOrigin(c.Kind) && !c.Origin.IsZero() {
 		// An optional trailer: entries without it (older ones included)
@@ -294,7 +379,7 @@ const originMark = 0x4f
 // carriesOrigin reports the kinds that may carry an Origin.
 func carriesOrigin(k Kind) bool {
 	switch k {
-	case KindPublish, KindGroupJoin, KindGroupLeave, KindReject:
+	case KindPublish, KindGroupJoin, KindGroupLeave, KindReject, KindInvoke:
 		return true
 	}
 	return false
@@ -356,6 +441,16 @@ func DecodeCommand(data []byte) (Command, error) {
 		c.Conn = r.string()
 		c.AckSeq = r.uvarint()
 		c.From = r.cursor()
+	case KindInvoke:
+		c.Conn = r.string()
+		c.Target = r.string()
+		c.Effects = r.uint32()
+		if a := r.bytes(); len(a) > 0 {
+			c.Args = append([]byte(nil), a...)
+		}
+		c.Reason = r.string()
+	case KindFormat:
+		c.Format = r.uint32()
 	default:
 		if r.err == nil && c.Kind == 0 {
 			r.fail("command kind 0") // no version writes it
@@ -478,3 +573,11 @@ func (r *reader) bytes() []byte {
 }
 
 func (r *reader) string() string { return string(r.bytes()) }
+
+func (r *reader) uint32() uint32 {
+	v := r.uvarint()
+	if r.err == nil && v > 1<<32-1 {
+		r.fail("value %d out of range", v)
+	}
+	return uint32(v)
+}

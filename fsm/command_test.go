@@ -48,7 +48,7 @@ func sampleCommands() []struct {
 		{name: "reject", cmd: Command{Kind: KindReject, ID: "s:c1:4", Hub: "chat", Reason: "Unknown hub method 'x'",
 			Origin: Origin{Conn: "c1", Seq: 4}}},
 		{name: "conn-ack", cmd: Command{Kind: KindConnAck, Hub: "chat", Conn: "c1", AckSeq: 12, From: Cursor{Index: 40, Offset: 2}}},
-		{name: "ignorable 128", cmd: Command{Kind: KindIgnorable, ID: "future", Time: 11, Hub: "chat"}},
+		{name: "ignorable 129", cmd: Command{Kind: KindIgnorable + 1, ID: "future", Time: 11, Hub: "chat"}},
 		{name: "ignorable 255", cmd: Command{Kind: 255, ID: "future-2", Time: 12}},
 	}
 }
@@ -306,8 +306,8 @@ func TestDecodeCommand_Ignorable(t *testing.T) {
 		kind  Kind
 		extra []byte
 	}{
-		{name: "128 no body", kind: KindIgnorable},
-		{name: "128 with body", kind: KindIgnorable, extra: []byte("whatever a newer version writes")},
+		{name: "129 no body", kind: KindIgnorable + 1},
+		{name: "129 with body", kind: KindIgnorable + 1, extra: []byte("whatever a newer version writes")},
 		{name: "200 with binary body", kind: 200, extra: []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}},
 		{name: "255", kind: 255, extra: []byte{0}},
 	}
@@ -402,7 +402,9 @@ func TestKind_String(t *testing.T) {
 		{KindConnOpen, "conn-open"},
 		{KindConnClose, "conn-close"},
 		{0, "kind(0)"},
-		{KindIgnorable, "kind(128)"},
+		{KindIgnorable + 1, "kind(129)"},
+		{KindFormat, "format"},
+		{KindInvoke, "invoke"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.want, func(t *testing.T) {
@@ -485,7 +487,7 @@ func FuzzDecodeCommand(f *testing.F) {
 	for _, c := range fuzzSeeds() {
 		f.Add(EncodeCommand(&c))
 	}
-	f.Add(append(header(KindIgnorable), "newer fields"...))
+	f.Add(append(header(KindIgnorable+1), "newer fields"...))
 	f.Add([]byte{byte(KindConnClose), 0x80, 0x00, 0x80, 0x80, 0x00, 0, 0, 0})
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {

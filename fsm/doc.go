@@ -1,7 +1,7 @@
 // Package fsm owns the replicated state of a raftplane cluster and its read
 // side: the raft.FSM that applies committed log entries into a bounded message
 // cache and into the connection, group and user registry, and the stream API
-// (Since, Changed, Last) from which every node delivers messages to its own
+// (Since, Changed, Position) from which every node delivers messages to its own
 // clients.
 //
 // The FSM is deterministic: Apply does no I/O, reads no clock and calls no

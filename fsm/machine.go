@@ -145,6 +145,7 @@ type state struct {
 	Last    Cursor // cursor of the last command applied
 	Floor   Cursor // the stream can be read from any cursor >= Floor
 	Newest  int64  // largest command time stamp applied
+	Format  uint32 // the log format every server knows (KindFormat); 0 means 1
 
 	Entries []Entry // cached commands in cursor order
 	Bytes   int64
@@ -268,50 +269,89 @@ func (m *Machine) applyLocked(l *raft.Log) interface{} {
 		return fmt.Errorf("%w: entry %d: %w", ErrRejected, l.Index, err)
 	}
 	res := make([]Result, len(cmds))
-	for off := range cmds {
+	groups := groupEnds(cmds)
+	for off := 0; off < len(cmds); off++ {
 		c := &cmds[off]
 		cur := Cursor{Index: l.Index, Offset: uint32(off)}
+		if c.Kind == KindFormat {
+			// Not cached, digested or deduplicated: a build that skips it
+			// (an older one) stays equal to this one.
+			st.Format = max(st.Format, c.Format)
+			res[off] = Result{Cursor: cur}
+			continue
+		}
 		if c.Kind >= KindIgnorable {
 			m.log.Warn("skipping unknown ignorable command", "kind", c.Kind, "cursor", cur)
 			res[off] = Result{Cursor: cur}
 			continue
 		}
-		if c.Time > st.Newest {
-			st.Newest = c.Time
+		end, grouped := groups[off]
+		if !grouped {
+			end = off
 		}
-		if c.ID != "" && !skipDedup {
-			if first, ok := st.Dedup[c.ID]; ok {
-				res[off] = Result{Cursor: first, Duplicate: true}
-				continue
-			}
-			if olderThan(c.Time, st.Newest, MaxCommandAge.Nanoseconds()) {
-				res[off] = Result{Cursor: cur, Err: ErrExpired}
-				continue
-			}
-			st.Dedup[c.ID] = cur
-			st.DedupQ = append(st.DedupQ, dedupItem{ID: c.ID, Time: c.Time})
+		// An invoke group is decided by its invoke, before any of it
+		// applies: its effects carry no id or origin, and do not change
+		// what the decision reads.
+		t := &cmds[end]
+		if t.Time > st.Newest {
+			st.Newest = t.Time
 		}
-		if !c.Origin.IsZero() {
-			// A client message sent again after a reconnect, possibly to
-			// another node: applied once, by its sequence number, without
-			// the dedup window's time limit.
-			if cs, ok := st.conn(c.Hub, c.Origin.Conn); ok {
-				if c.Origin.Seq <= cs.ClientSeq && !skipDedup {
-					res[off] = Result{Cursor: cur, Duplicate: true}
-					continue
+		if r, skip := st.dedup(t, Cursor{Index: l.Index, Offset: uint32(end)}); skip {
+			for k := off; k <= end; k++ {
+				back := uint32(end - k)
+				rk := Result{Cursor: Cursor{Index: l.Index, Offset: uint32(k)}, Duplicate: r.Duplicate, Err: r.Err}
+				if r.Cursor.Offset >= back {
+					// The first copy's group has the same shape.
+					rk.Cursor = Cursor{Index: r.Cursor.Index, Offset: r.Cursor.Offset - back}
 				}
-				cs.ClientSeq = c.Origin.Seq
+				res[k] = rk
 			}
+			off = end
+			continue
 		}
-		e := Entry{Cursor: cur, Command: *c}
-		e.Err = st.apply(&e)
-		st.Digest = digest(st.Digest, &e)
-		st.Entries = append(st.Entries, e)
-		st.Bytes += int64(e.size())
-		st.Last = cur
-		res[off] = Result{Cursor: cur, Err: e.Err}
+		for k := off; k <= end; k++ {
+			c := &cmds[k]
+			if c.Time > st.Newest {
+				st.Newest = c.Time
+			}
+			e := Entry{Cursor: Cursor{Index: l.Index, Offset: uint32(k)}, Command: *c}
+			e.Err = st.apply(&e)
+			st.Digest = digest(st.Digest, &e)
+			st.Entries = append(st.Entries, e)
+			st.Bytes += int64(e.size())
+			st.Last = e.Cursor
+			res[k] = Result{Cursor: e.Cursor, Err: e.Err}
+		}
+		off = end
 	}
 	return res
+}
+
+// dedup decides whether command c, at cursor cur, is skipped: a duplicate
+// of a command applied before (by its ID within DedupWindow, or by its
+// Origin's sequence number, with no time limit: a client message sent again
+// after a reconnect, possibly to another node) or expired. It records c
+// when it is not.
+func (st *state) dedup(c *Command, cur Cursor) (Result, bool) {
+	if c.ID != "" && !skipDedup {
+		if first, ok := st.Dedup[c.ID]; ok {
+			return Result{Cursor: first, Duplicate: true}, true
+		}
+		if olderThan(c.Time, st.Newest, MaxCommandAge.Nanoseconds()) {
+			return Result{Cursor: cur, Err: ErrExpired}, true
+		}
+		st.Dedup[c.ID] = cur
+		st.DedupQ = append(st.DedupQ, dedupItem{ID: c.ID, Time: c.Time})
+	}
+	if !c.Origin.IsZero() {
+		if cs, ok := st.conn(c.Hub, c.Origin.Conn); ok {
+			if c.Origin.Seq <= cs.ClientSeq && !skipDedup {
+				return Result{Cursor: cur, Duplicate: true}, true
+			}
+			cs.ClientSeq = c.Origin.Seq
+		}
+	}
+	return Result{}, false
 }
 
 // apply changes the registry for one command and returns its outcome.
@@ -383,6 +423,8 @@ func (st *state) apply(e *Entry) error {
 		return nil
 	case KindReject:
 		return nil // it only carries the refusal to its origin
+	case KindInvoke:
+		return nil // its effects follow it; it carries the result to its origin
 	case KindConnAck:
 		cs, ok := st.conn(c.Hub, c.Conn)
 		if !ok {
@@ -632,6 +674,15 @@ func (m *Machine) Secret() []byte {
 // Every Publish reads it, so it is an atomic copy published after each apply
 // and restore: submitters never wait on the lock Apply holds.
 func (m *Machine) Newest() int64 { return m.newest.Load() }
+
+// Format returns the log format every server of the cluster knows, as the
+// log says (KindFormat): 1 until a leader has recorded more. A command of a
+// newer format may be written only when Format is at least its format.
+func (m *Machine) Format() uint32 {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return max(m.st.Format, 1)
+}
 
 // Rejected returns how many malformed log entries this machine has rejected
 // since it was created (a per-process count, not replicated: a node that

@@ -47,6 +47,9 @@ type snapshotData struct {
 	DedupQ  []dedupItem
 	Dedup   []Cursor // parallel to DedupQ
 	Digest  uint64
+	// Format was added with log format 2; gob leaves it 0 in a snapshot an
+	// older build wrote, and an older build ignores it.
+	Format uint32
 }
 
 type snapshotEntry struct {
@@ -72,7 +75,7 @@ func (m *Machine) Snapshot() (raft.FSMSnapshot, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	st := m.st
-	d := snapshotData{Epoch: st.Epoch, Secret: st.Secret, Applied: st.Applied, Last: st.Last, Floor: st.Floor, Newest: st.Newest, Digest: st.Digest}
+	d := snapshotData{Epoch: st.Epoch, Secret: st.Secret, Applied: st.Applied, Last: st.Last, Floor: st.Floor, Newest: st.Newest, Digest: st.Digest, Format: st.Format}
 	d.Entries = make([]snapshotEntry, len(st.Entries))
 	for i := range st.Entries {
 		e := &st.Entries[i]
@@ -138,6 +141,7 @@ func (m *Machine) Restore(rc io.ReadCloser) error {
 	}
 	st := newState()
 	st.Epoch, st.Secret, st.Applied, st.Last, st.Floor, st.Newest = d.Epoch, d.Secret, d.Applied, d.Last, d.Floor, d.Newest
+	st.Format = d.Format
 	st.Digest = d.Digest
 	st.Entries = make([]Entry, len(d.Entries))
 	for i, se := range d.Entries {

@@ -53,6 +53,9 @@ func ValidateBatch(cmds []Command) error {
 			return fmt.Errorf("command %d: %w", i, err)
 		}
 	}
+	if err := checkGroups(cmds); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
 	return nil
 }
 
@@ -111,6 +114,10 @@ func (c *Command) checkMeaning() error {
 		if c.Conn == "" || c.Group == "" {
 			return fmt.Errorf("%w: %s needs a connection and a group", ErrInvalid, c.Kind)
 		}
+	case KindInvoke:
+		if c.Target == "" {
+			return fmt.Errorf("%w: invoke without a method name (Target)", ErrInvalid)
+		}
 	case KindConnOpen, KindConnClose, KindConnResume, KindConnAck:
 		if c.Conn == "" {
 			return fmt.Errorf("%w: %s needs a connection", ErrInvalid, c.Kind)
@@ -123,11 +130,11 @@ func (c *Command) checkMeaning() error {
 }
 
 // known reports the kinds this version writes and applies.
-func (k Kind) known() bool { return k >= KindClusterInit && k <= KindConnAck }
+func (k Kind) known() bool { return k >= KindClusterInit && k <= KindInvoke }
 
 // fieldSet names the kind-specific fields of a Command, one bit each, in
 // the order of fieldNames.
-type fieldSet uint16
+type fieldSet uint32
 
 const (
 	fAudience fieldSet = 1 << iota
@@ -145,12 +152,14 @@ const (
 	fClusterID
 	fSecret
 	fOrigin
+	fEffects
+	fFormat
 )
 
 var fieldNames = [...]string{"Audience", "Key", "Exclude", "Target", "Args", "Conn", "Group", "User", "Node",
-	"Reason", "From", "AckSeq", "ClusterID", "Secret", "Origin"}
+	"Reason", "From", "AckSeq", "ClusterID", "Secret", "Origin", "Effects", "Format"}
 
-func (f fieldSet) firstName() string { return fieldNames[bits.TrailingZeros16(uint16(f))] }
+func (f fieldSet) firstName() string { return fieldNames[bits.TrailingZeros32(uint32(f))] }
 
 // carried returns the fields the encoder writes for kind k (ID, Time and Hub
 // are written for every kind); keep it in step with appendCommand.
@@ -172,6 +181,8 @@ func carried(k Kind) fieldSet {
 		return fReason | fOrigin
 	case KindConnAck:
 		return fConn | fAckSeq | fFrom
+	case KindInvoke:
+		return fConn | fTarget | fEffects | fArgs | fReason | fOrigin
 	}
 	return 0
 }
@@ -199,6 +210,8 @@ func (c *Command) present() fieldSet {
 	set(fClusterID, c.ClusterID != "")
 	set(fSecret, len(c.Secret) > 0)
 	set(fOrigin, c.Origin != (Origin{}))
+	set(fEffects, c.Effects != 0)
+	set(fFormat, c.Format != 0)
 	return f
 }
 
@@ -251,6 +264,11 @@ func EncodedSize(c *Command) int {
 		n += stringLen(len(c.Reason))
 	case KindConnAck:
 		n += stringLen(len(c.Conn)) + uvarintLen(c.AckSeq) + cursorLen(c.From)
+	case KindInvoke:
+		n += stringLen(len(c.Conn)) + stringLen(len(c.Target)) + uvarintLen(uint64(c.Effects)) +
+			stringLen(len(c.Args)) + stringLen(len(c.Reason))
+	case KindFormat:
+		n += uvarintLen(uint64(c.Format))
 	}
 	if carriesOrigin(c.Kind) && !c.Origin.IsZero() {
 		n += 1 + stringLen(len(c.Origin.Conn)) + stringLen(len(c.Origin.InvocationID)) + uvarintLen(c.Origin.Seq)

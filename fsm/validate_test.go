@@ -38,7 +38,7 @@ func TestCommand_ValidateEncodingRules(t *testing.T) {
 		{name: "reject without an origin", cmd: Command{Kind: KindReject, Hub: "h", Reason: "r"}, wantErr: "reject without an origin"},
 		{name: "audience 0", cmd: pub(func(c *Command) { c.Audience = 0 }), wantErr: "unknown audience 0"},
 		{name: "kind 0", cmd: Command{Hub: "h"}, wantErr: "unknown kind 0"},
-		{name: "kind 10", cmd: Command{Kind: 10, Hub: "h"}, wantErr: "unknown kind 10"},
+		{name: "kind 11", cmd: Command{Kind: 11, Hub: "h"}, wantErr: "unknown kind 11"},
 		{name: "ignorable kind", cmd: Command{Kind: 200, Hub: "h"}, wantErr: "unknown kind 200", decodes: true},
 		{name: "empty excluded id", cmd: pub(func(c *Command) { c.Exclude = []string{""} }), decodes: true},
 		{name: "extreme times and cursors", cmd: Command{Kind: KindConnAck, Hub: "h", Conn: "c", Time: math.MinInt64,
@@ -147,7 +147,7 @@ func genCommand(r *rand.Rand) Command {
 		return string(b)
 	}
 	kinds := []Kind{0, KindClusterInit, KindPublish, KindGroupJoin, KindGroupLeave, KindConnOpen, KindConnClose,
-		KindConnResume, KindReject, KindConnAck, 10, KindIgnorable, 255}
+		KindConnResume, KindReject, KindConnAck, KindInvoke, 11, KindIgnorable, 255}
 	c := Command{Kind: kinds[r.IntN(len(kinds))], ID: str(), Hub: str()}
 	switch r.IntN(4) {
 	case 0:
@@ -212,6 +212,14 @@ func genCommand(r *rand.Rand) Command {
 	}
 	if on(fSecret) {
 		c.Secret = []byte(str())
+	}
+	if on(fEffects) && c.Kind != KindInvoke {
+		// A stray one only: an invoke's effects must follow it in its
+		// entry (ValidateBatch, TestInvoke_GroupShape).
+		c.Effects = 1 + r.Uint32N(4)
+	}
+	if r.IntN(80) == 0 {
+		c.Format = 2 // stray on every kind Validate accepts
 	}
 	if on(fOrigin) {
 		c.Origin = Origin{Seq: uint64(r.IntN(3))}

@@ -37,6 +37,9 @@ type Meta struct {
 	HasData bool `json:"data,omitempty"`
 	// Version is the Meta schema version (MetaVersion).
 	Version int `json:"ver"`
+	// LogFormat is the newest Raft log format the node's build applies (0
+	// from builds that did not say: the cluster package reads it as 1).
+	LogFormat int `json:"fmt,omitempty"`
 }
 
 // Encode returns the wire form of m, or an error if m is invalid or its
