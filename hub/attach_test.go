@@ -20,7 +20,7 @@ func TestDeliver_AttachesAtItsOwnEntry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := srv.newConn("c1", testHubName, "u", newGateTransport(false))
+	c := srv.newConn(nil, "c1", testHubName, "u", newGateTransport(false))
 	c.resume = &resumeReq{id: "c1", user: "u"}
 	srv.conns[c.id] = c
 	resume := func(id string, idx uint64) {

@@ -154,32 +154,56 @@ func bearer(r *http.Request) string {
 	return r.URL.Query().Get("access_token")
 }
 
-// authenticate returns the user id of a client request: the JWT's "sub"
-// when a JWT key source is configured (jwt.go), else the optional "user"
-// query parameter.
+// identity is who a client request comes from.
+type identity struct {
+	user    string
+	claims  map[string]any // nil in dev mode
+	expires time.Time      // the JWT's exp; zero: none
+}
+
+// authenticate returns the user id of a client request: what the hub's
+// Authenticate handler says when it has one, else the JWT's "sub" when a JWT
+// key source is configured (jwt.go), else the optional "user" query
+// parameter.
 func (s *Server) authenticate(r *http.Request) (string, error) {
+	id, err := s.identify(r, r.PathValue("hub"))
+	return id.user, err
+}
+
+// identify returns the identity of a client request to a hub.
+func (s *Server) identify(r *http.Request, hub string) (identity, error) {
+	if a := s.appFor(hub); a != nil && a.h.Authenticate != nil {
+		user, claims, err := a.h.Authenticate(r)
+		if err != nil {
+			return identity{}, &authError{err.Error()}
+		}
+		if len(user) > maxUserLen {
+			return identity{}, &authError{fmt.Sprintf("user id longer than %d bytes", maxUserLen)}
+		}
+		return identity{user: user, claims: claims}, nil
+	}
 	if s.jwt == nil {
 		u := r.URL.Query().Get("user")
 		if len(u) > maxUserLen {
-			return "", &authError{fmt.Sprintf("user id longer than %d bytes", maxUserLen)}
+			return identity{}, &authError{fmt.Sprintf("user id longer than %d bytes", maxUserLen)}
 		}
-		return u, nil
+		return identity{user: u}, nil
 	}
 	raw := bearer(r)
 	if raw == "" {
-		return "", &authError{"missing access token: send Authorization: Bearer <jwt> or access_token=<jwt>"}
+		return identity{}, &authError{"missing access token: send Authorization: Bearer <jwt> or access_token=<jwt>"}
 	}
-	sub, err := s.jwt.verify(r.Context(), raw)
+	id, err := s.jwt.verify(r.Context(), raw)
 	if err != nil {
-		return "", &authError{"invalid access token: " + err.Error()}
+		return identity{}, &authError{"invalid access token: " + err.Error()}
 	}
-	if sub == "" {
-		return "", &authError{`invalid access token: no "sub" claim`}
+	if id.user == "" {
+		return identity{}, &authError{`invalid access token: no "sub" claim`}
 	}
-	if len(sub) > maxUserLen {
-		return "", &authError{fmt.Sprintf(`invalid access token: "sub" longer than %d bytes`, maxUserLen)}
+	if len(id.user) > maxUserLen {
+		return identity{}, &authError{fmt.Sprintf(`invalid access token: "sub" longer than %d bytes`, maxUserLen)}
 	}
-	return sub, nil
+	return id, nil
 }
 
 // checkAPIKey guards the REST API.

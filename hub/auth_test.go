@@ -62,7 +62,7 @@ func TestServer_JWT(t *testing.T) {
 			{name: "sub too long", hdr: bearerHeader(userJWT(t, strings.Repeat("u", maxUserLen+1))), want: 401, msg: `"sub"`},
 			{name: "valid in header", hdr: bearerHeader(userJWT(t, "u1")), want: 200},
 			{name: "valid in access_token", query: url.Values{"access_token": {userJWT(t, "u1")}}, want: 200},
-			{name: "valid without exp", hdr: bearerHeader(signJWT(t, jwt.SigningMethodHS256, testJWTKey, jwt.RegisteredClaims{Subject: "u1"})), want: 200},
+			{name: "without exp (refused: -jwt-allow-no-exp)", hdr: bearerHeader(signJWT(t, jwt.SigningMethodHS256, testJWTKey, jwt.RegisteredClaims{Subject: "u1"})), want: 401, msg: "exp claim is required"},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {

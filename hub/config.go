@@ -162,9 +162,28 @@ type Config struct {
 	// JWTLeeway is the clock skew allowed on "exp", "nbf" and "iat"
 	// (0 to 10 minutes).
 	JWTLeeway time.Duration
+	// JWTAllowNoExp accepts JWTs without "exp". By default they are
+	// refused: a connection is closed when its token expires (authz.go),
+	// and a token without exp would keep it open for ever.
+	JWTAllowNoExp bool
 	// APIKey, when set, is required as "Authorization: Bearer <key>" on the
 	// REST API.
 	APIKey string
+
+	// Authorization of the built-in methods (authz.go). ClientMethods
+	// lists the built-ins clients may call (JoinGroup, LeaveGroup,
+	// Broadcast, SendToOthers, SendToGroup, SendToUser, SendToConnection);
+	// nil allows all, an empty list none. GroupClaim names the token claim
+	// listing the groups (names or path.Match patterns) a user may join,
+	// leave and send to with them ("" checks nothing); a token without it
+	// may use any group unless GroupClaimRequired.
+	ClientMethods      []string
+	GroupClaim         string
+	GroupClaimRequired bool
+	// DetailedErrors adds the text of an application method's error to
+	// the "An unexpected error occurred" Completion (an *Error's text is
+	// always sent). It may show internals to clients: for development.
+	DetailedErrors bool
 
 	// NodeHTTPAddr, when set, gives the client address of a live node by
 	// its id: SSE and long-polling requests for a connection held by
@@ -193,6 +212,9 @@ type Config struct {
 	Cluster func(ctx context.Context) any
 	Logger  *slog.Logger
 }
+
+// DefaultGroupClaim is the claim GroupClaim names by default.
+const DefaultGroupClaim = "raftplane_groups"
 
 // DefaultConfig returns the SignalR defaults (keep-alive 15 s, client
 // timeout 30 s, handshake 15 s, 32 KiB messages).
@@ -224,6 +246,7 @@ func DefaultConfig() Config {
 		JWKSMinRefresh:         DefaultJWKSMinRefresh,
 		JWKSTimeout:            DefaultJWKSTimeout,
 		JWKSMaxBytes:           DefaultJWKSMaxBytes,
+		GroupClaim:             DefaultGroupClaim,
 	}
 }
 
@@ -277,6 +300,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxBodySize < 256 {
 		errs = append(errs, fmt.Errorf("MaxBodySize (%d) must be at least 256", c.MaxBodySize))
+	}
+	if err := validateClientMethods(c.ClientMethods); err != nil {
+		errs = append(errs, err)
 	}
 	if c.TokenSecretFunc == nil && len(c.TokenSecret) < 16 {
 		errs = append(errs, fmt.Errorf("TokenSecret is %d bytes, want at least 16", len(c.TokenSecret)))

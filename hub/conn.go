@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"net/http"
 
 	"github.com/raftplane/raftplane/fsm"
 	"log/slog"
@@ -61,6 +62,12 @@ type conn struct {
 	ackTimer      *time.Timer
 	holdTimer     *time.Timer
 
+	// claims are the client's (its JWT's, or what the hub's Authenticate
+	// returned; nil in dev mode); expires is its token's exp (authz.go
+	// closes the connection then; zero: never).
+	claims  map[string]any
+	expires time.Time
+
 	handshaking atomic.Bool // until the handshake response is written
 	goodbye     atomic.Bool // the client closed cleanly: no resume expected
 	resume      *resumeReq  // set for a cursor resume
@@ -90,9 +97,12 @@ type conn struct {
 	touched bool                // in Server.touched; owned by the dispatcher goroutine
 }
 
-func (s *Server) newConn(id, hub, user string, tr transport) *conn {
+func (s *Server) newConn(r *http.Request, id, hub, user string, tr transport) *conn {
 	ctx, cancel := context.WithCancel(context.Background())
+	ident := identityOf(r)
 	c := &conn{
+		claims:     ident.claims,
+		expires:    ident.expires,
 		srv:        s,
 		id:         id,
 		hub:        hub,

@@ -97,7 +97,7 @@ func newUnitConn(t *testing.T, maxQueued int, tr transport, opts ...func(*Config
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	c := srv.newConn("conn-1", testHubName, "u", tr)
+	c := srv.newConn(nil, "conn-1", testHubName, "u", tr)
 	c.startWriter()
 	t.Cleanup(func() {
 		c.cancel()

@@ -49,7 +49,7 @@ func benchFanout(b *testing.B, subs, batch int) {
 	conns := make([]*conn, subs)
 	for i := range subs {
 		trs[i] = &countingTransport{}
-		c := s.newConn("c"+strconv.Itoa(i), testHubName, "u"+strconv.Itoa(i), trs[i])
+		c := s.newConn(nil, "c"+strconv.Itoa(i), testHubName, "u"+strconv.Itoa(i), trs[i])
 		h.conns[c.id] = c
 		addConn(h.groups, "g", c)
 		c.startWriter()

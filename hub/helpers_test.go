@@ -89,6 +89,10 @@ func newFakePublisher(t testing.TB, m *fsm.Machine, init bool) *fakePublisher {
 	if init {
 		p.mu.Lock()
 		_, err := p.applyLocked(fsm.Command{Kind: fsm.KindClusterInit, ClusterID: testEpoch})
+		if err == nil {
+			// Every server of this one-node "cluster" knows the format.
+			_, err = p.applyGroupLocked([]fsm.Command{{Kind: fsm.KindFormat, Format: fsm.LogFormat}})
+		}
 		p.mu.Unlock()
 		if err != nil {
 			t.Fatalf("cluster init: %v", err)
@@ -121,19 +125,64 @@ func (p *fakePublisher) Publish(ctx context.Context, cmd fsm.Command) (fsm.Curso
 }
 
 func (p *fakePublisher) applyLocked(cmd fsm.Command) (fsm.Cursor, error) {
-	p.seq++
-	if cmd.ID == "" {
-		cmd.ID = "fake-" + strconv.FormatUint(p.seq, 36)
+	res, err := p.applyGroupLocked([]fsm.Command{cmd})
+	if err != nil {
+		return fsm.Cursor{}, err
 	}
-	cmd.Time = time.Now().UnixNano()
-	l := &raft.Log{Index: p.next, Term: 1, Type: raft.LogCommand, Data: fsm.EncodeBatch([]fsm.Command{cmd})}
+	return res[0].Cursor, res[0].Err
+}
+
+// PublishGroup implements Publisher: the commands as one entry, ids on all
+// but an invoke's effects.
+func (p *fakePublisher) PublishGroup(ctx context.Context, cmds []fsm.Command) ([]fsm.Result, error) {
+	p.calls.Add(1)
+	p.mu.Lock()
+	hook := p.hook
+	p.mu.Unlock()
+	if hook != nil {
+		for _, c := range cmds {
+			hook(c)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := fsm.ValidateBatch(cmds); err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.err != nil {
+		return nil, p.err
+	}
+	return p.applyGroupLocked(append([]fsm.Command(nil), cmds...))
+}
+
+func (p *fakePublisher) applyGroupLocked(cmds []fsm.Command) ([]fsm.Result, error) {
+	effect := make([]bool, len(cmds))
+	for j, c := range cmds {
+		if c.Kind == fsm.KindInvoke {
+			for i := max(0, j-int(c.Effects)); i < j; i++ {
+				effect[i] = true
+			}
+		}
+	}
+	now := time.Now().UnixNano()
+	for i := range cmds {
+		p.seq++
+		if cmds[i].ID == "" && !effect[i] && cmds[i].Kind != fsm.KindFormat {
+			cmds[i].ID = "fake-" + strconv.FormatUint(p.seq, 36)
+		}
+		cmds[i].Time = now
+	}
+	l := &raft.Log{Index: p.next, Term: 1, Type: raft.LogCommand, Data: fsm.EncodeBatch(cmds)}
 	p.next++
 	res, ok := p.m.Apply(l).([]fsm.Result)
-	if !ok || len(res) != 1 {
-		return fsm.Cursor{}, fmt.Errorf("fake publisher: unexpected apply result %#v", res)
+	if !ok || len(res) != len(cmds) {
+		return nil, fmt.Errorf("fake publisher: unexpected apply result %#v", res)
 	}
-	p.cmds = append(p.cmds, cmd)
-	return res[0].Cursor, res[0].Err
+	p.cmds = append(p.cmds, cmds...)
+	return res, nil
 }
 
 // setFail makes every later Publish fail with err (nil: succeed again).

@@ -322,6 +322,11 @@ func newJWTAuth(cfg Config, lg *slog.Logger) *jwtAuth {
 		algs = append(algs, publicAlgs...)
 	}
 	opts := []jwt.ParserOption{jwt.WithValidMethods(algs), jwt.WithLeeway(cfg.JWTLeeway), jwt.WithIssuedAt()}
+	if !cfg.JWTAllowNoExp {
+		// A token without exp would keep its connections open for ever:
+		// nothing would close them (authz.go closes each at its exp).
+		opts = append(opts, jwt.WithExpirationRequired())
+	}
 	if cfg.JWTIssuer != "" {
 		opts = append(opts, jwt.WithIssuer(cfg.JWTIssuer))
 	}
@@ -335,15 +340,24 @@ func newJWTAuth(cfg Config, lg *slog.Logger) *jwtAuth {
 	return a
 }
 
-// verify checks a JWT and returns its subject. ctx bounds a wait for a JWKS
-// refresh when the token names a kid we do not know.
-func (a *jwtAuth) verify(ctx context.Context, raw string) (string, error) {
-	claims := jwt.RegisteredClaims{}
-	_, err := a.parser.ParseWithClaims(raw, &claims, func(t *jwt.Token) (any, error) { return a.keysFor(ctx, t) })
+// verify checks a JWT and returns the identity it carries: its subject,
+// claims and expiry. ctx bounds a wait for a JWKS refresh when the token
+// names a kid we do not know.
+func (a *jwtAuth) verify(ctx context.Context, raw string) (identity, error) {
+	claims := jwt.MapClaims{}
+	_, err := a.parser.ParseWithClaims(raw, claims, func(t *jwt.Token) (any, error) { return a.keysFor(ctx, t) })
 	if err != nil {
-		return "", err
+		return identity{}, err
 	}
-	return claims.Subject, nil
+	sub, err := claims.GetSubject()
+	if err != nil {
+		return identity{}, err
+	}
+	id := identity{user: sub, claims: claims}
+	if exp, err := claims.GetExpirationTime(); err == nil && exp != nil {
+		id.expires = exp.Time
+	}
+	return id, nil
 }
 
 // keysFor picks the keys that may have signed t, by its algorithm (already

@@ -460,15 +460,15 @@ func TestJWTAuth_Verify(t *testing.T) {
 			if tt.auth != nil {
 				au = tt.auth
 			}
-			sub, err := au.verify(context.Background(), tt.tok)
+			id, err := au.verify(context.Background(), tt.tok)
 			if tt.err == "" {
-				if err != nil || sub != "alice" {
-					t.Fatalf("verify: %q, %v; want alice", sub, err)
+				if err != nil || id.user != "alice" {
+					t.Fatalf("verify: %q, %v; want alice", id.user, err)
 				}
 				return
 			}
 			if err == nil || !strings.Contains(err.Error(), tt.err) {
-				t.Fatalf("verify: %q, %v; want an error mentioning %q", sub, err, tt.err)
+				t.Fatalf("verify: %q, %v; want an error mentioning %q", id.user, err, tt.err)
 			}
 		})
 	}

@@ -476,7 +476,7 @@ func TestLimits_SlowConsumerOthersUnaffected(t *testing.T) {
 	slow := newUnitConn(t, 4096, slowTr, func(cfg *Config) { cfg.MaxQueuedBytes = 32 << 10 })
 	t.Cleanup(func() { releaseGate(slowTr) }) // runs first: a failed test does not hang the writer
 	fastTr := newGateTransport(false)
-	fast := slow.srv.newConn("conn-2", testHubName, "u", fastTr)
+	fast := slow.srv.newConn(nil, "conn-2", testHubName, "u", fastTr)
 	fast.startWriter()
 	t.Cleanup(func() {
 		fast.cancel()

@@ -118,7 +118,7 @@ func (s *Server) startLongPolling(w http.ResponseWriter, r *http.Request, hub, i
 	sess := newHTTPSession(transportLP, id, user)
 	tr := newLPTransport(sess, s.cfg.SendTimeout)
 	sess.lp = tr
-	c := s.newConn(id, hub, user, tr)
+	c := s.newConn(r, id, hub, user, tr)
 	sess.c = c
 	if !s.register(w, r, sess, hub) {
 		c.cancel()

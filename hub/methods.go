@@ -214,8 +214,13 @@ func (c *conn) invokeParallel(m hubMessage) {
 	}()
 }
 
-// invoke runs a built-in method and answers with its cursor.
+// invoke runs an application method (invoke.go) or a built-in one, which
+// answers with its cursor.
 func (c *conn) invoke(m hubMessage) {
+	if am, ok := c.appMethod(m.Target); ok {
+		c.invokeApp(m, am)
+		return
+	}
 	reply := m.HasInvocationID
 	cmd, err := c.buildInvocation(m)
 	if err != nil {
@@ -249,10 +254,16 @@ func (c *conn) buildInvocation(m hubMessage) (fsm.Command, error) {
 	if meth == nil {
 		return fsm.Command{}, wireErrorf("Unknown hub method '%s'", m.Target)
 	}
+	if !c.srv.builtinAllowed(meth.name) {
+		return fsm.Command{}, wireErrorf("Method '%s' is not available to clients on this server", meth.name)
+	}
 	if len(m.StreamIDs) > 0 {
 		return fsm.Command{}, fmt.Errorf("%s does not accept streams", meth.name)
 	}
 	strs, rest, err := meth.bind(m.Arguments)
+	if err == nil && len(meth.params) > 0 && meth.params[0] == "group" {
+		err = c.groupAllowed(meth.name, strs[0]) // authz.go
+	}
 	var cmd fsm.Command
 	if err == nil {
 		cmd, err = meth.build(c, strs, rest)

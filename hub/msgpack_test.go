@@ -944,7 +944,7 @@ func TestDeliver_EncodesOncePerProtocol(t *testing.T) {
 	}
 	var conns []*conn
 	for i, p := range []protocol{jsonProtocol{}, msgpackProtocol{}, jsonProtocol{}, msgpackProtocol{}} {
-		c := srv.newConn(fmt.Sprintf("c%d", i), testHubName, "", newGateTransport(false))
+		c := srv.newConn(nil, fmt.Sprintf("c%d", i), testHubName, "", newGateTransport(false))
 		c.setProtocol(p)
 		srv.conns[c.id] = c
 		srv.deliver(&fsm.Entry{Command: fsm.Command{Kind: fsm.KindConnOpen, ID: c.openID, Hub: testHubName, Conn: c.id, Node: cfg.NodeID}}, testEpoch, nil)

@@ -14,6 +14,11 @@ import (
 // It may be called from many goroutines.
 type Publisher interface {
 	Publish(ctx context.Context, cmd fsm.Command) (fsm.Cursor, error)
+	// PublishGroup appends cmds as one unit (one log entry, in order,
+	// nothing between them) and returns a result per command; the error is
+	// for the whole group (the cluster could not take it, or it is
+	// invalid). An application method's effects go through it.
+	PublishGroup(ctx context.Context, cmds []fsm.Command) ([]fsm.Result, error)
 }
 
 // Stream is the read side of the log: the applied entries and the
@@ -27,6 +32,10 @@ type Stream interface {
 	Changed() <-chan struct{}
 	Position() fsm.Position
 	Epoch() string
+	// Format is the log format every server knows: a command of a newer
+	// format (an application method's fsm.KindInvoke) is not written
+	// before it is raised.
+	Format() uint32
 	Connection(hub, id string) (fsm.ConnInfo, bool)
 	GroupConnections(hub, group string) []string
 	UserConnections(hub, user string) []string

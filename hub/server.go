@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -49,6 +50,9 @@ type Server struct {
 	wg       sync.WaitGroup // dispatcher, connection cleanups
 	connWG   sync.WaitGroup // connection handlers
 	started  bool
+
+	apps          map[string]*app // handlers.go: written by Handle before Start only
+	expiredTokens atomic.Uint64   // connections closed at their token's exp (authz.go)
 }
 
 // New validates cfg and builds a server; it starts nothing.
@@ -71,6 +75,7 @@ func New(cfg Config, pub Publisher, stream Stream) (*Server, error) {
 		conns:    map[string]*conn{},
 		detached: map[string]*time.Timer{},
 		idx:      map[string]*localHub{},
+		apps:     map[string]*app{},
 		stop:     make(chan struct{}),
 		dispCh:   make(chan struct{}),
 		ws: websocket.Upgrader{

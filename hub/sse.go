@@ -220,11 +220,13 @@ func (s *Server) handleHTTPTransport(w http.ResponseWriter, r *http.Request, hub
 		writeError(w, http.StatusBadRequest, "Connection ID required")
 		return
 	}
-	user, err := s.authenticate(r)
+	ident, err := s.identify(r, hub)
 	if err != nil {
 		writeError(w, http.StatusUnauthorized, err.Error())
 		return
 	}
+	user := ident.user
+	r = withIdentity(r, ident) // for newConn: claims and expiry
 	id, tok, status, err := s.connToken(raw, hub, user)
 	if err != nil {
 		writeError(w, status, err.Error())
@@ -425,7 +427,7 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request, hub, id, user 
 	sess := newHTTPSession(transportSSE, id, user)
 	rc := http.NewResponseController(w)
 	tr := &sseTransport{w: w, rc: rc, sess: sess, timeout: s.cfg.SendTimeout}
-	c := s.newConn(id, hub, user, tr)
+	c := s.newConn(r, id, hub, user, tr)
 	sess.c = c
 	if !s.register(w, r, sess, hub) {
 		c.cancel()

@@ -169,16 +169,19 @@ func (c *conn) handleStateful(m hubMessage, refusal string) bool {
 	if m.HasInvocationID && (m.Type == typeInvocation || m.Type == typeStreamInvocation) {
 		origin.InvocationID = m.InvocationID
 	}
-	var cmd fsm.Command
+	var cmds []fsm.Command
 	if refusal == "" {
-		cmd, refusal = c.statefulCommand(m)
+		cmds, refusal = c.statefulCommands(m)
 	}
 	if refusal != "" {
-		cmd = fsm.Command{Kind: fsm.KindReject, Hub: c.hub, Reason: refusal}
+		cmds = []fsm.Command{{Kind: fsm.KindReject, Hub: c.hub, Reason: refusal}}
 	}
-	cmd.Origin = origin
-	cmd.ID = "s:" + c.id + ":" + strconv.FormatUint(seq, 10)
-	if c.commitStateful(cmd) {
+	// The last command carries the message: its origin and id (an
+	// application method's effects come before it, with neither).
+	last := &cmds[len(cmds)-1]
+	last.Origin = origin
+	last.ID = "s:" + c.id + ":" + strconv.FormatUint(seq, 10)
+	if c.commitStateful(cmds) {
 		st.mu.Lock()
 		st.applied = seq
 		st.mu.Unlock()
@@ -186,31 +189,34 @@ func (c *conn) handleStateful(m hubMessage, refusal string) bool {
 	return true
 }
 
-// statefulCommand turns a client message into its command, or says why it
-// is refused.
-func (c *conn) statefulCommand(m hubMessage) (fsm.Command, string) {
+// statefulCommands turns a client message into its commands, or says why
+// it is refused.
+func (c *conn) statefulCommands(m hubMessage) ([]fsm.Command, string) {
 	switch m.Type {
 	case typeStreamInvocation:
-		return fsm.Command{}, fmt.Sprintf("Unknown hub method '%s': this hub has no streaming methods.", m.Target)
+		return nil, fmt.Sprintf("Unknown hub method '%s': this hub has no streaming methods.", m.Target)
 	case typeInvocation:
+		if am, ok := c.appMethod(m.Target); ok {
+			return c.statefulApp(m, am)
+		}
 		cmd, err := c.buildInvocation(m)
 		if err != nil {
-			return fsm.Command{}, err.Error()
+			return nil, err.Error()
 		}
-		return cmd, ""
+		return []fsm.Command{cmd}, ""
 	}
-	return fsm.Command{}, "ignored" // a client result or stream item: nothing routes it
+	return nil, "ignored" // a client result or stream item: nothing routes it
 }
 
 // commitStateful publishes a stateful connection's command until it is in
 // the log (retrying with the same origin is safe: the log applies it once)
 // or the connection ends. The Completion is not sent from here: the
 // dispatcher sends it from the log, so any node can send it again.
-func (c *conn) commitStateful(cmd fsm.Command) bool {
+func (c *conn) commitStateful(cmds []fsm.Command) bool {
 	backoff := 50 * time.Millisecond
 	for c.ctx.Err() == nil {
 		ctx, cancel := context.WithTimeout(c.ctx, c.srv.cfg.PublishTimeout)
-		_, err := c.srv.pub.Publish(ctx, cmd)
+		_, err := c.srv.pub.PublishGroup(ctx, cmds)
 		cancel()
 		if err == nil || isOutcome(err) {
 			return true
@@ -240,6 +246,12 @@ func completionFor(p protocol, e *fsm.Entry, epoch string) []byte {
 	switch {
 	case e.Kind == fsm.KindReject:
 		return p.appendCompletion(nil, e.Origin.InvocationID, nil, e.Reason)
+	case e.Kind == fsm.KindInvoke:
+		// An application method: its result or error, after its effects.
+		if e.Reason != "" {
+			return p.appendCompletion(nil, e.Origin.InvocationID, nil, e.Reason)
+		}
+		return p.appendCompletion(nil, e.Origin.InvocationID, e.Args, "")
 	case e.Err != nil:
 		return p.appendCompletion(nil, e.Origin.InvocationID, nil, outcomeError(e))
 	}
@@ -348,7 +360,7 @@ func (s *Server) statefulReconnect(w http.ResponseWriter, r *http.Request, tok c
 	if !ok {
 		return
 	}
-	c := s.newConn(tok.ID, hub, tok.User, &wsTransport{ws: ws, timeout: s.cfg.SendTimeout})
+	c := s.newConn(r, tok.ID, hub, tok.User, &wsTransport{ws: ws, timeout: s.cfg.SendTimeout})
 	c.statefulOK = true
 	c.sr = newStateful()
 	c.sr.clientSpoke()

@@ -65,11 +65,13 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 	if s.refuseWebSocket(w, r, hub) {
 		return
 	}
-	user, err := s.authenticate(r)
+	ident, err := s.identify(r, hub)
 	if err != nil {
 		writeError(w, http.StatusUnauthorized, err.Error())
 		return
 	}
+	user := ident.user
+	r = withIdentity(r, ident) // for newConn: claims and expiry
 	if err := s.accepting(); err != nil {
 		writeError(w, http.StatusServiceUnavailable, err.Error())
 		return
@@ -120,7 +122,7 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tr := &wsTransport{ws: ws, timeout: s.cfg.SendTimeout}
-	c := s.newConn(id, hub, user, tr)
+	c := s.newConn(r, id, hub, user, tr)
 	c.resume = rr
 	c.statefulOK = statefulOK
 	// The connection lives on a goroutine of its own: the handler returns,
@@ -475,11 +477,56 @@ func (s *Server) open(c *conn) (fsm.Cursor, error) {
 	c.opened.Store(true)
 	select {
 	case <-c.attached:
-		return cur, nil
 	case <-ctx.Done():
 		s.release(c)
 		return cur, wireError("Connection refused: timed out waiting for delivery to start. Retry.")
 	}
+	c.armExpiry() // authz.go
+	if cmd.Kind == fsm.KindConnOpen {
+		if err := s.onConnected(c); err != nil {
+			c.goodbye.Store(true) // refused: closed at once, not kept for a resume
+			s.release(c)
+			return cur, err
+		}
+	}
+	return cur, nil
+}
+
+// onConnected runs the hub's OnConnected handler for a new connection and
+// commits its effects; its error refuses the connection.
+func (s *Server) onConnected(c *conn) error {
+	a := s.appFor(c.hub)
+	if a == nil || a.h.OnConnected == nil {
+		return nil
+	}
+	ctx := s.newContext(c)
+	err := func() (err error) {
+		defer func() {
+			if p := recover(); p != nil {
+				s.log.Error("OnConnected panicked", "hub", c.hub, "panic", p)
+				err = fmt.Errorf("panic: %v", p)
+			}
+		}()
+		return a.h.OnConnected(ctx)
+	}()
+	ctx.srv = nil
+	if err != nil {
+		c.logger().Debug("OnConnected refused the connection", "err", err)
+		var he *Error
+		if errors.As(err, &he) {
+			return wireErrorf("Connection refused: %s", he.Message)
+		}
+		return wireError("Connection refused: an unexpected error occurred in OnConnected on the server.")
+	}
+	if len(ctx.effects) == 0 {
+		return nil
+	}
+	pctx, cancel := context.WithTimeout(c.ctx, s.cfg.PublishTimeout)
+	defer cancel()
+	if _, err := s.pub.PublishGroup(pctx, ctx.effects); err != nil {
+		return wireErrorf("Connection refused: the cluster did not record what OnConnected did (%v). Retry.", err)
+	}
+	return nil
 }
 
 // release records the connection's departure in the log, unless the log
