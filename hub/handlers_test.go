@@ -338,3 +338,50 @@ func (h *testHub) connectStateful(hub, user string) *wsClient {
 	}
 	return c
 }
+
+// TestServerSend: the server-side API commits and returns the cursor; sends
+// to several users are one entry; a group change of an unknown connection
+// says so.
+func TestServerSend(t *testing.T) {
+	h := startAppHub(t, Handlers{})
+	alice := h.connect(testHubName, "alice")
+	bob := h.connect(testHubName, "bob")
+	ctx := context.Background()
+	cur, err := h.srv.Clients(testHubName).All().Send(ctx, "news", "hi", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := alice.waitInvocations("news", 1)[0]
+	if got.Headers["cursor"] != cur || string(got.Arguments[1]) != "1" {
+		t.Fatalf("alice got %s, Send returned %s", got.Raw, cur)
+	}
+	if _, err := h.srv.Groups(testHubName).Add(ctx, bob.connID, "g"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.srv.Clients(testHubName).GroupExcept("g", alice.connID).Send(ctx, "g-only"); err != nil {
+		t.Fatal(err)
+	}
+	bob.waitInvocations("g-only", 1)
+	last, err := h.srv.Clients(testHubName).Users("alice", "bob").Send(ctx, "both")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := alice.waitInvocations("both", 1)[0], bob.waitInvocations("both", 1)[0]
+	ca, cb := mustCursor(t, a.Headers["cursor"]), mustCursor(t, b.Headers["cursor"])
+	if ca.Index != cb.Index || b.Headers["cursor"] != last {
+		t.Fatalf("to two users: %s and %s (returned %s), want one entry, the last returned", ca, cb, last)
+	}
+	if _, err := h.srv.Groups(testHubName).Add(ctx, "no-such-conn", "g"); !errors.Is(err, fsm.ErrUnknownConnection) {
+		t.Fatalf("Add(unknown) = %v", err)
+	}
+	if _, err := h.srv.Clients("bad/hub").All().Send(ctx, "x"); err == nil {
+		t.Fatal("Send to an invalid hub name succeeded")
+	}
+	if _, err := h.srv.Clients(testHubName).All().Send(ctx, "x", make(chan int)); err == nil {
+		t.Fatal("Send of an argument JSON cannot hold succeeded")
+	}
+	if n := len(alice.invocations("g-only")); n != 0 {
+		h.fence(testHubName, alice)
+		t.Fatalf("alice got %d g-only messages", n)
+	}
+}
