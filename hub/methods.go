@@ -19,13 +19,14 @@ type method struct {
 	build  func(c *conn, s []string, rest []json.RawMessage) (fsm.Command, error)
 }
 
-var methods = map[string]*method{}
-
 // maxArgsFactor bounds the JSON arguments a message puts in the log, as a
 // multiple of MaxMessageSize.
 const maxArgsFactor = 2
 
-func init() {
+// builtins is the table of built-in methods by lower-case name: built once,
+// by an expression rather than an init function, and only read after.
+var builtins = func() map[string]*method {
+	out := map[string]*method{}
 	for _, m := range []*method{
 		{name: "JoinGroup", params: []string{"group"}, build: func(c *conn, s []string, _ []json.RawMessage) (fsm.Command, error) {
 			if le := c.srv.checkJoin(c.hub, c.id, s[0]); le != nil { // limits.go
@@ -52,9 +53,10 @@ func init() {
 			return publishCmd(c.hub, fsm.AudienceConnection, s[0], s[1], joinArgs(r), nil), nil
 		}},
 	} {
-		methods[strings.ToLower(m.name)] = m
+		out[strings.ToLower(m.name)] = m
 	}
-}
+	return out
+}()
 
 func publishCmd(hub string, a fsm.Audience, key, target string, args []byte, exclude []string) fsm.Command {
 	return fsm.Command{Kind: fsm.KindPublish, Hub: hub, Audience: a, Key: key, Target: target, Args: args, Exclude: exclude}
@@ -237,7 +239,7 @@ func (c *conn) invoke(m hubMessage) {
 	cancel()
 	if err != nil {
 		if reply {
-			c.complete(m.InvocationID, nil, publishError(methods[strings.ToLower(m.Target)].name, cmd, err))
+			c.complete(m.InvocationID, nil, publishError(builtins[strings.ToLower(m.Target)].name, cmd, err))
 		}
 		return
 	}
@@ -250,7 +252,7 @@ func (c *conn) invoke(m hubMessage) {
 // buildInvocation turns an invocation of a built-in method into its log
 // command; its error is the message for the client's Completion.
 func (c *conn) buildInvocation(m hubMessage) (fsm.Command, error) {
-	meth := methods[strings.ToLower(m.Target)]
+	meth := builtins[strings.ToLower(m.Target)]
 	if meth == nil {
 		return fsm.Command{}, wireErrorf("Unknown hub method '%s'", m.Target)
 	}
