@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"reflect"
 	"runtime"
 	"runtime/pprof"
@@ -19,6 +18,7 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/raftplane/raftplane/fsm"
 	"github.com/raftplane/raftplane/gossip"
+	"github.com/raftplane/raftplane/internal/testnet"
 )
 
 // Generous deadlines: the test machine has 2 busy cores and runs -race with
@@ -257,7 +257,7 @@ func (tn *testNode) stop(t *testing.T) error {
 		t.Logf("%s: agent.Leave: %v", tn.id, err)
 	}
 	if err := tn.node.Close(ctx); err != nil {
-		t.Errorf("%s: node.Close: %v", tn.id, err)
+		t.Errorf("%s: node.Close: %v; goroutines:\n%s", tn.id, err, goroutineDump())
 	}
 	if err := tn.agent.Close(); err != nil {
 		t.Errorf("%s: agent.Close: %v", tn.id, err)
@@ -280,7 +280,7 @@ func (tn *testNode) kill(t *testing.T) {
 		t.Errorf("%s: agent.Close: %v", tn.id, err)
 	}
 	if err := tn.node.Close(ctx); err != nil {
-		t.Errorf("%s: node.Close: %v", tn.id, err)
+		t.Errorf("%s: node.Close: %v; goroutines:\n%s", tn.id, err, goroutineDump())
 	}
 	t.Logf("killed %s", tn.id)
 }
@@ -580,19 +580,9 @@ func seesAlive(tn *testNode, others ...*testNode) error {
 	return nil
 }
 
-// reservePort returns a 127.0.0.1 address whose port was free a moment ago.
-func reservePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return addr
-}
+// reservePort returns a 127.0.0.1 address whose port was free a moment ago
+// and that no other test of this process was given (testnet).
+func reservePort(t *testing.T) string { return testnet.Addr(t) }
 
 // settledGoroutines waits (bounded) until the goroutine count stops falling,
 // so leftovers of earlier tests do not count, and returns it.

@@ -81,7 +81,7 @@ func startSolo(tb testing.TB, tweak func(*Config)) *soloNode {
 		ctx, cancel := context.WithTimeout(context.Background(), closeWithin)
 		defer cancel()
 		if err := n.Close(ctx); err != nil {
-			tb.Errorf("Close: %v", err)
+			tb.Errorf("Close: %v; goroutines:\n%s", err, goroutineDump())
 		}
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)

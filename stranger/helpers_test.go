@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -22,6 +21,7 @@ import (
 	"time"
 
 	"github.com/raftplane/raftplane/client"
+	"github.com/raftplane/raftplane/internal/testnet"
 	"github.com/raftplane/raftplane/stranger"
 )
 
@@ -100,32 +100,9 @@ func binaries(t *testing.T) (raftplane, strangerBin string) {
 	return bins.raftplane, bins.stranger
 }
 
-// handedOut holds every address freeAddr gave in this process: a port is
-// free when picked but not bound until its node starts, so the nodes of one
-// cluster, picked before any starts, could otherwise share one.
-var handedOut = struct {
-	sync.Mutex
-	addrs map[string]bool
-}{addrs: map[string]bool{}}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	for {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("listen 127.0.0.1:0: %v", err)
-		}
-		a := l.Addr().String()
-		l.Close()
-		handedOut.Lock()
-		fresh := !handedOut.addrs[a]
-		handedOut.addrs[a] = true
-		handedOut.Unlock()
-		if fresh {
-			return a
-		}
-	}
-}
+// freeAddr returns a loopback address no other test of this process got:
+// the nodes of one cluster are given theirs before any binds one.
+func freeAddr(t *testing.T) string { return testnet.Addr(t) }
 
 // node is one running raftplane process.
 type node struct {
