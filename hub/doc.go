@@ -9,6 +9,17 @@
 // delivers anything to its clients except what it reads from the Stream, the
 // sender's own node included.
 //
+// Application logic (handlers.go, invoke.go, send.go, authz.go): an
+// application registers Handlers for a hub (Authenticate, OnConnected and
+// methods by name, shaped like an ASP.NET Core Hub). A method's sends and
+// group changes are collected while it runs and committed as one group in
+// one log entry when it returns; on a stateful-reconnect connection the
+// group ends with an fsm.KindInvoke carrying the Completion, so any node
+// replays it and a resent client message applies once. Server.Clients and
+// Server.Groups are the server-side senders (IHubContext). Config's
+// ClientMethods and GroupClaim limit what clients may do with the
+// built-in methods.
+//
 // Goroutines: Server.Start runs one dispatcher that reads the stream in order,
 // keeps the local index of connections, groups and users, and encodes each
 // message once per protocol before queueing it on its recipients. Each
