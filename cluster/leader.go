@@ -500,6 +500,7 @@ func (n *Node) reapConnections(ls *leaderState, stop <-chan struct{}) {
 				defer cancel()
 				_, err := n.Publish(ctx, fsm.Command{Kind: fsm.KindConnClose, Hub: ci.Hub, Conn: ci.ID,
 					Reason: "its node " + node + " is gone"})
+				n.stats.reap(err) // stats.go
 				if err != nil && !errors.Is(err, fsm.ErrUnknownConnection) {
 					n.log.Warn("closing a connection of a gone node failed", "conn", ci.ID, "err", err)
 				}

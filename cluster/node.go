@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -17,7 +16,6 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"github.com/raftplane/raftplane/fsm"
-	"go.etcd.io/bbolt"
 )
 
 // Node is one member of a raftplane cluster: it owns the Raft instance, its
@@ -55,6 +53,8 @@ type Node struct {
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 	closeErr  error
+
+	stats nodeStats // stats.go: the counters Stats reports
 }
 
 // New validates cfg and prepares a node; Open starts it.
@@ -97,7 +97,18 @@ func New(cfg Config, machine *fsm.Machine) (*Node, error) {
 
 // Open opens the stores, starts Raft, bootstraps a one-node cluster when
 // configured to and there is no Raft state, and starts the node's loops.
-func (n *Node) Open() error {
+// When it fails, what it opened so far is closed again.
+func (n *Node) Open() (err error) {
+	// undo holds the cleanups of what Open acquired so far, run in reverse
+	// order when it fails: one cleanup path, whichever step fails.
+	var undo []func()
+	defer func() {
+		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
 	if err := os.MkdirAll(n.cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("cluster: data dir: %w", err)
 	}
@@ -118,42 +129,22 @@ func (n *Node) Open() error {
 		return fmt.Errorf("cluster: raft config: %w", err)
 	}
 
-	store, err := raftboltdb.New(raftboltdb.Options{
-		Path:   filepath.Join(n.cfg.DataDir, "raft.db"),
-		NoSync: n.cfg.NoSync,
-		// bbolt rewrites its whole free list on every commit unless told
-		// not to; a Raft log commits per batch and frees pages at every
-		// compaction, so that list is a large part of each fsync'd write.
-		// Without it bbolt rebuilds the list by scanning at open (Consul
-		// offers the same as raft_boltdb NoFreelistSync). The timeout makes
-		// a second process on the same data folder fail instead of hang.
-		BoltOptions: &bbolt.Options{Timeout: time.Second, NoFreelistSync: true, FreelistType: bbolt.FreelistMapType},
-	})
+	// The stores as the offline recovery and restore open them (recover.go).
+	stores, err := OpenStores(n.cfg.DataDir, n.cfg.NoSync, n.log)
 	if err != nil {
-		return fmt.Errorf("cluster: open raft.db: %w", err)
-	}
-	logs, err := raft.NewLogCache(1024, store)
-	if err != nil {
-		store.Close()
 		return err
 	}
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(n.cfg.DataDir, 2, newHCLog(n.log, "snapshot"))
-	if err != nil {
-		store.Close()
-		return fmt.Errorf("cluster: snapshot store: %w", err)
-	}
+	undo = append(undo, func() { stores.Close() })
+	store, logs, snaps := stores.Bolt, stores.Logs, stores.Snaps
 	adv, err := net.ResolveTCPAddr("tcp", n.cfg.RaftAdvertise)
 	if err != nil {
-		store.Close()
 		return fmt.Errorf("cluster: raft advertise address %q: %w", n.cfg.RaftAdvertise, err)
 	}
 	if adv.IP == nil || adv.IP.IsUnspecified() {
-		store.Close()
 		return fmt.Errorf("cluster: raft advertise address %q must name a reachable IP", n.cfg.RaftAdvertise)
 	}
 	ln, err := net.Listen("tcp", n.cfg.RaftBind)
 	if err != nil {
-		store.Close()
 		return fmt.Errorf("cluster: raft listen on %s: %w", n.cfg.RaftBind, err)
 	}
 	if adv.Port == 0 { // listening on port 0 (tests): advertise the real port
@@ -166,13 +157,12 @@ func (n *Node) Open() error {
 		Timeout: 10 * time.Second,
 		Logger:  newHCLog(n.log, "raft-net"),
 	})
+	// Closed in reverse: the mux (and its listener) first, as before.
+	undo = append(undo, func() { trans.Close() }, func() { n.mux.close() })
 	n.mux.start()
 	hasState, err := raft.HasExistingState(logs, store, snaps)
 	n.hasState = hasState
 	if err != nil {
-		n.mux.close()
-		trans.Close()
-		store.Close()
 		return err
 	}
 	if !hasState && n.cfg.Bootstrap {
@@ -180,21 +170,16 @@ func (n *Node) Open() error {
 			Suffrage: raft.Voter, ID: rc.LocalID, Address: trans.LocalAddr(),
 		}}}
 		if err := raft.BootstrapCluster(rc, logs, store, snaps, trans, conf); err != nil {
-			n.mux.close()
-			trans.Close()
-			store.Close()
 			return fmt.Errorf("cluster: bootstrap: %w", err)
 		}
 		n.log.Info("bootstrapped a new one-node cluster", "raft", trans.LocalAddr())
 	}
-	r, err := raft.NewRaft(rc, n.machine, logs, store, snaps, trans)
+	r, err := raft.NewRaft(rc, n.machine, logs, store, timedSnapshots{snaps, &n.stats}, trans) // stats.go: snapshots timed
 	if err != nil {
-		n.mux.close()
-		trans.Close()
-		store.Close()
 		return fmt.Errorf("cluster: start raft: %w", err)
 	}
 	n.raft, n.transport, n.store = r, trans, store
+	n.observeLeaders() // stats.go
 	if hasState {
 		// Known before the log replays: raft restored the latest snapshot
 		// (if any) into the FSM already; otherwise the cluster-init entry

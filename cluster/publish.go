@@ -378,6 +378,7 @@ func (n *Node) forward(out chan<- fwdOutcome, batch []byte, count int, stamped b
 				if lastErr == nil {
 					lastErr = ErrNoLeader
 				}
+				n.stats.forward(fwdGaveUp) // stats.go
 				out <- fwdOutcome{err: fmt.Errorf("%w: gave up forwarding after %s: %w", ErrNoLeader, n.cfg.HoldTimeout, lastErr)}
 				return
 			}
@@ -407,6 +408,7 @@ func (n *Node) forward(out chan<- fwdOutcome, batch []byte, count int, stamped b
 		}
 		c, err := n.rpcTo(string(addr))
 		if err != nil {
+			n.stats.forward(fwdError) // stats.go
 			lastErr = fmt.Errorf("dial leader %s: %w", addr, err)
 			continue
 		}
@@ -416,9 +418,11 @@ func (n *Node) forward(out chan<- fwdOutcome, batch []byte, count int, stamped b
 		cancel()
 		<-watched
 		if err != nil {
+			n.stats.forward(fwdError) // stats.go
 			lastErr = fmt.Errorf("forward to %s: %w", addr, err)
 			continue
 		}
+		n.stats.forwardReply(f.typ) // stats.go
 		switch f.typ {
 		case rpcForwardOK:
 			res, err := decodeResults(f.body)

@@ -30,6 +30,12 @@ const (
 	// cursor follows its effects', so the Completion it carries reaches the
 	// caller after what the method sent. Log format 2.
 	KindInvoke Kind = 10
+	// KindEventsDone records how far the leader has delivered the
+	// connection events (hub: the upstream's disconnected event and
+	// OnDisconnected) that the entries up to From carry, so a new leader
+	// resumes from there instead of from the start of the cache. It names
+	// no hub. Log format 2.
+	KindEventsDone Kind = 11
 
 	KindIgnorable Kind = 128
 	// KindFormat records that every server of the cluster knows log format
@@ -40,8 +46,9 @@ const (
 )
 
 // LogFormat is the newest log format this build writes and applies: 1 is
-// what v0.1.0 wrote (kinds 1 to 9), 2 adds KindInvoke. A command of format 2
-// is written only once the log holds a KindFormat of 2 or more.
+// what v0.1.0 wrote (kinds 1 to 9), 2 adds KindInvoke and KindEventsDone. A
+// command of format 2 is written only once the log holds a KindFormat of 2
+// or more.
 const LogFormat = 2
 
 func (k Kind) String() string {
@@ -66,6 +73,8 @@ func (k Kind) String() string {
 		return "conn-ack"
 	case KindInvoke:
 		return "invoke"
+	case KindEventsDone:
+		return "events-done"
 	case KindFormat:
 		return "format"
 	}
@@ -117,12 +126,16 @@ type Command struct {
 	Args     []byte   // the arguments as a JSON array, validated by the submitter
 
 	// KindGroupJoin, KindGroupLeave, KindConnOpen, KindConnClose
-	Conn   string
-	Group  string // join/leave
-	User   string // open
+	Conn  string
+	Group string // join/leave
+	// User is the connection's user on an open or resume. A close does not
+	// carry it, but as the stream serves it (Entry) Apply sets it from the
+	// registry, for whoever reports the connection's end (hub: the
+	// disconnected event).
+	User   string
 	Node   string // open, resume: the node that holds the transport
 	Reason string // close
-	From   Cursor // resume: the last cursor the client saw
+	From   Cursor // resume: the last cursor the client saw; events-done: delivered up to here
 
 	// AckSeq (KindConnAck) is how many messages a stateful-reconnect
 	// connection's client has acknowledged; From is the last one's cursor.
@@ -359,6 +372,8 @@ func appendCommand(b []byte, c *Command) []byte {
 		b = binary.AppendUvarint(b, uint64(c.Effects))
 		b = appendBytes(b, c.Args)
 		b = appendString(b, c.Reason)
+	case KindEventsDone:
+		b = appendCursor(b, c.From)
 	case KindFormat:
 		b = binary.AppendUvarint(b, uint64(c.Format))
 	}
@@ -449,6 +464,8 @@ func DecodeCommand(data []byte) (Command, error) {
 			c.Args = append([]byte(nil), a...)
 		}
 		c.Reason = r.string()
+	case KindEventsDone:
+		c.From = r.cursor()
 	case KindFormat:
 		c.Format = r.uint32()
 	default:

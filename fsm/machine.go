@@ -146,6 +146,9 @@ type state struct {
 	Floor   Cursor // the stream can be read from any cursor >= Floor
 	Newest  int64  // largest command time stamp applied
 	Format  uint32 // the log format every server knows (KindFormat); 0 means 1
+	// EventsDone is the newest KindEventsDone: the leader has delivered
+	// the connection events of the entries up to it.
+	EventsDone Cursor
 
 	Entries []Entry // cached commands in cursor order
 	Bytes   int64
@@ -389,6 +392,9 @@ func (st *state) apply(e *Entry) error {
 			return ErrUnknownConnection
 		}
 		cs := h.Conns[c.Conn]
+		// The entry says whose connection ended (the disconnected event
+		// needs it, and the registry forgets it here).
+		c.User = cs.User
 		for g := range cs.Groups {
 			removeFrom(h.Groups, g, c.Conn)
 		}
@@ -425,6 +431,11 @@ func (st *state) apply(e *Entry) error {
 		return nil // it only carries the refusal to its origin
 	case KindInvoke:
 		return nil // its effects follow it; it carries the result to its origin
+	case KindEventsDone:
+		if st.EventsDone.Less(c.From) {
+			st.EventsDone = c.From
+		}
+		return nil
 	case KindConnAck:
 		cs, ok := st.conn(c.Hub, c.Conn)
 		if !ok {
@@ -682,6 +693,14 @@ func (m *Machine) Format() uint32 {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	return max(m.st.Format, 1)
+}
+
+// EventsDone returns the newest KindEventsDone cursor: how far the leader
+// has delivered the connection events the log carries (zero: never).
+func (m *Machine) EventsDone() Cursor {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.st.EventsDone
 }
 
 // Rejected returns how many malformed log entries this machine has rejected

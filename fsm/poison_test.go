@@ -53,8 +53,8 @@ func TestMachine_ApplyUnknownFormatPanics(t *testing.T) {
 		{name: "batch version 2", data: []byte{2, 0}},
 		{name: "batch version 255", data: []byte{255}},
 		{name: "unknown kind 77", data: EncodeBatch([]Command{{Kind: 77, Hub: "h"}})},
-		{name: "unknown kind 11 after a valid command", data: EncodeBatch([]Command{
-			{Kind: KindPublish, Hub: "h", Audience: AudienceAll, Target: "t"}, {Kind: 11}})},
+		{name: "unknown kind 12 after a valid command", data: EncodeBatch([]Command{
+			{Kind: KindPublish, Hub: "h", Audience: AudienceAll, Target: "t"}, {Kind: 12}})},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -280,8 +280,13 @@ func FuzzApply(f *testing.F) {
 	f.Add(joinEntries(b(at(publish("h", AudienceAll, "", `[]`), math.MaxInt64)), b(at(publish("h", AudienceAll, "", `[]`), math.MinInt64))))
 	// Invoke groups, the same one twice (skipped whole), and a format record.
 	inv := Command{Kind: KindInvoke, ID: "v", Hub: "h", Conn: "c1", Target: "M", Effects: 2, Args: []byte(`1`), Origin: Origin{Conn: "c1", InvocationID: "9", Seq: 2}}
-	group := func() []byte { return b(effect(join("h", "c1", "g2")), effect(publish("h", AudienceGroup, "g2", `[2]`)), inv) }
+	group := func() []byte {
+		return b(effect(join("h", "c1", "g2")), effect(publish("h", AudienceGroup, "g2", `[2]`)), inv)
+	}
 	f.Add(joinEntries(b(withID(open("h", "c1", "u"), "o1")), group(), b(Command{Kind: KindFormat, Format: 2}), group()))
+	// A close (its entry carries the user) and connection events progress.
+	f.Add(joinEntries(b(withID(open("h", "c1", "u"), "o1")), b(closeConn("h", "c1")),
+		b(Command{Kind: KindEventsDone, From: Cursor{Index: 2}}), b(Command{Kind: KindEventsDone, From: Cursor{Index: 1}})))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg := DefaultConfig()
 		cfg.CacheMaxEntries = 8 // evictions too

@@ -48,8 +48,9 @@ type snapshotData struct {
 	Dedup   []Cursor // parallel to DedupQ
 	Digest  uint64
 	// Format was added with log format 2; gob leaves it 0 in a snapshot an
-	// older build wrote, and an older build ignores it.
-	Format uint32
+	// older build wrote, and an older build ignores it. So is EventsDone.
+	Format     uint32
+	EventsDone Cursor
 }
 
 type snapshotEntry struct {
@@ -57,6 +58,9 @@ type snapshotEntry struct {
 	Command []byte
 	ErrCode uint8
 	Groups  []string
+	// User is a close's user, which its encoding does not carry (Apply
+	// sets it; see Command.User).
+	User string
 }
 
 // snapshotConn is a connection with its membership history.
@@ -75,11 +79,14 @@ func (m *Machine) Snapshot() (raft.FSMSnapshot, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	st := m.st
-	d := snapshotData{Epoch: st.Epoch, Secret: st.Secret, Applied: st.Applied, Last: st.Last, Floor: st.Floor, Newest: st.Newest, Digest: st.Digest, Format: st.Format}
+	d := snapshotData{Epoch: st.Epoch, Secret: st.Secret, Applied: st.Applied, Last: st.Last, Floor: st.Floor, Newest: st.Newest, Digest: st.Digest, Format: st.Format, EventsDone: st.EventsDone}
 	d.Entries = make([]snapshotEntry, len(st.Entries))
 	for i := range st.Entries {
 		e := &st.Entries[i]
 		d.Entries[i] = snapshotEntry{Cursor: e.Cursor, Command: EncodeCommand(&e.Command), ErrCode: ErrorCode(e.Err), Groups: e.Groups}
+		if e.Kind == KindConnClose {
+			d.Entries[i].User = e.User
+		}
 	}
 	for hubName, h := range st.Hubs {
 		for id, cs := range h.Conns {
@@ -141,7 +148,7 @@ func (m *Machine) Restore(rc io.ReadCloser) error {
 	}
 	st := newState()
 	st.Epoch, st.Secret, st.Applied, st.Last, st.Floor, st.Newest = d.Epoch, d.Secret, d.Applied, d.Last, d.Floor, d.Newest
-	st.Format = d.Format
+	st.Format, st.EventsDone = d.Format, d.EventsDone
 	st.Digest = d.Digest
 	st.Entries = make([]Entry, len(d.Entries))
 	for i, se := range d.Entries {
@@ -156,6 +163,9 @@ func (m *Machine) Restore(rc io.ReadCloser) error {
 		if (i > 0 && !d.Entries[i-1].Cursor.Less(se.Cursor)) || d.Last.Less(se.Cursor) {
 			// Since relies on the order; a snapshot this machine wrote has it.
 			return fmt.Errorf("fsm: restore entry %s: out of order (last %s)", se.Cursor, d.Last)
+		}
+		if c.Kind == KindConnClose {
+			c.User = se.User
 		}
 		st.Entries[i] = Entry{Cursor: se.Cursor, Command: c, Err: e, Groups: se.Groups}
 		st.Bytes += int64(st.Entries[i].size())

@@ -30,7 +30,8 @@ var ErrInvalid = errors.New("fsm: invalid command")
 //   - kinds at or above KindIgnorable (only a newer version writes them);
 //   - a cluster-init without a cluster id, or with one containing ':' (the
 //     id prefixes every cursor);
-//   - a command other than cluster-init without a Hub;
+//   - a command other than cluster-init and events-done without a Hub;
+//   - an events-done without From;
 //   - a group, user or connection publish without a Key, a publish without
 //     a Target;
 //   - a join or leave without Conn or Group; an open, close, resume or ack
@@ -122,6 +123,12 @@ func (c *Command) checkMeaning() error {
 		if c.Conn == "" {
 			return fmt.Errorf("%w: %s needs a connection", ErrInvalid, c.Kind)
 		}
+	case KindEventsDone:
+		if c.From.IsZero() {
+			return fmt.Errorf("%w: events-done without a cursor (From)", ErrInvalid)
+		}
+		// It is about the whole log, not one hub: no Hub needed.
+		return nil
 	}
 	if c.Kind != KindClusterInit && c.Hub == "" {
 		return fmt.Errorf("%w: %s without a hub", ErrInvalid, c.Kind)
@@ -130,7 +137,7 @@ func (c *Command) checkMeaning() error {
 }
 
 // known reports the kinds this version writes and applies.
-func (k Kind) known() bool { return k >= KindClusterInit && k <= KindInvoke }
+func (k Kind) known() bool { return k >= KindClusterInit && k <= KindEventsDone }
 
 // fieldSet names the kind-specific fields of a Command, one bit each, in
 // the order of fieldNames.
@@ -183,6 +190,8 @@ func carried(k Kind) fieldSet {
 		return fConn | fAckSeq | fFrom
 	case KindInvoke:
 		return fConn | fTarget | fEffects | fArgs | fReason | fOrigin
+	case KindEventsDone:
+		return fFrom
 	}
 	return 0
 }
@@ -267,6 +276,8 @@ func EncodedSize(c *Command) int {
 	case KindInvoke:
 		n += stringLen(len(c.Conn)) + stringLen(len(c.Target)) + uvarintLen(uint64(c.Effects)) +
 			stringLen(len(c.Args)) + stringLen(len(c.Reason))
+	case KindEventsDone:
+		n += cursorLen(c.From)
 	case KindFormat:
 		n += uvarintLen(uint64(c.Format))
 	}

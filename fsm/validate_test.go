@@ -38,7 +38,7 @@ func TestCommand_ValidateEncodingRules(t *testing.T) {
 		{name: "reject without an origin", cmd: Command{Kind: KindReject, Hub: "h", Reason: "r"}, wantErr: "reject without an origin"},
 		{name: "audience 0", cmd: pub(func(c *Command) { c.Audience = 0 }), wantErr: "unknown audience 0"},
 		{name: "kind 0", cmd: Command{Hub: "h"}, wantErr: "unknown kind 0"},
-		{name: "kind 11", cmd: Command{Kind: 11, Hub: "h"}, wantErr: "unknown kind 11"},
+		{name: "kind 12", cmd: Command{Kind: 12, Hub: "h"}, wantErr: "unknown kind 12"},
 		{name: "ignorable kind", cmd: Command{Kind: 200, Hub: "h"}, wantErr: "unknown kind 200", decodes: true},
 		{name: "empty excluded id", cmd: pub(func(c *Command) { c.Exclude = []string{""} }), decodes: true},
 		{name: "extreme times and cursors", cmd: Command{Kind: KindConnAck, Hub: "h", Conn: "c", Time: math.MinInt64,
@@ -147,7 +147,7 @@ func genCommand(r *rand.Rand) Command {
 		return string(b)
 	}
 	kinds := []Kind{0, KindClusterInit, KindPublish, KindGroupJoin, KindGroupLeave, KindConnOpen, KindConnClose,
-		KindConnResume, KindReject, KindConnAck, KindInvoke, 11, KindIgnorable, 255}
+		KindConnResume, KindReject, KindConnAck, KindInvoke, KindEventsDone, 12, KindIgnorable, 255}
 	c := Command{Kind: kinds[r.IntN(len(kinds))], ID: str(), Hub: str()}
 	switch r.IntN(4) {
 	case 0:

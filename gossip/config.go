@@ -60,6 +60,15 @@ type Config struct {
 	// with a new address after this long. Default 30s (as Consul).
 	DeadNodeReclaimTime time.Duration
 
+	// DNSConfigPath is the resolv.conf whose first nameserver (host or
+	// host:port) memberlist asks first, over TCP, for every address of a
+	// seed given by name, so that a name with more addresses than fit a
+	// UDP answer (a Kubernetes headless Service, a DNS round robin) still
+	// yields them all; it then falls back to Go's resolver (/etc/hosts,
+	// then DNS). Seeds that name several addresses are joined through
+	// every one that answers. Default "/etc/resolv.conf".
+	DNSConfigPath string
+
 	// JoinRetryMin and JoinRetryMax bound the exponential backoff (with
 	// jitter) between attempts to join the seeds. Defaults 200ms and 10s.
 	JoinRetryMin time.Duration
@@ -216,6 +225,9 @@ func (c Config) memberlistConfig() *memberlist.Config {
 		mc.SecretKey = append([]byte(nil), c.SecretKey...)
 	}
 	mc.Label = c.Label
+	if c.DNSConfigPath != "" {
+		mc.DNSConfigPath = c.DNSConfigPath
+	}
 	mc.Logger = newStdLogger(c.Logger)
 	return mc
 }

@@ -12,8 +12,9 @@ import (
 // errStopJoin ends a join loop: the agent closed or left.
 var errStopJoin = errors.New("gossip: join stopped")
 
-// Join joins the cluster through any of seeds (gossip host:port) in the
-// background, retrying with exponential backoff and jitter
+// Join joins the cluster through any of seeds (gossip host:port; a host
+// given by name is joined through every address it resolves to, see
+// Config.DNSConfigPath) in the background, retrying with exponential backoff and jitter
 // (JoinRetryMin..JoinRetryMax) until one attempt succeeds or the agent is
 // closed or leaves. A seed that is down is not fatal. Seeds equal to this
 // node's own address are skipped; with none left, Joined closes at once.

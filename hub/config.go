@@ -185,6 +185,34 @@ type Config struct {
 	// always sent). It may show internals to clients: for development.
 	DetailedErrors bool
 
+	// Upstream webhooks (upstream.go; docs/upstream.md), in the shape of
+	// Azure SignalR Service's serverless upstream. Upstream is the URL
+	// template ({hub}, {category}, {event}) an invocation of a method that
+	// no Go handler and no allowed built-in claims is POSTed to, as are the
+	// connected and disconnected events; "" sends nothing. Requests are
+	// signed with APIKey (X-ASRS-Signature). UpstreamTimeout bounds one call
+	// (the caller's Completion says so when it passes; a connected event
+	// that times out refuses the connection); it must be less than
+	// ClientTimeout, since the connection reads nothing else meanwhile.
+	// UpstreamMaxBody bounds the answer read. UpstreamHTTPClient, when set,
+	// makes the calls (a proxy, a private CA, client certificates); nil
+	// uses a client with the system's roots that verifies TLS and follows
+	// no redirects.
+	Upstream           string
+	UpstreamTimeout    time.Duration
+	UpstreamMaxBody    int64
+	UpstreamHTTPClient *http.Client
+	// Connection events (events.go). Leadership says whether this node
+	// leads: only the leader reads the log for closed connections and
+	// delivers their disconnected events (upstream and
+	// Handlers.OnDisconnected); nil means this node is the only one and
+	// always leads. The leader records its progress in the log every
+	// EventsMarkEvery events or EventsMarkInterval, whichever comes first,
+	// so a new leader redelivers at most about that much.
+	Leadership         Leadership
+	EventsMarkEvery    int
+	EventsMarkInterval time.Duration
+
 	// NodeHTTPAddr, when set, gives the client address of a live node by
 	// its id: SSE and long-polling requests for a connection held by
 	// another node are forwarded there (forward.go).
@@ -207,6 +235,9 @@ type Config struct {
 	// ReadyMaxContact: /readyz answers 503 on a follower that has not heard
 	// from the leader for longer than this.
 	ReadyMaxContact time.Duration
+	// Snapshot, when set, serves GET /api/v1/snapshot (backup.go): a
+	// backup of the replicated state (cluster.Node.Backup).
+	Snapshot SnapshotFunc
 	// Cluster, when set, serves GET /api/v1/cluster: every member as this
 	// node sees it.
 	Cluster func(ctx context.Context) any
@@ -247,6 +278,10 @@ func DefaultConfig() Config {
 		JWKSTimeout:            DefaultJWKSTimeout,
 		JWKSMaxBytes:           DefaultJWKSMaxBytes,
 		GroupClaim:             DefaultGroupClaim,
+		UpstreamTimeout:        DefaultUpstreamTimeout,
+		UpstreamMaxBody:        DefaultUpstreamMaxBody,
+		EventsMarkEvery:        DefaultEventsMarkEvery,
+		EventsMarkInterval:     DefaultEventsMarkInterval,
 	}
 }
 
@@ -280,8 +315,9 @@ func (c Config) Validate() error {
 	if c.MaxQueuedMessages < 1 {
 		errs = append(errs, fmt.Errorf("MaxQueuedMessages (%d) must be at least 1", c.MaxQueuedMessages))
 	}
-	errs = append(errs, c.validateLimits()...) // limits.go
-	errs = append(errs, c.validateJWT()...)    // jwt.go
+	errs = append(errs, c.validateLimits()...)   // limits.go
+	errs = append(errs, c.validateJWT()...)      // jwt.go
+	errs = append(errs, c.validateUpstream()...) // upstream.go
 	if c.SendTimeout <= 0 || c.PublishTimeout <= 0 || c.NegotiateTTL <= 0 {
 		errs = append(errs, fmt.Errorf("SendTimeout (%s), PublishTimeout (%s) and NegotiateTTL (%s) must be positive",
 			c.SendTimeout, c.PublishTimeout, c.NegotiateTTL))

@@ -45,8 +45,9 @@ type conn struct {
 	queuedBytes int
 	inflight    int
 	closing     bool
-	flush       bool   // on closing, send what is queued first
-	closeMsg    []byte // the hub Close message sent last, if any
+	endReason   endCause // stats.go: why the server ended it, if it said
+	flush       bool     // on closing, send what is queued first
+	closeMsg    []byte   // the hub Close message sent last, if any
 	// the writer (see startWriter); all under mu
 	writing    bool // someone owns the transport
 	ended      bool // the transport is closed for good
@@ -67,6 +68,8 @@ type conn struct {
 	// closes the connection then; zero: never).
 	claims  map[string]any
 	expires time.Time
+	// query is the client's query, for the upstream (upstream.go).
+	query string
 
 	handshaking atomic.Bool // until the handshake response is written
 	goodbye     atomic.Bool // the client closed cleanly: no resume expected
@@ -103,6 +106,7 @@ func (s *Server) newConn(r *http.Request, id, hub, user string, tr transport) *c
 	c := &conn{
 		claims:     ident.claims,
 		expires:    ident.expires,
+		query:      s.clientQuery(r),
 		srv:        s,
 		id:         id,
 		hub:        hub,
@@ -166,6 +170,7 @@ func (c *conn) enqueueKick(frame []byte, at fsm.Cursor, kick bool) bool {
 		if overBytes {
 			kind, limit, unit = limitQueuedBytes, c.srv.cfg.MaxQueuedBytes, "bytes"
 		}
+		c.markEndLocked(endSlow) // stats.go
 		c.closing = true
 		c.queue, c.queuedBytes = nil, 0
 		c.closeMsg = c.proto.appendClose(nil, "Connection closed: too slow to receive, more than "+
@@ -447,6 +452,7 @@ func (c *conn) drain() {
 			}
 			wrote = true
 		}
+		c.srv.stats.wrote(c, taken, closing && !flush) // stats.go
 		recycleQueue(taken)
 		*bp = buf
 		if closing {

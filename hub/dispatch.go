@@ -27,6 +27,7 @@ const dispatchBatch = 1024
 // addressed to it at each position of the log.
 func (s *Server) dispatch(from fsm.Cursor) {
 	defer s.wg.Done()
+	s.dispatched(from) // stats.go: the dispatcher's lag counts from where it starts
 	pos := from
 	var frame []byte
 	for {
@@ -63,6 +64,7 @@ func (s *Server) dispatch(from fsm.Cursor) {
 			frame = s.deliver(&entries[i], epoch, frame[:0])
 		}
 		s.kickTouched()
+		s.stats.dispatchedBatch(entries) // stats.go
 		pos = entries[len(entries)-1].Cursor
 		s.dispatched(pos)
 	}
@@ -196,6 +198,7 @@ func (s *Server) deliverEntry(e *fsm.Entry, epoch string, scratch []byte) []byte
 			if old := h.conns[e.Conn]; old != nil {
 				// Its earlier transport on this node is done with.
 				s.unindex(h, old)
+				old.markEnd(endMoved) // stats.go
 				old.closeWith("Connection resumed on another transport.", false, false)
 			}
 		}

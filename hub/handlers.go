@@ -38,6 +38,18 @@ type Handlers struct {
 	// effects commit like a method's. An error refuses the connection: the
 	// client's start fails with the error's text (see Error).
 	OnConnected func(ctx *Context) error
+	// OnDisconnected runs once when a connection whose OnConnected
+	// succeeded ends for good (the client closed it, the server or the
+	// REST API did, it did not resume within DisconnectTimeout, or its node
+	// died and the leader reaped it), not when it merely drops and
+	// resumes. reason is "" when the client closed it, else why it ended.
+	// It runs on the cluster's leader, from the log (events.go), at least
+	// once: after a leader dies, the next may run it again for the same
+	// connection. Its context has the connection's id, hub and user (no
+	// claims: they stay on the node that accepted it) and its Clients and
+	// Groups, whose effects commit as one group; its Context ends when the
+	// node stops leading.
+	OnDisconnected func(ctx *Context, reason string)
 	// Methods are the hub methods clients invoke, by name; names are
 	// matched case-insensitively, as in ASP.NET Core. A method here
 	// replaces a built-in of the same name.

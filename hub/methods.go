@@ -137,6 +137,7 @@ func (c *conn) handleRecord(rec []byte, info recordInfo) {
 	if c.ctx.Err() != nil {
 		return
 	}
+	c.srv.stats.receivedFrom(c) // stats.go
 	if c.sr != nil && c.sr.clientSpoke() {
 		c.endHold()
 	}
@@ -221,6 +222,10 @@ func (c *conn) invokeParallel(m hubMessage) {
 func (c *conn) invoke(m hubMessage) {
 	if am, ok := c.appMethod(m.Target); ok {
 		c.invokeApp(m, am)
+		return
+	}
+	if c.upstreamMethod(m.Target) {
+		c.invokeUpstream(m) // upstream.go
 		return
 	}
 	reply := m.HasInvocationID

@@ -44,6 +44,10 @@ type Stream interface {
 	// GroupsAt returns a connection's groups right after a cursor, and its
 	// user (fsm.ErrUnknownConnection, fsm.ErrHistoryTooOld).
 	GroupsAt(hub, id string, c fsm.Cursor) ([]string, string, error)
+	// EventsDone is how far the leader has delivered the connection events
+	// the log carries (fsm.KindEventsDone; zero: never): a new leader's
+	// events runner resumes there (events.go).
+	EventsDone() fsm.Cursor
 }
 
 var _ Stream = (*fsm.Machine)(nil)
@@ -55,4 +59,13 @@ var _ Stream = (*fsm.Machine)(nil)
 // cmd/raftplane wires it. It may be called from many goroutines.
 type Readiness interface {
 	Ready(maxContact time.Duration) error
+}
+
+// Leadership says whether this node leads the cluster now. Only the leader
+// runs the connection events runner (events.go), so that each disconnected
+// event is delivered once per leadership, not once per node. It is polled,
+// so it must not block. *cluster.Node implements it; cmd/raftplane wires
+// it. It may be called from many goroutines.
+type Leadership interface {
+	IsLeader() bool
 }

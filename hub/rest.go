@@ -122,6 +122,7 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request, a fsm.Audience, ke
 	if !ok {
 		return
 	}
+	s.stats.restReceived.Add(1) // stats.go
 	hub := r.PathValue("hub")
 	cmd := publishCmd(hub, a, key, sb.Target, sb.Arguments, sb.Excluded)
 	if idem != "" {

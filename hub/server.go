@@ -53,6 +53,9 @@ type Server struct {
 
 	apps          map[string]*app // handlers.go: written by Handle before Start only
 	expiredTokens atomic.Uint64   // connections closed at their token's exp (authz.go)
+	up            *upstream       // upstream.go: nil without Config.Upstream
+	ev            events          // events.go: the connection events runner's state
+	stats         serverStats     // stats.go: the counters Stats reports
 }
 
 // New validates cfg and builds a server; it starts nothing.
@@ -87,7 +90,9 @@ func New(cfg Config, pub Publisher, stream Stream) (*Server, error) {
 		},
 	}
 	s.lim.init(cfg, lg)
+	s.pub = timedPublisher{Publisher: pub, st: &s.stats} // stats.go: every commit counted and timed
 	s.jwt = newJWTAuth(cfg, lg)
+	s.up = newUpstream(cfg)            // upstream.go
 	s.ws.CheckOrigin = s.originAllowed // cors.go: -allowed-origins
 	s.life, s.endLife = context.WithCancel(context.Background())
 	s.routes()
@@ -102,6 +107,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /readyz", s.handleReady) // ready.go
 	m.HandleFunc("GET /api/v1/status", s.api(s.handleStatus))
 	m.HandleFunc("GET /api/v1/cluster", s.api(s.handleCluster))
+	m.HandleFunc("GET /api/v1/snapshot", s.api(s.handleSnapshot)) // backup.go
 	m.HandleFunc("POST /api/v1/hubs/{hub}", s.api(s.handleSendAll))
 	m.HandleFunc("POST /api/v1/hubs/{hub}/groups/{group}", s.api(s.handleSendGroup))
 	m.HandleFunc("POST /api/v1/hubs/{hub}/users/{user}", s.api(s.handleSendUser))
@@ -135,7 +141,8 @@ func (s *Server) Start() {
 	go s.dispatch(from)
 	go s.reapStale()
 	go s.checkpointLoop()
-	s.startJWKS() // jwt.go
+	s.startJWKS()   // jwt.go
+	s.startEvents() // events.go: after every Handle
 }
 
 // reapStale closes, in the log, the connections the registry says this node
@@ -166,6 +173,7 @@ func (s *Server) reapStale() {
 			s.log.Warn("could not close a connection left by a previous run", "conn", ci.ID, "err", err)
 			return
 		}
+		s.stats.reaped() // stats.go
 		s.log.Info("closed a connection left by a previous run", "conn", ci.ID, "hub", ci.Hub)
 	}
 }
@@ -256,6 +264,9 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 			"digest":        strconv.FormatUint(p.Digest, 16),
 		},
 		"hub": s.hubStatus(), // limits.go
+	}
+	if st := s.UpstreamStats(); st.Enabled || st.Events.Leading || st.Events.Marks > 0 {
+		out["upstream"] = st // upstream.go, events.go
 	}
 	if s.cfg.Status != nil {
 		out["node"] = s.cfg.Status()

@@ -199,6 +199,9 @@ func (c *conn) statefulCommands(m hubMessage) ([]fsm.Command, string) {
 		if am, ok := c.appMethod(m.Target); ok {
 			return c.statefulApp(m, am)
 		}
+		if c.upstreamMethod(m.Target) {
+			return c.statefulUpstream(m) // upstream.go
+		}
 		cmd, err := c.buildInvocation(m)
 		if err != nil {
 			return nil, err.Error()
@@ -340,6 +343,7 @@ func (s *Server) statefulReconnect(w http.ResponseWriter, r *http.Request, tok c
 	s.evictLocal(tok.ID)
 	ci, ok := s.stream.Connection(hub, tok.ID)
 	if !ok {
+		s.stats.reattach(outcomeReset) // stats.go
 		writeError(w, http.StatusNotFound, "No Connection with that ID: it has closed")
 		return
 	}
@@ -348,16 +352,19 @@ func (s *Server) statefulReconnect(w http.ResponseWriter, r *http.Request, tok c
 		from, seq = ci.Opened, 0
 	}
 	if pos := s.stream.Position(); from.Less(pos.Floor) {
+		s.stats.reattach(outcomeReset) // stats.go
 		writeError(w, http.StatusNotFound, fmt.Sprintf("connection %s cannot be continued: what it missed is older than the message cache", tok.ID))
 		return
 	}
 	groups, owner, err := s.stream.GroupsAt(hub, tok.ID, from)
 	if err != nil || owner != tok.User {
+		s.stats.reattach(reattachOutcome(err)) // stats.go
 		writeError(w, http.StatusNotFound, fmt.Sprintf("connection %s cannot be continued: %v", tok.ID, err))
 		return
 	}
 	ws, ok := s.claimUpgrade(w, r, hub, tok.ID, true)
 	if !ok {
+		s.stats.reattach(outcomeRefused) // stats.go
 		return
 	}
 	c := s.newConn(r, tok.ID, hub, tok.User, &wsTransport{ws: ws, timeout: s.cfg.SendTimeout})
@@ -404,6 +411,7 @@ func (s *Server) serveReattached(c *conn, rd *wsReader) {
 
 	var first []byte
 	if err := rd.next(s.cfg.HandshakeTimeout, func(p []byte) { first = append(first, p...) }); err != nil {
+		s.stats.reattach(outcomeRefused) // stats.go
 		c.disarmCloseOnCancel()
 		_ = c.tr.close()
 		return
@@ -422,6 +430,7 @@ func (s *Server) serveReattached(c *conn, rd *wsReader) {
 	opened, err := s.open(c)
 	if err != nil || !c.disarmCloseOnCancel() || c.ctx.Err() != nil {
 		c.logger().Debug("stateful reconnect refused", "err", err)
+		s.stats.reattach(outcomeRefused) // stats.go
 		_ = c.tr.close()
 		s.release(c)
 		return
@@ -434,11 +443,13 @@ func (s *Server) serveReattached(c *conn, rd *wsReader) {
 	n, err := s.replay(c, c.resume, opened)
 	if err != nil {
 		c.logger().Warn("stateful reconnect replay failed", "err", err)
+		s.stats.reattach(outcomeRefused) // stats.go
 		_ = c.tr.write(p.appendClose(nil, "Reconnect failed: "+err.Error()+".", true))
 		_ = c.tr.close()
 		s.release(c)
 		return
 	}
 	c.logger().Debug("stateful reconnect", "from", c.resume.from, "sequence", c.sr.outSeq-uint64(n)+1, "replayed", n)
+	s.stats.reattach(outcomeResumed) // stats.go
 	s.run(c, rd, split, leftover)
 }

@@ -82,6 +82,7 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 	if raw := queryValue(r, "resume"); raw != "" {
 		var status int
 		if rr, status, err = s.prepareResume(r, hub, user, raw); err != nil {
+			s.stats.resume(outcomeRefused) // stats.go
 			writeError(w, status, err.Error())
 			return
 		}
@@ -286,6 +287,7 @@ func (s *Server) serve(c *conn, rd reader) {
 			return
 		}
 		c.logger().Info("resume refused", "reason", c.resume.reset)
+		s.stats.resume(outcomeReset) // stats.go
 		_ = c.tr.write(encodeHandshakeResponse(""))
 		_ = c.tr.write(c.proto.appendClose(nil, c.resume.reset, true))
 		_ = c.tr.close()
@@ -297,6 +299,7 @@ func (s *Server) serve(c *conn, rd reader) {
 	}
 	if hsErr != nil {
 		c.logger().Debug("handshake failed", "err", hsErr)
+		s.stats.resumeFailed(c) // stats.go
 		_ = c.tr.write(encodeHandshakeResponse(hsErr.Error()))
 		_ = c.tr.close()
 		return
@@ -316,12 +319,14 @@ func (s *Server) serve(c *conn, rd reader) {
 		n, err := s.replay(c, c.resume, opened)
 		if err != nil {
 			c.logger().Warn("resume replay failed", "err", err)
+			s.stats.resume(outcomeRefused) // stats.go
 			_ = c.tr.write(c.proto.appendClose(nil, "Resume failed: "+err.Error()+". Start a new connection.", true))
 			_ = c.tr.close()
 			s.release(c)
 			return
 		}
 		c.logger().Debug("resumed", "from", c.resume.from, "replayed", n, "live_after", opened)
+		s.stats.resume(outcomeResumed) // stats.go
 	}
 	c.logger().Debug("connected", "user", c.user)
 	s.run(c, rd, split, leftover)
@@ -334,6 +339,7 @@ func (s *Server) run(c *conn, rd reader, split splitter, leftover []pendingRecor
 		c.parallel = make(chan struct{}, n)
 	}
 	c.startWriter()
+	s.stats.connected(c) // stats.go
 
 	for _, l := range leftover {
 		c.handleRecord(l.rec, l.info)
@@ -342,6 +348,7 @@ func (s *Server) run(c *conn, rd reader, split splitter, leftover []pendingRecor
 		if err := splitErr(split); err != nil {
 			// MessagePack: after a bad length prefix the stream cannot be
 			// resynchronised. Say why and end the connection.
+			c.markEnd(endProtocolError) // stats.go
 			c.logger().Debug("closing: bad framing", "err", err)
 			c.goodbye.Store(true) // a broken client: nothing to resume
 			c.closeWith("Connection closed with an error: "+err.Error(), false, true)
@@ -359,6 +366,7 @@ func (s *Server) run(c *conn, rd reader, split splitter, leftover []pendingRecor
 			case errors.As(err, &ne) && ne.Timeout() && c.ctx.Err() == nil:
 				// Tell the client why, as ASP.NET Core does, and let it come back.
 				c.logger().Debug("client timeout", "after", s.cfg.ClientTimeout)
+				c.markEnd(endClientTimeout) // stats.go
 				c.closeWith(fmt.Sprintf("Connection closed: nothing received from the client for %s.", s.cfg.ClientTimeout), true, false)
 				select {
 				case <-c.writerDone:
@@ -379,6 +387,7 @@ func (s *Server) run(c *conn, rd reader, split splitter, leftover []pendingRecor
 	c.cancel()
 	c.invocations.Wait() // ended by the context: Publish returns
 	<-c.writerDone
+	s.stats.disconnected(c) // stats.go
 	s.release(c)
 }
 
@@ -483,9 +492,9 @@ func (s *Server) open(c *conn) (fsm.Cursor, error) {
 	}
 	c.armExpiry() // authz.go
 	if cmd.Kind == fsm.KindConnOpen {
-		if err := s.onConnected(c); err != nil {
+		if err := s.connected(c, cur); err != nil { // events.go: the upstream's connected, then OnConnected
 			c.goodbye.Store(true) // refused: closed at once, not kept for a resume
-			s.release(c)
+			s.releaseRefused(c, err)
 			return cur, err
 		}
 	}
