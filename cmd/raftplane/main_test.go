@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -15,8 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/raftplane/raftplane"
 	"github.com/raftplane/raftplane/client"
 	"github.com/raftplane/raftplane/fsm"
+	"github.com/raftplane/raftplane/internal/testnet"
 )
 
 // testWriter sends log lines to t.Log, so they show only when a test fails.
@@ -37,16 +38,14 @@ func (w *testWriter) Write(p []byte) (int, error) {
 
 func (w *testWriter) stop() { w.mu.Lock(); w.on = false; w.mu.Unlock() }
 
+// freePort returns a loopback port no other test of this process is given
+// (internal/testnet), for the listeners that must keep their port across a
+// restart; the others bind port 0.
 func freePort(t *testing.T) string { return freePortTB(t) }
 
 func freePortTB(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+	return strconv.Itoa(testnet.Port(t))
 }
 
 // node is one run() in this process.
@@ -253,17 +252,24 @@ func TestParseFlags_Environment(t *testing.T) {
 		name    string
 		env     map[string]string
 		args    []string
-		check   func(*options) bool
+		check   func(*raftplane.Config) bool
 		wantErr string
 	}{
-		{name: "defaults", check: func(o *options) bool {
-			return o.httpAddr == "127.0.0.1:5000" && o.raftAddr == "127.0.0.1:7000" && o.data == "raftplane-data" &&
-				o.hub.MaxMessageSize == 32<<10 && o.hub.KeepAliveInterval == 15*time.Second
+		{name: "defaults", check: func(c *raftplane.Config) bool {
+			return c.HTTPAddr == "127.0.0.1:5000" && c.RaftAddr == "127.0.0.1:7000" && c.DataDir == "raftplane-data" &&
+				c.Hub.MaxMessageSize == 32<<10 && c.Hub.KeepAliveInterval == 15*time.Second
 		}},
 		{name: "env sets a flag", env: map[string]string{"RAFTPLANE_HTTP": "127.0.0.1:6000", "RAFTPLANE_MAX_MESSAGE_SIZE": "1024"},
-			check: func(o *options) bool { return o.httpAddr == "127.0.0.1:6000" && o.hub.MaxMessageSize == 1024 }},
+			check: func(c *raftplane.Config) bool { return c.HTTPAddr == "127.0.0.1:6000" && c.Hub.MaxMessageSize == 1024 }},
 		{name: "command line wins", env: map[string]string{"RAFTPLANE_HTTP": "127.0.0.1:6000"}, args: []string{"-http", "127.0.0.1:6001"},
-			check: func(o *options) bool { return o.httpAddr == "127.0.0.1:6001" }},
+			check: func(c *raftplane.Config) bool { return c.HTTPAddr == "127.0.0.1:6001" }},
+		{name: "list flag", args: []string{"-join", "10.0.0.1:7946, 10.0.0.2:7946", "-transports", "sse,lp"},
+			check: func(c *raftplane.Config) bool {
+				return len(c.Join) == 2 && c.Join[1] == "10.0.0.2:7946" && c.Hub.DisableWebSockets && !c.Hub.DisableServerSentEvents && !c.Hub.DisableLongPolling
+			}},
+		{name: "stateful-reconnect takes a value", args: []string{"-stateful-reconnect", "false", "-insecure"},
+			check: func(c *raftplane.Config) bool { return c.Hub.DisableStatefulReconnect && c.Insecure }},
+		{name: "bad flag value", args: []string{"-voters", "three"}, wantErr: `"three" is not an integer`},
 		{name: "bad env value", env: map[string]string{"RAFTPLANE_KEEPALIVE": "soon"}, wantErr: "RAFTPLANE_KEEPALIVE"},
 		{name: "stray argument", args: []string{"serve"}, wantErr: "unexpected argument"},
 	}
@@ -282,16 +288,17 @@ func TestParseFlags_Environment(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !tc.check(o) {
-				t.Fatalf("unexpected options: %+v", o)
+			if !tc.check(&o.cfg) {
+				t.Fatalf("unexpected config: %+v", o.cfg)
 			}
 		})
 	}
 }
 
 func TestRun_InvalidConfigIsAClearError(t *testing.T) {
+	// Errors name the flag to fix, not a Go field.
 	err := run(context.Background(), []string{"-data", t.TempDir(), "-keepalive", "40s"}, io.Discard, nil)
-	if err == nil || !strings.Contains(err.Error(), "KeepAliveInterval (40s) must be less than ClientTimeout (30s)") {
+	if err == nil || !strings.Contains(err.Error(), "-keepalive: 40s must be less than -client-timeout (30s)") {
 		t.Fatalf("err = %v", err)
 	}
 	err = run(context.Background(), []string{"-data", t.TempDir(), "-http", "0.0.0.0:5000"}, io.Discard, nil)
@@ -299,11 +306,13 @@ func TestRun_InvalidConfigIsAClearError(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 	err = run(context.Background(), []string{"-data", t.TempDir(), "-voters", "2"}, io.Discard, nil)
-	if err == nil || !strings.Contains(err.Error(), "MaxVoters (2) must be odd") {
+	if err == nil || !strings.Contains(err.Error(), "-voters: 2 must be odd") {
 		t.Fatalf("err = %v", err)
 	}
-	err = run(context.Background(), []string{"-data", t.TempDir(), "-keepalive", "40s"}, io.Discard, nil)
-	if err == nil || !strings.Contains(err.Error(), "KeepAliveInterval (40s) must be less than ClientTimeout (30s)") {
+	// A value from the environment says so.
+	t.Setenv("RAFTPLANE_CACHE_ENTRIES", "0")
+	err = run(context.Background(), []string{"-data", t.TempDir()}, io.Discard, nil)
+	if err == nil || !strings.Contains(err.Error(), "-cache-entries: 0 must be at least 1 (set in RAFTPLANE_CACHE_ENTRIES)") {
 		t.Fatalf("err = %v", err)
 	}
 	err = run(context.Background(), []string{"-data", t.TempDir(), "-log-level", "loud"}, io.Discard, nil)

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/raftplane/raftplane"
 )
 
 // clusterMember is one row of GET /api/v1/cluster.
@@ -42,7 +44,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if err := secretFromFile(key, *keyFile, "-api-key-file"); err != nil {
+	if err := raftplane.SecretFromFile(key, *keyFile, "-api-key-file"); err != nil {
 		return err
 	}
 	client := http.DefaultClient

@@ -107,8 +107,8 @@ func TestParseFlags_ReadyMaxContact(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%q: %v", tt.args, err)
 		}
-		if o.hub.ReadyMaxContact != tt.want {
-			t.Errorf("%q: ReadyMaxContact %s, want %s", tt.args, o.hub.ReadyMaxContact, tt.want)
+		if o.cfg.Hub.ReadyMaxContact != tt.want {
+			t.Errorf("%q: ReadyMaxContact %s, want %s", tt.args, o.cfg.Hub.ReadyMaxContact, tt.want)
 		}
 	}
 }

@@ -1,15 +1,11 @@
-package main
+package raftplane
 
 import (
-	"crypto/tls"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"strings"
-
-	"github.com/raftplane/raftplane/certs"
 )
 
 // Secure by default (CockroachDB's rule): the ports that carry the log and
@@ -91,10 +87,11 @@ func readSecretFile(flagName, path string) (string, error) {
 	return s, nil
 }
 
-// secretFromFile fills *value from the file named by path when path is set;
-// setting both the value and its file is an error, since one would silently
-// win.
-func secretFromFile(value *string, path, flagName string) error {
+// SecretFromFile fills *value from the file named by path, as the
+// -*-key-file options do, when path is set: the file's content without
+// surrounding white space; an error naming flagName when the file is
+// missing or empty, or when *value is set too (one would silently win).
+func SecretFromFile(value *string, path, flagName string) error {
 	if path == "" {
 		return nil
 	}
@@ -108,44 +105,4 @@ func secretFromFile(value *string, path, flagName string) error {
 	}
 	*value = s
 	return nil
-}
-
-// loadSecrets reads the secrets given as files into their options.
-func (o *options) loadSecrets() error {
-	for _, f := range []struct {
-		value      *string
-		path, flag string
-	}{
-		{&o.jwtKey, o.jwtKeyFile, "-jwt-key-file"},
-		{&o.apiKey, o.apiKeyFile, "-api-key-file"},
-		{&o.gossipKey, o.gossipKeyFile, "-gossip-key-file"},
-	} {
-		if err := secretFromFile(f.value, f.path, f.flag); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// peerTLS builds the cluster port's mutual TLS from the -peer-* files, or
-// returns nils when none is set. The certificate and CA are re-read when
-// their files change, so they rotate without a restart.
-func peerTLS(o *options, lg *slog.Logger) (server, client *tls.Config, err error) {
-	set := 0
-	for _, f := range []string{o.peerCertFile, o.peerKeyFile, o.peerCAFile} {
-		if f != "" {
-			set++
-		}
-	}
-	if set == 0 {
-		return nil, nil, nil
-	}
-	if set != 3 {
-		return nil, nil, errors.New("-peer-cert-file, -peer-key-file and -peer-ca-file go together: set all three")
-	}
-	r, err := certs.NewReloader(certs.Files{Cert: o.peerCertFile, Key: o.peerKeyFile, CA: o.peerCAFile}, lg.With("component", "peer-tls"))
-	if err != nil {
-		return nil, nil, fmt.Errorf("peer TLS: %w", err)
-	}
-	return r.ServerConfig(), r.ClientConfig(), nil
 }

@@ -1,4 +1,4 @@
-package main
+package raftplane
 
 import (
 	"crypto/tls"
@@ -31,14 +31,11 @@ func clientTLS(certFile, keyFile, clientCAFile string, lg *slog.Logger) (*tls.Co
 // allow client authentication and chain to -client-ca-file, as the ones
 // `raftplane certs node` makes do). Both are nil when no file is set.
 func clientTLSConfigs(certFile, keyFile, clientCAFile, forwardCAFile string, lg *slog.Logger) (server, forward *tls.Config, err error) {
-	if certFile == "" && keyFile == "" {
-		if clientCAFile != "" || forwardCAFile != "" {
-			return nil, nil, errors.New("-client-ca-file and -forward-ca-file need -cert-file and -key-file")
-		}
-		return nil, nil, nil
+	if err := checkClientTLSFiles(certFile, keyFile, clientCAFile, forwardCAFile); err != nil {
+		return nil, nil, err
 	}
-	if certFile == "" || keyFile == "" {
-		return nil, nil, fmt.Errorf("-cert-file (%q) and -key-file (%q) go together", certFile, keyFile)
+	if certFile == "" {
+		return nil, nil, nil
 	}
 	r, err := certs.NewReloader(certs.Files{Cert: certFile, Key: keyFile, CA: clientCAFile}, lg.With("tls", "http"))
 	if err != nil {
@@ -65,4 +62,19 @@ func clientTLSConfigs(certFile, keyFile, clientCAFile, forwardCAFile string, lg 
 		forward.GetClientCertificate = r.ClientConfig().GetClientCertificate
 	}
 	return server, forward, nil
+}
+
+// checkClientTLSFiles checks which of the -http TLS files are set
+// together, without reading them.
+func checkClientTLSFiles(certFile, keyFile, clientCAFile, forwardCAFile string) error {
+	if certFile == "" && keyFile == "" {
+		if clientCAFile != "" || forwardCAFile != "" {
+			return &OptionError{Option: "client-ca-file", Err: errors.New("-client-ca-file and -forward-ca-file need -cert-file and -key-file")}
+		}
+		return nil
+	}
+	if certFile == "" || keyFile == "" {
+		return &OptionError{Option: "cert-file", Err: fmt.Errorf("-cert-file (%q) and -key-file (%q) go together", certFile, keyFile)}
+	}
+	return nil
 }
