@@ -2,7 +2,17 @@
 // the transport, bootstrap, the leader's duties, and the write side of the
 // stream. Publish turns a fsm.Command into a committed log entry (batching
 // concurrent commands into one entry) and returns the cursor it got once
-// the entry is applied on this node.
+// the entry is applied on this node; PublishGroup keeps several commands in
+// one entry (a hub method's effects). The leader also turns gossip members
+// into the Raft configuration (plan.go), raises the log format once every
+// server knows it (leader.go), and reaps the connections of nodes gone for
+// good.
+//
+// Operations: Stats is the node's Raft view for metrics; backup.go takes a
+// consistent copy of the state for GET /api/v1/snapshot and seeds a new
+// cluster from one; recover.go rewrites a stopped node's Raft
+// configuration when a majority of voters is lost for good (hashicorp/raft's
+// RecoverCluster).
 //
 // cluster imports fsm (the state machine it feeds) and, for membership,
 // gossip; it never imports hub.
