@@ -135,6 +135,9 @@ type Machine struct {
 
 	rejected atomic.Uint64 // malformed entries this process rejected
 	newest   atomic.Int64  // st.Newest as of the last apply or restore
+	// pins counts snapshots captured and not yet released: while any is,
+	// eviction does not clear the cache slots they read (snapshot.go).
+	pins atomic.Int32
 }
 
 // state is everything a snapshot carries; Restore swaps it whole.
@@ -204,6 +207,10 @@ const maxHistory = 512
 type dedupItem struct {
 	ID   string
 	Time int64
+	// At is the command's cursor (also in Dedup[ID]), so a snapshot reads
+	// it without the map. Snapshots written before it was added leave it
+	// zero; Restore reads the cursors from the snapshot's Dedup list.
+	At Cursor
 }
 
 func newState() *state {
@@ -344,7 +351,7 @@ func (st *state) dedup(c *Command, cur Cursor) (Result, bool) {
 			return Result{Cursor: cur, Err: ErrExpired}, true
 		}
 		st.Dedup[c.ID] = cur
-		st.DedupQ = append(st.DedupQ, dedupItem{ID: c.ID, Time: c.Time})
+		st.DedupQ = append(st.DedupQ, dedupItem{ID: c.ID, Time: c.Time, At: cur})
 	}
 	if !c.Origin.IsZero() {
 		if cs, ok := st.conn(c.Hub, c.Origin.Conn); ok {
@@ -590,8 +597,11 @@ func (m *Machine) evictLocked() {
 	if n > 0 {
 		// Clear the evicted slots so their commands are freed, then
 		// reslice: append drops the old array when it next grows, so the
-		// cache is not copied on every eviction.
-		clear(st.Entries[:n])
+		// cache is not copied on every eviction. Not while a snapshot is
+		// pinned: it reads these slots, in Persist, without the lock.
+		if m.pins.Load() == 0 {
+			clear(st.Entries[:n])
+		}
 		st.Entries = st.Entries[n:]
 	}
 	window := DedupWindow.Nanoseconds()

@@ -5,6 +5,7 @@ import (
 	"encoding/gob"
 	"fmt"
 	"io"
+	"sync/atomic"
 
 	"github.com/hashicorp/raft"
 )
@@ -71,23 +72,29 @@ type snapshotConn struct {
 	BaseGroups []string
 }
 
-type snapshot struct{ data snapshotData }
+// snapshot is a point-in-time view of the state: the registry copied, the
+// cache and the dedup queue captured as slices of arrays that applies do
+// not write in place while a snapshot is pinned (evictLocked), encoded in
+// Persist.
+type snapshot struct {
+	data     snapshotData
+	entries  []Entry
+	dedupQ   []dedupItem
+	m        *Machine
+	released atomic.Bool
+}
 
-// Snapshot captures the state under the lock; the encoding happens in
-// Persist, concurrently with further applies.
+// Snapshot captures the state under the read lock, cheaply: the cache (up
+// to CacheMaxEntries commands) and the dedup queue are captured, not
+// copied or encoded, so an Apply waiting for the lock waits for a copy of
+// the connection registry only (O(connections)); the encoding happens in
+// Persist, concurrently with further applies, as raft's FSMSnapshot
+// contract intends. Release unpins the captured arrays.
 func (m *Machine) Snapshot() (raft.FSMSnapshot, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	st := m.st
 	d := snapshotData{Epoch: st.Epoch, Secret: st.Secret, Applied: st.Applied, Last: st.Last, Floor: st.Floor, Newest: st.Newest, Digest: st.Digest, Format: st.Format, EventsDone: st.EventsDone}
-	d.Entries = make([]snapshotEntry, len(st.Entries))
-	for i := range st.Entries {
-		e := &st.Entries[i]
-		d.Entries[i] = snapshotEntry{Cursor: e.Cursor, Command: EncodeCommand(&e.Command), ErrCode: ErrorCode(e.Err), Groups: e.Groups}
-		if e.Kind == KindConnClose {
-			d.Entries[i].User = e.User
-		}
-	}
 	for hubName, h := range st.Hubs {
 		for id, cs := range h.Conns {
 			ci := ConnInfo{ID: id, Hub: hubName, User: cs.User, Node: cs.Node, Opened: cs.Opened,
@@ -99,15 +106,32 @@ func (m *Machine) Snapshot() (raft.FSMSnapshot, error) {
 				Base: cs.Base, BaseGroups: cs.BaseGroups})
 		}
 	}
-	d.DedupQ = append([]dedupItem(nil), st.DedupQ...)
-	d.Dedup = make([]Cursor, len(d.DedupQ))
-	for i, it := range d.DedupQ {
-		d.Dedup[i] = st.Dedup[it.ID]
+	m.pins.Add(1)
+	return &snapshot{data: d, entries: st.Entries, dedupQ: st.DedupQ, m: m}, nil
+}
+
+// fill encodes the captured cache and dedup queue into data.
+func (s *snapshot) fill() {
+	if s.data.Entries != nil || len(s.entries) == 0 && len(s.dedupQ) == 0 {
+		return
 	}
-	return &snapshot{data: d}, nil
+	s.data.Entries = make([]snapshotEntry, len(s.entries))
+	for i := range s.entries {
+		e := &s.entries[i]
+		s.data.Entries[i] = snapshotEntry{Cursor: e.Cursor, Command: EncodeCommand(&e.Command), ErrCode: ErrorCode(e.Err), Groups: e.Groups}
+		if e.Kind == KindConnClose {
+			s.data.Entries[i].User = e.User
+		}
+	}
+	s.data.DedupQ = s.dedupQ
+	s.data.Dedup = make([]Cursor, len(s.dedupQ))
+	for i, it := range s.dedupQ {
+		s.data.Dedup[i] = it.At
+	}
 }
 
 func (s *snapshot) Persist(sink raft.SnapshotSink) error {
+	s.fill()
 	w := bufio.NewWriter(sink)
 	err := w.WriteByte(snapshotVersion)
 	if err == nil {
@@ -123,7 +147,12 @@ func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 	return sink.Close()
 }
 
-func (s *snapshot) Release() {}
+// Release unpins the captured arrays (once, however often it is called).
+func (s *snapshot) Release() {
+	if s.released.CompareAndSwap(false, true) {
+		s.m.pins.Add(-1)
+	}
+}
 
 // Restore replaces the state with a snapshot's. It builds the new state
 // aside and swaps it in under the lock, then wakes every reader, because
@@ -198,6 +227,7 @@ func (m *Machine) Restore(rc io.ReadCloser) error {
 	st.DedupQ = d.DedupQ
 	for i, it := range d.DedupQ {
 		st.Dedup[it.ID] = d.Dedup[i]
+		st.DedupQ[i].At = d.Dedup[i] // zero in a snapshot of an older build
 	}
 	m.mu.Lock()
 	m.st = st

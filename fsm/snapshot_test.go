@@ -598,3 +598,37 @@ func TestMachine_Concurrent(t *testing.T) {
 		t.Fatalf("final restored copy differs:\n got %+v\nwant %+v", got.Pos, want.Pos)
 	}
 }
+
+// TestSnapshot_PointInTimeWhileApplying: a snapshot captured before more
+// applies (which evict the captured cache entries) persists the state as it
+// was at the capture, however late Persist runs.
+func TestSnapshot_PointInTimeWhileApplying(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.CacheMaxEntries = 50
+	a := newApplier(t, cfg)
+	a.apply1(open("h", "c1", "u"))
+	for i := range 60 {
+		a.apply1(withID(publish("h", AudienceAll, "", fmt.Sprintf("[%d]", i)), fmt.Sprintf("id-%d", i)))
+	}
+	want := snapshotBytes(t, a.m) // persisted at once
+	snap, err := a.m.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 200 { // evicts every entry the snapshot captured
+		a.apply1(withID(publish("h", AudienceAll, "", fmt.Sprintf("[%d]", 1000+i)), fmt.Sprintf("late-%d", i)))
+	}
+	a.apply1(join("h", "c1", "g"))
+	var sink memSink
+	if err := snap.Persist(&sink); err != nil {
+		t.Fatal(err)
+	}
+	snap.Release()
+	snap.Release() // twice is harmless
+	if !bytes.Equal(sink.buf.Bytes(), want) {
+		t.Fatal("a snapshot persisted after more applies differs from one persisted at its capture")
+	}
+	if a.m.pins.Load() != 0 {
+		t.Fatalf("pins = %d after release", a.m.pins.Load())
+	}
+}
