@@ -564,8 +564,13 @@ func parseUpstreamCompletion(p protocol, ans upstreamAnswer) (hubMessage, error)
 	}
 	rec := ans.body
 	if p.binary() {
+		// A length prefix is a VarInt, and the first bytes of an unframed
+		// message ([3, ...]: 0x95 0x03) read as one too (405): a body whose
+		// length matches its "prefix" is tried framed, then as it is.
 		if n, size, err := parseVarInt(rec); err == nil && size > 0 && size+n == len(rec) {
-			rec = rec[size:]
+			if done, err := completionRecord(p, rec[size:]); err == nil {
+				return done, nil
+			}
 		}
 	} else {
 		rec = bytes.TrimSpace(rec)
@@ -573,6 +578,11 @@ func parseUpstreamCompletion(p protocol, ans upstreamAnswer) (hubMessage, error)
 			rec = bytes.TrimSpace(rec[:i])
 		}
 	}
+	return completionRecord(p, rec)
+}
+
+// completionRecord parses one unframed record that must be a Completion.
+func completionRecord(p protocol, rec []byte) (hubMessage, error) {
 	done, err := parseRecord(p, rec)
 	if err != nil {
 		return done, err

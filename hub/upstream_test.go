@@ -537,6 +537,10 @@ func TestUpstream_Stateful(t *testing.T) {
 
 // TestUpstream_ParseCompletion: the answer forms that are read.
 func TestUpstream_ParseCompletion(t *testing.T) {
+	unframed407 := mpb([]any{3, omap{}, "1", 3, strings.Repeat("x", 398)})
+	if len(unframed407) != 407 || unframed407[0] != 0x95 || unframed407[1] != 0x03 {
+		t.Fatalf("the ambiguous Completion is %d bytes, % x...", len(unframed407), unframed407[:2])
+	}
 	for _, tc := range []struct {
 		name   string
 		p      protocol
@@ -550,6 +554,10 @@ func TestUpstream_ParseCompletion(t *testing.T) {
 		{"json bare with spaces", jsonProtocol{}, "text/plain", []byte(" {\"type\":3,\"invocationId\":\"1\",\"error\":\"e\"}\n"), "", "e", false},
 		{"msgpack by content type", jsonProtocol{}, "application/x-msgpack", framed(mpb([]any{3, omap{}, "1", 3, "r"})), `"r"`, "", false},
 		{"json by content type", msgpackProtocol{}, "application/json; charset=utf-8", []byte(`{"type":3,"invocationId":"1","result":true}`), "true", "", false},
+		// 0x95 0x03 also reads as the length prefix 405: an unframed Completion
+		// of 407 bytes looks framed, and is read unframed all the same.
+		{"msgpack unframed, 407 bytes", msgpackProtocol{}, "", unframed407, `"` + strings.Repeat("x", 398) + `"`, "", false},
+		{"msgpack framed, 407 bytes", msgpackProtocol{}, "", framed(unframed407), `"` + strings.Repeat("x", 398) + `"`, "", false},
 		{"an invocation", jsonProtocol{}, "", []byte(`{"type":1,"target":"x","arguments":[]}`), "", "", true},
 		{"not a message", jsonProtocol{}, "", []byte(`hello`), "", "", true},
 	} {
