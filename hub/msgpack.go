@@ -4,8 +4,9 @@
 // client->server messages into the protocol-agnostic hubMessage, encoding of
 // server->client messages (msgpackProtocol implements the protocol seam), and
 // the conversion of arguments between MessagePack and the JSON the log keeps.
-// Like protocol.go it is pure code: no I/O, no goroutines, no locks. See
-// /work/shared/PROTOCOL.md sections 3.1-3.3 for the wire facts.
+// Like protocol.go it is pure code: no I/O, no goroutines, no locks. The
+// wire facts are ASP.NET Core's HubProtocol.md (the MessagePack encoding)
+// in github.com/dotnet/aspnetcore, src/SignalR/docs/specs.
 //
 // The few hooks the connection code uses (splitter, newSplitter, splitErr,
 // canBinary, setBinaryFrames, protocolByName, parseRecord,
@@ -911,7 +912,7 @@ const (
 // arguments, a StreamItem's item and a Completion's result are converted to
 // JSON (rules above), so the rest of the server is protocol-agnostic.
 //
-// Layouts (PROTOCOL.md 3.3): Invocation [1, headers, id|nil, target, args]
+// Layouts (HubProtocol.md, MessagePack encoding): Invocation [1, headers, id|nil, target, args, streamIds]
 // with an optional 6th element streamIds (the JS client sends 5);
 // StreamItem [2, headers, id, item]; Completion [3, headers, id, kind,
 // result?] with kind 1 error (a string), 2 void, 3 value; StreamInvocation
@@ -1170,7 +1171,7 @@ func endFrame(m *mpWriter, start int) {
 	m.w.b = m.w.b[:len(m.w.b)-(maxVarIntLen-len(p))]
 }
 
-// appendInvocation writes [1, {"cursor": cursor}, nil, target, args] (headers
+// appendInvocation writes [1, {"cursor": cursor}, nil, target, args, []] (headers
 // {} when cursor is ""). args is the JSON array from the log, converted to
 // MessagePack. The log only holds JSON that was validated when it was
 // published, so the conversion cannot fail in practice; if it did, the
@@ -1178,7 +1179,9 @@ func endFrame(m *mpWriter, start int) {
 func (msgpackProtocol) appendInvocation(dst []byte, target string, args json.RawMessage, cursor string) []byte {
 	m := newMPWriter(dst)
 	start := beginFrame(m)
-	m.w.b = append(m.w.b, 0x95, typeInvocation)
+	// Six elements, as ASP.NET Core writes them: the last, streamIds, is
+	// empty (signalrcore reads it and drops a frame of five).
+	m.w.b = append(m.w.b, 0x96, typeInvocation)
 	if cursor == "" {
 		m.w.b = append(m.w.b, 0x80)
 	} else {
@@ -1192,6 +1195,7 @@ func (msgpackProtocol) appendInvocation(dst []byte, target string, args json.Raw
 	if len(args) == 0 || m.appendJSONAsMsgpack(args) != nil || !mpIsArray(m.w.b[at]) {
 		m.w.b = append(m.w.b[:at], 0x90)
 	}
+	m.w.b = append(m.w.b, 0x90) // streamIds
 	endFrame(m, start)
 	return m.done()
 }

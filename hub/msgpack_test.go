@@ -552,15 +552,15 @@ func TestMsgpackEncoders(t *testing.T) {
 	}{
 		{"ping", p.appendPing(nil), hx("02 91 06")},
 		{"invocation without cursor", p.appendInvocation(nil, "Add", json.RawMessage(`[40,2]`), ""),
-			hx("0b 95 01 80 c0 a3 41 64 64 92 28 02")},
+			hx("0c 96 01 80 c0 a3 41 64 64 92 28 02 90")},
 		{"invocation with cursor", p.appendInvocation(nil, "say", json.RawMessage(`["hi"]`), "ep:1:0"),
-			framed(mpb([]any{1, omap{{"cursor", "ep:1:0"}}, nil, "say", []any{"hi"}}))},
+			framed(mpb([]any{1, omap{{"cursor", "ep:1:0"}}, nil, "say", []any{"hi"}, []any{}}))},
 		{"invocation with empty args", p.appendInvocation(nil, "t", nil, "c"),
-			framed(mpb([]any{1, omap{{"cursor", "c"}}, nil, "t", []any{}}))},
+			framed(mpb([]any{1, omap{{"cursor", "c"}}, nil, "t", []any{}, []any{}}))},
 		{"invocation with invalid args", p.appendInvocation(nil, "t", json.RawMessage(`[1,`), "c"),
-			framed(mpb([]any{1, omap{{"cursor", "c"}}, nil, "t", []any{}}))},
+			framed(mpb([]any{1, omap{{"cursor", "c"}}, nil, "t", []any{}, []any{}}))},
 		{"invocation with non-array args", p.appendInvocation(nil, "t", json.RawMessage(`{"a":1}`), "c"),
-			framed(mpb([]any{1, omap{{"cursor", "c"}}, nil, "t", []any{}}))},
+			framed(mpb([]any{1, omap{{"cursor", "c"}}, nil, "t", []any{}, []any{}}))},
 		{"completion value", p.appendCompletion(nil, "0", json.RawMessage(`42`), ""), hx("07 95 03 80 a1 30 03 2a")},
 		{"completion string", p.appendCompletion(nil, "0", json.RawMessage(`"ep:5:0"`), ""),
 			framed(mpb([]any{3, omap{}, "0", 3, "ep:5:0"}))},
@@ -584,7 +584,7 @@ func TestMsgpackEncoders(t *testing.T) {
 		dst = p.appendPing(dst)
 		dst = p.appendInvocation(dst, "Add", json.RawMessage(`[40,2]`), "")
 		dst = p.appendClose(dst, "", false)
-		want := append([]byte("prefix"), hx("02 91 06 0b 95 01 80 c0 a3 41 64 64 92 28 02 04 93 07 c0 c2")...)
+		want := append([]byte("prefix"), hx("02 91 06 0c 96 01 80 c0 a3 41 64 64 92 28 02 90 04 93 07 c0 c2")...)
 		if !bytes.Equal(dst, want) {
 			t.Fatalf("% x\nwant % x", dst, want)
 		}
@@ -594,7 +594,7 @@ func TestMsgpackEncoders(t *testing.T) {
 		for _, n := range []int{100, 200, 20000, 70000} {
 			target := strings.Repeat("T", n)
 			got := p.appendInvocation([]byte{0xEE}, target, json.RawMessage(`[1]`), "c")
-			want := append([]byte{0xEE}, framed(mpb([]any{1, omap{{"cursor", "c"}}, nil, target, []any{1}}))...)
+			want := append([]byte{0xEE}, framed(mpb([]any{1, omap{{"cursor", "c"}}, nil, target, []any{1}, []any{}}))...)
 			if !bytes.Equal(got, want) {
 				t.Fatalf("target of %d bytes: got %d bytes % x..., want %d bytes % x...", n, len(got), got[:12], len(want), want[:12])
 			}
@@ -965,7 +965,7 @@ func TestDeliver_EncodesOncePerProtocol(t *testing.T) {
 		c.mu.Unlock()
 	}
 	wantJSON := invocationRaw("say", args, cur) + "\x1e"
-	wantMP := framed(mpb([]any{1, omap{{"cursor", cur}}, nil, "say", []any{"hi", omap{{"b", 2}, {"a", 1}}}}))
+	wantMP := framed(mpb([]any{1, omap{{"cursor", cur}}, nil, "say", []any{"hi", omap{{"b", 2}, {"a", 1}}}, []any{}}))
 	if string(frames[0]) != wantJSON || string(frames[2]) != wantJSON {
 		t.Errorf("JSON frames %q %q, want %q", frames[0], frames[2], wantJSON)
 	}
@@ -1230,8 +1230,8 @@ func invocationParts(t testing.TB, body []byte) (headers map[string]string, id a
 	t.Helper()
 	d := msgpack.NewDecoder(bytes.NewReader(body))
 	n, err := d.DecodeArrayLen()
-	if err != nil || n != 5 {
-		t.Fatalf("invocation % x: %d elements (%v), want 5", body, n, err)
+	if err != nil || n != 6 {
+		t.Fatalf("invocation % x: %d elements (%v), want 6 (streamIds last, as ASP.NET Core writes)", body, n, err)
 	}
 	if typ, _ := d.DecodeInt(); typ != typeInvocation {
 		t.Fatalf("type %d", typ)
