@@ -30,9 +30,9 @@ import (
 // RaftAdvertise, Bootstrap (true without Join), Members, Logger, ServerTLS
 // and ClientTLS; Hub.NodeID, APIKey, JWTKey, TokenSecret (from Secret; the
 // cluster secret replicated in the log when neither is set), JWTPublicKeys
-// (from JWTPublicKeyFile), ForwardTLS (with CertFile), DisconnectTimeout
-// (always Cluster.DisconnectTimeout), Logger, Status, Readiness,
-// NodeHTTPAddr and Cluster; FSM.Logger.
+// (from JWTPublicKeyFile), ForwardTLS (with CertFile), Logger, and the
+// ports: Cluster, Readiness, Snapshot, Leadership, Liveness and Peers;
+// FSM.Logger.
 type Config struct {
 	// DataDir holds the Raft log and snapshots, the node id and the gossip
 	// addresses of the peers seen last (a restart without Join finds its
@@ -391,7 +391,6 @@ func (c Config) derive(nodeID string, secret func() []byte) (parts, []error) {
 
 	h := c.Hub
 	h.NodeID = nodeID
-	h.DisconnectTimeout = c.Cluster.DisconnectTimeout
 	if c.APIKey != "" {
 		h.APIKey = c.APIKey
 	}
@@ -417,7 +416,9 @@ func (c Config) derive(nodeID string, secret func() []byte) (parts, []error) {
 
 	g := gossip.DefaultConfig()
 	g.BindAddr, g.AdvertiseAddr = c.GossipAddr, gossipAdv
-	g.Meta = gossip.Meta{ID: nodeID, RaftAddr: p.raftAdv, HTTPAddr: p.httpAdv, Version: 1}
+	g.Meta = gossip.Meta{ID: nodeID, RaftAddr: p.raftAdv, HTTPAddr: p.httpAdv, Version: 1,
+		// From the first message: a leader holds out a member that says less.
+		LogFormat: fsm.LogFormat}
 	g.Label = "raftplane"
 	if c.GossipKey != "" {
 		g.SecretKey, _ = decodeGossipKey(c.GossipKey) // checked by validateSecrets

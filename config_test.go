@@ -41,8 +41,8 @@ func TestValidate_NamesTheOption(t *testing.T) {
 		{"hub: field with a colon", func(c *Config) { c.Hub.ClientMethods = []string{"Nope"} },
 			"client-methods", `-client-methods: "Nope" is not a built-in method`},
 		{"fsm", func(c *Config) { c.FSM.CacheMaxEntries = 0 }, "cache-entries", "-cache-entries: 0 must be at least 1"},
-		{"copied from the cluster", func(c *Config) { c.Cluster.DisconnectTimeout = 10 * time.Millisecond },
-			"disconnect-timeout", "-disconnect-timeout: 10ms must be"},
+		{"hub: one field", func(c *Config) { c.Hub.DisconnectTimeout = 0 },
+			"disconnect-timeout", "-disconnect-timeout: 0s must be positive"},
 		{"gossip", func(c *Config) { c.GossipAddr = "localhost:7946" }, "gossip", `-gossip: "localhost:7946" is not ip:port`},
 		{"log level", func(c *Config) { c.LogLevel = "loud" }, "log-level", `-log-level: "loud": want debug, info, warn or error`},
 		{"log format", func(c *Config) { c.LogFormat = "xml" }, "log-format", `-log-format: "xml": want text or json`},
@@ -151,7 +151,7 @@ func TestOptions_Table(t *testing.T) {
 	// Fields no option sets: New sets them from the node-level fields, or
 	// they are tuning kept out of the flags.
 	setByNew := map[string]bool{
-		"Hub.NodeID": true, "Hub.JWTPublicKeys": true, "Hub.DisconnectTimeout": true,
+		"Hub.NodeID": true, "Hub.JWTPublicKeys": true,
 		"Cluster.NodeID": true, "Cluster.DataDir": true, "Cluster.RaftBind": true, "Cluster.RaftAdvertise": true,
 		"Cluster.Bootstrap": true,
 		// Tuning kept out of the flags: their defaults are what the

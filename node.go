@@ -5,8 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"github.com/raftplane/raftplane/dashboard"
-	"github.com/raftplane/raftplane/metrics"
 	"log/slog"
 	"net"
 	"net/http"
@@ -18,9 +16,12 @@ import (
 
 	"github.com/raftplane/raftplane/certs"
 	"github.com/raftplane/raftplane/cluster"
+	"github.com/raftplane/raftplane/dashboard"
 	"github.com/raftplane/raftplane/fsm"
 	"github.com/raftplane/raftplane/gossip"
 	"github.com/raftplane/raftplane/hub"
+	"github.com/raftplane/raftplane/metrics"
+	"github.com/raftplane/raftplane/status"
 )
 
 // ErrClosed is returned by Start on a node that was closed.
@@ -56,6 +57,8 @@ type Node struct {
 	gossipUp  bool
 	peersStop chan struct{}
 	peersDone chan struct{}
+	lateStop  chan struct{} // ends checkLateJoin
+	lateDone  chan struct{}
 	stopDebug func()
 
 	mu      sync.Mutex
@@ -122,8 +125,24 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 
-	hc := p.hub
-	hc.Logger = lg.With("component", "hub")
+	forwardTLS, err := n.newHub(p.hub)
+	if err != nil {
+		return nil, err
+	}
+	n.handler = http.NewServeMux()
+	n.handler.Handle("/", n.srv)
+	if err := n.newOps(forwardTLS); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// newHub builds the hub server (n.srv) from its derived config: the JWT
+// public keys read, the HTTP TLS (n.httpTLS) and the TLS of forwards to
+// other nodes, which it returns, and its views of the node (wireHub).
+func (n *Node) newHub(hc hub.Config) (forwardTLS *tls.Config, err error) {
+	cfg := n.cfg
+	hc.Logger = n.log.With("component", "hub")
 	if cfg.JWTPublicKeyFile != "" {
 		pem, err := os.ReadFile(cfg.JWTPublicKeyFile)
 		if err != nil {
@@ -133,8 +152,7 @@ func New(cfg Config) (*Node, error) {
 			return nil, &OptionError{Option: "jwt-public-key-file", Err: fmt.Errorf("%s: %w", cfg.JWTPublicKeyFile, err)}
 		}
 	}
-	var forwardTLS *tls.Config
-	if n.httpTLS, forwardTLS, err = clientTLSConfigs(cfg.CertFile, cfg.KeyFile, cfg.ClientCAFile, cfg.ForwardCAFile, lg); err != nil {
+	if n.httpTLS, forwardTLS, err = clientTLSConfigs(cfg.CertFile, cfg.KeyFile, cfg.ClientCAFile, cfg.ForwardCAFile, n.log); err != nil {
 		return nil, err
 	}
 	if forwardTLS != nil {
@@ -144,28 +162,29 @@ func New(cfg Config) (*Node, error) {
 	if n.srv, err = hub.New(hc, n.raft, n.machine); err != nil {
 		return nil, err
 	}
-	n.handler = http.NewServeMux()
-	n.handler.Handle("/", n.srv)
+	return forwardTLS, nil
+}
 
-	// GET /metrics (metrics package): behind the API key unless
-	// -metrics-public.
-	mc := cfg.Metrics
-	mc.Hub, mc.Cluster, mc.Logger = n.srv, clusterView{n}, lg.With("component", "metrics")
+// newOps builds what operators read, on n.handler: GET /metrics (metrics
+// package; behind the API key unless MetricsPublic) and the live dashboard
+// (its page is public, since it holds no data; its JSON needs the API key;
+// it fetches the other members' reports over their HTTP address, with TLS
+// as the hub forwards to them).
+func (n *Node) newOps(forwardTLS *tls.Config) error {
+	mc := n.cfg.Metrics
+	mc.Hub, mc.Cluster, mc.Logger = n.srv, clusterView{n}, n.log.With("component", "metrics")
 	m, err := metrics.New(mc)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	var mh http.Handler = m.Handler()
-	if !cfg.MetricsPublic {
+	if !n.cfg.MetricsPublic {
 		mh = n.srv.RequireAPIKey(mh)
 	}
 	n.handler.Handle("GET /metrics", mh)
 
-	// The live dashboard: the page is public (it holds no data), its JSON
-	// needs the API key; it fetches the other members' reports over their
-	// HTTP address, with TLS as the hub forwards to them.
 	dc := dashboard.DefaultConfig()
-	dc.Hub, dc.Cluster, dc.Protect, dc.Logger = n.srv, clusterView{n}, n.srv.RequireAPIKey, lg.With("component", "dashboard")
+	dc.Hub, dc.Cluster, dc.Protect, dc.Logger = n.srv, clusterView{n}, n.srv.RequireAPIKey, n.log.With("component", "dashboard")
 	if n.httpTLS != nil {
 		dc.PeerScheme = "https"
 		dc.PeerClient = &http.Client{
@@ -174,16 +193,26 @@ func New(cfg Config) (*Node, error) {
 		}
 	}
 	if n.dash, err = dashboard.New(dc); err != nil {
-		return nil, err
+		return err
 	}
 	n.handler.Handle("/dashboard", n.dash.Handler())
 	n.handler.Handle("/dashboard/", n.dash.Handler())
-	return n, nil
+	return nil
 }
 
-// clusterView is the Raft side the metrics and the dashboard read: empty
-// until Raft is open (an embedder may serve Handler before Start).
+// clusterView is the Raft side the hub, the metrics and the dashboard
+// read: empty until Raft is open (an embedder may serve Handler before
+// Start).
 type clusterView struct{ n *Node }
+
+var (
+	_ hub.ClusterView = clusterView{}
+	_ hub.ClusterView = (*cluster.Node)(nil)
+	_ hub.Readiness   = (*cluster.Node)(nil)
+	_ hub.Leadership  = (*cluster.Node)(nil)
+	_ hub.Liveness    = (*cluster.Node)(nil)
+	_ hub.Publisher   = (*cluster.Node)(nil)
+)
 
 func (c clusterView) Stats() cluster.Stats {
 	if !c.n.opened.Load() {
@@ -192,7 +221,10 @@ func (c clusterView) Stats() cluster.Stats {
 	return c.n.raft.Stats()
 }
 
-func (c clusterView) ClusterStatus(ctx context.Context) []cluster.MemberStatus {
+// Status is the node's Raft view (Node.Status).
+func (c clusterView) Status() status.Node { return c.n.Status() }
+
+func (c clusterView) ClusterStatus(ctx context.Context) []status.Member {
 	if !c.n.opened.Load() {
 		return nil
 	}
@@ -239,25 +271,31 @@ func peerTLS(c Config, lg *slog.Logger) (server, client *tls.Config, err error) 
 // the Node, not straight to cluster, so that they answer sensibly before
 // Start: an embedder may serve Handler before the node opens.
 func (n *Node) wireHub(hc *hub.Config) {
-	hc.Status = func() any { return n.Status() }
-	hc.Readiness = readiness{n} // GET /readyz
-	hc.Snapshot = n.backup      // GET /api/v1/snapshot (backup.go)
-	hc.Leadership = leadership{n}
-	hc.Cluster = func(ctx context.Context) any {
-		if !n.opened.Load() {
-			return []cluster.MemberStatus{}
-		}
-		return n.raft.ClusterStatus(ctx)
-	}
-	hc.NodeHTTPAddr = func(id string) (string, bool) {
-		for _, m := range n.agent.Members() {
-			if m.ID == id && m.State == gossip.StateAlive && m.HTTPAddr != "" {
-				return m.HTTPAddr, true
-			}
-		}
-		return "", false
-	}
+	hc.Cluster = clusterView{n}   // GET /api/v1/status "node", GET /api/v1/cluster
+	hc.Readiness = readiness{n}   // GET /readyz
+	hc.Snapshot = n.backup        // GET /api/v1/snapshot (backup.go)
+	hc.Leadership = leadership{n} // connection events, reaping
+	hc.Liveness = liveness{n}     // reaping a gone node's connections
+	hc.Peers = peers{n}           // forwarding SSE and long polling
 }
+
+// peers is the hub's Peers port, read from gossip.
+type peers struct{ n *Node }
+
+func (p peers) HTTPAddr(id string) (string, bool) {
+	for _, m := range p.n.agent.Members() {
+		if m.ID == id && m.State == gossip.StateAlive && m.HTTPAddr != "" {
+			return m.HTTPAddr, true
+		}
+	}
+	return "", false
+}
+
+// liveness is the hub's Liveness port: before Start, every node counts as
+// alive (nothing is reaped; the hub reaps only while this node leads).
+type liveness struct{ n *Node }
+
+func (l liveness) Alive(id string) bool { return !l.n.opened.Load() || l.n.raft.Alive(id) }
 
 // readiness is the hub's Readiness port: not ready before Start.
 type readiness struct{ n *Node }
@@ -307,12 +345,31 @@ func (n *Node) Start(ctx context.Context) error {
 		if cerr := n.Close(context.Background()); cerr != nil {
 			n.log.Warn("closing after a failed start", "err", cerr)
 		}
+		if n.opened.Load() && !n.gossipUp {
+			// A first start that failed before any other node could see
+			// this one leaves nothing behind: a bootstrap left in the data
+			// folder would be a cluster of its own at the next start
+			// (issue 15, the split-off node). A restart keeps its data
+			// (cluster.ErrNotFresh).
+			if derr := n.raft.DiscardFresh(); derr != nil && !errors.Is(derr, cluster.ErrNotFresh) {
+				n.log.Warn("removing what the failed first start wrote", "err", derr)
+			}
+		}
 		return err
 	}
 	return nil
 }
 
 func (n *Node) start(ctx context.Context) error {
+	if n.cfg.DebugAddr != "" {
+		// Every listener is bound before Raft opens (and may bootstrap),
+		// so a taken port fails before anything is written.
+		_, stop, err := serveDebug(n.cfg.DebugAddr, n.log)
+		if err != nil {
+			return &OptionError{Option: "debug-http", Err: err}
+		}
+		n.stopDebug = stop
+	}
 	if n.cfg.HTTPAddr != "" {
 		// Bound before anything else, so that a taken port fails at once.
 		ln, err := net.Listen("tcp", n.cfg.HTTPAddr)
@@ -361,15 +418,10 @@ func (n *Node) start(ctx context.Context) error {
 	if err := n.waitReady(ctx); err != nil {
 		return err
 	}
-	n.srv.Start()
-	n.dash.Start()
-	if n.cfg.DebugAddr != "" {
-		_, stop, err := serveDebug(n.cfg.DebugAddr, n.log)
-		if err != nil {
-			return &OptionError{Option: "debug-http", Err: err}
-		}
-		n.stopDebug = stop
+	if err := n.srv.Start(); err != nil {
+		return err
 	}
+	n.dash.Start()
 	if n.ln != nil {
 		n.hs = &http.Server{
 			Handler:           n.handler,
@@ -406,9 +458,30 @@ func (n *Node) join(ctx context.Context) error {
 		return n.raft.CheckPeers(n.agent.Members())
 	case <-wait.C:
 		n.log.Warn("no seed answered yet; still trying in the background", "seeds", seeds)
+		n.lateStop, n.lateDone = make(chan struct{}), make(chan struct{})
+		go n.checkLateJoin(n.lateStop, n.lateDone)
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// checkLateJoin makes the check join makes at Start for a join that
+// succeeds only later: a node whose data belongs to another cluster than
+// its seeds' stops (Done, Err) with the error naming both cluster ids,
+// rather than serve beside them as a cluster of its own. Only the joining
+// node checks, once, against what its seeds told it: the others see a
+// foreign member and refuse it, never stop.
+func (n *Node) checkLateJoin(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	select {
+	case <-stop:
+		return
+	case <-n.agent.Joined():
+	}
+	if err := n.raft.CheckPeers(n.agent.Members()); err != nil {
+		n.log.Error("stopping: joined a cluster this node's data does not belong to", "err", err)
+		n.stopped(err)
 	}
 }
 
@@ -518,6 +591,10 @@ func (n *Node) shutdown(ctx context.Context) error {
 		close(n.peersStop)
 		<-n.peersDone
 	}
+	if n.lateStop != nil {
+		close(n.lateStop)
+		<-n.lateDone
+	}
 	if n.gossipUp {
 		if err := n.agent.Leave(n.cfg.GossipLeaveTimeout); err != nil {
 			n.log.Warn("leaving gossip", "err", err)
@@ -575,9 +652,9 @@ func (n *Node) ClusterID() string { return n.machine.Epoch() }
 
 // Status returns this node's Raft view (state, term, leader, indexes).
 // Before Start, State is "NotStarted".
-func (n *Node) Status() cluster.Status {
+func (n *Node) Status() status.Node {
 	if !n.opened.Load() {
-		return cluster.Status{NodeID: n.cfg.NodeID, State: "NotStarted"}
+		return status.Node{NodeID: n.cfg.NodeID, State: "NotStarted"}
 	}
 	return n.raft.Status()
 }

@@ -158,7 +158,7 @@ func Options() []Option {
 			"how long a command waits for a leader before failing"),
 		opt("reap-after", GroupCluster, "Cluster.ReapAfter", dur(func(c *Config) *time.Duration { return &c.Cluster.ReapAfter }),
 			"remove a node that gossip has seen dead for this long"),
-		opt("disconnect-timeout", GroupCluster, "Cluster.DisconnectTimeout,Hub.DisconnectTimeout", dur(func(c *Config) *time.Duration { return &c.Cluster.DisconnectTimeout }),
+		opt("disconnect-timeout", GroupCluster, "Hub.DisconnectTimeout", dur(func(c *Config) *time.Duration { return &c.Hub.DisconnectTimeout }),
 			"how long a dropped connection stays registered so its client can resume it on any node (also: how long the connections of a gone node stay)"),
 		opt("no-sync", GroupCluster, "Cluster.NoSync", flag(func(c *Config) *bool { return &c.Cluster.NoSync }),
 			"do not fsync the Raft log (unsafe; benchmarks only)"),

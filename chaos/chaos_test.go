@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/raftplane/raftplane/chaos/history"
 	"github.com/raftplane/raftplane/chaos/nemesis"
 	"github.com/raftplane/raftplane/chaos/sandbox"
 )
@@ -215,23 +216,29 @@ func TestChaosScenarios(t *testing.T) {
 		t.Skip("chaos runs are skipped with -short")
 	}
 	scenarios := []struct {
-		name string
-		kind string
-		dur  time.Duration
+		name   string
+		kind   string
+		dur    time.Duration
+		offset time.Duration
+		// check, if set, asserts more on the run's history.
+		check func(t *testing.T, dir string, h history.History, out Outcome)
 	}{
-		{"leader isolated while publishing", nemesis.PartitionLeader, 6 * time.Second},
-		{"leader paused past the election timeout", nemesis.PauseLeader, 4 * time.Second},
-		{"leader killed and restarted", nemesis.KillLeader, 3 * time.Second},
-		{"majority killed: no quorum, then recovery", nemesis.KillMajority, 4 * time.Second},
-		{"follower wiped and rejoined as a new member", nemesis.Wipe, 0},
-		{"follower catches up from a snapshot", nemesis.SnapshotLag, 8 * time.Second},
-		{"gossip cut, Raft flowing", nemesis.GossipCut, 6 * time.Second},
+		{"leader isolated while publishing", nemesis.PartitionLeader, 6 * time.Second, 0, nil},
+		{"leader paused past the election timeout", nemesis.PauseLeader, 4 * time.Second, 0, nil},
+		{"leader killed and restarted", nemesis.KillLeader, 3 * time.Second, 0, nil},
+		{"majority killed: no quorum, then recovery", nemesis.KillMajority, 4 * time.Second, 0, nil},
+		{"follower wiped and rejoined as a new member", nemesis.Wipe, 0, 0, nil},
+		{"follower catches up from a snapshot", nemesis.SnapshotLag, 8 * time.Second, 0, nil},
+		{"gossip cut, Raft flowing", nemesis.GossipCut, 6 * time.Second, 0, nil},
+		{"leader an hour ahead killed: the next leader commits at once", nemesis.ClockSkew, 8 * time.Second, time.Hour, checkClockFailover},
+		{"leader's clock an hour forward, then an hour behind", nemesis.ClockJump, 8 * time.Second, time.Hour, noExpired},
+		{"every clock set off by up to an hour", nemesis.ClockScramble, 6 * time.Second, time.Hour, noExpired},
 	}
 	for _, sc := range scenarios {
 		t.Run(sc.kind, func(t *testing.T) {
 			dir := runDir(t)
 			netw, ip, launch := setupNetwork(t, 5)
-			steps := []nemesis.Step{{At: 0, Kind: sc.kind, Dur: sc.dur, Pick: uint64(len(sc.name))}}
+			steps := []nemesis.Step{{At: 0, Kind: sc.kind, Dur: sc.dur, Pick: uint64(len(sc.name)), Offset: sc.offset}}
 			o := Options{Bin: bin(t, "raftplane"), Dir: dir, N: 5, Steps: steps, Seed: seed(), Net: netw, IP: ip, Launch: launch,
 				Publishers: 4, Subscribers: 4, Groups: []string{"g0", "g1"}, ReplayProb: 0.05,
 				Quiet: 3 * time.Second, Recovery: 60 * time.Second, Logf: t.Logf}
@@ -245,8 +252,89 @@ func TestChaosScenarios(t *testing.T) {
 			if !out.Report.OK() {
 				t.Fatalf("%s:\n%s", sc.name, out.Report.Summary())
 			}
+			if sc.check != nil {
+				h, err := history.Load(filepath.Join(dir, history.FileName))
+				if err != nil {
+					t.Fatal(err)
+				}
+				sc.check(t, dir, h, out)
+			}
 			t.Logf("%s: max unavailable %s, %d resumes, %d deliveries", sc.name, out.Report.MaxUnavailable,
 				out.Report.Subscribers.Resumes, out.Report.Subscribers.Deliveries)
 		})
 	}
+}
+
+// noExpired fails a run where the FSM refused a send as expired: after a
+// clock fault, that would be the storm of issue 15 (a new leader stamping
+// behind the log's time, every command older than fsm.MaxCommandAge).
+func noExpired(t *testing.T, dir string, h history.History, out Outcome) {
+	t.Helper()
+	if n := out.Report.Publishes.Expired; n > 0 {
+		t.Errorf("%d sends refused as expired", n)
+	}
+	clockApplied(t, dir, h)
+}
+
+// clockApplied checks that every node a clock fault targeted logged the
+// offset change (the test hook read the nemesis's file): the fault was
+// injected, not just journalled.
+func clockApplied(t *testing.T, dir string, h history.History) {
+	t.Helper()
+	for _, e := range h {
+		if e.Type != history.FaultStart || !strings.HasPrefix(e.Kind, "clock-") {
+			continue
+		}
+		for _, name := range e.Targets {
+			b, err := os.ReadFile(filepath.Join(dir, name+".log"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(string(b), "clock offset changed") {
+				t.Errorf("%s: %s's log does not show its clock offset changing", e.Kind, name)
+			}
+		}
+	}
+}
+
+// checkClockFailover: the leader, its clock an hour ahead, is killed
+// halfway through the fault; a send invoked after the kill must be
+// acknowledged (by the next leader) before the fault ends, with none
+// refused as expired. The time from the kill to that acknowledgement is
+// logged: the election plus one commit.
+func checkClockFailover(t *testing.T, dir string, h history.History, out Outcome) {
+	t.Helper()
+	noExpired(t, dir, h, out)
+	killAt, endAt := int64(-1), int64(-1)
+	for _, e := range h {
+		switch {
+		case e.P != "nemesis" || e.Kind != nemesis.ClockSkew:
+		case e.Type == history.Note && killAt < 0:
+			killAt = e.T
+			t.Logf("nemesis: %s", e.Text)
+		case e.Type == history.FaultEnd:
+			endAt = e.T
+		}
+	}
+	if killAt < 0 || endAt < 0 {
+		t.Fatalf("no kill (%d) or end (%d) of the clock fault in the history", killAt, endAt)
+	}
+	type key struct{ p, id string }
+	invoked := map[key]int64{}
+	first := int64(-1)
+	for _, e := range h {
+		switch {
+		case e.T <= killAt:
+		case e.Type == history.Invoke:
+			invoked[key{e.P, e.ID}] = e.T
+		case e.Type == history.OK:
+			if _, ok := invoked[key{e.P, e.ID}]; ok && first < 0 {
+				first = e.T
+			}
+		}
+	}
+	if first < 0 || first > endAt {
+		t.Fatalf("no send invoked after the leader an hour ahead was killed was acknowledged before the fault ended (first at %d, end at %d)", first, endAt)
+	}
+	t.Logf("first send invoked after the kill acknowledged %s after it", time.Duration(first-killAt).Round(time.Millisecond))
 }

@@ -69,7 +69,9 @@ type Outcome struct {
 
 // Run runs the cluster, the workload and the faults, then the final heal,
 // canaries, reads and the checker. It writes history.jsonl, report.json and
-// summary.txt into o.Dir.
+// summary.txt into o.Dir. (It is the suite's script, its phases in the
+// order they run; it is left whole because the suite needs network
+// namespaces to run, so a split could not be tested where it was made.)
 func Run(ctx context.Context, o Options) Outcome {
 	logf := o.Logf
 	if logf == nil {
@@ -198,17 +200,17 @@ func Run(ctx context.Context, o Options) Outcome {
 		if !ok {
 			continue
 		}
-		_, last, perr := history.ParseCursor(st.Stream.Last)
+		_, last, perr := history.ParseCursor(st.Stream.LastCursor)
 		if perr != nil {
-			fail("%s: last cursor %q: %v", n.Name, st.Stream.Last, perr)
+			fail("%s: last cursor %q: %v", n.Name, st.Stream.LastCursor, perr)
 			continue
 		}
 		rec.Add(history.Event{P: "harness", Type: history.State, Node: n.Name, Pos: &last, Digest: st.Stream.Digest, Role: st.Node.State})
 		// The read is complete when nothing was ever evicted from the
 		// node's cache (the chaos cache keeps the whole run).
-		complete := st.Stream.Floor == "" || strings.HasSuffix(st.Stream.Floor, ":0:0")
+		complete := st.Stream.FloorCursor == "" || strings.HasSuffix(st.Stream.FloorCursor, ":0:0")
 		if !complete {
-			note("%s evicted up to %s: its read is partial", n.Name, st.Stream.Floor)
+			note("%s evicted up to %s: its read is partial", n.Name, st.Stream.FloorCursor)
 		}
 		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		if err := env.ReadAll(rctx, n.Index, complete); err != nil {

@@ -61,8 +61,8 @@ type BackupHeader struct {
 // the state machine under its lock (applies wait only for that copy, not
 // for the writing). On the leader a Raft barrier comes first, so the copy
 // holds every entry committed before the call; a follower's copy may be a
-// few entries older. It fails with ErrNotReady before the cluster id is
-// applied. An error after the first byte leaves w without its checksum:
+// few entries older. It fails with ErrNotReady (and fsm.ErrNoEpoch) before
+// the cluster id is applied. An error after the first byte leaves w without its checksum:
 // the reader rejects it.
 func (n *Node) Backup(ctx context.Context, w io.Writer) error {
 	select {
@@ -74,7 +74,7 @@ func (n *Node) Backup(ctx context.Context, w io.Writer) error {
 		return fmt.Errorf("%w: the node is not open", ErrNotReady)
 	}
 	if n.machine.Epoch() == "" {
-		return fmt.Errorf("%w: no cluster id applied yet", ErrNotReady)
+		return fmt.Errorf("%w: %w", ErrNotReady, fsm.ErrNoEpoch)
 	}
 	if n.isLeader() {
 		timeout := n.cfg.ApplyTimeout

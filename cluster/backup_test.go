@@ -304,10 +304,9 @@ func TestBackup_UnderLoadRestoredIntoNewCluster(t *testing.T) {
 	if res.Index != leaderInfo.Stream.Applied+DefaultIndexGap {
 		t.Errorf("restored at index %d, want %d", res.Index, leaderInfo.Stream.Applied+DefaultIndexGap)
 	}
-	// The restored connections belong to nodes that are gone: the leader
-	// would close them after the disconnect timeout, before the checks.
-	keepConns := func(c *Config) { c.DisconnectTimeout = 10 * time.Minute }
-	r1 := startNode(t, nodeOpts{id: "r1", dir: dir, raftBind: raftAddr, tweak: keepConns})
+	// The restored connections belong to nodes that are gone; reaping
+	// them is the hub's (hub/reap.go), and no hub runs here.
+	r1 := startNode(t, nodeOpts{id: "r1", dir: dir, raftBind: raftAddr})
 	if !r1.node.HadState() {
 		t.Error("the restored node found no state")
 	}
@@ -334,8 +333,8 @@ func TestBackup_UnderLoadRestoredIntoNewCluster(t *testing.T) {
 	if cur.Index <= res.Index {
 		t.Errorf("first publish after the restore at %s, want past index %d", cur, res.Index)
 	}
-	r2 := startNode(t, nodeOpts{id: "r2", seeds: []string{r1.gossipAddr}, tweak: keepConns})
-	r3 := startNode(t, nodeOpts{id: "r3", seeds: []string{r1.gossipAddr}, tweak: keepConns})
+	r2 := startNode(t, nodeOpts{id: "r2", seeds: []string{r1.gossipAddr}})
+	r3 := startNode(t, nodeOpts{id: "r3", seeds: []string{r1.gossipAddr}})
 	dst := []*testNode{r1, r2, r3}
 	waitMembership(t, dst, 3, 0)
 	last := mustPublish(t, r3, "three-again")

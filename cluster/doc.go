@@ -4,9 +4,9 @@
 // concurrent commands into one entry) and returns the cursor it got once
 // the entry is applied on this node; PublishGroup keeps several commands in
 // one entry (a hub method's effects). The leader also turns gossip members
-// into the Raft configuration (plan.go), raises the log format once every
-// server knows it (leader.go), and reaps the connections of nodes gone for
-// good.
+// into the Raft configuration (plan.go) and raises the log format once
+// every server knows it (leader.go). Alive tells the hub which nodes are
+// alive; closing a gone node's connections is the hub's (hub/reap.go).
 //
 // Operations: Stats is the node's Raft view for metrics; backup.go takes a
 // consistent copy of the state for GET /api/v1/snapshot and seeds a new

@@ -9,7 +9,9 @@ var (
 	ErrNoLeader = errors.New("cluster: no leader")
 	// ErrNotLeader means this node is not the leader and cannot forward.
 	ErrNotLeader = errors.New("cluster: not the leader")
-	// ErrNotReady means the stream has no epoch yet (cluster-init not applied).
+	// ErrNotReady means the node cannot serve yet: Raft is not open, or
+	// the stream has no epoch (cluster-init not applied; the error then
+	// wraps fsm.ErrNoEpoch too).
 	ErrNotReady = errors.New("cluster: not ready")
 	// ErrClosed means the node is shutting down.
 	ErrClosed = errors.New("cluster: node closed")

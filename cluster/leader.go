@@ -24,7 +24,6 @@ type Membership interface {
 // leader loop goroutine touches it.
 type leaderState struct {
 	deadSince  map[string]time.Time // members dead (or missing from gossip) since
-	goneSince  map[string]time.Time // nodes holding connections but not alive, since
 	addedAt    map[string]time.Time // when a server was first seen as a non-voter
 	refusedLog map[string]time.Time // rate limit for "refusing" lines
 }
@@ -44,13 +43,12 @@ func (n *Node) leaderLoop(stop <-chan struct{}) {
 		n.raiseFormat()
 		return
 	}
-	ls := &leaderState{deadSince: map[string]time.Time{}, goneSince: map[string]time.Time{}, addedAt: map[string]time.Time{}, refusedLog: map[string]time.Time{}}
+	ls := &leaderState{deadSince: map[string]time.Time{}, addedAt: map[string]time.Time{}, refusedLog: map[string]time.Time{}}
 	tick := time.NewTicker(n.cfg.ReconcileInterval)
 	defer tick.Stop()
 	events := n.cfg.Members.Events()
 	for {
 		n.reconcile(ls, stop)
-		n.reapConnections(ls, stop)
 		n.raiseFormat()
 		select {
 		case <-stop:
@@ -294,7 +292,7 @@ func (n *Node) raiseFormat() {
 			}
 		}
 	}
-	data := fsm.EncodeBatch([]fsm.Command{{Kind: fsm.KindFormat, Time: n.stamp(), Format: fsm.LogFormat}})
+	data := fsm.EncodeBatch([]fsm.Command{fsm.FormatKnown(fsm.LogFormat, n.stamp())})
 	if err := n.raft.Apply(data, n.cfg.ApplyTimeout).Error(); err != nil {
 		n.log.Warn("recording the log format failed; retrying on the next pass", "err", err)
 		return
@@ -454,58 +452,22 @@ func (n *Node) promoteAnySpare() error {
 	return n.raft.AddVoter(raft.ServerID(id), addr, 0, n.cfg.ApplyTimeout).Error()
 }
 
-// reapConnections closes, through the log, the connections held by a node
-// that has not been alive in gossip for DisconnectTimeout: its clients are
-// gone (or have moved to other nodes), and every node must agree on that.
-func (n *Node) reapConnections(ls *leaderState, stop <-chan struct{}) {
-	if !n.isLeader() {
-		return
+// Alive reports whether the node with this id is alive in gossip and not
+// leaving: the hub's leader closes the connections of a node that has not
+// been alive for its DisconnectTimeout (hub/reap.go). Without membership
+// (Members nil) this node knows only itself. It does not block and may be
+// called from many goroutines.
+func (n *Node) Alive(id string) bool {
+	if id == n.cfg.NodeID {
+		return true
 	}
-	alive := map[string]bool{n.cfg.NodeID: true}
+	if n.cfg.Members == nil {
+		return false
+	}
 	for _, m := range n.cfg.Members.Members() {
-		if m.State == gossip.StateAlive && !m.Leaving {
-			alive[m.ID] = true
+		if m.ID == id {
+			return m.State == gossip.StateAlive && !m.Leaving
 		}
 	}
-	now := time.Now()
-	for node := range n.machine.ConnectionNodes() {
-		if alive[node] {
-			delete(ls.goneSince, node)
-			continue
-		}
-		if _, ok := ls.goneSince[node]; !ok {
-			ls.goneSince[node] = now
-		}
-		if now.Sub(ls.goneSince[node]) < n.cfg.DisconnectTimeout {
-			continue
-		}
-		conns := n.machine.ConnectionsOn(node)
-		n.log.Info("closing the connections of a node that is gone", "node", node, "connections", len(conns),
-			"gone_for", now.Sub(ls.goneSince[node]).Round(time.Second))
-		// Submitted together, they share log entries.
-		var wg sync.WaitGroup
-		sem := make(chan struct{}, 256)
-		for _, ci := range conns {
-			select {
-			case <-stop:
-				wg.Wait()
-				return
-			case sem <- struct{}{}:
-			}
-			wg.Add(1)
-			go func(ci fsm.ConnInfo) {
-				defer wg.Done()
-				defer func() { <-sem }()
-				ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
-				defer cancel()
-				_, err := n.Publish(ctx, fsm.Command{Kind: fsm.KindConnClose, Hub: ci.Hub, Conn: ci.ID,
-					Reason: "its node " + node + " is gone"})
-				n.stats.reap(err) // stats.go
-				if err != nil && !errors.Is(err, fsm.ErrUnknownConnection) {
-					n.log.Warn("closing a connection of a gone node failed", "conn", ci.ID, "err", err)
-				}
-			}(ci)
-		}
-		wg.Wait()
-	}
+	return false
 }

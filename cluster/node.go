@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"github.com/raftplane/raftplane/fsm"
+	"github.com/raftplane/raftplane/status"
 )
 
 // Node is one member of a raftplane cluster: it owns the Raft instance, its
@@ -31,6 +32,7 @@ type Node struct {
 
 	idPrefix string // unique per process start, for command ids
 	idSeq    uint64 // guarded by submitMu
+	clock    *clock // clock.go: what stamps commands
 
 	mux          *mux
 	hasState     bool   // Raft state existed on disk when the node opened
@@ -76,6 +78,11 @@ func New(cfg Config, machine *fsm.Machine) (*Node, error) {
 	if _, err := rand.Read(b[:]); err != nil {
 		return nil, err
 	}
+	ck, err := clockFromEnv(os.Getenv) // clock.go: the tests' clock hook
+	if err != nil {
+		return nil, err
+	}
+	ck.skew = cfg.MaxClockSkew.Nanoseconds()
 	life, endLife := context.WithCancel(context.Background())
 	return &Node{
 		life:     life,
@@ -83,6 +90,7 @@ func New(cfg Config, machine *fsm.Machine) (*Node, error) {
 		cfg:      cfg,
 		log:      lg,
 		machine:  machine,
+		clock:    ck,
 		idPrefix: hex.EncodeToString(b[:]) + "-",
 		submitCh: make(chan *request, 4096),
 		// MaxInflight counts the entry the resolver waits on and the one the
@@ -112,21 +120,9 @@ func (n *Node) Open() (err error) {
 	if err := os.MkdirAll(n.cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("cluster: data dir: %w", err)
 	}
-	rc := raft.DefaultConfig()
-	rc.LocalID = raft.ServerID(n.cfg.NodeID)
-	rc.HeartbeatTimeout = n.cfg.HeartbeatTimeout
-	rc.ElectionTimeout = n.cfg.ElectionTimeout
-	rc.LeaderLeaseTimeout = n.cfg.LeaderLeaseTimeout
-	rc.CommitTimeout = n.cfg.CommitTimeout
-	rc.MaxAppendEntries = n.cfg.MaxAppendEntries
-	rc.SnapshotInterval = n.cfg.SnapshotInterval
-	rc.SnapshotThreshold = n.cfg.SnapshotThreshold
-	rc.TrailingLogs = n.cfg.TrailingLogs
-	rc.NotifyCh = n.notifyCh
-	rc.ShutdownOnRemove = false
-	rc.Logger = newHCLog(n.log, "raft")
-	if err := raft.ValidateConfig(rc); err != nil {
-		return fmt.Errorf("cluster: raft config: %w", err)
+	rc, err := n.raftConfig()
+	if err != nil {
+		return err
 	}
 
 	// The stores as the offline recovery and restore open them (recover.go).
@@ -136,27 +132,10 @@ func (n *Node) Open() (err error) {
 	}
 	undo = append(undo, func() { stores.Close() })
 	store, logs, snaps := stores.Bolt, stores.Logs, stores.Snaps
-	adv, err := net.ResolveTCPAddr("tcp", n.cfg.RaftAdvertise)
+	trans, err := n.listen()
 	if err != nil {
-		return fmt.Errorf("cluster: raft advertise address %q: %w", n.cfg.RaftAdvertise, err)
+		return err
 	}
-	if adv.IP == nil || adv.IP.IsUnspecified() {
-		return fmt.Errorf("cluster: raft advertise address %q must name a reachable IP", n.cfg.RaftAdvertise)
-	}
-	ln, err := net.Listen("tcp", n.cfg.RaftBind)
-	if err != nil {
-		return fmt.Errorf("cluster: raft listen on %s: %w", n.cfg.RaftBind, err)
-	}
-	if adv.Port == 0 { // listening on port 0 (tests): advertise the real port
-		adv.Port = ln.Addr().(*net.TCPAddr).Port
-	}
-	n.mux = newMux(ln, n.log, n.cfg.ServerTLS, n.cfg.ClientTLS)
-	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  advertisedListener{muxListener: n.mux.subs[muxRaft], adv: adv},
-		MaxPool: 3,
-		Timeout: 10 * time.Second,
-		Logger:  newHCLog(n.log, "raft-net"),
-	})
 	// Closed in reverse: the mux (and its listener) first, as before.
 	undo = append(undo, func() { trans.Close() }, func() { n.mux.close() })
 	n.mux.start()
@@ -166,13 +145,13 @@ func (n *Node) Open() (err error) {
 		return err
 	}
 	if !hasState && n.cfg.Bootstrap {
-		conf := raft.Configuration{Servers: []raft.Server{{
-			Suffrage: raft.Voter, ID: rc.LocalID, Address: trans.LocalAddr(),
-		}}}
-		if err := raft.BootstrapCluster(rc, logs, store, snaps, trans, conf); err != nil {
-			return fmt.Errorf("cluster: bootstrap: %w", err)
+		// bootstrap.go: the configuration and the cluster id in one write.
+		id, err := n.bootstrap(rc, stores, trans)
+		if err != nil {
+			return err
 		}
-		n.log.Info("bootstrapped a new one-node cluster", "raft", trans.LocalAddr())
+		n.localCluster = id
+		n.log.Info("bootstrapped a new one-node cluster", "raft", trans.LocalAddr(), "cluster_id", id)
 	}
 	r, err := raft.NewRaft(rc, n.machine, logs, store, timedSnapshots{snaps, &n.stats}, trans) // stats.go: snapshots timed
 	if err != nil {
@@ -195,12 +174,68 @@ func (n *Node) Open() (err error) {
 		n.wg.Add(1)
 		go n.advertiseLoop()
 	}
-	n.wg.Add(4)
+	if n.clock.hooked() {
+		n.log.Warn("TEST HOOK: this node's clock is offset (" + ClockOffsetEnv + ", " + ClockFileEnv + "); for tests only")
+		if n.clock.file != "" {
+			n.wg.Add(1)
+			go func() { defer n.wg.Done(); n.clock.watch(n.stop, n.log) }()
+		}
+	}
+	n.wg.Add(5)
+	go n.watchNewest() // clock.go
 	go n.batchLoop()
 	go n.resolveLoop()
 	go n.monitorLeadership()
 	go n.serveRPC(n.mux.subs[muxRPC])
 	return nil
+}
+
+// raftConfig is hashicorp/raft's configuration of this node.
+func (n *Node) raftConfig() (*raft.Config, error) {
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(n.cfg.NodeID)
+	rc.HeartbeatTimeout = n.cfg.HeartbeatTimeout
+	rc.ElectionTimeout = n.cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = n.cfg.LeaderLeaseTimeout
+	rc.CommitTimeout = n.cfg.CommitTimeout
+	rc.MaxAppendEntries = n.cfg.MaxAppendEntries
+	rc.SnapshotInterval = n.cfg.SnapshotInterval
+	rc.SnapshotThreshold = n.cfg.SnapshotThreshold
+	rc.TrailingLogs = n.cfg.TrailingLogs
+	rc.NotifyCh = n.notifyCh
+	rc.ShutdownOnRemove = false
+	rc.Logger = newHCLog(n.log, "raft")
+	if err := raft.ValidateConfig(rc); err != nil {
+		return nil, fmt.Errorf("cluster: raft config: %w", err)
+	}
+	return rc, nil
+}
+
+// listen binds the Raft port, puts the mux on it (n.mux, not started) and
+// builds Raft's transport on the mux, advertising RaftAdvertise (with the
+// real port when RaftBind's is 0). When it fails, nothing is left open.
+func (n *Node) listen() (*raft.NetworkTransport, error) {
+	adv, err := net.ResolveTCPAddr("tcp", n.cfg.RaftAdvertise)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: raft advertise address %q: %w", n.cfg.RaftAdvertise, err)
+	}
+	if adv.IP == nil || adv.IP.IsUnspecified() {
+		return nil, fmt.Errorf("cluster: raft advertise address %q must name a reachable IP", n.cfg.RaftAdvertise)
+	}
+	ln, err := net.Listen("tcp", n.cfg.RaftBind)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: raft listen on %s: %w", n.cfg.RaftBind, err)
+	}
+	if adv.Port == 0 { // listening on port 0 (tests): advertise the real port
+		adv.Port = ln.Addr().(*net.TCPAddr).Port
+	}
+	n.mux = newMux(ln, n.log, n.cfg.ServerTLS, n.cfg.ClientTLS)
+	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  advertisedListener{muxListener: n.mux.subs[muxRaft], adv: adv},
+		MaxPool: 3,
+		Timeout: 10 * time.Second,
+		Logger:  newHCLog(n.log, "raft-net"),
+	}), nil
 }
 
 // LocalClusterID returns the cluster id found in this node's data when it
@@ -260,7 +295,7 @@ func (n *Node) WaitReady(ctx context.Context) error {
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return fmt.Errorf("%w: %w", ErrNotReady, ctx.Err())
+			return fmt.Errorf("%w: %w: %w", ErrNotReady, fsm.ErrNoEpoch, ctx.Err())
 		case <-n.stop:
 			return ErrClosed
 		}
@@ -307,20 +342,16 @@ func (n *Node) monitorLeadership() {
 	}
 }
 
-// initCluster writes the cluster-init entry that names the stream.
+// initCluster writes the cluster-init entry that names the stream, for a
+// leader whose log has none: data bootstrapped by a build that wrote it
+// after the election (a bootstrap now writes it with the configuration:
+// bootstrap.go).
 func (n *Node) initCluster() {
-	var b [4]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		n.log.Error("cluster id", "err", err)
+	cmd, err := newClusterInit(n.stamp())
+	if err != nil {
+		n.log.Error("cluster init", "err", err)
 		return
 	}
-	id := hex.EncodeToString(b[:])
-	secret := make([]byte, 32)
-	if _, err := rand.Read(secret); err != nil {
-		n.log.Error("cluster secret", "err", err)
-		return
-	}
-	cmd := fsm.Command{Kind: fsm.KindClusterInit, ClusterID: id, Secret: secret, Time: time.Now().UnixNano()}
 	f := n.raft.Apply(fsm.EncodeBatch([]fsm.Command{cmd}), n.cfg.ApplyTimeout)
 	if err := f.Error(); err != nil {
 		n.log.Warn("writing cluster id failed", "err", err)
@@ -329,34 +360,12 @@ func (n *Node) initCluster() {
 	n.log.Info("cluster initialised", "cluster_id", n.machine.Epoch())
 }
 
-// Status is a snapshot of this node's Raft view.
-type Status struct {
-	NodeID       string `json:"node_id"`
-	RaftAddr     string `json:"raft_addr"`
-	State        string `json:"state"`
-	Term         uint64 `json:"term"`
-	LeaderID     string `json:"leader_id"`
-	LeaderAddr   string `json:"leader_addr"`
-	CommitIndex  uint64 `json:"commit_index"`
-	AppliedIndex uint64 `json:"applied_index"`
-	LastLogIndex uint64 `json:"last_log_index"`
-	LastContact  string `json:"last_contact"`
-	// PeerTLS says whether the Raft port requires mutual TLS;
-	// PeerTLSFailures counts the handshakes it refused since start
-	// (strangers, expired or foreign certificates).
-	PeerTLS         bool   `json:"peer_tls"`
-	PeerTLSFailures uint64 `json:"peer_tls_failures"`
-	// RejectedEntries counts the malformed log entries this process's FSM
-	// rejected (each rejected on every replica alike; see fsm.ErrRejected).
-	RejectedEntries uint64 `json:"rejected_entries"`
-}
-
 // Status reports the node's Raft state.
-func (n *Node) Status() Status {
+func (n *Node) Status() status.Node {
 	st := n.raft.Stats()
 	num := func(k string) uint64 { v, _ := strconv.ParseUint(st[k], 10, 64); return v }
 	addr, id := n.raft.LeaderWithID()
-	return Status{
+	return status.Node{
 		NodeID:       n.cfg.NodeID,
 		RaftAddr:     string(n.transport.LocalAddr()),
 		State:        n.raft.State().String(),

@@ -134,6 +134,9 @@ func (in *planInput) foreign(m gossip.Member) bool {
 	return m.ClusterID != "" && in.Epoch != "" && m.ClusterID != in.Epoch
 }
 
+// present reports whether m is still there: alive and not leaving.
+func present(m gossip.Member) bool { return m.State == gossip.StateAlive && !m.Leaving }
+
 // spares lists, sorted by id, the healthy spares: non-voters that gossip
 // shows alive and not leaving, that do not say they belong to another
 // cluster, and whose applied index is
@@ -232,7 +235,11 @@ func (p *planner) member(id string, m gossip.Member) {
 	srv, inCfg := p.servers[id]
 	switch {
 	case p.in.foreign(m):
-		p.emit(action{Kind: actRefuse, ID: id, Why: m.ClusterID})
+		if present(m) {
+			// Logged while it is there; once it is gone (it exits,
+			// naming both clusters), there is nothing left to refuse.
+			p.emit(action{Kind: actRefuse, ID: id, Why: m.ClusterID})
+		}
 		if inCfg {
 			// It was added before it said where it belongs (or was
 			// wiped and rebuilt elsewhere): it is not ours.

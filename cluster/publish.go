@@ -164,9 +164,9 @@ func checkSubmitted(c *fsm.Command) error {
 // never less than the newest stamp applied, so that time in the log does
 // not go backward when leadership moves to a node whose clock is behind
 // (the FSM measures command age against the newest stamp: a leader stamping
-// far behind it would see all its commands expire).
+// far behind it would see all its commands expire). clock.go has the rest.
 func (n *Node) stamp() int64 {
-	return max(time.Now().UnixNano(), n.machine.Newest())
+	return n.clock.stamp(n.machine.Newest())
 }
 
 // waitLeader holds a submission while no leader is known, up to HoldTimeout.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/raftplane/raftplane/fsm"
 )
 
 func TestReadiness_Table(t *testing.T) {
@@ -44,10 +45,10 @@ func TestReadiness_Table(t *testing.T) {
 			maxContact: 0},
 		{name: "no epoch on the leader",
 			view:       readyView{state: raft.Leader, leaderID: "n1"},
-			maxContact: time.Second, wantErr: ErrNotReady, wantText: "cluster id not applied yet"},
+			maxContact: time.Second, wantErr: fsm.ErrNoEpoch, wantText: "cluster: not ready: no cluster id applied yet"},
 		{name: "no epoch on a follower",
 			view:       readyView{state: raft.Follower, leaderID: "n1", lastContact: now, epoch: ""},
-			maxContact: time.Second, wantErr: ErrNotReady, wantText: "cluster id not applied yet"},
+			maxContact: time.Second, wantErr: fsm.ErrNoEpoch, wantText: "cluster: not ready: no cluster id applied yet"},
 		{name: "shut down",
 			view:       readyView{state: raft.Shutdown, epoch: "e"},
 			maxContact: time.Second, wantErr: ErrClosed, wantText: "shutting down"},

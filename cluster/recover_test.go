@@ -8,7 +8,6 @@ import (
 	"reflect"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/hashicorp/raft"
 	"github.com/raftplane/raftplane/fsm"
@@ -152,7 +151,6 @@ func TestRecover_MajorityLost(t *testing.T) {
 	// Alone, with no seeds: it elects itself.
 	s = s.restartWith(t, func(o *nodeOpts) {
 		o.seeds = nil
-		o.tweak = func(c *Config) { c.DisconnectTimeout = 10 * time.Minute }
 	})
 	waitLeader(t, []*testNode{s})
 	got, err := s.machine.Since(fsm.Cursor{}, 0)
@@ -180,7 +178,7 @@ func TestRecover_MajorityLost(t *testing.T) {
 	}
 
 	// A new member joins the recovered cluster and gets everything.
-	n4 := startNode(t, nodeOpts{id: "n4", seeds: []string{s.gossipAddr}, tweak: func(c *Config) { c.DisconnectTimeout = 10 * time.Minute }})
+	n4 := startNode(t, nodeOpts{id: "n4", seeds: []string{s.gossipAddr}})
 	waitMembership(t, []*testNode{s, n4}, 1, 1)
 	waitApplied(t, []*testNode{s, n4}, mustPublish(t, n4, "from-n4"))
 

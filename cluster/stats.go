@@ -72,12 +72,9 @@ type Stats struct {
 	SnapshotFailures uint64
 	// Forwards counts attempts to forward a batch to the leader, by result
 	// (Forward*).
-	Forwards map[string]uint64
-	// ReapedConnections counts connections this node, as leader, closed in
-	// the log because their node was gone for DisconnectTimeout.
-	ReapedConnections uint64
-	PeerTLSFailures   uint64
-	RejectedEntries   uint64
+	Forwards        map[string]uint64
+	PeerTLSFailures uint64
+	RejectedEntries uint64
 }
 
 // Histogram is a snapshot of a histogram: Buckets holds, by upper bound
@@ -94,14 +91,13 @@ type Histogram struct {
 func (n *Node) Stats() Stats {
 	st := &n.stats
 	out := Stats{
-		NodeID:            n.cfg.NodeID,
-		LastContact:       -1,
-		LeaderChanges:     st.leaderChanges.Load(),
-		SnapshotFailures:  st.snapFailures.Load(),
-		ReapedConnections: st.reaped.Load(),
-		PeerTLSFailures:   n.PeerTLSFailures(),
-		RejectedEntries:   n.machine.Rejected(),
-		Forwards:          make(map[string]uint64, numForwardResults),
+		NodeID:           n.cfg.NodeID,
+		LastContact:      -1,
+		LeaderChanges:    st.leaderChanges.Load(),
+		SnapshotFailures: st.snapFailures.Load(),
+		PeerTLSFailures:  n.PeerTLSFailures(),
+		RejectedEntries:  n.machine.Rejected(),
+		Forwards:         make(map[string]uint64, numForwardResults),
 	}
 	for i, name := range forwardResultNames {
 		out.Forwards[name] = st.forwards[i].Load()
@@ -150,7 +146,6 @@ func (n *Node) Stats() Stats {
 type nodeStats struct {
 	forwards      [numForwardResults]atomic.Uint64
 	leaderChanges atomic.Uint64
-	reaped        atomic.Uint64
 	snapFailures  atomic.Uint64
 
 	// Snapshots are rare: a mutex is cheap enough.
@@ -189,14 +184,6 @@ func (st *nodeStats) forwardReply(typ byte) {
 		st.forward(fwdNotLeader)
 	default:
 		st.forward(fwdFailed)
-	}
-}
-
-// reap counts a connection the leader closed for its gone node (err is the
-// close's outcome: counted when it was committed).
-func (st *nodeStats) reap(err error) {
-	if err == nil {
-		st.reaped.Add(1)
 	}
 }
 

@@ -9,36 +9,23 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/raftplane/raftplane/fsm"
 	"github.com/raftplane/raftplane/gossip"
+	"github.com/raftplane/raftplane/status"
 )
 
-// MemberStatus is one member of the cluster as this node sees it: the union
-// of the Raft configuration and gossip.
-type MemberStatus struct {
-	ID       string `json:"id"`
-	RaftAddr string `json:"raft_addr"`
-	HTTPAddr string `json:"http_addr,omitempty"`
-	Gossip   string `json:"gossip_addr,omitempty"`
-	// GossipState is alive, suspect, dead, left, or "unknown" for a Raft
-	// server gossip has not reported.
-	GossipState string `json:"gossip_state"`
-	// Suffrage is voter, nonvoter, or none (in gossip, not in Raft).
-	Suffrage  string `json:"suffrage"`
-	Leader    bool   `json:"leader"`
-	Leaving   bool   `json:"leaving,omitempty"`
-	ClusterID string `json:"cluster_id,omitempty"`
-	// LastContact is how long ago this node last heard from the member: for
-	// itself, Raft's time since it last heard from the leader; for others,
-	// the age of their answer to this status request (so it is about the
-	// RPC round trip) or "unreachable".
-	LastContact string `json:"last_contact"`
-	// Applied is the member's applied Raft index (0 if unreachable).
-	Applied uint64 `json:"applied_index"`
-}
+// MemberStatus is one member of the cluster as this node sees it. The type
+// lives in the status leaf package, which hub and the tools that read
+// GET /api/v1/cluster share; this name is kept for cluster's callers.
+type MemberStatus = status.Member
+
+// Status is a snapshot of this node's Raft view (status.Node, the "node"
+// object of GET /api/v1/status); this name is kept for cluster's callers.
+type Status = status.Node
 
 // ClusterStatus lists every member, asking each for its applied index.
-func (n *Node) ClusterStatus(ctx context.Context) []MemberStatus {
-	byID := map[string]*MemberStatus{}
+func (n *Node) ClusterStatus(ctx context.Context) []status.Member {
+	byID := map[string]*status.Member{}
 	cf := n.raft.GetConfiguration()
 	_, leaderID := n.raft.LeaderWithID()
 	if cf.Error() == nil {
@@ -47,15 +34,19 @@ func (n *Node) ClusterStatus(ctx context.Context) []MemberStatus {
 			if s.Suffrage != raft.Voter {
 				suff = "nonvoter"
 			}
-			byID[string(s.ID)] = &MemberStatus{ID: string(s.ID), RaftAddr: string(s.Address), Suffrage: suff,
+			byID[string(s.ID)] = &status.Member{ID: string(s.ID), RaftAddr: string(s.Address), Suffrage: suff,
 				GossipState: "unknown", Leader: s.ID == leaderID}
 		}
 	}
 	if n.cfg.Members != nil {
+		in := planInput{Epoch: n.machine.Epoch()}
 		for _, m := range n.cfg.Members.Members() {
 			ms := byID[m.ID]
+			if ms == nil && in.foreign(m) && !present(m) {
+				continue // a refused member of another cluster, gone
+			}
 			if ms == nil {
-				ms = &MemberStatus{ID: m.ID, RaftAddr: m.RaftAddr, Suffrage: "none"}
+				ms = &status.Member{ID: m.ID, RaftAddr: m.RaftAddr, Suffrage: "none"}
 				byID[m.ID] = ms
 			}
 			ms.HTTPAddr, ms.Gossip, ms.GossipState = m.HTTPAddr, m.Addr, m.State.String()
@@ -77,7 +68,7 @@ func (n *Node) ClusterStatus(ctx context.Context) []MemberStatus {
 			continue
 		}
 		wg.Add(1)
-		go func(ms *MemberStatus) {
+		go func(ms *status.Member) {
 			defer wg.Done()
 			cctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 			defer cancel()
@@ -94,7 +85,7 @@ func (n *Node) ClusterStatus(ctx context.Context) []MemberStatus {
 		}(ms)
 	}
 	wg.Wait()
-	out := make([]MemberStatus, 0, len(byID))
+	out := make([]status.Member, 0, len(byID))
 	for _, ms := range byID {
 		out = append(out, *ms)
 	}
@@ -159,7 +150,7 @@ func readiness(v readyView, now time.Time, maxContact time.Duration) error {
 			ErrStaleLeader, now.Sub(v.lastContact).Round(10*time.Millisecond), maxContact)
 	}
 	if v.epoch == "" {
-		return fmt.Errorf("%w: cluster id not applied yet", ErrNotReady)
+		return fmt.Errorf("%w: %w", ErrNotReady, fsm.ErrNoEpoch)
 	}
 	return nil
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/raftplane/raftplane/gossip"
 	"github.com/raftplane/raftplane/hub"
 	"github.com/raftplane/raftplane/internal/testnet"
+	"github.com/raftplane/raftplane/status"
 )
 
 // childEnv, when set, makes the test binary run one raftplane node (the
@@ -103,8 +104,7 @@ func runChild(raw string) int {
 	hc.NodeID, hc.APIKey, hc.Logger = cs.ID, cs.APIKey, lg
 	hc.TokenSecretFunc = machine.Secret
 	hc.Readiness = node
-	hc.Status = func() any { return node.Status() }
-	hc.Cluster = func(ctx context.Context) any { return node.ClusterStatus(ctx) }
+	hc.Cluster = node
 	srv, err := hub.New(hc, node, machine)
 	if err != nil {
 		return fail("hub", err)
@@ -306,7 +306,7 @@ func TestDashboard_ChromiumCluster(t *testing.T) {
 	waitUntil(t, "three voters", func() error {
 		st, _, b := getQuiet("http://"+specs[0].HTTP+"/api/v1/cluster", testAPIKey)
 		var cl struct {
-			Members []cluster.MemberStatus `json:"members"`
+			Members []status.Member `json:"members"`
 		}
 		if st != 200 || json.Unmarshal(b, &cl) != nil {
 			return fmt.Errorf("/api/v1/cluster: %d %s", st, b)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/raftplane/raftplane/cluster"
 	"github.com/raftplane/raftplane/hub"
+	"github.com/raftplane/raftplane/status"
 )
 
 //go:embed static/index.html
@@ -35,7 +36,7 @@ type Hub interface {
 // within its context.
 type Cluster interface {
 	Stats() cluster.Stats
-	ClusterStatus(ctx context.Context) []cluster.MemberStatus
+	ClusterStatus(ctx context.Context) []status.Member
 }
 
 var (

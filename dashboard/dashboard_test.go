@@ -16,6 +16,7 @@ import (
 	"github.com/raftplane/raftplane/dashboard"
 	"github.com/raftplane/raftplane/fsm"
 	"github.com/raftplane/raftplane/hub"
+	"github.com/raftplane/raftplane/status"
 )
 
 const (
@@ -229,13 +230,13 @@ type fakeSources struct{}
 func (fakeSources) Stats() hub.Stats { return hub.Stats{} }
 
 // fakeCluster is a cluster with given members.
-type fakeCluster struct{ members []cluster.MemberStatus }
+type fakeCluster struct{ members []status.Member }
 
 func (f fakeCluster) Stats() cluster.Stats {
 	return cluster.Stats{NodeID: "n1", State: "Leader", CommitIndex: 10, AppliedIndex: 10, LastContact: 0}
 }
 
-func (f fakeCluster) ClusterStatus(context.Context) []cluster.MemberStatus { return f.members }
+func (f fakeCluster) ClusterStatus(context.Context) []status.Member { return f.members }
 
 // TestDashboard_PeersAsked: the members of the Raft configuration are asked
 // for their report with the caller's key and their lag computed; a member
@@ -262,7 +263,7 @@ func TestDashboard_PeersAsked(t *testing.T) {
 	host := func(ts *httptest.Server) string { return strings.TrimPrefix(ts.URL, "http://") }
 	dc := dashboard.DefaultConfig()
 	dc.Hub = fakeSources{}
-	dc.Cluster = fakeCluster{members: []cluster.MemberStatus{
+	dc.Cluster = fakeCluster{members: []status.Member{
 		{ID: "n1", Suffrage: "voter", Leader: true},
 		{ID: "n2", Suffrage: "voter", HTTPAddr: host(n2)},
 		{ID: "n3", Suffrage: "nonvoter", HTTPAddr: deadAddr, Applied: 4},

@@ -6,8 +6,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/raftplane/raftplane/cluster"
 	"github.com/raftplane/raftplane/hub"
+	"github.com/raftplane/raftplane/status"
 )
 
 // Sample is one point of a node's history: rates over the interval that
@@ -68,7 +68,7 @@ type BehindConnection struct {
 // Member is one member of the cluster in the state: what /api/v1/cluster
 // says of it, and its own report when it answered.
 type Member struct {
-	cluster.MemberStatus
+	status.Member
 	// Reachable says whether it answered for its report; Error why not.
 	Reachable bool   `json:"reachable"`
 	Error     string `json:"error,omitempty"`
@@ -130,18 +130,18 @@ func (d *Dashboard) nodeView() NodeView {
 func (d *Dashboard) state(ctx context.Context, auth string) State {
 	self := d.nodeView()
 	st := State{Node: self.ID, ClusterID: d.cfg.Hub.Stats().Position.Epoch, Time: time.Now().UnixMilli()}
-	var members []cluster.MemberStatus
+	var members []status.Member
 	if d.cfg.Cluster != nil {
 		members = d.cfg.Cluster.ClusterStatus(ctx)
 	}
 	if len(members) == 0 {
-		members = []cluster.MemberStatus{{ID: self.ID, GossipState: "alive", Leader: self.State == "Leader", Applied: self.AppliedIndex}}
+		members = []status.Member{{ID: self.ID, GossipState: "alive", Leader: self.State == "Leader", Applied: self.AppliedIndex}}
 	}
 	st.Members = make([]Member, len(members))
 	var wg sync.WaitGroup
 	for i, ms := range members {
 		m := &st.Members[i]
-		m.MemberStatus = ms
+		m.Member = ms
 		switch {
 		case ms.ID == self.ID:
 			m.Reachable, m.Node = true, &self

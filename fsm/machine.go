@@ -35,8 +35,12 @@ var (
 	ErrUnknownConnection = errors.New("unknown connection")
 	ErrConnectionExists  = errors.New("connection already exists")
 	ErrCursorTooOld      = errors.New("cursor expired: older than the message cache")
-	ErrNoEpoch           = errors.New("stream not initialised yet (no cluster id applied)")
-	ErrResumeDenied      = errors.New("resume denied: the connection belongs to another user")
+	// ErrNoEpoch means the stream has no epoch: the cluster-init command
+	// that names the cluster is not applied yet. It is the one error for
+	// "no cluster id yet": cluster and hub wrap it, callers match it with
+	// errors.Is.
+	ErrNoEpoch      = errors.New("no cluster id applied yet")
+	ErrResumeDenied = errors.New("resume denied: the connection belongs to another user")
 	// ErrExpired refuses a command stamped more than MaxCommandAge before
 	// the newest applied one: a copy that late might no longer be known as
 	// a duplicate, so it is not applied at all.
@@ -307,34 +311,45 @@ func (m *Machine) applyLocked(l *raft.Log) interface{} {
 			st.Newest = t.Time
 		}
 		if r, skip := st.dedup(t, Cursor{Index: l.Index, Offset: uint32(end)}); skip {
-			for k := off; k <= end; k++ {
-				back := uint32(end - k)
-				rk := Result{Cursor: Cursor{Index: l.Index, Offset: uint32(k)}, Duplicate: r.Duplicate, Err: r.Err}
-				if r.Cursor.Offset >= back {
-					// The first copy's group has the same shape.
-					rk.Cursor = Cursor{Index: r.Cursor.Index, Offset: r.Cursor.Offset - back}
-				}
-				res[k] = rk
-			}
-			off = end
-			continue
-		}
-		for k := off; k <= end; k++ {
-			c := &cmds[k]
-			if c.Time > st.Newest {
-				st.Newest = c.Time
-			}
-			e := Entry{Cursor: Cursor{Index: l.Index, Offset: uint32(k)}, Command: *c}
-			e.Err = st.apply(&e)
-			st.Digest = digest(st.Digest, &e)
-			st.Entries = append(st.Entries, e)
-			st.Bytes += int64(e.size())
-			st.Last = e.Cursor
-			res[k] = Result{Cursor: e.Cursor, Err: e.Err}
+			skipped(res, l.Index, off, end, r)
+		} else {
+			st.applyRange(cmds, l.Index, off, end, res)
 		}
 		off = end
 	}
 	return res
+}
+
+// skipped fills the results of commands off to end of entry index, a group
+// skipped as a whole with outcome r (a duplicate points at its first
+// copy's group, which has the same shape).
+func skipped(res []Result, index uint64, off, end int, r Result) {
+	for k := off; k <= end; k++ {
+		back := uint32(end - k)
+		rk := Result{Cursor: Cursor{Index: index, Offset: uint32(k)}, Duplicate: r.Duplicate, Err: r.Err}
+		if r.Cursor.Offset >= back {
+			rk.Cursor = Cursor{Index: r.Cursor.Index, Offset: r.Cursor.Offset - back}
+		}
+		res[k] = rk
+	}
+}
+
+// applyRange applies commands off to end of entry index, in order: each
+// changes the registry, joins the digest and the cache, and has its result.
+func (st *state) applyRange(cmds []Command, index uint64, off, end int, res []Result) {
+	for k := off; k <= end; k++ {
+		c := &cmds[k]
+		if c.Time > st.Newest {
+			st.Newest = c.Time
+		}
+		e := Entry{Cursor: Cursor{Index: index, Offset: uint32(k)}, Command: *c}
+		e.Err = st.apply(&e)
+		st.Digest = digest(st.Digest, &e)
+		st.Entries = append(st.Entries, e)
+		st.Bytes += int64(e.size())
+		st.Last = e.Cursor
+		res[k] = Result{Cursor: e.Cursor, Err: e.Err}
+	}
 }
 
 // dedup decides whether command c, at cursor cur, is skipped: a duplicate
@@ -373,76 +388,26 @@ func (st *state) apply(e *Entry) error {
 			st.Epoch = c.ClusterID
 			st.Secret = c.Secret
 		}
-		return nil
 	case KindPublish:
 		if c.Audience == AudienceConnection {
 			if _, ok := st.conn(c.Hub, c.Key); !ok {
 				return ErrUnknownConnection
 			}
 		}
-		return nil
 	case KindConnOpen:
-		h := st.hub(c.Hub)
-		if _, ok := h.Conns[c.Conn]; ok {
-			return ErrConnectionExists
-		}
-		// Groups stays nil until the first join: most connections of a
-		// large hub are in few groups or none.
-		h.Conns[c.Conn] = &connState{User: c.User, Node: c.Node, Opened: e.Cursor, Base: e.Cursor}
-		if c.User != "" {
-			addUser(h.Users, c.User, c.Conn)
-		}
-		return nil
+		return st.applyOpen(e)
 	case KindConnClose:
-		h := st.Hubs[c.Hub]
-		if h == nil || h.Conns[c.Conn] == nil {
-			return ErrUnknownConnection
-		}
-		cs := h.Conns[c.Conn]
-		// The entry says whose connection ended (the disconnected event
-		// needs it, and the registry forgets it here).
-		c.User = cs.User
-		for g := range cs.Groups {
-			removeFrom(h.Groups, g, c.Conn)
-		}
-		if cs.User != "" {
-			removeUser(h.Users, cs.User, c.Conn)
-		}
-		delete(h.Conns, c.Conn)
-		if len(h.Conns) == 0 {
-			delete(st.Hubs, c.Hub)
-		}
-		return nil
+		return st.applyClose(c)
 	case KindGroupJoin, KindGroupLeave:
-		cs, ok := st.conn(c.Hub, c.Conn)
-		if !ok {
-			return ErrUnknownConnection
-		}
-		h := st.Hubs[c.Hub]
-		_, member := cs.Groups[c.Group]
-		if c.Kind == KindGroupJoin {
-			if cs.Groups == nil {
-				cs.Groups = map[string]struct{}{}
-			}
-			cs.Groups[c.Group] = struct{}{}
-			addTo(h.Groups, c.Group, c.Conn)
-		} else {
-			delete(cs.Groups, c.Group)
-			removeFrom(h.Groups, c.Group, c.Conn)
-		}
-		if member != (c.Kind == KindGroupJoin) {
-			cs.record(groupChange{Cursor: e.Cursor, Group: c.Group, Join: c.Kind == KindGroupJoin})
-		}
-		return nil
+		return st.applyGroupChange(e)
 	case KindReject:
-		return nil // it only carries the refusal to its origin
+		// It only carries the refusal to its origin.
 	case KindInvoke:
-		return nil // its effects follow it; it carries the result to its origin
+		// Its effects precede it; it carries the result to its origin.
 	case KindEventsDone:
 		if st.EventsDone.Less(c.From) {
 			st.EventsDone = c.From
 		}
-		return nil
 	case KindConnAck:
 		cs, ok := st.conn(c.Hub, c.Conn)
 		if !ok {
@@ -451,7 +416,6 @@ func (st *state) apply(e *Entry) error {
 		if c.AckSeq > cs.AckSeq {
 			cs.AckSeq, cs.AckAt = c.AckSeq, c.From
 		}
-		return nil
 	case KindConnResume:
 		cs, ok := st.conn(c.Hub, c.Conn)
 		if !ok {
@@ -462,7 +426,73 @@ func (st *state) apply(e *Entry) error {
 		}
 		cs.Node = c.Node
 		e.Groups = sortedKeys(cs.Groups)
-		return nil
+	}
+	return nil
+}
+
+// applyOpen registers a new connection.
+func (st *state) applyOpen(e *Entry) error {
+	c := &e.Command
+	h := st.hub(c.Hub)
+	if _, ok := h.Conns[c.Conn]; ok {
+		return ErrConnectionExists
+	}
+	// Groups stays nil until the first join: most connections of a large
+	// hub are in few groups or none.
+	h.Conns[c.Conn] = &connState{User: c.User, Node: c.Node, Opened: e.Cursor, Base: e.Cursor}
+	if c.User != "" {
+		addUser(h.Users, c.User, c.Conn)
+	}
+	return nil
+}
+
+// applyClose forgets a connection, its groups and its user; the command
+// is given the user, since the registry forgets it here.
+func (st *state) applyClose(c *Command) error {
+	h := st.Hubs[c.Hub]
+	if h == nil || h.Conns[c.Conn] == nil {
+		return ErrUnknownConnection
+	}
+	cs := h.Conns[c.Conn]
+	// The entry says whose connection ended (the disconnected event needs
+	// it).
+	c.User = cs.User
+	for g := range cs.Groups {
+		removeFrom(h.Groups, g, c.Conn)
+	}
+	if cs.User != "" {
+		removeUser(h.Users, cs.User, c.Conn)
+	}
+	delete(h.Conns, c.Conn)
+	if len(h.Conns) == 0 {
+		delete(st.Hubs, c.Hub)
+	}
+	return nil
+}
+
+// applyGroupChange applies a join or a leave, recording it in the
+// connection's membership history when it changes anything.
+func (st *state) applyGroupChange(e *Entry) error {
+	c := &e.Command
+	cs, ok := st.conn(c.Hub, c.Conn)
+	if !ok {
+		return ErrUnknownConnection
+	}
+	h := st.Hubs[c.Hub]
+	join := c.Kind == KindGroupJoin
+	_, member := cs.Groups[c.Group]
+	if join {
+		if cs.Groups == nil {
+			cs.Groups = map[string]struct{}{}
+		}
+		cs.Groups[c.Group] = struct{}{}
+		addTo(h.Groups, c.Group, c.Conn)
+	} else {
+		delete(cs.Groups, c.Group)
+		removeFrom(h.Groups, c.Group, c.Conn)
+	}
+	if member != join {
+		cs.record(groupChange{Cursor: e.Cursor, Group: c.Group, Join: join})
 	}
 	return nil
 }

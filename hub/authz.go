@@ -130,8 +130,8 @@ func (c *conn) armExpiry() {
 	t := time.AfterFunc(max(d, 0), func() {
 		c.logger().Debug("access token expired; closing the connection")
 		c.srv.expiredTokens.Add(1)
-		c.markEnd(endTokenExpired) // stats.go
-		c.closeWith("Connection closed: the access token expired; reconnect with a new one.", true, false)
+		c.close(disconnect{reason: "Connection closed: the access token expired; reconnect with a new one.",
+			allowReconnect: true, cause: endTokenExpired})
 	})
 	context.AfterFunc(c.ctx, func() { t.Stop() })
 }

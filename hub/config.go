@@ -1,7 +1,6 @@
 package hub
 
 import (
-	"context"
 	"crypto"
 	"crypto/tls"
 	"errors"
@@ -11,8 +10,13 @@ import (
 	"time"
 )
 
-// Config configures a Server. Start from DefaultConfig; every field is a
-// documented flag of cmd/raftplane.
+// Config configures a Server. Start from DefaultConfig. The settings are
+// documented flags of cmd/raftplane (the root package's option table,
+// options.go, names each one's flag); the rest is wiring that the program
+// embedding the hub sets: NodeID, TokenSecretFunc, the HTTP clients
+// (JWKSHTTPClient, UpstreamHTTPClient), Logger and the ports (Cluster,
+// Readiness, Snapshot, Leadership, Liveness, Peers). EventsMarkEvery and
+// EventsMarkInterval are tuning kept out of the flags.
 type Config struct {
 	// NodeID is this node's id, recorded as the owner of its connections.
 	NodeID string
@@ -212,11 +216,16 @@ type Config struct {
 	Leadership         Leadership
 	EventsMarkEvery    int
 	EventsMarkInterval time.Duration
+	// Liveness, when set, says which nodes are alive: while this node
+	// leads, it closes in the log the connections of a node that has not
+	// been alive for DisconnectTimeout (reap.go). nil reaps no other
+	// node's connections (a node alone has no other).
+	Liveness Liveness
 
-	// NodeHTTPAddr, when set, gives the client address of a live node by
-	// its id: SSE and long-polling requests for a connection held by
-	// another node are forwarded there (forward.go).
-	NodeHTTPAddr func(nodeID string) (string, bool)
+	// Peers, when set, gives the client address of a live node by its id:
+	// SSE and long-polling requests for a connection held by another node
+	// are forwarded there (forward.go). nil forwards nothing.
+	Peers Peers
 	// ForwardTLS, when set, makes those forwards https: set it when the
 	// nodes serve clients over TLS. The holder's certificate is verified
 	// against RootCAs (nil: the system's roots) for the name the client
@@ -227,8 +236,9 @@ type Config struct {
 	// over plain http.
 	ForwardTLS *tls.Config
 
-	// Status, when set, adds this node's Raft view to /api/v1/status.
-	Status func() any
+	// Cluster, when set, adds this node's Raft view to /api/v1/status and
+	// serves GET /api/v1/cluster: every member as this node sees it.
+	Cluster ClusterView
 	// Readiness, when set, backs GET /readyz (ready.go): the node is ready
 	// when it can commit. nil: ready whenever it takes new clients.
 	Readiness Readiness
@@ -238,10 +248,7 @@ type Config struct {
 	// Snapshot, when set, serves GET /api/v1/snapshot (backup.go): a
 	// backup of the replicated state (cluster.Node.Backup).
 	Snapshot SnapshotFunc
-	// Cluster, when set, serves GET /api/v1/cluster: every member as this
-	// node sees it.
-	Cluster func(ctx context.Context) any
-	Logger  *slog.Logger
+	Logger   *slog.Logger
 }
 
 // DefaultGroupClaim is the claim GroupClaim names by default.
@@ -285,7 +292,9 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate checks the fields and their relations.
+// Validate checks the fields and their relations. (Its length is a list of
+// independent checks, one per field or relation, each naming its values;
+// the limits', JWT's and upstream's are in their files.)
 func (c Config) Validate() error {
 	var errs []error
 	if c.NodeID == "" {

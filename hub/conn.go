@@ -133,7 +133,7 @@ func (c *conn) logger() *slog.Logger { return c.srv.log.With("conn", c.id, "hub"
 
 // setProtocol sets the hub protocol the handshake chose (MessagePack: see
 // msgpack.go). It is called before the connection is attached and before
-// its writer starts; c.mu orders it with closeWith during the handshake.
+// its writer starts; c.mu orders it with close during the handshake.
 func (c *conn) setProtocol(p protocol) {
 	c.mu.Lock()
 	c.proto = p
@@ -170,12 +170,8 @@ func (c *conn) enqueueKick(frame []byte, at fsm.Cursor, kick bool) bool {
 		if overBytes {
 			kind, limit, unit = limitQueuedBytes, c.srv.cfg.MaxQueuedBytes, "bytes"
 		}
-		c.markEndLocked(endSlow) // stats.go
-		c.closing = true
-		c.queue, c.queuedBytes = nil, 0
-		c.closeMsg = c.proto.appendClose(nil, "Connection closed: too slow to receive, more than "+
-			strconv.Itoa(limit)+" "+unit+" queued.", true)
-		c.kickLocked()
+		c.closeLocked(disconnect{reason: "Connection closed: too slow to receive, more than " +
+			strconv.Itoa(limit) + " " + unit + " queued.", allowReconnect: true, cause: endSlow})
 		c.mu.Unlock()
 		c.srv.lim.refused[kind].Add(1) // limits.go
 		// Logged outside the lock: the dispatcher is the caller.
@@ -208,22 +204,40 @@ func (c *conn) isClosing() bool {
 	return c.closing
 }
 
-// closeWith asks the writer to send a Close message and end the transport.
-// With flush, what is already queued goes out first.
-func (c *conn) closeWith(errMsg string, allowReconnect, flush bool) {
+// disconnect is how the server ends a connection (centrifuge's
+// Disconnect): the Close message's error and allowReconnect, whether what
+// is already queued goes out first, and the cause the stats count it under
+// (endNone: whatever was recorded before, if anything).
+type disconnect struct {
+	// reason is wire text: the client shows it, in ASP.NET Core's wording
+	// (capitals, full stop).
+	reason         string
+	allowReconnect bool
+	flush          bool
+	cause          endCause
+}
+
+// close asks the writer to send d's Close message and end the transport,
+// unless the connection is closing already.
+func (c *conn) close(d disconnect) {
 	c.mu.Lock()
+	c.closeLocked(d)
+	c.mu.Unlock()
+}
+
+// closeLocked is close with c.mu held.
+func (c *conn) closeLocked(d disconnect) {
 	if c.closing {
-		c.mu.Unlock()
 		return
 	}
+	c.markEndLocked(d.cause) // stats.go
 	c.closing = true
-	c.flush = flush
-	if !flush {
+	c.flush = d.flush
+	if !d.flush {
 		c.queue, c.queuedBytes = nil, 0
 	}
-	c.closeMsg = c.proto.appendClose(nil, errMsg, allowReconnect)
+	c.closeMsg = c.proto.appendClose(nil, d.reason, d.allowReconnect)
 	c.kickLocked()
-	c.mu.Unlock()
 }
 
 // dropAfterFlush ends the connection after what is queued, with no Close
@@ -393,91 +407,145 @@ func (c *conn) drain() {
 		}
 	}()
 	for {
-		c.mu.Lock()
-		if c.readerGone {
-			c.mu.Unlock()
+		w, wait, step := c.takeDue()
+		switch step {
+		case stepEnd:
 			c.end()
 			return
-		}
-		if d := c.srv.cfg.WriteDelay; d > 0 && len(c.queue) > 0 && !c.holding && !c.closing {
-			if wait := d - time.Since(c.lastWrite); wait > 0 {
-				// Busy: let more messages join this write (Config.WriteDelay).
-				c.mu.Unlock()
-				time.Sleep(wait)
-				continue
-			}
-		}
-		var q []outFrame
-		if !c.holding || c.closing {
-			q, c.queue = c.queue, nil
-			c.inflight, c.queuedBytes = c.queuedBytes, 0
-		}
-		closing, flush, closeMsg := c.closing, c.flush, c.closeMsg
-		ping, ack := c.pingDue, c.ackDue
-		c.pingDue, c.ackDue = false, false
-		if len(q) == 0 && !closing && !ping && !ack {
-			c.writing = false
-			c.mu.Unlock()
+		case stepIdle:
 			return
+		case stepWait:
+			// Busy: let more messages join this write (Config.WriteDelay).
+			time.Sleep(wait)
+			continue
 		}
-		c.mu.Unlock()
-		taken := q
-		if closing && !flush {
-			q = nil
-		}
-		buf := (*bp)[:0]
-		wrote := false
-		if ack {
-			if buf = c.statefulAck(buf); len(buf) > 0 {
-				if err := c.tr.write(buf); err != nil {
-					c.end()
-					return
-				}
-				wrote = true
-			}
-		}
-		for len(q) > 0 {
-			buf = buf[:0]
-			for len(q) > 0 && (len(buf) == 0 || len(buf)+len(q[0].b) <= maxCoalesce) {
-				buf = append(buf, q[0].b...)
-				if c.sr != nil {
-					c.sr.recordSent(q[0].at)
-				}
-				q = q[1:]
-			}
-			if err := c.tr.write(buf); err != nil {
-				c.logger().Debug("write failed", "err", err)
-				c.end()
-				return
-			}
-			wrote = true
-		}
-		c.srv.stats.wrote(c, taken, closing && !flush) // stats.go
-		recycleQueue(taken)
-		*bp = buf
-		if closing {
-			if closeMsg != nil {
-				_ = c.tr.write(closeMsg)
-			}
-			c.end()
+		if !c.writeDue(w, bp) {
 			return
-		}
-		if ping && !wrote {
-			if err := c.tr.write(c.proto.appendPing(buf[:0])); err != nil {
-				c.end()
-				return
-			}
-			wrote = true
-		}
-		if wrote || len(taken) > 0 {
-			c.mu.Lock()
-			if wrote {
-				c.lastWrite = time.Now()
-			}
-			c.inflight = 0 // the batch is written
-			c.mu.Unlock()
 		}
 	}
+}
+
+// drainStep is what one round of drain does.
+type drainStep uint8
+
+const (
+	stepWrite drainStep = iota // write what takeDue took
+	stepWait                   // wait for more messages, then look again
+	stepIdle                   // nothing is due: the transport was given back
+	stepEnd                    // the reader is gone: end the connection
+)
+
+// dueWork is what one round of drain took from the connection.
+type dueWork struct {
+	q         []outFrame // the queued messages (none while held)
+	closing   bool
+	flush     bool   // on closing, write q first
+	closeMsg  []byte // on closing, the Close message, if any
+	ping, ack bool   // a keep-alive, a stateful ack is due
+}
+
+// takeDue takes under c.mu what one round of drain writes, and says what
+// the round does.
+func (c *conn) takeDue() (dueWork, time.Duration, drainStep) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.readerGone {
+		return dueWork{}, 0, stepEnd
+	}
+	if d := c.srv.cfg.WriteDelay; d > 0 && len(c.queue) > 0 && !c.holding && !c.closing {
+		if wait := d - time.Since(c.lastWrite); wait > 0 {
+			return dueWork{}, wait, stepWait
+		}
+	}
+	var w dueWork
+	if !c.holding || c.closing {
+		w.q, c.queue = c.queue, nil
+		c.inflight, c.queuedBytes = c.queuedBytes, 0
+	}
+	w.closing, w.flush, w.closeMsg = c.closing, c.flush, c.closeMsg
+	w.ping, w.ack = c.pingDue, c.ackDue
+	c.pingDue, c.ackDue = false, false
+	if len(w.q) == 0 && !w.closing && !w.ping && !w.ack {
+		c.writing = false
+		return w, 0, stepIdle
+	}
+	return w, 0, stepWrite
+}
+
+// writeDue writes one round's work with the buffer *bp, and reports
+// whether the connection goes on (false: it ended).
+func (c *conn) writeDue(w dueWork, bp *[]byte) bool {
+	q := w.q
+	if w.closing && !w.flush {
+		q = nil
+	}
+	buf := (*bp)[:0]
+	wrote := false
+	if w.ack {
+		if buf = c.statefulAck(buf); len(buf) > 0 {
+			if err := c.tr.write(buf); err != nil {
+				c.end()
+				return false
+			}
+			wrote = true
+		}
+	}
+	if len(q) > 0 {
+		var err error
+		if buf, err = c.writeFrames(buf, q); err != nil {
+			c.logger().Debug("write failed", "err", err)
+			c.end()
+			return false
+		}
+		wrote = true
+	}
+	c.srv.stats.wrote(c, w.q, w.closing && !w.flush) // stats.go
+	recycleQueue(w.q)
+	*bp = buf
+	if w.closing {
+		if w.closeMsg != nil {
+			_ = c.tr.write(w.closeMsg)
+		}
+		c.end()
+		return false
+	}
+	if w.ping && !wrote {
+		if err := c.tr.write(c.proto.appendPing(buf[:0])); err != nil {
+			c.end()
+			return false
+		}
+		wrote = true
+	}
+	if wrote || len(w.q) > 0 {
+		c.mu.Lock()
+		if wrote {
+			c.lastWrite = time.Now()
+		}
+		c.inflight = 0 // the batch is written
+		c.mu.Unlock()
+	}
+	return true
+}
+
+// writeFrames writes the hub messages of q, coalesced into transport
+// messages of up to maxCoalesce bytes (never splitting one: a larger
+// message goes alone), built in buf, which it returns grown. Only the
+// writer calls it.
+func (c *conn) writeFrames(buf []byte, q []outFrame) ([]byte, error) {
+	for len(q) > 0 {
+		buf = buf[:0]
+		for len(q) > 0 && (len(buf) == 0 || len(buf)+len(q[0].b) <= maxCoalesce) {
+			buf = append(buf, q[0].b...)
+			if c.sr != nil {
+				c.sr.recordSent(q[0].at)
+			}
+			q = q[1:]
+		}
+		if err := c.tr.write(buf); err != nil {
+			return buf, err
+		}
+	}
+	return buf, nil
 }
 
 // end ends the transport and the connection; the writer owns the

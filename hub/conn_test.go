@@ -182,15 +182,15 @@ func TestConn_Enqueue(t *testing.T) {
 		}
 	})
 
-	t.Run("closeWith flush sends the queue then Close", func(t *testing.T) {
+	t.Run("close with flush sends the queue then Close", func(t *testing.T) {
 		tr := newGateTransport(true)
 		c := newUnitConn(t, 100, tr)
 		c.enqueue(frameN(1), fsm.Cursor{})
 		waitChan(t, "the writer to start writing", tr.entered)
 		c.enqueue(frameN(2), fsm.Cursor{})
-		c.closeWith("bye", false, true)
+		c.close(disconnect{reason: "bye", flush: true})
 		if c.enqueue(frameN(3), fsm.Cursor{}) {
-			t.Error("enqueue after closeWith accepted")
+			t.Error("enqueue after close accepted")
 		}
 		close(tr.release)
 		waitChan(t, "the transport to close", tr.closed)
@@ -201,13 +201,13 @@ func TestConn_Enqueue(t *testing.T) {
 		}
 	})
 
-	t.Run("closeWith without flush drops the queue", func(t *testing.T) {
+	t.Run("close without flush drops the queue", func(t *testing.T) {
 		tr := newGateTransport(true)
 		c := newUnitConn(t, 100, tr)
 		c.enqueue(frameN(1), fsm.Cursor{})
 		waitChan(t, "the writer to start writing", tr.entered)
 		c.enqueue(frameN(2), fsm.Cursor{})
-		c.closeWith("", true, false)
+		c.close(disconnect{allowReconnect: true})
 		close(tr.release)
 		waitChan(t, "the transport to close", tr.closed)
 		got := string(bytes.Join(tr.written(), nil))

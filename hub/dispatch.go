@@ -156,130 +156,167 @@ func (s *Server) deliverEntry(e *fsm.Entry, epoch string, scratch []byte) []byte
 	}
 	switch e.Kind {
 	case fsm.KindConnOpen:
-		if e.Node != s.cfg.NodeID {
-			return scratch
-		}
-		s.mu.Lock()
-		c := s.conns[e.Conn]
-		s.mu.Unlock()
-		if c == nil || c.hub != e.Hub || e.ID != c.openID {
-			return scratch
-		}
-		h := s.localHub(e.Hub, true)
-		h.conns[c.id] = c
-		if c.user != "" {
-			addUserConn(h.users, c.user, c)
-		}
-		close(c.attached)
+		s.attachOpened(e)
 	case fsm.KindConnClose:
-		h := s.localHub(e.Hub, false)
-		if h == nil {
-			return scratch
-		}
-		c := h.conns[e.Conn]
-		if c == nil {
-			return scratch
-		}
-		s.unindex(h, c)
-		// A close this connection did not ask for (REST DELETE): end it.
-		c.closeWith("Connection closed by the server: "+e.Reason, false, true)
+		s.detachClosed(e)
 	case fsm.KindConnResume:
-		s.mu.Lock()
-		c := s.conns[e.Conn]
-		s.mu.Unlock()
-		ours := c != nil && c.hub == e.Hub && c.resume != nil && e.ID == c.openID
-		if e.Node == s.cfg.NodeID && !ours {
-			// A resume an earlier transport of it published here that was
-			// applied late: the current transport stays as it is.
-			return scratch
-		}
-		h := s.localHub(e.Hub, false)
-		if h != nil {
-			if old := h.conns[e.Conn]; old != nil {
-				// Its earlier transport on this node is done with.
-				s.unindex(h, old)
-				old.markEnd(endMoved) // stats.go
-				old.closeWith("Connection resumed on another transport.", false, false)
-			}
-		}
-		if !ours {
-			return scratch
-		}
-		h = s.localHub(e.Hub, true)
-		h.conns[c.id] = c
-		if c.user != "" {
-			addUserConn(h.users, c.user, c)
-		}
-		for _, g := range e.Groups {
-			addConn(h.groups, g, c)
-			if c.groups == nil {
-				c.groups = map[string]struct{}{}
-			}
-			c.groups[g] = struct{}{}
-		}
-		close(c.attached)
+		s.attachResumed(e)
 	case fsm.KindGroupJoin, fsm.KindGroupLeave:
-		h := s.localHub(e.Hub, false)
-		if h == nil {
-			return scratch
-		}
-		c := h.conns[e.Conn]
-		if c == nil {
-			return scratch
-		}
-		if e.Kind == fsm.KindGroupJoin {
-			addConn(h.groups, e.Group, c)
-			if c.groups == nil {
-				c.groups = map[string]struct{}{}
-			}
-			c.groups[e.Group] = struct{}{}
-		} else {
-			removeConn(h.groups, e.Group, c)
-			delete(c.groups, e.Group)
-		}
+		s.changeGroup(e)
 	case fsm.KindPublish:
-		h := s.localHub(e.Hub, false)
-		if h == nil {
-			return scratch
+		return s.deliverPublish(e, epoch, scratch)
+	}
+	return scratch
+}
+
+// attachOpened indexes a connection of this node whose ConnOpen applied:
+// from here on it receives what the log addresses to it.
+func (s *Server) attachOpened(e *fsm.Entry) {
+	if e.Node != s.cfg.NodeID {
+		return
+	}
+	s.mu.Lock()
+	c := s.conns[e.Conn]
+	s.mu.Unlock()
+	if c == nil || c.hub != e.Hub || e.ID != c.openID {
+		return
+	}
+	s.localHub(e.Hub, true).attach(c)
+	close(c.attached)
+}
+
+// detachClosed unindexes a connection the log closed and ends it, if this
+// node holds it.
+func (s *Server) detachClosed(e *fsm.Entry) {
+	h, c := s.held(e.Hub, e.Conn)
+	if c == nil {
+		return
+	}
+	s.unindex(h, c)
+	// A close this connection did not ask for (REST DELETE): end it.
+	c.close(disconnect{reason: "Connection closed by the server: " + e.Reason, flush: true})
+}
+
+// attachResumed moves a resumed connection to its new transport: an
+// earlier transport of it on this node ends, and the one that published
+// this resume is indexed with the groups the entry carries.
+func (s *Server) attachResumed(e *fsm.Entry) {
+	s.mu.Lock()
+	c := s.conns[e.Conn]
+	s.mu.Unlock()
+	ours := c != nil && c.hub == e.Hub && c.resume != nil && e.ID == c.openID
+	if e.Node == s.cfg.NodeID && !ours {
+		// A resume an earlier transport of it published here that was
+		// applied late: the current transport stays as it is.
+		return
+	}
+	if h := s.localHub(e.Hub, false); h != nil {
+		if old := h.conns[e.Conn]; old != nil {
+			// Its earlier transport on this node is done with.
+			s.unindex(h, old)
+			old.close(disconnect{reason: "Connection resumed on another transport.", cause: endMoved})
 		}
-		var frames [2][]byte // one encoding per protocol: [0] JSON, [1] MessagePack (binary)
-		send := func(c *conn) {
-			for _, x := range e.Exclude {
-				if x == c.id {
-					return
-				}
+	}
+	if !ours {
+		return
+	}
+	h := s.localHub(e.Hub, true)
+	h.attach(c)
+	for _, g := range e.Groups {
+		h.join(c, g)
+	}
+	close(c.attached)
+}
+
+// changeGroup applies a join or leave of a connection this node holds.
+func (s *Server) changeGroup(e *fsm.Entry) {
+	h, c := s.held(e.Hub, e.Conn)
+	if c == nil {
+		return
+	}
+	if e.Kind == fsm.KindGroupJoin {
+		h.join(c, e.Group)
+		return
+	}
+	removeConn(h.groups, e.Group, c)
+	delete(c.groups, e.Group)
+}
+
+// deliverPublish queues a publish on its recipients on this node, encoded
+// once per protocol.
+func (s *Server) deliverPublish(e *fsm.Entry, epoch string, scratch []byte) []byte {
+	h := s.localHub(e.Hub, false)
+	if h == nil {
+		return scratch
+	}
+	var frames [2][]byte // one encoding per protocol: [0] JSON, [1] MessagePack (binary)
+	send := func(c *conn) {
+		for _, x := range e.Exclude {
+			if x == c.id {
+				return
 			}
-			k := 0
-			if c.proto.binary() {
-				k = 1
-			}
-			if frames[k] == nil {
-				// Encoded once per protocol, for every recipient on this node.
-				scratch = c.proto.appendInvocation(scratch[:0], e.Target, e.Args, e.Cursor.Format(epoch))
-				frames[k] = append([]byte(nil), scratch...)
-			}
-			s.enqueueLater(c, frames[k], e.Cursor)
 		}
-		switch e.Audience {
-		case fsm.AudienceAll:
-			for _, c := range h.conns {
-				send(c)
-			}
-		case fsm.AudienceGroup:
-			for c := range h.groups[e.Key] {
-				send(c)
-			}
-		case fsm.AudienceUser:
-			for _, c := range h.users[e.Key] {
-				send(c)
-			}
-		case fsm.AudienceConnection:
-			if c := h.conns[e.Key]; c != nil {
-				send(c)
-			}
+		k := 0
+		if c.proto.binary() {
+			k = 1
+		}
+		if frames[k] == nil {
+			// Encoded once per protocol, for every recipient on this node.
+			scratch = c.proto.appendInvocation(scratch[:0], e.Target, e.Args, e.Cursor.Format(epoch))
+			frames[k] = append([]byte(nil), scratch...)
+		}
+		s.enqueueLater(c, frames[k], e.Cursor)
+	}
+	switch e.Audience {
+	case fsm.AudienceAll:
+		for _, c := range h.conns {
+			send(c)
+		}
+	case fsm.AudienceGroup:
+		for c := range h.groups[e.Key] {
+			send(c)
+		}
+	case fsm.AudienceUser:
+		for _, c := range h.users[e.Key] {
+			send(c)
+		}
+	case fsm.AudienceConnection:
+		if c := h.conns[e.Key]; c != nil {
+			send(c)
 		}
 	}
 	return scratch
+}
+
+// held returns the local index of hub and its connection id, or nils when
+// this node does not hold that connection. Only the dispatcher calls it.
+func (s *Server) held(hub, id string) (*localHub, *conn) {
+	h := s.localHub(hub, false)
+	if h == nil {
+		return nil, nil
+	}
+	c := h.conns[id]
+	if c == nil {
+		return nil, nil
+	}
+	return h, c
+}
+
+// attach indexes c under its id and user.
+func (h *localHub) attach(c *conn) {
+	h.conns[c.id] = c
+	if c.user != "" {
+		addUserConn(h.users, c.user, c)
+	}
+}
+
+// join indexes c in group g.
+func (h *localHub) join(c *conn, g string) {
+	addConn(h.groups, g, c)
+	if c.groups == nil {
+		c.groups = map[string]struct{}{}
+	}
+	c.groups[g] = struct{}{}
 }
 
 // unindex removes a connection from the local index; the log no longer
@@ -353,6 +390,6 @@ func (s *Server) closeAllLocal(msg string) {
 	}
 	s.mu.Unlock()
 	for _, c := range conns {
-		c.closeWith(msg, true, false)
+		c.close(disconnect{reason: msg, allowReconnect: true})
 	}
 }

@@ -3,10 +3,13 @@
 // the built-in hub methods, cursor resume, the server REST API, and delivery
 // to local connections.
 //
-// hub knows nothing of Raft or gossip. It consumes two small interfaces
-// declared in ports.go: a Publisher that turns a fsm.Command into a committed
-// cursor, and a Stream from which it reads every applied entry. A node never
-// delivers anything to its clients except what it reads from the Stream, the
+// hub knows nothing of Raft or gossip. It consumes small interfaces
+// declared in ports.go: a Publisher that turns a fsm.Command (built with
+// fsm's constructors) into a committed cursor; a Stream, which is the Log
+// from which it reads every applied entry and the Registry of connections,
+// groups and users; and, optionally, what it reads of the cluster
+// (ClusterView, Readiness, Leadership, Liveness, Peers). A node never
+// delivers anything to its clients except what it reads from the Log, the
 // sender's own node included.
 //
 // Application logic (handlers.go, invoke.go, send.go, authz.go): an
@@ -20,12 +23,14 @@
 // ClientMethods and GroupClaim limit what clients may do with the
 // built-in methods.
 //
-// Goroutines: Server.Start runs one dispatcher that reads the stream in order,
+// Goroutines: Server.Start runs one dispatcher that reads the log in order,
 // keeps the local index of connections, groups and users, and encodes each
 // message once per protocol before queueing it on its recipients. Each
 // connection has one reader goroutine; its writes are made by a goroutine
 // that exists only while something is due (see conn.startWriter), so an
 // idle connection has no writer. A connection whose queue overflows is
 // closed with allowReconnect; nothing the dispatcher does ever blocks on a
-// client. Lock order: Server.mu, then conn.mu.
+// client. Start also runs the reaper (reap.go) and, when there are
+// connection events to deliver, the leader's events runner (events.go).
+// Lock order: Server.mu, then conn.mu.
 package hub

@@ -25,10 +25,10 @@ var corsHeaders = []string{"Access-Control-Allow-Origin", "Access-Control-Allow-
 // It reports whether it answered. If that node is gone, the connection is
 // too (404): its client negotiates again, as after any lost node.
 func (s *Server) forwardToOwner(w http.ResponseWriter, r *http.Request, tok connToken) bool {
-	if s.cfg.NodeHTTPAddr == nil || r.Header.Get(forwardedHeader) != "" || tok.Node == "" || tok.Node == s.cfg.NodeID {
+	if s.cfg.Peers == nil || r.Header.Get(forwardedHeader) != "" || tok.Node == "" || tok.Node == s.cfg.NodeID {
 		return false
 	}
-	addr, ok := s.cfg.NodeHTTPAddr(tok.Node)
+	addr, ok := s.cfg.Peers.HTTPAddr(tok.Node)
 	if !ok {
 		writeError(w, http.StatusNotFound, "No Connection with that ID: the node that negotiated it is gone; negotiate again")
 		return true

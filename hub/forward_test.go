@@ -17,7 +17,7 @@ func TestForwardToNegotiatingNode(t *testing.T) {
 	cfgB := testConfig(t)
 	cfgB.NodeID = "node-2"
 	addrA := strings.TrimPrefix(a.ts.URL, "http://")
-	cfgB.NodeHTTPAddr = func(id string) (string, bool) { return addrA, id == "node-1" }
+	cfgB.Peers = peersFunc(func(id string) (string, bool) { return addrA, id == "node-1" })
 	b := startTestHub(t, cfgB, m, pub)
 
 	tok, id := a.negotiateToken("alice")
@@ -47,7 +47,7 @@ func TestForwardToNegotiatingNode(t *testing.T) {
 	}
 
 	// A token from a node that is gone: the connection is gone with it.
-	cfgB.NodeHTTPAddr = func(string) (string, bool) { return "", false }
+	cfgB.Peers = peersFunc(func(string) (string, bool) { return "", false })
 	c := startTestHub(t, cfgB, m, pub)
 	tok2, _ := a.negotiateToken("bob")
 	if r := c.pollOnce(tok2); r.status != http.StatusNotFound {

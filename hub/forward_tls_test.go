@@ -56,7 +56,9 @@ func startTLSTestHub(t *testing.T, cfg Config, m *fsm.Machine, pub *fakePublishe
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	srv.Start()
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
 	ts := httptest.NewUnstartedServer(srv)
 	ts.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	ts.StartTLS()
@@ -105,7 +107,7 @@ func TestForwardOverTLS(t *testing.T) {
 	node2 := func(forward *tls.Config) *testHub {
 		cfg := testConfig(t)
 		cfg.NodeID = "node-2"
-		cfg.NodeHTTPAddr = func(id string) (string, bool) { return addrA, id == "node-1" }
+		cfg.Peers = peersFunc(func(id string) (string, bool) { return addrA, id == "node-1" })
 		cfg.ForwardTLS = forward
 		return startTLSTestHub(t, cfg, m, pub, pki.cert)
 	}

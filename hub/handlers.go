@@ -226,7 +226,7 @@ func (p Proxy) Send(target string, args ...any) error {
 		if p.audience != fsm.AudienceAll && (k == "" || len(k) > maxGroupLen) {
 			return fmt.Errorf("hub: a %s name must be 1 to %d bytes", p.audience, maxGroupLen)
 		}
-		if err := p.ctx.add(publishCmd(p.ctx.Hub, p.audience, k, target, data, p.exclude)); err != nil {
+		if err := p.ctx.add(fsm.Publish(p.ctx.Hub, p.audience, k, target, data, p.exclude)); err != nil {
 			return err
 		}
 	}
@@ -246,7 +246,7 @@ func (g Groups) Add(connectionID, group string) error {
 	if le := g.ctx.srv.checkJoin(g.ctx.Hub, connectionID, group); le != nil {
 		return &Error{Message: le.Error()}
 	}
-	return g.ctx.add(fsm.Command{Kind: fsm.KindGroupJoin, Hub: g.ctx.Hub, Conn: connectionID, Group: group})
+	return g.ctx.add(fsm.GroupJoin(g.ctx.Hub, connectionID, group))
 }
 
 // Remove queues removing a connection from a group.
@@ -254,7 +254,7 @@ func (g Groups) Remove(connectionID, group string) error {
 	if err := validGroupChange(connectionID, group); err != nil {
 		return err
 	}
-	return g.ctx.add(fsm.Command{Kind: fsm.KindGroupLeave, Hub: g.ctx.Hub, Conn: connectionID, Group: group})
+	return g.ctx.add(fsm.GroupLeave(g.ctx.Hub, connectionID, group))
 }
 
 func validGroupChange(conn, group string) error {

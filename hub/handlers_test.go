@@ -30,7 +30,9 @@ func startAppHub(t *testing.T, h Handlers, opts ...func(*Config)) *testHub {
 	if err := srv.Handle(testHubName, h); err != nil {
 		t.Fatalf("Handle: %v", err)
 	}
-	srv.Start()
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
 	if err := srv.Handle("other", Handlers{}); err == nil {
 		t.Fatal("Handle after Start succeeded")
 	}

@@ -236,6 +236,14 @@ func testConfig(t testing.TB) Config {
 	return cfg
 }
 
+// publishCmd is fsm.Publish, by the name the tests have long used.
+var publishCmd = fsm.Publish
+
+// peersFunc adapts a function to the Peers port.
+type peersFunc func(nodeID string) (string, bool)
+
+func (f peersFunc) HTTPAddr(nodeID string) (string, bool) { return f(nodeID) }
+
 func newTestMachine(t testing.TB) *fsm.Machine {
 	t.Helper()
 	m, err := fsm.New(fsm.DefaultConfig())
@@ -272,7 +280,9 @@ func startTestHub(t *testing.T, cfg Config, m *fsm.Machine, pub *fakePublisher) 
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	srv.Start()
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
 	ts := httptest.NewServer(srv)
 	h := &testHub{t: t, cfg: cfg, srv: srv, ts: ts, m: m, pub: pub}
 	t.Cleanup(ts.Close)

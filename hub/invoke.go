@@ -81,6 +81,6 @@ func (c *conn) statefulApp(m hubMessage, am appMethod) ([]fsm.Command, string) {
 	if errText != "" {
 		return nil, errText
 	}
-	inv := fsm.Command{Kind: fsm.KindInvoke, Hub: c.hub, Conn: c.id, Target: am.name, Effects: uint32(len(effects)), Args: result}
+	inv := fsm.Invoke(c.hub, c.id, am.name, uint32(len(effects)), result)
 	return append(effects, inv), ""
 }

@@ -207,6 +207,8 @@ func parseJWKS(data []byte) (keys []jwk, skipped []string, err error) {
 	return keys, skipped, nil
 }
 
+// parse decodes one JWK into a key. It is a codec, one branch per key type
+// and curve (RFC 7517/7518), each field checked, hence its branches.
 func (r rawJWK) parse() (jwk, error) {
 	if r.Use != "" && r.Use != "sig" {
 		return jwk{}, fmt.Errorf("use %q is not sig", r.Use)

@@ -720,7 +720,9 @@ func TestJWKS_CloseStopsTheLoop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.Start()
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
 	waitFor(t, "a fetch attempt", func() bool { return idp.fetches.Load() > 0 })
 	ctx, cancel := context.WithTimeout(context.Background(), testWait)
 	defer cancel()

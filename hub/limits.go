@@ -110,7 +110,7 @@ func writeClaimError(w http.ResponseWriter, err error) {
 	case errors.As(err, &le):
 		writeLimit(w, le)
 	case errors.Is(err, errShuttingDown):
-		writeError(w, http.StatusServiceUnavailable, err.Error())
+		writeUnavailable(w, err)
 	default:
 		writeError(w, http.StatusConflict, err.Error())
 	}
@@ -255,10 +255,10 @@ func (s *Server) clientIP(r *http.Request) netip.Addr {
 // isNode reports whether ip is the address of node id: a request that
 // says another node forwarded it is believed only from that node.
 func (s *Server) isNode(id string, ip netip.Addr) bool {
-	if s.cfg.NodeHTTPAddr == nil {
+	if s.cfg.Peers == nil {
 		return false
 	}
-	addr, ok := s.cfg.NodeHTTPAddr(id)
+	addr, ok := s.cfg.Peers.HTTPAddr(id)
 	if !ok {
 		return false
 	}
@@ -282,7 +282,7 @@ func ipKey(ip netip.Addr) netip.Addr {
 }
 
 // registryCounts is the allocation-free side of the registry that
-// *fsm.Machine has (fsm/counts.go); any other Stream is counted through
+// *fsm.Machine has (fsm/counts.go); any other Registry is counted through
 // its lists.
 type registryCounts interface {
 	GroupSize(hub, group string) int
@@ -292,10 +292,10 @@ type registryCounts interface {
 
 // userConnections counts a user's connections to a hub on every node.
 func (s *Server) userConnections(hub, user string) int {
-	if rc, ok := s.stream.(registryCounts); ok {
+	if rc, ok := s.reg.(registryCounts); ok {
 		return rc.UserConnectionCount(hub, user)
 	}
-	return len(s.stream.UserConnections(hub, user))
+	return len(s.reg.UserConnections(hub, user))
 }
 
 // checkAdmission checks the connection limits for a new connection; with
@@ -389,7 +389,7 @@ func (s *Server) checkJoin(hub, id, group string) *limitError {
 		return nil
 	}
 	var n, size int
-	if rc, ok := s.stream.(registryCounts); ok {
+	if rc, ok := s.reg.(registryCounts); ok {
 		var member, known bool
 		n, member, known = rc.ConnectionGroupCount(hub, id, group)
 		if !known || member {
@@ -399,7 +399,7 @@ func (s *Server) checkJoin(hub, id, group string) *limitError {
 			size = rc.GroupSize(hub, group)
 		}
 	} else {
-		ci, known := s.stream.Connection(hub, id)
+		ci, known := s.reg.Connection(hub, id)
 		if !known {
 			return nil
 		}
@@ -410,7 +410,7 @@ func (s *Server) checkJoin(hub, id, group string) *limitError {
 		}
 		n = len(ci.Groups)
 		if mm > 0 {
-			size = len(s.stream.GroupConnections(hub, group))
+			size = len(s.reg.GroupConnections(hub, group))
 		}
 	}
 	l := &s.lim

@@ -84,7 +84,7 @@ func TestAutoMaxConnections(t *testing.T) {
 func TestServer_ClientIP(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig(t)
-	cfg.NodeHTTPAddr = func(id string) (string, bool) {
+	cfg.Peers = peersFunc(func(id string) (string, bool) {
 		switch id {
 		case "node-2":
 			return "10.0.0.2:8080", true
@@ -92,7 +92,7 @@ func TestServer_ClientIP(t *testing.T) {
 			return "node-3.internal:8080", true
 		}
 		return "", false
-	}
+	})
 	m := newTestMachine(t)
 	srv, err := New(cfg, newFakePublisher(t, m, true), m)
 	if err != nil {

@@ -32,25 +32,25 @@ var builtins = func() map[string]*method {
 			if le := c.srv.checkJoin(c.hub, c.id, s[0]); le != nil { // limits.go
 				return fsm.Command{}, fmt.Errorf("JoinGroup: %w", le)
 			}
-			return fsm.Command{Kind: fsm.KindGroupJoin, Hub: c.hub, Conn: c.id, Group: s[0]}, nil
+			return fsm.GroupJoin(c.hub, c.id, s[0]), nil
 		}},
 		{name: "LeaveGroup", params: []string{"group"}, build: func(c *conn, s []string, _ []json.RawMessage) (fsm.Command, error) {
-			return fsm.Command{Kind: fsm.KindGroupLeave, Hub: c.hub, Conn: c.id, Group: s[0]}, nil
+			return fsm.GroupLeave(c.hub, c.id, s[0]), nil
 		}},
 		{name: "Broadcast", params: []string{"target"}, rest: true, build: func(c *conn, s []string, r []json.RawMessage) (fsm.Command, error) {
-			return publishCmd(c.hub, fsm.AudienceAll, "", s[0], joinArgs(r), nil), nil
+			return fsm.Publish(c.hub, fsm.AudienceAll, "", s[0], joinArgs(r), nil), nil
 		}},
 		{name: "SendToOthers", params: []string{"target"}, rest: true, build: func(c *conn, s []string, r []json.RawMessage) (fsm.Command, error) {
-			return publishCmd(c.hub, fsm.AudienceAll, "", s[0], joinArgs(r), []string{c.id}), nil
+			return fsm.Publish(c.hub, fsm.AudienceAll, "", s[0], joinArgs(r), []string{c.id}), nil
 		}},
 		{name: "SendToGroup", params: []string{"group", "target"}, rest: true, build: func(c *conn, s []string, r []json.RawMessage) (fsm.Command, error) {
-			return publishCmd(c.hub, fsm.AudienceGroup, s[0], s[1], joinArgs(r), nil), nil
+			return fsm.Publish(c.hub, fsm.AudienceGroup, s[0], s[1], joinArgs(r), nil), nil
 		}},
 		{name: "SendToUser", params: []string{"user", "target"}, rest: true, build: func(c *conn, s []string, r []json.RawMessage) (fsm.Command, error) {
-			return publishCmd(c.hub, fsm.AudienceUser, s[0], s[1], joinArgs(r), nil), nil
+			return fsm.Publish(c.hub, fsm.AudienceUser, s[0], s[1], joinArgs(r), nil), nil
 		}},
 		{name: "SendToConnection", params: []string{"connectionId", "target"}, rest: true, build: func(c *conn, s []string, r []json.RawMessage) (fsm.Command, error) {
-			return publishCmd(c.hub, fsm.AudienceConnection, s[0], s[1], joinArgs(r), nil), nil
+			return fsm.Publish(c.hub, fsm.AudienceConnection, s[0], s[1], joinArgs(r), nil), nil
 		}},
 	} {
 		out[strings.ToLower(m.name)] = m
@@ -58,17 +58,8 @@ var builtins = func() map[string]*method {
 	return out
 }()
 
-func publishCmd(hub string, a fsm.Audience, key, target string, args []byte, exclude []string) fsm.Command {
-	return fsm.Command{Kind: fsm.KindPublish, Hub: hub, Audience: a, Key: key, Target: target, Args: args, Exclude: exclude}
-}
-
-func connOpen(c *conn, node string) fsm.Command {
-	return fsm.Command{Kind: fsm.KindConnOpen, Hub: c.hub, Conn: c.id, User: c.user, Node: node}
-}
-
-func connClose(c *conn, reason string) fsm.Command {
-	return fsm.Command{Kind: fsm.KindConnClose, Hub: c.hub, Conn: c.id, Reason: reason}
-}
+// connClose is the close of connection c, for reason.
+func connClose(c *conn, reason string) fsm.Command { return fsm.ConnClose(c.hub, c.id, reason) }
 
 // joinArgs builds the recipients' arguments array from validated raw values.
 func joinArgs(r []json.RawMessage) []byte {

@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"strconv"
 	"time"
+
+	"github.com/raftplane/raftplane/fsm"
 )
 
 var hubNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,128}$`)
@@ -62,7 +64,7 @@ func (s *Server) handleNegotiate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := s.accepting(); err != nil {
-		writeError(w, http.StatusServiceUnavailable, err.Error())
+		writeUnavailable(w, err)
 		return
 	}
 	// Refused early, with a status the clients report; the transport's
@@ -125,10 +127,30 @@ func equalFold(a, b string) bool {
 	return true
 }
 
+// Why accepting refuses new clients. What the client reads is made at the
+// edge, by unavailableText.
 var (
-	errShuttingDown = errors.New("server is shutting down; connect to another node")
-	errNotReady     = errors.New("cluster not ready yet (no cluster id applied); retry shortly")
+	errShuttingDown = errors.New("hub: shutting down")
+	errNotReady     = fmt.Errorf("hub: not ready: %w", fsm.ErrNoEpoch)
 )
+
+// unavailableText is the message of a 503 answer for err (accepting's or
+// ready's): wire text for the client, which says what to do. Other errors
+// (the Readiness port's reasons, for the prober) go as they are.
+func unavailableText(err error) string {
+	switch {
+	case errors.Is(err, errShuttingDown):
+		return "server is shutting down; connect to another node"
+	case errors.Is(err, errNotReady):
+		return "cluster not ready yet (no cluster id applied); retry shortly"
+	}
+	return err.Error()
+}
+
+// writeUnavailable answers 503 for err, a refusal of accepting or ready.
+func writeUnavailable(w http.ResponseWriter, err error) {
+	writeError(w, http.StatusServiceUnavailable, unavailableText(err))
+}
 
 // accepting reports why new connections are refused, if they are.
 func (s *Server) accepting() error {

@@ -1,8 +1,9 @@
 // This file owns the JSON SignalR hub protocol layer: 0x1E record framing
 // (recordSplitter, with a constant-memory size limit), the handshake, parsing
 // of client->server hub messages and encoding of server->client hub messages.
-// It is pure code: no I/O, no goroutines, no locks. See /work/shared/PROTOCOL.md
-// sections 3.1-3.4 for the wire facts it implements.
+// It is pure code: no I/O, no goroutines, no locks. The wire facts it
+// implements are ASP.NET Core's: HubProtocol.md and TransportProtocols.md in
+// github.com/dotnet/aspnetcore, src/SignalR/docs/specs.
 
 package hub
 

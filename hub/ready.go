@@ -11,7 +11,7 @@ import "net/http"
 // not bring the quorum back.
 func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	if err := s.ready(); err != nil {
-		writeError(w, http.StatusServiceUnavailable, err.Error())
+		writeUnavailable(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})

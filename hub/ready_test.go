@@ -3,11 +3,14 @@ package hub
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/raftplane/raftplane/fsm"
 )
 
 // fakeReadiness answers Ready with a settable error and records the bound
@@ -59,8 +62,8 @@ func TestServer_Ready(t *testing.T) {
 			wantStatus: http.StatusServiceUnavailable, wantReason: "no leader known"},
 		{name: "stale leader", err: errors.New("cluster: leader not heard from recently: last contact with the leader 7.2s ago (more than 7s)"),
 			wantStatus: http.StatusServiceUnavailable, wantReason: "last contact with the leader 7.2s ago"},
-		{name: "no cluster id", err: errors.New("cluster: not ready: cluster id not applied yet"),
-			wantStatus: http.StatusServiceUnavailable, wantReason: "cluster id not applied yet"},
+		{name: "no cluster id", err: fmt.Errorf("cluster: not ready: %w", fsm.ErrNoEpoch),
+			wantStatus: http.StatusServiceUnavailable, wantReason: "no cluster id applied yet"},
 		{name: "ready again", wantStatus: http.StatusOK},
 	}
 	for _, tt := range tests {

@@ -124,7 +124,7 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request, a fsm.Audience, ke
 	}
 	s.stats.restReceived.Add(1) // stats.go
 	hub := r.PathValue("hub")
-	cmd := publishCmd(hub, a, key, sb.Target, sb.Arguments, sb.Excluded)
+	cmd := fsm.Publish(hub, a, key, sb.Target, sb.Arguments, sb.Excluded)
 	if idem != "" {
 		// The prefix keeps client keys apart from the ids nodes generate
 		// and from other hubs' keys.
@@ -136,7 +136,7 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request, a fsm.Audience, ke
 // commit publishes a command and answers with its cursor once it is applied.
 func (s *Server) commit(w http.ResponseWriter, r *http.Request, cmd fsm.Command) {
 	if err := s.accepting(); err != nil && !errors.Is(err, errShuttingDown) {
-		writeError(w, http.StatusServiceUnavailable, err.Error())
+		writeUnavailable(w, err)
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.PublishTimeout)
@@ -187,26 +187,29 @@ func (s *Server) handleSendConnection(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (s *Server) groupChange(w http.ResponseWriter, r *http.Request, kind fsm.Kind) {
+// groupChange commits the join or leave that change builds
+// (fsm.GroupJoin, fsm.GroupLeave).
+func (s *Server) groupChange(w http.ResponseWriter, r *http.Request, change func(hub, conn, group string) fsm.Command) {
 	g, id := r.PathValue("group"), r.PathValue("id")
 	if !checkName(w, "group", g, maxGroupLen) || !checkName(w, "connection id", id, maxGroupLen) {
 		return
 	}
-	if kind == fsm.KindGroupJoin {
-		if le := s.checkJoin(r.PathValue("hub"), id, g); le != nil { // limits.go: 409
+	cmd := change(r.PathValue("hub"), id, g)
+	if cmd.Kind == fsm.KindGroupJoin {
+		if le := s.checkJoin(cmd.Hub, id, g); le != nil { // limits.go: 409
 			writeLimit(w, le)
 			return
 		}
 	}
-	s.commit(w, r, fsm.Command{Kind: kind, Hub: r.PathValue("hub"), Group: g, Conn: id})
+	s.commit(w, r, cmd)
 }
 
 func (s *Server) handleGroupAdd(w http.ResponseWriter, r *http.Request) {
-	s.groupChange(w, r, fsm.KindGroupJoin)
+	s.groupChange(w, r, fsm.GroupJoin)
 }
 
 func (s *Server) handleGroupRemove(w http.ResponseWriter, r *http.Request) {
-	s.groupChange(w, r, fsm.KindGroupLeave)
+	s.groupChange(w, r, fsm.GroupLeave)
 }
 
 func (s *Server) handleCloseConnection(w http.ResponseWriter, r *http.Request) {
@@ -222,11 +225,11 @@ func (s *Server) handleCloseConnection(w http.ResponseWriter, r *http.Request) {
 	if reason == "" {
 		reason = "closed through the REST API"
 	}
-	s.commit(w, r, fsm.Command{Kind: fsm.KindConnClose, Hub: r.PathValue("hub"), Conn: id, Reason: reason})
+	s.commit(w, r, fsm.ConnClose(r.PathValue("hub"), id, reason))
 }
 
 func (s *Server) handleGetConnection(w http.ResponseWriter, r *http.Request) {
-	ci, ok := s.stream.Connection(r.PathValue("hub"), r.PathValue("id"))
+	ci, ok := s.reg.Connection(r.PathValue("hub"), r.PathValue("id"))
 	if !ok {
 		writeError(w, http.StatusNotFound, "connection not found")
 		return
@@ -238,7 +241,7 @@ func (s *Server) handleGetConnection(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleGetGroup(w http.ResponseWriter, r *http.Request) {
-	ids := s.stream.GroupConnections(r.PathValue("hub"), r.PathValue("group"))
+	ids := s.reg.GroupConnections(r.PathValue("hub"), r.PathValue("group"))
 	if len(ids) == 0 {
 		writeError(w, http.StatusNotFound, "group has no connections")
 		return
@@ -247,7 +250,7 @@ func (s *Server) handleGetGroup(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleGetUser(w http.ResponseWriter, r *http.Request) {
-	ids := s.stream.UserConnections(r.PathValue("hub"), r.PathValue("user"))
+	ids := s.reg.UserConnections(r.PathValue("hub"), r.PathValue("user"))
 	if len(ids) == 0 {
 		writeError(w, http.StatusNotFound, "user has no connections")
 		return
@@ -295,7 +298,7 @@ func (s *Server) handleGroupHistory(w http.ResponseWriter, r *http.Request) {
 	}
 	pos := s.stream.Position()
 	if pos.Epoch == "" {
-		writeError(w, http.StatusServiceUnavailable, errNotReady.Error())
+		writeUnavailable(w, errNotReady)
 		return
 	}
 	after := pos.Floor

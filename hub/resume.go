@@ -61,11 +61,11 @@ func (s *Server) prepareResume(r *http.Request, hub, user, rawTok string) (*resu
 			return nil, http.StatusServiceUnavailable, fmt.Errorf("resume: this node has not yet applied cursor %s (%v); retry", raw, err)
 		}
 	}
-	if ci, ok := s.stream.Connection(hub, rr.id); ok && c.Less(ci.Opened) {
+	if ci, ok := s.reg.Connection(hub, rr.id); ok && c.Less(ci.Opened) {
 		c = ci.Opened // nothing before the connection existed was addressed to it
 	}
 	rr.from = c
-	groups, owner, err := s.stream.GroupsAt(hub, rr.id, c)
+	groups, owner, err := s.reg.GroupsAt(hub, rr.id, c)
 	switch {
 	case errors.Is(err, fsm.ErrUnknownConnection):
 		rr.reset = fmt.Sprintf("Resume refused: connection %s is closed (it was away longer than the disconnect timeout). Start a new connection.", rr.id)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/raftplane/raftplane/fsm"
+	"github.com/raftplane/raftplane/status"
 )
 
 // Server is the SignalR endpoint and REST API of one node. It is an
@@ -21,7 +22,8 @@ type Server struct {
 	cfg    Config
 	log    *slog.Logger
 	pub    Publisher
-	stream Stream
+	stream Log      // the entries, delivered from (dispatch.go)
+	reg    Registry // connections, groups, users
 	mux    *http.ServeMux
 	ws     websocket.Upgrader
 
@@ -75,6 +77,7 @@ func New(cfg Config, pub Publisher, stream Stream) (*Server, error) {
 		log:      lg,
 		pub:      pub,
 		stream:   stream,
+		reg:      stream,
 		conns:    map[string]*conn{},
 		detached: map[string]*time.Timer{},
 		idx:      map[string]*localHub{},
@@ -127,55 +130,31 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.serveCORS(w, r, http.HandlerFunc(s.serveRoutes)) // errors.go: JSON 404 and 405
 }
 
+// ErrClosed is returned by Start on a server that was closed.
+var ErrClosed = errors.New("hub: server closed")
+
 // Start begins delivering applied entries to local connections, from the
-// stream's current end.
-func (s *Server) Start() {
+// stream's current end, and starts the server's background work (reap.go,
+// jwt.go, events.go). Nothing in it waits, so it takes no context; it is
+// idempotent, and fails with ErrClosed after Close.
+func (s *Server) Start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closing {
+		return ErrClosed
+	}
 	if s.started {
-		return
+		return nil
 	}
 	s.started = true
 	from := s.stream.Position().Last
 	s.wg.Add(3)
 	go s.dispatch(from)
-	go s.reapStale()
+	go s.reapLoop() // reap.go
 	go s.checkpointLoop()
 	s.startJWKS()   // jwt.go
 	s.startEvents() // events.go: after every Handle
-}
-
-// reapStale closes, in the log, the connections the registry says this node
-// holds but that this process never opened: they belong to a previous run
-// that ended without recording their departure (a crash, a kill -9).
-func (s *Server) reapStale() {
-	defer s.wg.Done()
-	// Their clients may still resume them, here or elsewhere: give them the
-	// same grace as any dropped connection.
-	select {
-	case <-time.After(s.cfg.DisconnectTimeout):
-	case <-s.stop:
-		return
-	}
-	for _, ci := range s.stream.ConnectionsOn(s.cfg.NodeID) {
-		s.mu.Lock()
-		_, live := s.conns[ci.ID]
-		_, waiting := s.detached[ci.ID]
-		s.mu.Unlock()
-		if live || waiting {
-			continue
-		}
-		ctx, cancel := context.WithTimeout(s.life, s.cfg.PublishTimeout)
-		_, err := s.pub.Publish(ctx, fsm.Command{Kind: fsm.KindConnClose, Hub: ci.Hub, Conn: ci.ID,
-			Reason: "its node restarted"})
-		cancel()
-		if err != nil && !errors.Is(err, fsm.ErrUnknownConnection) {
-			s.log.Warn("could not close a connection left by a previous run", "conn", ci.ID, "err", err)
-			return
-		}
-		s.stats.reaped() // stats.go
-		s.log.Info("closed a connection left by a previous run", "conn", ci.ID, "hub", ci.Hub)
-	}
+	return nil
 }
 
 // Close stops accepting clients, closes every connection with a Close
@@ -208,7 +187,7 @@ func (s *Server) Close(ctx context.Context) error {
 			c.dropAfterFlush()
 			continue
 		}
-		c.closeWith("Server is shutting down.", true, true)
+		c.close(disconnect{reason: "Server is shutting down.", allowReconnect: true, flush: true})
 	}
 	done := make(chan struct{})
 	go func() {
@@ -244,7 +223,7 @@ func (s *Server) LocalConnections() int {
 // this node takes new clients, 503 (with the reason) while it does not.
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	if err := s.accepting(); err != nil {
-		writeError(w, http.StatusServiceUnavailable, err.Error())
+		writeUnavailable(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -253,23 +232,23 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	p := s.stream.Position()
 	out := map[string]any{
-		"stream": map[string]any{
-			"epoch":         p.Epoch,
-			"applied_index": p.Applied,
-			"first_cursor":  cursorOrEmpty(p.Epoch, p.First),
-			"last_cursor":   cursorOrEmpty(p.Epoch, p.Last),
-			"floor_cursor":  cursorOrEmpty(p.Epoch, p.Floor),
-			"cached":        p.Entries,
-			"cached_bytes":  p.Bytes,
-			"digest":        strconv.FormatUint(p.Digest, 16),
+		"stream": status.Stream{
+			Epoch:        p.Epoch,
+			AppliedIndex: p.Applied,
+			FirstCursor:  cursorOrEmpty(p.Epoch, p.First),
+			LastCursor:   cursorOrEmpty(p.Epoch, p.Last),
+			FloorCursor:  cursorOrEmpty(p.Epoch, p.Floor),
+			Cached:       p.Entries,
+			CachedBytes:  p.Bytes,
+			Digest:       strconv.FormatUint(p.Digest, 16),
 		},
 		"hub": s.hubStatus(), // limits.go
 	}
 	if st := s.UpstreamStats(); st.Enabled || st.Events.Leading || st.Events.Marks > 0 {
 		out["upstream"] = st // upstream.go, events.go
 	}
-	if s.cfg.Status != nil {
-		out["node"] = s.cfg.Status()
+	if s.cfg.Cluster != nil {
+		out["node"] = s.cfg.Cluster.Status()
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -279,7 +258,11 @@ func (s *Server) handleCluster(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "this node runs without cluster membership")
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"members": s.cfg.Cluster(r.Context())})
+	members := s.cfg.Cluster.ClusterStatus(r.Context())
+	if members == nil {
+		members = []status.Member{} // [], not null
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"members": members})
 }
 
 func cursorOrEmpty(epoch string, c fsm.Cursor) string {

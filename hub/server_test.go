@@ -2,7 +2,10 @@ package hub
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"net/http"
+	"reflect"
 	"runtime"
 	"slices"
 	"strings"
@@ -10,6 +13,7 @@ import (
 	"time"
 
 	"github.com/raftplane/raftplane/fsm"
+	"github.com/raftplane/raftplane/status"
 )
 
 func TestNew_Validate(t *testing.T) {
@@ -265,5 +269,79 @@ func TestServer_CloseNoGoroutineLeak(t *testing.T) {
 			t.Fatalf("%d goroutines after Close, %d before the hub started:\n%s", runtime.NumGoroutine(), baseline, buf[:n])
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// fakeCluster is a ClusterView with fixed answers.
+type fakeCluster struct {
+	node    status.Node
+	members []status.Member
+}
+
+func (f fakeCluster) Status() status.Node { return f.node }
+
+func (f fakeCluster) ClusterStatus(context.Context) []status.Member { return f.members }
+
+// TestServer_ClusterView: GET /api/v1/status carries the ClusterView's
+// node and the stream in their status shapes; GET /api/v1/cluster its
+// members ([] when it knows none, 404 without a ClusterView).
+func TestServer_ClusterView(t *testing.T) {
+	t.Parallel()
+	view := fakeCluster{
+		node: status.Node{NodeID: "node-1", State: "Leader", Term: 3, LeaderID: "node-1"},
+		members: []status.Member{{ID: "node-1", RaftAddr: "127.0.0.1:7000", GossipState: "alive", Suffrage: "voter",
+			Leader: true, ClusterID: testEpoch, LastContact: "0s", Applied: 9}},
+	}
+	h := newTestHub(t, func(c *Config) { c.Cluster = view })
+	st, _, body := h.do(http.MethodGet, "/api/v1/status", "", nil)
+	if st != http.StatusOK {
+		t.Fatalf("status: %d %s", st, body)
+	}
+	var got struct {
+		Node   status.Node   `json:"node"`
+		Stream status.Stream `json:"stream"`
+	}
+	if err := json.Unmarshal(body, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Node != view.node {
+		t.Errorf("node = %+v, want %+v", got.Node, view.node)
+	}
+	if p := h.m.Position(); got.Stream.Epoch != testEpoch || got.Stream.AppliedIndex != p.Applied ||
+		got.Stream.LastCursor != p.Last.Format(testEpoch) || got.Stream.Cached != p.Entries {
+		t.Errorf("stream = %+v, machine at %+v", got.Stream, p)
+	}
+
+	st, _, body = h.do(http.MethodGet, "/api/v1/cluster", "", nil)
+	var members struct {
+		Members []status.Member `json:"members"`
+	}
+	if err := json.Unmarshal(body, &members); st != http.StatusOK || err != nil || !reflect.DeepEqual(members.Members, view.members) {
+		t.Fatalf("cluster: %d %s (%v), want %+v", st, body, err, view.members)
+	}
+
+	empty := newTestHub(t, func(c *Config) { c.Cluster = fakeCluster{} })
+	if st, _, body := empty.do(http.MethodGet, "/api/v1/cluster", "", nil); st != http.StatusOK || !strings.Contains(string(body), `"members":[]`) {
+		t.Errorf("cluster knowing no member: %d %s, want 200 with []", st, body)
+	}
+	none := newTestHub(t)
+	if st, _, _ := none.do(http.MethodGet, "/api/v1/cluster", "", nil); st != http.StatusNotFound {
+		t.Errorf("cluster without a ClusterView: %d, want 404", st)
+	}
+}
+
+// TestServer_StartAfterClose: a closed server does not start again.
+func TestServer_StartAfterClose(t *testing.T) {
+	t.Parallel()
+	m := newTestMachine(t)
+	srv, err := New(testConfig(t), newFakePublisher(t, m, true), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Start after Close = %v, want ErrClosed", err)
 	}
 }

@@ -238,27 +238,42 @@ func (s *Server) handleHTTPTransport(w http.ResponseWriter, r *http.Request, hub
 	}
 	switch r.Method {
 	case http.MethodPost:
-		switch {
-		case sess != nil:
-			s.handlePost(w, r, sess)
-		case s.localWebSocket(id):
-			w.Header().Set("Allow", "GET")
-			writeError(w, http.StatusMethodNotAllowed, "POST requests are not allowed for WebSocket connections")
-		default:
-			writeError(w, http.StatusNotFound, "No Connection with that ID")
-		}
-		return
+		s.transportPost(w, r, sess, id)
 	case http.MethodDelete:
-		switch {
-		case sess != nil && sess.kind == transportLP:
-			s.handleDelete(w, sess)
-		case sess != nil || s.localWebSocket(id):
-			writeError(w, http.StatusBadRequest, "Cannot terminate this connection using the DELETE endpoint: it is not a long-polling connection")
-		default:
-			writeError(w, http.StatusNotFound, "No Connection with that ID")
-		}
-		return
+		s.transportDelete(w, sess, id)
+	default:
+		s.transportGet(w, r, sess, hub, id, tok)
 	}
+}
+
+// transportPost is a client's send on an HTTP transport.
+func (s *Server) transportPost(w http.ResponseWriter, r *http.Request, sess *httpSession, id string) {
+	switch {
+	case sess != nil:
+		s.handlePost(w, r, sess)
+	case s.localWebSocket(id):
+		w.Header().Set("Allow", "GET")
+		writeError(w, http.StatusMethodNotAllowed, "POST requests are not allowed for WebSocket connections")
+	default:
+		writeError(w, http.StatusNotFound, "No Connection with that ID")
+	}
+}
+
+// transportDelete is a long-polling client's goodbye.
+func (s *Server) transportDelete(w http.ResponseWriter, sess *httpSession, id string) {
+	switch {
+	case sess != nil && sess.kind == transportLP:
+		s.handleDelete(w, sess)
+	case sess != nil || s.localWebSocket(id):
+		writeError(w, http.StatusBadRequest, "Cannot terminate this connection using the DELETE endpoint: it is not a long-polling connection")
+	default:
+		writeError(w, http.StatusNotFound, "No Connection with that ID")
+	}
+}
+
+// transportGet is an SSE stream or a long poll: of a session this node
+// holds, or the first request of a new connection.
+func (s *Server) transportGet(w http.ResponseWriter, r *http.Request, sess *httpSession, hub, id string, tok connToken) {
 	sse := acceptsEventStream(r)
 	if sess != nil {
 		switch {
@@ -291,7 +306,7 @@ func (s *Server) handleHTTPTransport(w http.ResponseWriter, r *http.Request, hub
 		return
 	}
 	if err := s.accepting(); err != nil {
-		writeError(w, http.StatusServiceUnavailable, err.Error())
+		writeUnavailable(w, err)
 		return
 	}
 	if sse {

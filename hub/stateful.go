@@ -174,7 +174,7 @@ func (c *conn) handleStateful(m hubMessage, refusal string) bool {
 		cmds, refusal = c.statefulCommands(m)
 	}
 	if refusal != "" {
-		cmds = []fsm.Command{{Kind: fsm.KindReject, Hub: c.hub, Reason: refusal}}
+		cmds = []fsm.Command{fsm.Reject(c.hub, refusal)}
 	}
 	// The last command carries the message: its origin and id (an
 	// application method's effects come before it, with neither).
@@ -322,7 +322,7 @@ func (s *Server) checkpointLoop() {
 				defer func() { <-sem }()
 				ctx, cancel := context.WithTimeout(context.Background(), s.cfg.PublishTimeout)
 				defer cancel()
-				cmd := fsm.Command{Kind: fsm.KindConnAck, Hub: c.hub, Conn: c.id, AckSeq: seq, From: at}
+				cmd := fsm.ConnAck(c.hub, c.id, seq, at)
 				if _, err := s.pub.Publish(ctx, cmd); err == nil || isOutcome(err) {
 					c.sr.checkpointed(seq)
 				}
@@ -341,7 +341,7 @@ func (s *Server) checkpointLoop() {
 func (s *Server) statefulReconnect(w http.ResponseWriter, r *http.Request, tok connToken) {
 	hub := tok.Hub
 	s.evictLocal(tok.ID)
-	ci, ok := s.stream.Connection(hub, tok.ID)
+	ci, ok := s.reg.Connection(hub, tok.ID)
 	if !ok {
 		s.stats.reattach(outcomeReset) // stats.go
 		writeError(w, http.StatusNotFound, "No Connection with that ID: it has closed")
@@ -356,7 +356,7 @@ func (s *Server) statefulReconnect(w http.ResponseWriter, r *http.Request, tok c
 		writeError(w, http.StatusNotFound, fmt.Sprintf("connection %s cannot be continued: what it missed is older than the message cache", tok.ID))
 		return
 	}
-	groups, owner, err := s.stream.GroupsAt(hub, tok.ID, from)
+	groups, owner, err := s.reg.GroupsAt(hub, tok.ID, from)
 	if err != nil || owner != tok.User {
 		s.stats.reattach(reattachOutcome(err)) // stats.go
 		writeError(w, http.StatusNotFound, fmt.Sprintf("connection %s cannot be continued: %v", tok.ID, err))

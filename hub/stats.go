@@ -45,9 +45,11 @@ const (
 	// DisconnectMoved: the connection resumed on another transport (on this
 	// node or another); this transport ended, the connection did not.
 	DisconnectMoved = "moved"
-	// DisconnectReaped: a connection a previous run of this node left in
-	// the registry (it ended in a crash) was closed in the log at start.
-	// No transport of this process carried it.
+	// DisconnectReaped: this node closed in the log a connection whose
+	// process is gone (reap.go): one a previous run of this node left in
+	// the registry (it ended in a crash), or, as the leader, one of a node
+	// not alive for DisconnectTimeout. No transport of this process
+	// carried it.
 	DisconnectReaped = "reaped"
 )
 
@@ -339,20 +341,13 @@ var endReasonNames = [numEndCauses]string{
 	endReaped:        DisconnectReaped,
 }
 
-// markEndLocked is markEnd with c.mu held.
+// markEndLocked records why the server is about to close c, unless a
+// cause is recorded already or c is closing for another reason: the first
+// decision is the one that ends it. c.mu is held.
 func (c *conn) markEndLocked(why endCause) {
 	if c.endReason == endNone && !c.closing {
 		c.endReason = why
 	}
-}
-
-// markEnd records why the server is about to close c, unless a cause is
-// recorded already or c is closing for another reason: the first decision
-// is the one that ends it.
-func (c *conn) markEnd(why endCause) {
-	c.mu.Lock()
-	c.markEndLocked(why)
-	c.mu.Unlock()
 }
 
 const (

@@ -73,7 +73,7 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 	user := ident.user
 	r = withIdentity(r, ident) // for newConn: claims and expiry
 	if err := s.accepting(); err != nil {
-		writeError(w, http.StatusServiceUnavailable, err.Error())
+		writeUnavailable(w, err)
 		return
 	}
 	var id string
@@ -157,7 +157,7 @@ func (s *Server) claimUpgradeAs(w http.ResponseWriter, r *http.Request, a admiss
 
 // registered reports whether connection id of hub is in the log.
 func (s *Server) registered(hub, id string) bool {
-	_, ok := s.stream.Connection(hub, id)
+	_, ok := s.reg.Connection(hub, id)
 	return ok
 }
 
@@ -213,7 +213,7 @@ type reader interface {
 // that a second transport for the same id is refused with 409. It is where
 // the connection limits bind (limits.go): a refusal is a *limitError.
 func (s *Server) claim(id string, a admission) error {
-	if _, ok := s.stream.Connection(a.hub, id); ok && !a.resume {
+	if _, ok := s.reg.Connection(a.hub, id); ok && !a.resume {
 		return fmt.Errorf("connection %s is already active", id)
 	}
 	users := 0
@@ -282,15 +282,7 @@ func (s *Server) serve(c *conn, rd reader) {
 		}
 	}
 	if hsErr == nil && c.resume != nil && c.resume.reset != "" {
-		// The handshake succeeds so that the client reads the reason.
-		if !c.disarmCloseOnCancel() {
-			return
-		}
-		c.logger().Info("resume refused", "reason", c.resume.reset)
-		s.stats.resume(outcomeReset) // stats.go
-		_ = c.tr.write(encodeHandshakeResponse(""))
-		_ = c.tr.write(c.proto.appendClose(nil, c.resume.reset, true))
-		_ = c.tr.close()
+		s.refuseResume(c)
 		return
 	}
 	var opened fsm.Cursor
@@ -332,6 +324,20 @@ func (s *Server) serve(c *conn, rd reader) {
 	s.run(c, rd, split, leftover)
 }
 
+// refuseResume ends a connection whose resume cannot be exact: the
+// handshake succeeds so that the client reads the reason, in a Close that
+// lets it start a new connection.
+func (s *Server) refuseResume(c *conn) {
+	if !c.disarmCloseOnCancel() {
+		return
+	}
+	c.logger().Info("resume refused", "reason", c.resume.reset)
+	s.stats.resume(outcomeReset) // stats.go
+	_ = c.tr.write(encodeHandshakeResponse(""))
+	_ = c.tr.write(c.proto.appendClose(nil, c.resume.reset, true))
+	_ = c.tr.close()
+}
+
 // run starts the connection's writer, then reads and handles the client's
 // messages until the connection ends, and cleans up.
 func (s *Server) run(c *conn, rd reader, split splitter, leftover []pendingRecord) {
@@ -348,10 +354,9 @@ func (s *Server) run(c *conn, rd reader, split splitter, leftover []pendingRecor
 		if err := splitErr(split); err != nil {
 			// MessagePack: after a bad length prefix the stream cannot be
 			// resynchronised. Say why and end the connection.
-			c.markEnd(endProtocolError) // stats.go
 			c.logger().Debug("closing: bad framing", "err", err)
 			c.goodbye.Store(true) // a broken client: nothing to resume
-			c.closeWith("Connection closed with an error: "+err.Error(), false, true)
+			c.close(disconnect{reason: "Connection closed with an error: " + err.Error(), flush: true, cause: endProtocolError})
 			select {
 			case <-c.writerDone:
 			case <-time.After(s.cfg.SendTimeout):
@@ -366,8 +371,8 @@ func (s *Server) run(c *conn, rd reader, split splitter, leftover []pendingRecor
 			case errors.As(err, &ne) && ne.Timeout() && c.ctx.Err() == nil:
 				// Tell the client why, as ASP.NET Core does, and let it come back.
 				c.logger().Debug("client timeout", "after", s.cfg.ClientTimeout)
-				c.markEnd(endClientTimeout) // stats.go
-				c.closeWith(fmt.Sprintf("Connection closed: nothing received from the client for %s.", s.cfg.ClientTimeout), true, false)
+				c.close(disconnect{reason: fmt.Sprintf("Connection closed: nothing received from the client for %s.", s.cfg.ClientTimeout),
+					allowReconnect: true, cause: endClientTimeout})
 				select {
 				case <-c.writerDone:
 				case <-time.After(s.cfg.SendTimeout):
@@ -473,9 +478,9 @@ func (s *Server) checkHandshake(h handshakeRequest, binaryOK bool) (protocol, er
 func (s *Server) open(c *conn) (fsm.Cursor, error) {
 	ctx, cancel := context.WithTimeout(c.ctx, s.cfg.PublishTimeout)
 	defer cancel()
-	cmd := connOpen(c, s.cfg.NodeID)
+	cmd := fsm.ConnOpen(c.hub, c.id, c.user, s.cfg.NodeID)
 	if c.resume != nil {
-		cmd = fsm.Command{Kind: fsm.KindConnResume, Hub: c.hub, Conn: c.id, User: c.user, Node: s.cfg.NodeID, From: c.resume.from}
+		cmd = fsm.ConnResume(c.hub, c.id, c.user, s.cfg.NodeID, c.resume.from)
 	}
 	cmd.ID = c.openID // the dispatcher attaches c at this entry, not at another transport's
 
@@ -591,7 +596,7 @@ func (s *Server) expire(c *conn) {
 	s.wg.Add(1)
 	s.mu.Unlock()
 	defer s.wg.Done()
-	if ci, ok := s.stream.Connection(c.hub, c.id); !ok || ci.Node != s.cfg.NodeID {
+	if ci, ok := s.reg.Connection(c.hub, c.id); !ok || ci.Node != s.cfg.NodeID {
 		return // resumed elsewhere, or already closed
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.PublishTimeout)

@@ -144,11 +144,6 @@ func (c *collector) collectHub(ch chan<- prometheus.Metric, hs *hub.Stats, cs *c
 	for k, v := range hs.Disconnects {
 		disc[k] = v
 	}
-	if cs != nil {
-		// The leader's reaping of a gone node's connections and a
-		// restarted node's reaping of its own are one reason.
-		disc[hub.DisconnectReaped] += cs.ReapedConnections
-	}
 	counters(ch, c.disconnects, disc)
 	counters(ch, c.resumes, hs.Resumes)
 	counters(ch, c.reattaches, hs.StatefulReconnects)

@@ -33,6 +33,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	"github.com/raftplane/raftplane/fsm"
+	"github.com/raftplane/raftplane/status"
 )
 
 // Service bytes of the shared Raft port (cluster/mux.go).
@@ -103,19 +104,6 @@ type Result struct {
 	Answered bool   `json:"answered"`
 	Response any    `json:"response,omitempty"`
 	Err      string `json:"error,omitempty"`
-}
-
-// NodeStatus is the "node" object of GET /api/v1/status (cluster.Status).
-type NodeStatus struct {
-	NodeID       string `json:"node_id"`
-	RaftAddr     string `json:"raft_addr"`
-	State        string `json:"state"`
-	Term         uint64 `json:"term"`
-	LeaderID     string `json:"leader_id"`
-	LeaderAddr   string `json:"leader_addr"`
-	CommitIndex  uint64 `json:"commit_index"`
-	AppliedIndex uint64 `json:"applied_index"`
-	LastLogIndex uint64 `json:"last_log_index"`
 }
 
 // counter is the byte counts of one attack's connections.
@@ -403,7 +391,7 @@ func header() raft.RPCHeader {
 // previous-entry check is skipped by naming no previous entry. Against a
 // node without peer TLS the follower stores and applies the entry: its log
 // then differs from its peers' at that index forever.
-func Append(ctx context.Context, addr string, tlsConf *tls.Config, st NodeStatus) Result {
+func Append(ctx context.Context, addr string, tlsConf *tls.Config, st status.Node) Result {
 	return raftCall(ctx, AttackAppend, addr, tlsConf, func(t *raft.NetworkTransport) (any, error) {
 		next := st.LastLogIndex + 1
 		req := &raft.AppendEntriesRequest{
@@ -458,7 +446,7 @@ func TimeoutNow(ctx context.Context, addr string, tlsConf *tls.Config) Result {
 // InstallSnapshot sends the node a snapshot of a state machine the stranger
 // made: a cluster whose epoch and secret are the stranger's, ahead of the
 // node's log, with a configuration in which the node is the only voter.
-func InstallSnapshot(ctx context.Context, addr string, tlsConf *tls.Config, st NodeStatus) Result {
+func InstallSnapshot(ctx context.Context, addr string, tlsConf *tls.Config, st status.Node) Result {
 	return raftCall(ctx, AttackInstallSnapshot, addr, tlsConf, func(t *raft.NetworkTransport) (any, error) {
 		data, err := ForgedSnapshot()
 		if err != nil {

@@ -7,21 +7,14 @@ import (
 	"io"
 	"net/http"
 	"strings"
+
+	"github.com/raftplane/raftplane/status"
 )
 
 // Status is the part of GET /api/v1/status the attacks and tests read.
 type Status struct {
-	Node   NodeStatus   `json:"node"`
-	Stream StreamStatus `json:"stream"`
-}
-
-// StreamStatus is the "stream" object of GET /api/v1/status.
-type StreamStatus struct {
-	Epoch        string `json:"epoch"`
-	AppliedIndex uint64 `json:"applied_index"`
-	// Digest is the FSM's running digest of what it applied: two replicas
-	// at the same applied index with different digests have diverged.
-	Digest string `json:"digest"`
+	Node   status.Node   `json:"node"`
+	Stream status.Stream `json:"stream"`
 }
 
 // FetchStatus reads GET /api/v1/status from a node's HTTP base URL

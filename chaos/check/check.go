@@ -109,6 +109,22 @@ type PublishStats struct {
 	// Canaries counts distinct canary ids invoked; CanariesOK those acked.
 	Canaries   int `json:"canaries"`
 	CanariesOK int `json:"canaries_ok"`
+	// Expired counts Fail and Info outcomes refused by the FSM as expired
+	// (stamped more than fsm.MaxCommandAge behind the newest stamp): the
+	// expected fate of a late copy, a storm of them after a clock fault.
+	Expired int `json:"expired"`
+}
+
+// ExpiredText is what the error of a command the FSM refused as expired
+// says (fsm.ErrExpired).
+const ExpiredText = "command expired"
+
+// expired is 1 for an outcome refused as expired.
+func expired(e *history.Event) int {
+	if strings.Contains(e.Err, ExpiredText) {
+		return 1
+	}
+	return 0
 }
 
 // SubscriberStats counts subscriber events.
@@ -392,98 +408,46 @@ func (c *checker) observe(e *history.Event, id, group string, pos history.Pos) {
 	gp[pos] = struct{}{}
 }
 
+// availability follows the longest stretch without a successful publish,
+// from the first invoke on (collect).
+type availability struct {
+	firstInvoke, prevOK int64
+	invoked, anyOK      bool
+}
+
+// invoke notes an invoke at t.
+func (a *availability) invoke(t int64) {
+	if !a.invoked {
+		a.firstInvoke, a.prevOK, a.invoked = t, t, true
+	}
+}
+
+// ok notes a successful publish at t, measuring the gap since the last.
+func (a *availability) ok(r *Report, t int64) {
+	if a.invoked {
+		gap(r, a.prevOK, t)
+		a.prevOK = t
+	}
+	a.anyOK = true
+}
+
+// gap records from-to as the longest unavailability if it is.
+func gap(r *Report, from, to int64) {
+	if d := time.Duration(to - from); d > r.MaxUnavailable {
+		r.MaxUnavailable, r.MaxUnavailableFrom, r.MaxUnavailableTo = d, from, to
+	}
+}
+
 // collect is the first pass: publishes, observations, reads, counts.
 func (c *checker) collect() {
 	r := c.r
-	var (
-		firstInvoke int64
-		invoked     bool
-		prevOK      int64
-		anyOK       bool
-	)
-	gap := func(from, to int64) {
-		if d := time.Duration(to - from); d > r.MaxUnavailable {
-			r.MaxUnavailable, r.MaxUnavailableFrom, r.MaxUnavailableTo = d, from, to
-		}
-	}
+	var avail availability
 	for _, e := range c.evs {
 		switch e.Type {
 		case history.Invoke:
-			if e.ID == "" {
-				c.malformed(e, "no id")
-				continue
-			}
-			r.Publishes.Invoked++
-			if !invoked {
-				firstInvoke, prevOK, invoked = e.T, e.T, true
-			}
-			inf := c.id(e.ID)
-			if inf.invokes == 0 {
-				inf.group = e.Group
-				r.Publishes.IDs++
-				if isCanary(e.ID) {
-					r.Publishes.Canaries++
-				}
-			} else {
-				r.Publishes.Retries++
-				if e.Group != inf.group && c.once(KindGroupMismatch, e.ID, history.Pos{}) {
-					c.add(Violation{Kind: KindGroupMismatch, T: e.T, P: e.P, ID: e.ID, Group: e.Group,
-						Detail: fmt.Sprintf("id %s invoked for group %q, first invoked for %q", e.ID, e.Group, inf.group)})
-				}
-			}
-			inf.invokes++
-			k := pkey{e.P, e.ID}
-			if _, ok := c.pending[k]; ok {
-				c.malformed(e, "invoked again before the previous attempt's outcome (that attempt counts as open)")
-				inf.open++
-				r.Publishes.Open++
-			}
-			c.pending[k] = attempt{t: e.T, group: e.Group}
+			c.collectInvoke(e, &avail)
 		case history.OK, history.Fail, history.Info:
-			if e.ID == "" {
-				c.malformed(e, "no id")
-				continue
-			}
-			inf := c.id(e.ID)
-			k := pkey{e.P, e.ID}
-			a, ok := c.pending[k]
-			if !ok {
-				c.malformed(e, "outcome with no pending invoke of "+e.ID+" by "+e.P)
-				a.group = inf.group
-			}
-			delete(c.pending, k)
-			switch e.Type {
-			case history.Fail:
-				r.Publishes.Fail++
-				inf.fails++
-			case history.Info:
-				r.Publishes.Info++
-				inf.infos++
-			case history.OK:
-				r.Publishes.OK++
-				inf.oks++
-				if ok {
-					c.latencies = append(c.latencies, e.T-a.t)
-				}
-				if invoked {
-					gap(prevOK, e.T)
-					prevOK = e.T
-				}
-				anyOK = true
-				if e.Pos == nil {
-					c.malformed(e, "no position")
-					continue
-				}
-				if !inf.hasOK {
-					inf.okPos, inf.hasOK = *e.Pos, true
-					c.okOrder = append(c.okOrder, e.ID)
-					r.Publishes.Acked++
-					if isCanary(e.ID) {
-						r.Publishes.CanariesOK++
-					}
-				}
-				c.observe(e, e.ID, a.group, *e.Pos)
-			}
+			c.collectOutcome(e, &avail)
 		case history.Deliver:
 			r.Subscribers.Deliveries++
 			if e.ID == "" || e.Pos == nil {
@@ -520,12 +484,103 @@ func (c *checker) collect() {
 				Detail: fmt.Sprintf("%s on %s at t=%s: %s", e.Kind, orDash(e.Node), dur(e.T), e.Text)})
 		}
 	}
+	if avail.invoked && !avail.anyOK && len(c.evs) > 0 {
+		gap(r, avail.firstInvoke, c.evs[len(c.evs)-1].T)
+	}
+	c.collectTotals()
+}
+
+// collectInvoke counts an invoke and opens its attempt; an invoke without
+// an id is only reported as malformed.
+func (c *checker) collectInvoke(e *history.Event, avail *availability) {
+	r := c.r
+	if e.ID == "" {
+		c.malformed(e, "no id")
+		return
+	}
+	r.Publishes.Invoked++
+	avail.invoke(e.T)
+	inf := c.id(e.ID)
+	if inf.invokes == 0 {
+		inf.group = e.Group
+		r.Publishes.IDs++
+		if isCanary(e.ID) {
+			r.Publishes.Canaries++
+		}
+	} else {
+		r.Publishes.Retries++
+		if e.Group != inf.group && c.once(KindGroupMismatch, e.ID, history.Pos{}) {
+			c.add(Violation{Kind: KindGroupMismatch, T: e.T, P: e.P, ID: e.ID, Group: e.Group,
+				Detail: fmt.Sprintf("id %s invoked for group %q, first invoked for %q", e.ID, e.Group, inf.group)})
+		}
+	}
+	inf.invokes++
+	k := pkey{e.P, e.ID}
+	if _, ok := c.pending[k]; ok {
+		c.malformed(e, "invoked again before the previous attempt's outcome (that attempt counts as open)")
+		inf.open++
+		r.Publishes.Open++
+	}
+	c.pending[k] = attempt{t: e.T, group: e.Group}
+}
+
+// collectOutcome closes an attempt with its outcome (ok, fail, info); an
+// acknowledged publish is observed at its position.
+func (c *checker) collectOutcome(e *history.Event, avail *availability) {
+	r := c.r
+	if e.ID == "" {
+		c.malformed(e, "no id")
+		return
+	}
+	inf := c.id(e.ID)
+	k := pkey{e.P, e.ID}
+	a, pending := c.pending[k]
+	if !pending {
+		c.malformed(e, "outcome with no pending invoke of "+e.ID+" by "+e.P)
+		a.group = inf.group
+	}
+	delete(c.pending, k)
+	switch e.Type {
+	case history.Fail:
+		r.Publishes.Fail++
+		inf.fails++
+		r.Publishes.Expired += expired(e)
+		return
+	case history.Info:
+		r.Publishes.Info++
+		inf.infos++
+		r.Publishes.Expired += expired(e)
+		return
+	}
+	r.Publishes.OK++
+	inf.oks++
+	if pending {
+		c.latencies = append(c.latencies, e.T-a.t)
+	}
+	avail.ok(r, e.T)
+	if e.Pos == nil {
+		c.malformed(e, "no position")
+		return
+	}
+	if !inf.hasOK {
+		inf.okPos, inf.hasOK = *e.Pos, true
+		c.okOrder = append(c.okOrder, e.ID)
+		r.Publishes.Acked++
+		if isCanary(e.ID) {
+			r.Publishes.CanariesOK++
+		}
+	}
+	c.observe(e, e.ID, a.group, *e.Pos)
+}
+
+// collectTotals closes the first pass: the attempts never answered, the
+// publishes never acknowledged (recovered when seen anyway), the latency
+// percentiles and the reads.
+func (c *checker) collectTotals() {
+	r := c.r
 	for k := range c.pending {
 		c.ids[k.id].open++
 		r.Publishes.Open++
-	}
-	if invoked && !anyOK && len(c.evs) > 0 {
-		gap(firstInvoke, c.evs[len(c.evs)-1].T)
 	}
 	for _, inf := range c.ids {
 		if inf.invokes > 0 && inf.oks == 0 && inf.infos+inf.open > 0 {

@@ -512,3 +512,20 @@ func BenchmarkCheck(b *testing.B) {
 	}
 	b.ReportMetric(float64(len(h)), "events/op")
 }
+
+// TestCheck_CountsExpired: outcomes the FSM refused as expired are counted
+// (they are not violations: an indeterminate send may be refused so).
+func TestCheck_CountsExpired(t *testing.T) {
+	b := &builder{}
+	b.invoke("pub-0", "a", "g0")
+	b.add(history.Event{P: "pub-0", Type: history.Info, ID: "a", Err: "503 Service Unavailable: cluster unavailable: " + ExpiredText + ": it reached the log too late"})
+	b.invoke("pub-1", "b", "g0")
+	b.info("pub-1", "b")
+	r := Check(b.h)
+	if r.Publishes.Expired != 1 || r.Publishes.Info != 2 {
+		t.Fatalf("expired %d info %d, want 1 and 2", r.Publishes.Expired, r.Publishes.Info)
+	}
+	if !strings.Contains(r.Summary(), "1 refused as expired") {
+		t.Fatalf("summary lacks the expired count:\n%s", r.Summary())
+	}
+}

@@ -55,7 +55,8 @@ func (r Report) Kinds() []string {
 }
 
 // Summary is the report for a human: the verdict, the run's numbers, then
-// each violated kind with its count and a few examples.
+// each violated kind with its count and a few examples. (A page of output
+// written line after line, hence its length.)
 func (r Report) Summary() string {
 	var b strings.Builder
 	if r.OK() {
@@ -77,8 +78,8 @@ func (r Report) Summary() string {
 	p := r.Publishes
 	fmt.Fprintf(&b, "publishes: %d invoked (%d ids, %d retries), %d ok, %d fail, %d info, %d open; %d ids acked\n",
 		p.Invoked, p.IDs, p.Retries, p.OK, p.Fail, p.Info, p.Open, p.Acked)
-	fmt.Fprintf(&b, "indeterminate ids: %d recovered (in the log), %d never seen; canaries: %d/%d acked\n",
-		p.Recovered, p.Unrecovered, p.CanariesOK, p.Canaries)
+	fmt.Fprintf(&b, "indeterminate ids: %d recovered (in the log), %d never seen; canaries: %d/%d acked; %d refused as expired\n",
+		p.Recovered, p.Unrecovered, p.CanariesOK, p.Canaries, p.Expired)
 	fmt.Fprintf(&b, "latency: p50 %s, p99 %s; max unavailable %s", round(r.LatencyP50), round(r.LatencyP99), round(r.MaxUnavailable))
 	if r.MaxUnavailable > 0 {
 		fmt.Fprintf(&b, " (t=%s..%s)", dur(r.MaxUnavailableFrom), dur(r.MaxUnavailableTo))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -121,9 +122,27 @@ func (env *Env) step(ctx context.Context, s Step) {
 	}
 	// A fault that failed half-way (a graceful stop that had to kill, say)
 	// is still healed when its time is up: what it stopped starts again.
+	wait := s.Dur
+	if f.mid != nil && err == nil {
+		// The fault's second act (a clock fault's kill or jump back),
+		// halfway through.
+		select {
+		case <-ctx.Done():
+		case <-time.After(s.Dur / 2):
+			mid := history.Event{P: "nemesis", Type: history.Note, Kind: s.Kind, Targets: f.names()}
+			text, merr := f.mid()
+			mid.Text = text
+			if merr != nil {
+				mid.Text += ": " + merr.Error()
+			}
+			env.Rec.Add(mid)
+			env.logf("nemesis: %s %v %s", s.Kind, mid.Targets, mid.Text)
+		}
+		wait -= s.Dur / 2
+	}
 	select {
 	case <-ctx.Done():
-	case <-time.After(s.Dur):
+	case <-time.After(wait):
 	}
 	end := history.Event{P: "nemesis", Type: history.FaultEnd, Kind: s.Kind, Targets: f.names()}
 	cmds, herr := f.heal()
@@ -144,11 +163,13 @@ func (env *Env) step(ctx context.Context, s Step) {
 	env.logf("nemesis: healed %s %v %s", s.Kind, end.Targets, end.Text)
 }
 
-// fault is a fault in force: its targets and how to end it.
+// fault is a fault in force: its targets and how to end it. mid, if set,
+// runs halfway through and says what it did.
 type fault struct {
 	targets []*nodes.Node
 	cmds    []string
 	heal    func() ([]string, error)
+	mid     func() (string, error)
 }
 
 func (f *fault) names() []string {
@@ -185,10 +206,14 @@ func pick(cands []*nodes.Node, p uint64) *nodes.Node {
 	return cands[p%uint64(len(cands))]
 }
 
+// start begins fault step s and returns it, to be healed. It is a dispatch
+// on the fault kind, one case each, hence its length; left whole because
+// the faults need network namespaces to run, so a split could not be
+// tested where it was made.
 func (env *Env) start(ctx context.Context, s Step) (*fault, error) {
 	var target *nodes.Node
 	switch s.Kind {
-	case KillLeader, PauseLeader, PartitionLeader, OneWayLeader:
+	case KillLeader, PauseLeader, PartitionLeader, OneWayLeader, ClockSkew, ClockJump:
 		target = env.leader(ctx)
 		if target == nil {
 			target = pick(env.candidates(), s.Pick)
@@ -199,11 +224,11 @@ func (env *Env) start(ctx context.Context, s Step) (*fault, error) {
 			return nil, errors.New("no leader to tell a follower from")
 		}
 		target = pick(env.candidates(l), s.Pick)
-	case PartitionMajority, PartitionRing, PartitionBridge, RollingRestart, KillMajority:
+	case PartitionMajority, PartitionRing, PartitionBridge, RollingRestart, KillMajority, ClockScramble:
 	default:
 		target = pick(env.candidates(), s.Pick)
 	}
-	if target == nil && !slices.Contains([]string{PartitionMajority, PartitionRing, PartitionBridge, RollingRestart, KillMajority}, s.Kind) {
+	if target == nil && !slices.Contains([]string{PartitionMajority, PartitionRing, PartitionBridge, RollingRestart, KillMajority, ClockScramble}, s.Kind) {
 		return nil, errors.New("no node to target")
 	}
 	f := &fault{heal: noHeal}
@@ -308,10 +333,70 @@ func (env *Env) start(ctx context.Context, s Step) (*fault, error) {
 			Lossy: net.Lossy, Slow: net.Slow, Delay: net.Delay, ClientCut: net.CutClients}[s.Kind]
 		f.cmds, err = apply(i)
 		f.heal = net.HealAll
+	case ClockSkew, ClockJump, ClockScramble:
+		err = env.clockFault(f, s, target)
 	default:
 		return nil, fmt.Errorf("unknown fault kind %q", s.Kind)
 	}
 	return f, err
+}
+
+// clockFault starts a clock fault (the nodes' test clock hook: it moves the
+// time a node stamps commands with, as an NTP step would). ClockSkew sets
+// the leader's clock off and kills it halfway, so the next leader's clock
+// disagrees with the log's newest stamp by the offset; ClockJump steps the
+// leader's clock forward, then as far behind; ClockScramble sets every
+// node's clock off by its own amount. The heal puts every clock it moved
+// right (and restarts the killed leader).
+func (env *Env) clockFault(f *fault, s Step, target *nodes.Node) error {
+	set := func(n *nodes.Node, d time.Duration) error {
+		f.cmds = append(f.cmds, fmt.Sprintf("clock %s %s", n.Name, Signed(d)))
+		return n.SetClock(d)
+	}
+	switch s.Kind {
+	case ClockSkew:
+		f.mid = func() (string, error) {
+			return fmt.Sprintf("killed %s (the leader, clock %s) so that a node whose clock disagrees takes over", target.Name, Signed(s.Offset)), target.Kill()
+		}
+		f.heal = func() ([]string, error) {
+			if err := target.SetClock(0); err != nil {
+				return nil, err
+			}
+			if target.Running() {
+				return nil, nil
+			}
+			return nil, target.Start()
+		}
+		return set(target, s.Offset)
+	case ClockJump:
+		f.mid = func() (string, error) {
+			return fmt.Sprintf("%s's clock jumped back to %s", target.Name, Signed(-s.Offset)), target.SetClock(-s.Offset)
+		}
+		f.heal = func() ([]string, error) { return nil, target.SetClock(0) }
+		return set(target, s.Offset)
+	}
+	// ClockScramble: each node's offset from the step's pick, so a replay
+	// sets the same clocks.
+	most := max(s.Offset, -s.Offset)
+	rng := rand.New(rand.NewPCG(s.Pick, uint64(most)))
+	f.targets = append([]*nodes.Node(nil), env.Cluster.Nodes...)
+	for _, n := range f.targets {
+		d := time.Duration(rng.Int64N(int64(most) + 1)).Round(time.Millisecond)
+		if rng.IntN(2) == 0 {
+			d = -d
+		}
+		if err := set(n, d); err != nil {
+			return err
+		}
+	}
+	f.heal = func() ([]string, error) {
+		var errs []error
+		for _, n := range f.targets {
+			errs = append(errs, n.SetClock(0))
+		}
+		return nil, errors.Join(errs...)
+	}
+	return nil
 }
 
 func (env *Env) allRunning() bool {
@@ -362,6 +447,12 @@ func (env *Env) HealAll() error {
 	for _, n := range env.Cluster.Nodes {
 		if err := n.Continue(); err != nil {
 			errs = append(errs, err.Error())
+		}
+		if n.ClockOffset() != 0 {
+			ev.Cmds = append(ev.Cmds, fmt.Sprintf("clock %s 0", n.Name))
+			if err := n.SetClock(0); err != nil {
+				errs = append(errs, err.Error())
+			}
 		}
 		if !n.Running() {
 			ev.Targets = append(ev.Targets, n.Name)

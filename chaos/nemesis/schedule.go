@@ -8,8 +8,10 @@ package nemesis
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"time"
 )
 
@@ -17,17 +19,23 @@ import (
 // began and lasts Dur. Pick chooses the target among candidates (a random
 // number, resolved against the nodes that qualify when the step runs, so
 // that "a follower" means one at that moment). Lane separates the
-// sequences of a profile that overlaps faults.
+// sequences of a profile that overlaps faults. Offset is how far a clock
+// fault sets a clock off.
 type Step struct {
-	At   time.Duration `json:"at"`
-	Kind string        `json:"kind"`
-	Dur  time.Duration `json:"dur"`
-	Pick uint64        `json:"pick"`
-	Lane int           `json:"lane"`
+	At     time.Duration `json:"at"`
+	Kind   string        `json:"kind"`
+	Dur    time.Duration `json:"dur"`
+	Pick   uint64        `json:"pick"`
+	Lane   int           `json:"lane"`
+	Offset time.Duration `json:"offset,omitempty"`
 }
 
 func (s Step) String() string {
-	return fmt.Sprintf("%6.1fs %-18s %5.1fs", s.At.Seconds(), s.Kind, s.Dur.Seconds())
+	out := fmt.Sprintf("%6.1fs %-18s %5.1fs", s.At.Seconds(), s.Kind, s.Dur.Seconds())
+	if s.Offset != 0 {
+		out += " clock " + Signed(s.Offset)
+	}
+	return out
 }
 
 // Profile shapes a schedule.
@@ -43,6 +51,10 @@ type Profile struct {
 	// Lanes are the kinds each lane draws from; lanes run concurrently, so
 	// a profile with two lanes overlaps faults.
 	Lanes [][]string
+	// Lead are kinds (of a lane) dealt before the lane's others in every
+	// run, so that a run too short for the whole catalogue still covers
+	// them (the newest faults, in CI).
+	Lead []string
 }
 
 // Fault kinds. See Catalogue for what each does.
@@ -69,6 +81,16 @@ const (
 	Wipe              = "wipe"
 	SnapshotLag       = "snapshot-lag"
 	RollingRestart    = "rolling-restart"
+	ClockSkew         = "clock-skew"
+	ClockJump         = "clock-jump"
+	ClockScramble     = "clock-scramble"
+)
+
+// Clock faults set clocks off by MinClockOffset to MaxClockOffset
+// (log-uniform, so seconds are as likely as minutes and hours).
+const (
+	MinClockOffset = time.Second
+	MaxClockOffset = time.Hour
 )
 
 // Catalogue describes every kind, for the README and the report.
@@ -95,6 +117,11 @@ var Catalogue = map[string]string{
 	Wipe:              "SIGKILL a random follower, delete its data, restart it as a new member",
 	SnapshotLag:       "isolate a follower long enough that it must catch up from a snapshot",
 	RollingRestart:    "SIGTERM and restart every node in turn, waiting for each to rejoin",
+	ClockSkew: "set the leader's clock 1 s to 1 h off (either way); halfway through, kill it, so that a node whose clock " +
+		"disagrees by that much takes over; restart it with its clock right after the fault",
+	ClockJump: "the leader's clock jumps 1 s to 1 h forward, halfway through as far behind true time; right again after the fault",
+	ClockScramble: "every node's clock set off by its own amount, up to 1 h either way, for the fault " +
+		"(leaders that follow each other during it disagree)",
 }
 
 // Short is the CI profile: one fault at a time on 5 nodes, for 2 minutes
@@ -105,7 +132,8 @@ var Short = Profile{
 	MinGap: 2 * time.Second, MaxGap: 5 * time.Second,
 	Lanes: [][]string{{Kill, KillLeader, CrashHost, Pause, PauseLeader, Terminate, PartitionLeader, PartitionOne,
 		PartitionMajority, PartitionRing, PartitionBridge, OneWayLeader, GossipCut, Lossy, Slow, Delay, ConnReset,
-		ClientCut, Wipe, SnapshotLag}},
+		ClientCut, Wipe, SnapshotLag, ClockSkew, ClockJump, ClockScramble}},
+	Lead: []string{ClockSkew, ClockJump},
 }
 
 // Soak overlaps process faults with network faults for 30 minutes.
@@ -114,7 +142,8 @@ var Soak = Profile{
 	MinDur: time.Second, MaxDur: 30 * time.Second,
 	MinGap: 2 * time.Second, MaxGap: 15 * time.Second,
 	Lanes: [][]string{
-		{Kill, KillLeader, KillMajority, CrashHost, Pause, PauseLeader, Terminate, Wipe, RollingRestart},
+		{Kill, KillLeader, KillMajority, CrashHost, Pause, PauseLeader, Terminate, Wipe, RollingRestart,
+			ClockSkew, ClockJump, ClockScramble},
 		{PartitionLeader, PartitionOne, PartitionMajority, PartitionRing, PartitionBridge, OneWayLeader, GossipCut,
 			Lossy, Slow, Delay, ConnReset, ClientCut, SnapshotLag},
 	},
@@ -125,20 +154,23 @@ var Profiles = map[string]Profile{Short.Name: Short, Soak.Name: Soak}
 
 // Schedule generates the profile's steps from seed. Every kind of a lane
 // comes once before any comes twice (a shuffled deck, reshuffled when used
-// up), so that even a short run covers the catalogue.
+// up), so that even a short run covers most of the catalogue; the first
+// deck deals the profile's Lead kinds first.
 func Schedule(seed uint64, p Profile) []Step {
 	var steps []Step
 	for lane, kinds := range p.Lanes {
 		rng := rand.New(rand.NewPCG(seed, uint64(lane)))
 		var deck []string
+		first := true
 		for at := time.Duration(0); at < p.Faults; {
 			if len(deck) == 0 {
-				deck = append([]string(nil), kinds...)
-				rng.Shuffle(len(deck), func(i, j int) { deck[i], deck[j] = deck[j], deck[i] })
+				deck = dealDeck(rng, kinds, p.Lead, first)
+				first = false
 			}
 			kind := deck[0]
 			deck = deck[1:]
 			d := between(rng, p.MinDur, p.MaxDur)
+			st := Step{At: at, Kind: kind, Pick: rng.Uint64(), Lane: lane}
 			switch kind {
 			case ConnReset:
 				d = 0
@@ -146,12 +178,47 @@ func Schedule(seed uint64, p Profile) []Step {
 				d = max(d, 8*time.Second)
 			case Pause, PauseLeader:
 				d = max(d, 2*time.Second) // longer than the election timeout
+			case ClockSkew:
+				d = max(d, 4*time.Second) // a new leader elected in the second half
+				st.Offset = clockOffset(rng)
+				if rng.IntN(2) == 0 {
+					st.Offset = -st.Offset
+				}
+			case ClockJump, ClockScramble:
+				st.Offset = clockOffset(rng)
 			}
-			steps = append(steps, Step{At: at, Kind: kind, Dur: d, Pick: rng.Uint64(), Lane: lane})
+			st.Dur = d
+			steps = append(steps, st)
 			at += d + between(rng, p.MinGap, p.MaxGap)
 		}
 	}
 	return steps
+}
+
+// dealDeck shuffles a lane's kinds; the first deck puts the lane's kinds
+// among lead first.
+func dealDeck(rng *rand.Rand, kinds, lead []string, first bool) []string {
+	deck := append([]string(nil), kinds...)
+	rng.Shuffle(len(deck), func(i, j int) { deck[i], deck[j] = deck[j], deck[i] })
+	if !first || len(lead) == 0 {
+		return deck
+	}
+	front, back := []string{}, []string{}
+	for _, k := range deck {
+		if slices.Contains(lead, k) {
+			front = append(front, k)
+		} else {
+			back = append(back, k)
+		}
+	}
+	return append(front, back...)
+}
+
+// clockOffset draws a clock offset from MinClockOffset to MaxClockOffset,
+// log-uniform, rounded to the millisecond.
+func clockOffset(rng *rand.Rand) time.Duration {
+	lo, hi := math.Log(float64(MinClockOffset)), math.Log(float64(MaxClockOffset))
+	return time.Duration(math.Exp(lo + rng.Float64()*(hi-lo))).Round(time.Millisecond)
 }
 
 func between(rng *rand.Rand, lo, hi time.Duration) time.Duration {
@@ -179,4 +246,12 @@ func LoadSchedule(path string) ([]Step, error) {
 	var steps []Step
 	err = json.Unmarshal(b, &steps)
 	return steps, err
+}
+
+// Signed formats a clock offset with its sign: +1h0m0s, -30s.
+func Signed(d time.Duration) string {
+	if d < 0 {
+		return d.String()
+	}
+	return "+" + d.String()
 }

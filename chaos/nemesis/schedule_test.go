@@ -41,6 +41,30 @@ func TestSchedule(t *testing.T) {
 		}
 	}
 
+	// Every short run covers the profile's Lead kinds, and only clock
+	// faults carry an offset, within the bounds.
+	for seed := uint64(1); seed <= 50; seed++ {
+		got := map[string]bool{}
+		for _, s := range Schedule(seed, Short) {
+			got[s.Kind] = true
+			clock := s.Kind == ClockSkew || s.Kind == ClockJump || s.Kind == ClockScramble
+			off := max(s.Offset, -s.Offset)
+			switch {
+			case clock && (off < MinClockOffset || off > MaxClockOffset):
+				t.Errorf("seed %d: %s with offset %s, want %s..%s", seed, s.Kind, s.Offset, MinClockOffset, MaxClockOffset)
+			case !clock && s.Offset != 0:
+				t.Errorf("seed %d: %s with an offset", seed, s.Kind)
+			case s.Kind != ClockSkew && s.Offset < 0:
+				t.Errorf("seed %d: %s with a negative offset", seed, s.Kind)
+			}
+		}
+		for _, k := range Short.Lead {
+			if !got[k] {
+				t.Errorf("seed %d: the short profile's schedule lacks %s", seed, k)
+			}
+		}
+	}
+
 	soak := Schedule(7, Soak)
 	lanes := map[int]int{}
 	for _, s := range soak {

@@ -6,7 +6,7 @@ import (
 	"strings"
 )
 
-// Caps is what the machine can express, probed at Setup (CHAOS.md §2.1: a
+// Caps is what the machine can express, probed at Setup (a
 // kernel may lack netem, nft's bridge family, and so on). The nemesis skips
 // the faults whose capability is false and logs Missing.
 type Caps struct {

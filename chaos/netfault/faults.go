@@ -171,7 +171,7 @@ func (n *Net) Slow(i int, rate, burst, latency string) ([]string, error) {
 // Delay delays every packet to and from node i by delay plus up to jitter
 // (U(0, jitter)), so a round trip with a peer takes 2*delay more. With
 // netem it is a netem qdisc on both ends of the veth (replacing Slow's
-// tbf); without it (our VMs, CHAOS.md §2.4) it is the in-process NFQUEUE
+// tbf); without it (VMs whose kernel lacks it) it is the in-process NFQUEUE
 // delayer: iptables rules in ch<i> (OUTPUT and INPUT on eth0) divert the
 // packets to a netfilter queue this process serves, which holds each one
 // and then accepts it; it combines with Slow. Either reorders packets when

@@ -2,13 +2,13 @@
 // network fault into it. It is meant to run inside the chaos sandbox's root
 // network namespace (package sandbox), never on a host's real network.
 //
-// Topology (CHAOS.md §2.2): one bridge chbr0 with 10.213.57.254/24 (the
+// Topology: one bridge chbr0 with 10.213.57.254/24 (the
 // harness), and for node i a namespace ch<i> holding eth0 with
 // 10.213.57.<i+1>/24, the peer of the host-side veth vh<i> enslaved to the
 // bridge. Both ends of every veth have fixed MAC addresses, so a recreated
 // namespace keeps its L2 address and peers' ARP caches stay valid.
 //
-// Faults are set elements in two nftables tables (CHAOS.md §2.9), so
+// Faults are set elements in two nftables tables, so
 // applying one is a single atomic nft transaction and healing is a flush:
 //
 //	table bridge chaos           frames the bridge forwards between nodes

@@ -2,7 +2,7 @@
 
 package netfault
 
-// An NFQUEUE delayer without netem (CHAOS.md §2.4): iptables rules in a
+// An NFQUEUE delayer for kernels without netem: iptables rules in a
 // node's namespace divert its packets to a netfilter queue, and this
 // process holds each one for delay + U(0, jitter) before accepting it. The
 // queue's netlink socket is created inside the node's namespace (a socket

@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/raftplane/raftplane/chaos/history"
+	"github.com/raftplane/raftplane/cluster"
+	"github.com/raftplane/raftplane/status"
 )
 
 // Launcher builds the command that runs name with args as node i (for
@@ -55,6 +57,9 @@ type Node struct {
 	IP    string
 	Data  string
 	Log   string
+	// Clock is the file the node's test clock hook reads its offset from
+	// (cluster.ClockFileEnv): SetClock writes it.
+	Clock string
 
 	c       *Cluster
 	mu      sync.Mutex
@@ -67,6 +72,7 @@ type Node struct {
 	expect bool
 	starts int
 	wipes  int
+	offset time.Duration // the clock offset SetClock last wrote
 }
 
 // Cluster is the set of nodes.
@@ -85,7 +91,8 @@ func New(cfg Config) (*Cluster, error) {
 	for i := 0; i < cfg.N; i++ {
 		name := fmt.Sprintf("n%d", i)
 		n := &Node{Index: i, Name: name, IP: cfg.IP(i), c: c,
-			Data: filepath.Join(cfg.Dir, name, "data"), Log: filepath.Join(cfg.Dir, name+".log")}
+			Data: filepath.Join(cfg.Dir, name, "data"), Log: filepath.Join(cfg.Dir, name+".log"),
+			Clock: filepath.Join(cfg.Dir, name, "clock")}
 		if err := os.MkdirAll(filepath.Dir(n.Data), 0o755); err != nil {
 			return nil, err
 		}
@@ -155,6 +162,9 @@ func (n *Node) Start() error {
 	fmt.Fprintf(logf, "\n==== %s start #%d: %s %s\n", time.Now().Format(time.RFC3339Nano), n.starts+1, n.c.cfg.Bin, strings.Join(args, " "))
 	cmd := n.c.cfg.Launch(n.Index, n.c.cfg.Bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	// The clock nemeses step the node's clock through this file; the node
+	// reads it every cluster.ClockPoll (and at start).
+	cmd.Env = append(os.Environ(), cluster.ClockFileEnv+"="+n.Clock)
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return fmt.Errorf("start %s: %w", n.Name, err)
@@ -275,25 +285,42 @@ func (n *Node) Wipe() error {
 	return os.RemoveAll(n.Data)
 }
 
+// SetClock sets the offset of the node's clock (the test hook of
+// cluster/clock.go: it moves the time the node stamps commands with, as an
+// NTP step would), running or not; 0 puts the clock right. It takes effect
+// within cluster.ClockPoll.
+func (n *Node) SetClock(d time.Duration) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if d == 0 {
+		if err := os.Remove(n.Clock); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	} else {
+		// Written aside and renamed, so the node never reads half a file.
+		tmp := n.Clock + ".tmp"
+		if err := os.WriteFile(tmp, []byte(d.String()+"\n"), 0o644); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp, n.Clock); err != nil {
+			return err
+		}
+	}
+	n.offset = d
+	return nil
+}
+
+// ClockOffset is the offset SetClock last set.
+func (n *Node) ClockOffset() time.Duration {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.offset
+}
+
 // Status is what the harness reads from GET /api/v1/status.
 type Status struct {
-	Node struct {
-		ID          string `json:"node_id"`
-		State       string `json:"state"`
-		Term        uint64 `json:"term"`
-		LeaderID    string `json:"leader_id"`
-		CommitIndex uint64 `json:"commit_index"`
-		Applied     uint64 `json:"applied_index"`
-		LastLog     uint64 `json:"last_log_index"`
-	} `json:"node"`
-	Stream struct {
-		Epoch   string `json:"epoch"`
-		Applied uint64 `json:"applied_index"`
-		First   string `json:"first_cursor"`
-		Last    string `json:"last_cursor"`
-		Floor   string `json:"floor_cursor"`
-		Digest  string `json:"digest"`
-	} `json:"stream"`
+	Node   status.Node   `json:"node"`
+	Stream status.Stream `json:"stream"`
 }
 
 // Status asks the node for its status.
@@ -329,7 +356,7 @@ func (c *Cluster) Leader(ctx context.Context) *Node {
 		if err != nil {
 			continue
 		}
-		ids[st.Node.ID] = n
+		ids[st.Node.NodeID] = n
 		if st.Node.LeaderID != "" {
 			leaders[st.Node.LeaderID]++
 		}
@@ -395,8 +422,8 @@ func (c *Cluster) Converged(ctx context.Context) (map[string]Status, error) {
 			if ref == nil {
 				s := st
 				ref = &s
-			} else if st.Stream.Last != ref.Stream.Last || st.Stream.Applied != ref.Stream.Applied || st.Node.CommitIndex > st.Node.Applied {
-				ok, last = false, fmt.Sprintf("%s at %s/%d, others at %s/%d", n.Name, st.Stream.Last, st.Stream.Applied, ref.Stream.Last, ref.Stream.Applied)
+			} else if st.Stream.LastCursor != ref.Stream.LastCursor || st.Stream.AppliedIndex != ref.Stream.AppliedIndex || st.Node.CommitIndex > st.Node.AppliedIndex {
+				ok, last = false, fmt.Sprintf("%s at %s/%d, others at %s/%d", n.Name, st.Stream.LastCursor, st.Stream.AppliedIndex, ref.Stream.LastCursor, ref.Stream.AppliedIndex)
 				break
 			}
 		}

@@ -282,6 +282,9 @@ func (s *Subscriber) Run(ctx context.Context) {
 	}
 }
 
+// runSession is one connection of the subscriber, from connect to its
+// end: join, receive and record, resume. Left whole for the reason of
+// chaos.Run: the suite needs network namespaces to run.
 func (s *Subscriber) runSession(ctx context.Context) {
 	rec, env := s.Env.Rec, s.Env
 	s.mu.Lock()

@@ -78,6 +78,8 @@ type config struct {
 	hub         string
 }
 
+// parseFlags reads the command line into a config. It is a flag table and
+// the checks of each value, one after another: long and branchy by nature.
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	c := &config{}
 	fs := flag.NewFlagSet("raftplane-bench", flag.ContinueOnError)

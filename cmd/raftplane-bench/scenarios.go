@@ -250,7 +250,8 @@ type roundResult struct {
 }
 
 // runRound publishes rate msg/s for d to the group and waits for the
-// deliveries. at/hook, when hook is set, runs hook after at.
+// deliveries. at/hook, when hook is set, runs hook after at. (Long as the
+// scenario scripts are: pace, publish, drain, tally, in order.)
 func runRound(ctx context.Context, p *publisher, subs []*sub, round int64, rate float64, d time.Duration, pad string, at time.Duration, hook func()) roundResult {
 	for _, s := range subs {
 		s.reset(round)
@@ -560,7 +561,7 @@ func runFanout(ctx context.Context, e *env, cfg *config, plan fanoutPlan) ([]Res
 }
 
 // runPublish: C publishers, closed loop, SendToGroup into a group nobody is
-// in, for -duration.
+// in, for -duration. (A scenario script, read top to bottom.)
 func runPublish(ctx context.Context, e *env, cfg *config) ([]Result, error) {
 	n := len(e.nodes)
 	conns, failed, err := dialMany(ctx, cfg.publishers, cfg.dialConc, func(i int) client.Config {
@@ -699,7 +700,8 @@ func runConns(ctx context.Context, e *env, cfg *config) ([]Result, error) {
 }
 
 // runFailover: fanout with Resume, the leader killed after a third of the
-// duration.
+// duration. (A scenario script, read top to bottom like the others: set
+// up, run, kill, measure, report; TestScenarios_Smoke runs it.)
 func runFailover(ctx context.Context, e *env, cfg *config) ([]Result, error) {
 	n := len(e.nodes)
 	leader, err := e.leader(ctx)

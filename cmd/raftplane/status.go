@@ -15,21 +15,8 @@ import (
 	"time"
 
 	"github.com/raftplane/raftplane"
+	apistatus "github.com/raftplane/raftplane/status" // named so: this package's tests declare a type status
 )
-
-// clusterMember is one row of GET /api/v1/cluster.
-type clusterMember struct {
-	ID          string `json:"id"`
-	RaftAddr    string `json:"raft_addr"`
-	HTTPAddr    string `json:"http_addr"`
-	GossipAddr  string `json:"gossip_addr"`
-	GossipState string `json:"gossip_state"`
-	Suffrage    string `json:"suffrage"`
-	Leader      bool   `json:"leader"`
-	Leaving     bool   `json:"leaving"`
-	LastContact string `json:"last_contact"`
-	Applied     uint64 `json:"applied_index"`
-}
 
 // runStatus is `raftplane status`: it prints a node's view of the cluster as
 // a table.
@@ -85,13 +72,13 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("status: %s answered %s: %s", *addr, resp.Status, strings.TrimSpace(string(body)))
 	}
 	var out struct {
-		Members []clusterMember `json:"members"`
+		Members []apistatus.Member `json:"members"`
 	}
 	if err := json.Unmarshal(body, &out); err != nil {
 		return fmt.Errorf("status: unexpected answer: %w", err)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tGOSSIP\tRAFT\tLEADER\tAPPLIED\tLAST CONTACT\tRAFT ADDR\tHTTP ADDR\tGOSSIP ADDR")
+	fmt.Fprintln(tw, "ID\tGOSSIP\tRAFT\tLEADER\tAPPLIED\tLAST CONTACT\tRAFT ADDR\tHTTP ADDR\tGOSSIP ADDR\tCLUSTER ID")
 	for _, m := range out.Members {
 		leader := ""
 		if m.Leader {
@@ -101,8 +88,8 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if m.Leaving {
 			state += " (leaving)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", m.ID, state, m.Suffrage, leader, m.Applied,
-			m.LastContact, m.RaftAddr, dash(m.HTTPAddr), dash(m.GossipAddr))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", m.ID, state, m.Suffrage, leader, m.Applied,
+			m.LastContact, m.RaftAddr, dash(m.HTTPAddr), dash(m.Gossip), dash(m.ClusterID))
 	}
 	return tw.Flush()
 }

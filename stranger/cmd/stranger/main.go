@@ -195,10 +195,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // attack runs one attack. The ones that forge around the node's state read
 // it first from the public HTTP port.
 func attack(ctx context.Context, o *options, name string, tlsConf *tls.Config, key []byte) stranger.Result {
-	status := func() (stranger.NodeStatus, error) {
-		st, err := stranger.FetchStatus(ctx, o.httpURL, o.apiKey)
-		return st.Node, err
-	}
 	switch name {
 	case stranger.AttackStats:
 		return stranger.Stats(ctx, o.raft, tlsConf)
@@ -213,7 +209,8 @@ func attack(ctx context.Context, o *options, name string, tlsConf *tls.Config, k
 	case stranger.AttackMaxTermVote:
 		return stranger.MaxTermVote(ctx, o.raft, tlsConf)
 	case stranger.AttackAppend, stranger.AttackInstallSnapshot:
-		st, err := status()
+		full, err := stranger.FetchStatus(ctx, o.httpURL, o.apiKey)
+		st := full.Node
 		if err != nil {
 			return stranger.Result{Attack: name, Target: o.raft, Err: "learning the term: " + err.Error()}
 		}
