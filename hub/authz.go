@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"fmt"
+	"github.com/raftplane/raftplane/fsm"
 	"net/http"
 	"path"
 	"strings"
@@ -134,4 +135,28 @@ func (c *conn) armExpiry() {
 			allowReconnect: true, cause: endTokenExpired})
 	})
 	context.AfterFunc(c.ctx, func() { t.Stop() })
+}
+
+// refusesHeaders reports a client that cannot take headers on the messages
+// it receives. ASP.NET Core sends headers only when the application sets
+// them; raftplane puts the cursor on every Invocation, and the official
+// Java client (9.0.x) throws "Headers not implemented yet." on any message
+// that has headers (GsonHubProtocol), ending its WebSocket or losing the
+// message over long polling. It says who it is in its User-Agent:
+// "Microsoft SignalR/9.0 (9.0.3; Linux; Java; ...)".
+func refusesHeaders(r *http.Request) bool {
+	if r == nil {
+		return false
+	}
+	ua := r.Header.Get("User-Agent")
+	return strings.HasPrefix(ua, "Microsoft SignalR/") && strings.Contains(ua, "; Java;")
+}
+
+// cursorHeader is the cursor header value for c's Invocation of the entry
+// at cur: "" (no headers) for a client that cannot take them.
+func (c *conn) cursorHeader(cur fsm.Cursor, epoch string) string {
+	if c.noHeaders {
+		return ""
+	}
+	return cur.Format(epoch)
 }

@@ -63,6 +63,9 @@ type conn struct {
 	ackTimer      *time.Timer
 	holdTimer     *time.Timer
 
+	// noHeaders: the client cannot take hub message headers, so its
+	// Invocations go without the cursor header (cursorHeader).
+	noHeaders bool
 	// claims are the client's (its JWT's, or what the hub's Authenticate
 	// returned; nil in dev mode); expires is its token's exp (authz.go
 	// closes the connection then; zero: never).
@@ -104,6 +107,7 @@ func (s *Server) newConn(r *http.Request, id, hub, user string, tr transport) *c
 	ctx, cancel := context.WithCancel(context.Background())
 	ident := identityOf(r)
 	c := &conn{
+		noHeaders:  refusesHeaders(r),
 		claims:     ident.claims,
 		expires:    ident.expires,
 		query:      s.clientQuery(r),

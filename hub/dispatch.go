@@ -249,7 +249,9 @@ func (s *Server) deliverPublish(e *fsm.Entry, epoch string, scratch []byte) []by
 	if h == nil {
 		return scratch
 	}
-	var frames [2][]byte // one encoding per protocol: [0] JSON, [1] MessagePack (binary)
+	// One encoding per protocol, with and without the cursor header: [0]
+	// JSON, [1] MessagePack (binary), +2 without headers (cursorHeader).
+	var frames [4][]byte
 	send := func(c *conn) {
 		for _, x := range e.Exclude {
 			if x == c.id {
@@ -260,9 +262,13 @@ func (s *Server) deliverPublish(e *fsm.Entry, epoch string, scratch []byte) []by
 		if c.proto.binary() {
 			k = 1
 		}
+		cursor := e.Cursor.Format(epoch)
+		if c.noHeaders {
+			k, cursor = k+2, ""
+		}
 		if frames[k] == nil {
-			// Encoded once per protocol, for every recipient on this node.
-			scratch = c.proto.appendInvocation(scratch[:0], e.Target, e.Args, e.Cursor.Format(epoch))
+			// Encoded once per kind, for every recipient on this node.
+			scratch = c.proto.appendInvocation(scratch[:0], e.Target, e.Args, cursor)
 			frames[k] = append([]byte(nil), scratch...)
 		}
 		s.enqueueLater(c, frames[k], e.Cursor)

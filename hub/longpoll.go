@@ -115,6 +115,17 @@ func (t *lpTransport) alive(d time.Duration) bool {
 // answers it with the activating empty 200. The connection runs on its own
 // goroutine from here on; polls and POSTs reach it through its session.
 func (s *Server) startLongPolling(w http.ResponseWriter, r *http.Request, hub, id, user string) {
+	if s.openLongPolling(w, r, hub, id, user) == nil {
+		return
+	}
+	lpHeaders(w)
+	w.Header().Set("Content-Length", "0")
+	w.WriteHeader(http.StatusOK)
+}
+
+// openLongPolling creates a long-polling connection and starts it on its
+// own goroutine; nil when it was refused (and answered).
+func (s *Server) openLongPolling(w http.ResponseWriter, r *http.Request, hub, id, user string) *httpSession {
 	sess := newHTTPSession(transportLP, id, user)
 	tr := newLPTransport(sess, s.cfg.SendTimeout)
 	sess.lp = tr
@@ -122,15 +133,13 @@ func (s *Server) startLongPolling(w http.ResponseWriter, r *http.Request, hub, i
 	sess.c = c
 	if !s.register(w, r, sess, hub) {
 		c.cancel()
-		return
+		return nil
 	}
 	go func() {
 		s.serve(c, &httpReader{sess: sess})
 		s.retire(sess)
 	}()
-	lpHeaders(w)
-	w.Header().Set("Content-Length", "0")
-	w.WriteHeader(http.StatusOK)
+	return sess
 }
 
 func lpHeaders(w http.ResponseWriter) {

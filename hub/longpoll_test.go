@@ -458,3 +458,25 @@ func TestHTTPTransports_JWT(t *testing.T) {
 		t.Errorf("SSE with access_token: %d %q", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
 }
+
+// TestLongPolling_PostBeforeFirstPoll: a client may send its handshake
+// before its first poll (signalrcore does; ASP.NET Core accepts it): the
+// POST starts the connection as long polling, and the poll that follows
+// gets the handshake response. A POST for a connection already registered
+// elsewhere, or with long polling off, still gets 404.
+func TestLongPolling_PostBeforeFirstPoll(t *testing.T) {
+	h := newTestHub(t)
+	tok, _ := h.negotiateToken("early")
+	if st := h.post(tok, `{"protocol":"json","version":1}`+"\x1e"); st != http.StatusOK {
+		t.Fatalf("handshake POST before any poll: status %d, want 200", st)
+	}
+	r := h.pollOnce(tok)
+	if r.status != http.StatusOK || string(r.body) != "{}\x1e" {
+		t.Fatalf("first poll after the POST: %d %q, want the handshake response", r.status, r.body)
+	}
+	off := newTestHub(t, func(c *Config) { c.DisableLongPolling = true })
+	tok2, _ := off.negotiateToken("early")
+	if st := off.post(tok2, `{"protocol":"json","version":1}`+"\x1e"); st != http.StatusNotFound {
+		t.Fatalf("POST with long polling off: status %d, want 404", st)
+	}
+}

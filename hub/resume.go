@@ -161,7 +161,7 @@ func (s *Server) replay(c *conn, rr *resumeReq, upto fsm.Cursor) (int, error) {
 				if !addressed(e, c, groups) {
 					continue
 				}
-				buf = c.proto.appendInvocation(buf, e.Target, e.Args, e.Cursor.Format(epoch))
+				buf = c.proto.appendInvocation(buf, e.Target, e.Args, c.cursorHeader(e.Cursor, epoch))
 				sent++
 				if c.sr != nil {
 					c.sr.recordSent(e.Cursor)

@@ -238,7 +238,7 @@ func (s *Server) handleHTTPTransport(w http.ResponseWriter, r *http.Request, hub
 	}
 	switch r.Method {
 	case http.MethodPost:
-		s.transportPost(w, r, sess, id)
+		s.transportPost(w, r, sess, hub, id, tok)
 	case http.MethodDelete:
 		s.transportDelete(w, sess, id)
 	default:
@@ -246,14 +246,22 @@ func (s *Server) handleHTTPTransport(w http.ResponseWriter, r *http.Request, hub
 	}
 }
 
-// transportPost is a client's send on an HTTP transport.
-func (s *Server) transportPost(w http.ResponseWriter, r *http.Request, sess *httpSession, id string) {
+// transportPost is a client's send on an HTTP transport. A POST for a
+// negotiated connection that has no transport yet starts it as long
+// polling, as ASP.NET Core does: the connection exists from negotiate on
+// there, and a client may send its handshake before its first poll
+// (signalrcore does).
+func (s *Server) transportPost(w http.ResponseWriter, r *http.Request, sess *httpSession, hub, id string, tok connToken) {
 	switch {
 	case sess != nil:
 		s.handlePost(w, r, sess)
 	case s.localWebSocket(id):
 		w.Header().Set("Allow", "GET")
 		writeError(w, http.StatusMethodNotAllowed, "POST requests are not allowed for WebSocket connections")
+	case !s.cfg.DisableLongPolling && time.Since(tok.Issued) <= s.cfg.NegotiateTTL && s.accepting() == nil && !s.registered(hub, id):
+		if sess := s.openLongPolling(w, r, hub, id, tok.User); sess != nil {
+			s.handlePost(w, r, sess)
+		}
 	default:
 		writeError(w, http.StatusNotFound, "No Connection with that ID")
 	}
