@@ -259,37 +259,6 @@ class Client:
             q.put(("error", msg.error))
 
 
-def known_difference(cluster, transport, protocol):
-    """Checks the known difference between what raftplane does and what this client needs: returns
-    why the pair cannot connect while it holds, else None. It is a probe of the real server that
-    gives None by itself once raftplane behaves as ASP.NET Core does (README, "Client
-    compatibility"); then the probe should go, so that a regression fails."""
-    if transport == "LongPolling":
-        # The client POSTs its handshake before its first poll (long_polling_client.py run:
-        # on_open, then _recv_frame); ASP.NET Core has the connection from negotiate on and
-        # takes it, raftplane makes the connection at the first poll.
-        neg = urllib.request.Request(f"{cluster.nodes[0]}/hubs/{HUB}/negotiate", data=b"", method="POST")
-        with urllib.request.urlopen(neg, timeout=WAIT) as resp:
-            conn_id = json.loads(resp.read())["connectionId"]
-        url = f"{cluster.nodes[0]}/hubs/{HUB}?" + urllib.parse.urlencode({"id": conn_id})
-        post = urllib.request.Request(url, data=b'{"protocol":"json","version":1}\x1e', method="POST")
-        try:
-            with urllib.request.urlopen(post, timeout=WAIT):
-                pass
-        except urllib.error.HTTPError as e:
-            if e.code == 404:
-                return ("known difference: a long-polling POST before the connection's first poll "
-                        f"gets {e.code} ({e.read().decode().strip()}); ASP.NET Core accepts it, and "
-                        "this client sends its handshake that way")
-            raise
-        try:
-            with urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=WAIT):
-                pass
-        except urllib.error.HTTPError:
-            pass  # only a clean-up of the probe's connection
-    return None
-
-
 class Scenarios:
     """Every scenario, run once per PAIRS entry by the classes made below."""
 
@@ -299,9 +268,6 @@ class Scenarios:
     @classmethod
     def setUpClass(cls):
         cls.cluster = Cluster()
-        why = known_difference(cls.cluster, cls.transport, cls.protocol)
-        if why:
-            raise unittest.SkipTest(why)
 
     def setUp(self):
         self.clients = []
@@ -406,14 +372,13 @@ class TestGracefulStop(unittest.TestCase):
 
     def test_graceful_stop_closes_with_allow_reconnect(self):
         cluster = Cluster()
-        pairs = [(t, p) for t, p in PAIRS if known_difference(cluster, t, p) is None]
-        clients = [Client(cluster, 2, t, p) for t, p in pairs]
+        clients = [Client(cluster, 2, t, p) for t, p in PAIRS]
         try:
             for c in clients:
                 c.start()
             cluster.control("stop", 2)
             try:
-                for c, (t, p) in zip(clients, pairs):
+                for c, (t, p) in zip(clients, PAIRS):
                     with self.subTest(transport=t, protocol=p):
                         c.expect_close(t, "shutting down", allow_reconnect=True)
                 group = unique("g")
