@@ -153,7 +153,7 @@ func Options() []Option {
 		opt("max-inflight", GroupCluster, "Cluster.MaxInflight", num(func(c *Config) *int { return &c.Cluster.MaxInflight }),
 			"log entries a node may have on their way to the log at once; under load, what arrives meanwhile shares the next entry (at least 2)"),
 		opt("max-clock-skew", GroupCluster, "Cluster.MaxClockSkew", dur(func(c *Config) *time.Duration { return &c.Cluster.MaxClockSkew }),
-			"how far ahead of the leader's clock a forwarded command's time stamp may be; a later one is clamped to the leader's clock (at most 5s)"),
+			"how far ahead of the leader's clock a forwarded command's time stamp may be (a later one is clamped to the leader's clock), and how far a leader's clock may be ahead of the log's time and still be used (at most 5s)"),
 		opt("hold-timeout", GroupCluster, "Cluster.HoldTimeout", dur(func(c *Config) *time.Duration { return &c.Cluster.HoldTimeout }),
 			"how long a command waits for a leader before failing"),
 		opt("reap-after", GroupCluster, "Cluster.ReapAfter", dur(func(c *Config) *time.Duration { return &c.Cluster.ReapAfter }),

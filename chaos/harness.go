@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/raftplane/raftplane/chaos/check"
+	"github.com/raftplane/raftplane/chaos/diskfault"
 	"github.com/raftplane/raftplane/chaos/history"
 	"github.com/raftplane/raftplane/chaos/nemesis"
 	"github.com/raftplane/raftplane/chaos/nodes"
@@ -37,13 +38,20 @@ type Options struct {
 	Publishers, Subscribers int
 	Groups                  []string
 	// ReplayProb is the chance that a publisher sends an acknowledged REST
-	// message again with the same idempotency key.
-	ReplayProb float64
+	// message again with the same idempotency key at once, LateReplayProb
+	// the chance that it does so 1 to 20 s later (within the 30 s the FSM
+	// remembers an id, with room for command time running up to 5/4 of
+	// real time: cluster/clock.go).
+	ReplayProb, LateReplayProb float64
 	// Quiet is how long the workload runs before the first fault and
 	// Recovery bounds each phase of the end (convergence, canaries).
 	Quiet, Recovery time.Duration
 	Flags           []string // extra node flags
-	Logf            func(format string, args ...any)
+	// DiskSize, if set, gives each node a disk of its own of that many
+	// bytes (chaos/diskfault: a tmpfs, inside the sandbox only), which the
+	// disk faults fill.
+	DiskSize int64
+	Logf     func(format string, args ...any)
 }
 
 // NodeFlags are the node settings of a chaos run: fast Raft timings,
@@ -83,8 +91,27 @@ func Run(ctx context.Context, o Options) Outcome {
 		return Outcome{Err: err}
 	}
 	defer rec.Close()
-	cl, err := nodes.New(nodes.Config{Bin: o.Bin, N: o.N, Dir: o.Dir, IP: o.IP, Launch: o.Launch,
-		Flags: append(append([]string(nil), NodeFlags...), o.Flags...), Rec: rec})
+	ncfg := nodes.Config{Bin: o.Bin, N: o.N, Dir: o.Dir, IP: o.IP, Launch: o.Launch,
+		Flags: append(append([]string(nil), NodeFlags...), o.Flags...), Rec: rec}
+	var disks *diskfault.Disks
+	if o.DiskSize > 0 {
+		var dirs []string
+		for i := 0; i < o.N; i++ {
+			dirs = append(dirs, filepath.Join(o.Dir, fmt.Sprintf("n%d", i), "disk"))
+		}
+		if disks, err = diskfault.Setup(dirs, o.DiskSize); err != nil {
+			return Outcome{Err: err}
+		}
+		ncfg.DataDir = func(i int) string { return filepath.Join(disks.Dir(i), "data") }
+		defer func() {
+			// After cl.Stop (deferred later, run first): the nodes are
+			// down when their disks go.
+			if err := disks.Teardown(); err != nil {
+				logf("disk teardown: %v", err)
+			}
+		}()
+	}
+	cl, err := nodes.New(ncfg)
 	if err != nil {
 		return Outcome{Err: err}
 	}
@@ -138,7 +165,8 @@ func Run(ctx context.Context, o Options) Outcome {
 		}
 		p := &workload.Publisher{Env: env, Name: fmt.Sprintf("pub-%d", k), Via: via,
 			Rng: rand.New(rand.NewPCG(rng.Uint64(), 0)), Interval: 50 * time.Millisecond,
-			RetryProb: 0.5, ReplayProb: o.ReplayProb}
+			RetryProb: 0.5, ReplayProb: o.ReplayProb,
+			LateReplayProb: o.LateReplayProb, LateReplayMin: time.Second, LateReplayMax: 20 * time.Second}
 		pubWG.Add(1)
 		go func() { defer pubWG.Done(); p.Run(pubCtx) }()
 	}
@@ -148,6 +176,9 @@ func Run(ctx context.Context, o Options) Outcome {
 	case <-time.After(o.Quiet):
 	}
 	nem := &nemesis.Env{Cluster: cl, Net: o.Net, Rec: rec, Logf: logf}
+	if disks != nil {
+		nem.Disks = disks
+	}
 	if len(o.Steps) > 0 {
 		note("fault phase: %d faults", len(o.Steps))
 		nemesis.Run(ctx, nem, o.Steps)

@@ -82,8 +82,10 @@ type Config struct {
 	// command's stamp may be; a stamp further ahead is clamped to the
 	// leader's clock. The FSM measures command age against the newest stamp
 	// applied, so one stamp from the future would make every later command
-	// expire (fsm/DESIGN.md, "Time in the log"). Default 1s; at most
-	// fsm.MaxCommandAge/3.
+	// expire (fsm/DESIGN.md, "Time in the log"). It is also how far ahead of
+	// the time the node knows (the newest stamp applied, advanced by its
+	// monotonic clock) its own wall clock may be and still be stamped as it
+	// is (clock.go). Default 1s; at most fsm.MaxCommandAge/3.
 	MaxClockSkew time.Duration
 
 	// ServerTLS, when set, puts the Raft port behind TLS: every accepted

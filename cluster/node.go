@@ -30,9 +30,10 @@ type Node struct {
 	transport *raft.NetworkTransport
 	store     *raftboltdb.BoltStore
 
-	idPrefix string // unique per process start, for command ids
-	idSeq    uint64 // guarded by submitMu
-	clock    *clock // clock.go: what stamps commands
+	idPrefix string    // unique per process start, for command ids
+	idSeq    uint64    // guarded by submitMu
+	clock    *clock    // clock.go: what stamps commands
+	disk     diskState // disk.go: whether writes to the Raft stores fail
 
 	mux          *mux
 	hasState     bool   // Raft state existed on disk when the node opened
@@ -153,7 +154,15 @@ func (n *Node) Open() (err error) {
 		n.localCluster = id
 		n.log.Info("bootstrapped a new one-node cluster", "raft", trans.LocalAddr(), "cluster_id", id)
 	}
-	r, err := raft.NewRaft(rc, n.machine, logs, store, timedSnapshots{snaps, &n.stats}, trans) // stats.go: snapshots timed
+	// disk.go: every write to the stores is watched, below the cache
+	// (which flattens its store's errors into text).
+	n.disk.log, n.disk.dir = n.log, n.cfg.DataDir
+	watched, err := raft.NewLogCache(logCacheSize, watchedLogs{store, &n.disk})
+	if err != nil {
+		return err
+	}
+	r, err := raft.NewRaft(rc, n.machine, watched, watchedStable{store, &n.disk},
+		timedSnapshots{snaps, &n.stats}, trans) // stats.go: snapshots timed
 	if err != nil {
 		return fmt.Errorf("cluster: start raft: %w", err)
 	}
@@ -181,8 +190,9 @@ func (n *Node) Open() (err error) {
 			go func() { defer n.wg.Done(); n.clock.watch(n.stop, n.log) }()
 		}
 	}
-	n.wg.Add(5)
+	n.wg.Add(6)
 	go n.watchNewest() // clock.go
+	go n.probeDisk()   // disk.go
 	go n.batchLoop()
 	go n.resolveLoop()
 	go n.monitorLeadership()

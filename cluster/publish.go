@@ -77,6 +77,9 @@ func (n *Node) PublishGroup(ctx context.Context, cmds []fsm.Command) ([]fsm.Resu
 	if err := checkGroup(cmds); err != nil {
 		return nil, err
 	}
+	if err := n.disk.Err(); err != nil {
+		return nil, err // disk.go: refused at once, not after ApplyTimeout
+	}
 	if err := n.waitLeader(ctx); err != nil {
 		return nil, err
 	}

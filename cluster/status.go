@@ -100,8 +100,9 @@ var ErrStaleLeader = errors.New("cluster: leader not heard from recently")
 
 // Ready reports whether this node can commit: nil when it is the leader, or
 // a follower that heard from the leader within maxContact, and the cluster
-// id (the stream's epoch) is applied. Otherwise the error gives the reason
-// and wraps ErrClosed, ErrNoLeader, ErrStaleLeader or ErrNotReady. It backs
+// id (the stream's epoch) is applied, and its writes to its disk do not
+// fail. Otherwise the error gives the reason and wraps ErrClosed,
+// ErrDiskFull, ErrNoLeader, ErrStaleLeader or ErrNotReady. It backs
 // hub's GET /readyz; maxContact <= 0 skips the contact check. It is cheap
 // (no round trip) and may be called from many goroutines.
 func (n *Node) Ready(maxContact time.Duration) error {
@@ -119,6 +120,7 @@ func (n *Node) Ready(maxContact time.Duration) error {
 		leaderID:    string(leaderID),
 		lastContact: n.raft.LastContact(),
 		epoch:       n.machine.Epoch(),
+		disk:        n.disk.Err(),
 	}, time.Now(), maxContact)
 }
 
@@ -129,12 +131,15 @@ type readyView struct {
 	leaderID    string
 	lastContact time.Time // when a follower last heard from the leader
 	epoch       string
+	disk        error // disk.go: writes to the Raft stores fail
 }
 
 func readiness(v readyView, now time.Time, maxContact time.Duration) error {
 	switch {
 	case v.state == raft.Shutdown:
 		return fmt.Errorf("%w: shutting down", ErrClosed)
+	case v.disk != nil:
+		return v.disk
 	case v.state == raft.Leader:
 		// A leader's LastContact is from its follower days. A leader cut
 		// off from the quorum steps down after LeaderLeaseTimeout, and then

@@ -25,7 +25,7 @@ func TestCursorHeader_JavaClient(t *testing.T) {
 		t.Fatalf("another client got %s, want the cursor header", other.Raw)
 	}
 	for ua, want := range map[string]bool{
-		"Microsoft SignalR/9.0 (9.0.3; Linux; Java; 17)": true,
+		"Microsoft SignalR/9.0 (9.0.3; Linux; Java; 17)":                             true,
 		"Microsoft SignalR/8.0 (8.0.0; Unknown OS; NodeJS; Unknown Runtime Version)": false,
 		"Java/17 (a crawler)": false, "": false,
 	} {

@@ -37,10 +37,21 @@ type Network interface {
 	Can(kind string) bool
 }
 
+// Disks is what the disk faults need (chaos/diskfault: each node's data on
+// a small filesystem of its own). Every method returns what it did, for
+// the journal.
+type Disks interface {
+	// Fill takes node i's last free byte; Unfill gives the space back.
+	Fill(i int) ([]string, error)
+	Unfill(i int) ([]string, error)
+	UnfillAll() ([]string, error)
+}
+
 // Env is what faults act on.
 type Env struct {
 	Cluster *nodes.Cluster
 	Net     Network // nil: only process faults
+	Disks   Disks   // nil: no disk faults
 	Rec     *history.Recorder
 	// Logf, optional, narrates the run (t.Logf).
 	Logf func(format string, args ...any)
@@ -52,6 +63,9 @@ var networkKinds = map[string]bool{PartitionLeader: true, PartitionOne: true, Pa
 
 // Supported reports whether env can run kind.
 func (env *Env) Supported(kind string) bool {
+	if kind == DiskFull || kind == DiskFullLeader {
+		return env.Disks != nil
+	}
 	if !networkKinds[kind] {
 		return true
 	}
@@ -213,12 +227,12 @@ func pick(cands []*nodes.Node, p uint64) *nodes.Node {
 func (env *Env) start(ctx context.Context, s Step) (*fault, error) {
 	var target *nodes.Node
 	switch s.Kind {
-	case KillLeader, PauseLeader, PartitionLeader, OneWayLeader, ClockSkew, ClockJump:
+	case KillLeader, PauseLeader, PartitionLeader, OneWayLeader, ClockSkew, ClockJump, DiskFullLeader:
 		target = env.leader(ctx)
 		if target == nil {
 			target = pick(env.candidates(), s.Pick)
 		}
-	case Wipe, SnapshotLag:
+	case Wipe, SnapshotLag, DiskFull:
 		l := env.leader(ctx)
 		if l == nil {
 			return nil, errors.New("no leader to tell a follower from")
@@ -335,6 +349,10 @@ func (env *Env) start(ctx context.Context, s Step) (*fault, error) {
 		f.heal = net.HealAll
 	case ClockSkew, ClockJump, ClockScramble:
 		err = env.clockFault(f, s, target)
+	case DiskFull, DiskFullLeader:
+		f.cmds, err = env.Disks.Fill(i)
+		f.heal = func() ([]string, error) { return env.Disks.Unfill(i) }
+		f.mid = func() (string, error) { return readyz(ctx, target) }
 	default:
 		return nil, fmt.Errorf("unknown fault kind %q", s.Kind)
 	}
@@ -399,6 +417,15 @@ func (env *Env) clockFault(f *fault, s Step, target *nodes.Node) error {
 	return nil
 }
 
+// readyz journals what a node's GET /readyz says (a node whose disk is
+// full must say so).
+func readyz(ctx context.Context, n *nodes.Node) (string, error) {
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	code, body, err := n.Ready(rctx)
+	return fmt.Sprintf("%s /readyz: %d %s", n.Name, code, body), err
+}
+
 func (env *Env) allRunning() bool {
 	for _, n := range env.Cluster.Nodes {
 		if !n.Running() || n.Paused() {
@@ -440,6 +467,13 @@ func (env *Env) HealAll() error {
 	if env.Net != nil {
 		cmds, err := env.Net.HealAll()
 		ev.Cmds = cmds
+		if err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	if env.Disks != nil {
+		cmds, err := env.Disks.UnfillAll()
+		ev.Cmds = append(ev.Cmds, cmds...)
 		if err != nil {
 			errs = append(errs, err.Error())
 		}

@@ -84,6 +84,8 @@ const (
 	ClockSkew         = "clock-skew"
 	ClockJump         = "clock-jump"
 	ClockScramble     = "clock-scramble"
+	DiskFull          = "disk-full"
+	DiskFullLeader    = "disk-full-leader"
 )
 
 // Clock faults set clocks off by MinClockOffset to MaxClockOffset
@@ -122,6 +124,8 @@ var Catalogue = map[string]string{
 	ClockJump: "the leader's clock jumps 1 s to 1 h forward, halfway through as far behind true time; right again after the fault",
 	ClockScramble: "every node's clock set off by its own amount, up to 1 h either way, for the fault " +
 		"(leaders that follow each other during it disagree)",
+	DiskFull:       "fill a follower's disk (a small filesystem of its own) to the last byte; free it after the fault",
+	DiskFullLeader: "fill the leader's disk to the last byte; free it after the fault",
 }
 
 // Short is the CI profile: one fault at a time on 5 nodes, for 2 minutes
@@ -132,8 +136,8 @@ var Short = Profile{
 	MinGap: 2 * time.Second, MaxGap: 5 * time.Second,
 	Lanes: [][]string{{Kill, KillLeader, CrashHost, Pause, PauseLeader, Terminate, PartitionLeader, PartitionOne,
 		PartitionMajority, PartitionRing, PartitionBridge, OneWayLeader, GossipCut, Lossy, Slow, Delay, ConnReset,
-		ClientCut, Wipe, SnapshotLag, ClockSkew, ClockJump, ClockScramble}},
-	Lead: []string{ClockSkew, ClockJump},
+		ClientCut, Wipe, SnapshotLag, ClockSkew, ClockJump, ClockScramble, DiskFull, DiskFullLeader}},
+	Lead: []string{ClockSkew, ClockJump, DiskFullLeader},
 }
 
 // Soak overlaps process faults with network faults for 30 minutes.
@@ -143,7 +147,7 @@ var Soak = Profile{
 	MinGap: 2 * time.Second, MaxGap: 15 * time.Second,
 	Lanes: [][]string{
 		{Kill, KillLeader, KillMajority, CrashHost, Pause, PauseLeader, Terminate, Wipe, RollingRestart,
-			ClockSkew, ClockJump, ClockScramble},
+			ClockSkew, ClockJump, ClockScramble, DiskFull, DiskFullLeader},
 		{PartitionLeader, PartitionOne, PartitionMajority, PartitionRing, PartitionBridge, OneWayLeader, GossipCut,
 			Lossy, Slow, Delay, ConnReset, ClientCut, SnapshotLag},
 	},

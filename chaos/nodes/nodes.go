@@ -46,7 +46,10 @@ type Config struct {
 	Launch Launcher
 	// Flags are extra flags for every node (timings, limits).
 	Flags []string
-	Rec   *history.Recorder
+	// DataDir, if set, is node i's data folder (a folder on a disk of its
+	// own, for the disk faults); by default <Dir>/n<i>/data.
+	DataDir func(i int) string
+	Rec     *history.Recorder
 }
 
 // Node is one raftplane process slot. Its process may be running, paused,
@@ -93,8 +96,13 @@ func New(cfg Config) (*Cluster, error) {
 		n := &Node{Index: i, Name: name, IP: cfg.IP(i), c: c,
 			Data: filepath.Join(cfg.Dir, name, "data"), Log: filepath.Join(cfg.Dir, name+".log"),
 			Clock: filepath.Join(cfg.Dir, name, "clock")}
-		if err := os.MkdirAll(filepath.Dir(n.Data), 0o755); err != nil {
-			return nil, err
+		if cfg.DataDir != nil {
+			n.Data = cfg.DataDir(i)
+		}
+		for _, d := range []string{filepath.Dir(n.Data), filepath.Dir(n.Clock)} {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return nil, err
+			}
 		}
 		c.Nodes = append(c.Nodes, n)
 	}
@@ -321,6 +329,22 @@ func (n *Node) ClockOffset() time.Duration {
 type Status struct {
 	Node   status.Node   `json:"node"`
 	Stream status.Stream `json:"stream"`
+}
+
+// Ready asks the node's GET /readyz: the HTTP status and the body (the
+// reason when it is not ready).
+func (n *Node) Ready(ctx context.Context) (int, string, error) {
+	req, err := http.NewRequestWithContext(ctx, "GET", n.URL()+"/readyz", nil)
+	if err != nil {
+		return 0, "", err
+	}
+	resp, err := n.c.http.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	return resp.StatusCode, strings.TrimSpace(string(b)), nil
 }
 
 // Status asks the node for its status.

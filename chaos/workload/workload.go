@@ -61,10 +61,24 @@ type Publisher struct {
 	// sent again (a client that lost the answer), which must answer the
 	// same position.
 	RetryProb, ReplayProb float64
+	// LateReplayProb is the chance that an acknowledged REST send is sent
+	// again LateReplayMin to LateReplayMax later (a client retrying after
+	// a while, within the 30 s the FSM remembers an id): it must answer
+	// the same position, whatever the faults (a clock that jumped ahead in
+	// between, say) did meanwhile.
+	LateReplayProb               float64
+	LateReplayMin, LateReplayMax time.Duration
 
 	node int
 	seq  int
 	conn *client.Conn
+	late []lateSend // acknowledged sends to replay, in no order
+}
+
+// lateSend is an acknowledged send to replay at due.
+type lateSend struct {
+	due       time.Time
+	id, group string
 }
 
 // Run publishes until ctx ends.
@@ -76,6 +90,7 @@ func (p *Publisher) Run(ctx context.Context) {
 		}
 	}()
 	for ctx.Err() == nil {
+		p.replayDue(ctx)
 		p.seq++
 		id := fmt.Sprintf("%s-%d", p.Name, p.seq)
 		group := p.Env.Groups[p.Rng.IntN(len(p.Env.Groups))]
@@ -140,9 +155,32 @@ func (p *Publisher) ok(id, cur string) {
 	p.Env.Rec.Add(history.Event{P: p.Name, Type: history.OK, ID: id, Pos: &pos})
 }
 
+// replayDue sends again the acknowledged sends whose time has come.
+func (p *Publisher) replayDue(ctx context.Context) {
+	now := time.Now()
+	kept := p.late[:0]
+	for _, l := range p.late {
+		if now.Before(l.due) || ctx.Err() != nil {
+			kept = append(kept, l)
+			continue
+		}
+		if p.Env.sendREST(ctx, p.Name, p.node, l.id, l.group) != history.OK {
+			p.next()
+		}
+	}
+	p.late = kept
+}
+
 func (p *Publisher) publishREST(ctx context.Context, id, group string) {
 	for attempt := 0; ctx.Err() == nil; attempt++ {
 		outcome := p.Env.sendREST(ctx, p.Name, p.node, id, group)
+		if outcome == history.OK && p.LateReplayProb > 0 && p.Rng.Float64() < p.LateReplayProb {
+			d := p.LateReplayMin
+			if p.LateReplayMax > d {
+				d += time.Duration(p.Rng.Int64N(int64(p.LateReplayMax - d)))
+			}
+			p.late = append(p.late, lateSend{due: time.Now().Add(d), id: id, group: group})
+		}
 		switch {
 		case outcome == history.OK && p.Rng.Float64() < p.ReplayProb:
 			p.Env.sendREST(ctx, p.Name, p.node, id, group) // must answer the same position

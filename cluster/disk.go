@@ -1,0 +1,189 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// A node whose disk fills up (or fails) must say so and refuse writes
+// rather than accept them slowly or not at all (issue 15, disk faults).
+// Raft already never acknowledges what it did not persist: a leader that
+// cannot store its entries fails them and steps down, a follower that
+// cannot store them does not acknowledge them, and bbolt commits a
+// transaction whole or not at all. What this file adds is the node's own
+// view: every write to the Raft stores is watched, and from the first that
+// fails with an error from the operating system (ENOSPC, EIO, EROFS,
+// EDQUOT, ...) until one succeeds again, the node
+//   - logs it once, at error level, and once more when writes succeed again;
+//   - is not ready (Ready, GET /readyz: 503 with the error);
+//   - refuses new submissions at once with ErrDiskFull (clients get 503 and
+//     go to another node), instead of forwarding them to the leader and
+//     waiting out ApplyTimeout for an entry it cannot store to apply.
+// Writes fail from the first failure of any write to the stores until a
+// log append succeeds, or a probe does: while writes fail, the node writes
+// (and syncs, and removes) a file of DiskProbeBytes in its data folder
+// every DiskProbeInterval, so that it notices the space is back even when
+// no entry comes to append (a leader backs off from a follower that failed).
+// Small writes (the term, a vote, a log compaction) do not clear the
+// failure: bbolt may fit them in pages it already has on a full disk,
+// where an append that needs new pages would still fail.
+
+// ErrDiskFull is what a node whose writes to its disk fail returns from
+// Ready and the submissions it refuses.
+var ErrDiskFull = errors.New("cluster: this node cannot write to its disk")
+
+// DiskProbeInterval is how often a node whose writes fail tries one, and
+// DiskProbeBytes how much it writes.
+const (
+	DiskProbeInterval = time.Second
+	DiskProbeBytes    = 1 << 20
+)
+
+// logCacheSize is the entries Raft's log cache keeps in memory, as
+// OpenStores's. The node makes its own cache around the watched store:
+// raft.LogCache turns its store's errors into text, so the watcher must be
+// below it to see the operating system's error.
+const logCacheSize = 1024
+
+// diskProbeName is the probe's file in the data folder.
+const diskProbeName = ".disk-probe"
+
+// diskState is whether this node's writes to its Raft stores fail.
+type diskState struct {
+	log *slog.Logger
+	dir string
+
+	mu    sync.Mutex
+	err   error     // the first failed write since the last that succeeded
+	since time.Time // when writes started failing
+}
+
+// Err is nil while writes succeed, else an error wrapping ErrDiskFull.
+func (d *diskState) Err() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.err == nil {
+		return nil
+	}
+	return fmt.Errorf("%w since %s (%s): %w; it refuses writes until it can", ErrDiskFull,
+		d.since.UTC().Format(time.RFC3339), d.dir, d.err)
+}
+
+// failing reports whether writes fail.
+func (d *diskState) failing() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.err != nil
+}
+
+// record notes the outcome of a write; a success clears a failure only
+// when clears is set (an append, the probe). Only errors from the
+// operating system count: a store closed during shutdown is not a disk
+// fault.
+func (d *diskState) record(err error, clears bool) {
+	var errno syscall.Errno
+	if err != nil && !errors.As(err, &errno) {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch {
+	case err == nil && !clears:
+	case err != nil && d.err == nil:
+		d.err, d.since = err, time.Now()
+		d.log.Error("writes to the disk fail: this node refuses new writes and is not ready until they succeed again",
+			"data", d.dir, "err", err)
+	case err == nil && d.err != nil:
+		d.log.Info("writes to the disk succeed again", "data", d.dir, "failed_for", time.Since(d.since).Round(time.Millisecond))
+		d.err = nil
+	}
+}
+
+// watchedLogs is the log store Raft writes through: every write's outcome
+// goes to the disk state.
+type watchedLogs struct {
+	raft.LogStore
+	d *diskState
+}
+
+func (w watchedLogs) StoreLog(l *raft.Log) error {
+	err := w.LogStore.StoreLog(l)
+	w.d.record(err, true)
+	return err
+}
+
+func (w watchedLogs) StoreLogs(ls []*raft.Log) error {
+	err := w.LogStore.StoreLogs(ls)
+	w.d.record(err, true)
+	return err
+}
+
+func (w watchedLogs) DeleteRange(lo, hi uint64) error {
+	err := w.LogStore.DeleteRange(lo, hi)
+	w.d.record(err, false)
+	return err
+}
+
+// IsMonotonic passes raft.MonotonicLogStore through, which Raft looks for.
+func (w watchedLogs) IsMonotonic() bool {
+	m, ok := w.LogStore.(raft.MonotonicLogStore)
+	return ok && m.IsMonotonic()
+}
+
+// watchedStable is the stable store Raft writes its term and vote through.
+type watchedStable struct {
+	raft.StableStore
+	d *diskState
+}
+
+func (w watchedStable) Set(k, v []byte) error {
+	err := w.StableStore.Set(k, v)
+	w.d.record(err, false)
+	return err
+}
+
+func (w watchedStable) SetUint64(k []byte, v uint64) error {
+	err := w.StableStore.SetUint64(k, v)
+	w.d.record(err, false)
+	return err
+}
+
+// probeDisk tries a write every DiskProbeInterval while writes fail, until
+// the node stops.
+func (n *Node) probeDisk() {
+	defer n.wg.Done()
+	t := time.NewTicker(DiskProbeInterval)
+	defer t.Stop()
+	buf := make([]byte, DiskProbeBytes)
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		}
+		if n.disk.failing() {
+			n.disk.record(probeWrite(filepath.Join(n.cfg.DataDir, diskProbeName), buf), true)
+		}
+	}
+}
+
+// probeWrite writes buf to a new file at path, syncs it and removes it.
+func probeWrite(path string, buf []byte) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(buf)
+	if err == nil {
+		err = f.Sync()
+	}
+	return errors.Join(err, f.Close(), os.Remove(path))
+}
