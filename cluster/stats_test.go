@@ -1,6 +1,9 @@
 package cluster
 
-import "testing"
+import (
+	"fmt"
+	"testing"
+)
 
 // TestNode_Stats: a follower's forwards are counted by result, a snapshot
 // is timed, and both nodes report their Raft view.
@@ -38,9 +41,15 @@ func TestNode_Stats(t *testing.T) {
 	if st.LeaderChanges < 1 {
 		t.Errorf("follower saw %d leaders", st.LeaderChanges)
 	}
-	if st.AppliedIndex < last.Index || st.CommitIndex < last.Index || st.Term < 1 {
-		t.Errorf("follower indexes: applied %d commit %d term %d, want at least %d", st.AppliedIndex, st.CommitIndex, st.Term, last.Index)
-	}
+	// Publish returns once the FSM applied the entry; raft's own applied
+	// index, which Stats reports, moves just after: wait for it.
+	waitFor(t, "the follower's raft indexes to reach the last publish", func() error {
+		st := f.node.Stats()
+		if st.AppliedIndex < last.Index || st.CommitIndex < last.Index || st.Term < 1 {
+			return fmt.Errorf("applied %d commit %d term %d, want at least %d", st.AppliedIndex, st.CommitIndex, st.Term, last.Index)
+		}
+		return nil
+	})
 
 	ls := l.node.Stats()
 	if ls.State != "Leader" || ls.LastContact != 0 {
