@@ -33,7 +33,10 @@ type leaderState struct {
 // reconciles gossip members into the Raft configuration on every gossip
 // event and every ReconcileInterval.
 func (n *Node) leaderLoop(stop <-chan struct{}) {
-	if err := n.raft.Barrier(n.cfg.ApplyTimeout).Error(); err != nil {
+	if err := n.await(n.raft.Barrier(n.cfg.ApplyTimeout)); err != nil {
+		if errors.Is(err, ErrClosed) {
+			return
+		}
 		n.log.Warn("barrier after gaining leadership failed; stepping through anyway", "err", err)
 	}
 	if n.machine.Epoch() == "" {
@@ -293,7 +296,7 @@ func (n *Node) raiseFormat() {
 		}
 	}
 	data := fsm.EncodeBatch([]fsm.Command{fsm.FormatKnown(fsm.LogFormat, n.stamp())})
-	if err := n.raft.Apply(data, n.cfg.ApplyTimeout).Error(); err != nil {
+	if err := n.await(n.raft.Apply(data, n.cfg.ApplyTimeout)); err != nil {
 		n.log.Warn("recording the log format failed; retrying on the next pass", "err", err)
 		return
 	}

@@ -363,7 +363,7 @@ func (n *Node) initCluster() {
 		return
 	}
 	f := n.raft.Apply(fsm.EncodeBatch([]fsm.Command{cmd}), n.cfg.ApplyTimeout)
-	if err := f.Error(); err != nil {
+	if err := n.await(f); err != nil {
 		n.log.Warn("writing cluster id failed", "err", err)
 		return
 	}

@@ -291,7 +291,11 @@ func (n *Node) resolveLoop() {
 		}
 		var res []fsm.Result
 		if in.f != nil {
-			if err := in.f.Error(); err != nil {
+			if err := n.await(in.f); err != nil {
+				if errors.Is(err, ErrClosed) {
+					fail(in.reqs, err)
+					return
+				}
 				err = mapRaftError(err)
 				if !errors.Is(err, ErrNotLeader) {
 					fail(in.reqs, err)
@@ -396,7 +400,11 @@ func (n *Node) forward(out chan<- fwdOutcome, batch []byte, count int, stamped b
 		if n.isLeader() {
 			// Leadership came here while we waited: apply directly.
 			f := n.raft.Apply(batch, n.cfg.ApplyTimeout)
-			if err := f.Error(); err != nil {
+			if err := n.await(f); err != nil {
+				if errors.Is(err, ErrClosed) {
+					out <- fwdOutcome{err: ErrClosed}
+					return
+				}
 				lastErr = mapRaftError(err)
 				continue
 			}
@@ -475,6 +483,28 @@ func (n *Node) cancelOnLeaderChange(ctx context.Context, cancel context.CancelFu
 		}
 	}()
 	return done
+}
+
+// await waits for a future raft answers once the FSM has applied (Apply,
+// Barrier), or until this node stops (ErrClosed). raft does not answer
+// such a future when it shuts down between the commit and the FSM's apply
+// (runFSM returns with entries still queued): a goroutine waiting on it
+// for ever would hold Close for ever. The waiter goroutine that is left
+// behind then ends with the process; it holds nothing but the future.
+func (n *Node) await(f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-n.stop:
+		select {
+		case err := <-done: // answered meanwhile
+			return err
+		default:
+			return ErrClosed
+		}
+	}
 }
 
 // applyResponse interprets what the FSM returned for an entry: a result per
