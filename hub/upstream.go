@@ -149,8 +149,14 @@ func expandTemplate(tmpl, hub, category, event string) string {
 		"{event}", escapeData(event)).Replace(tmpl)
 }
 
-// escapeData percent-encodes every byte but RFC 3986's unreserved ones.
+// escapeData percent-encodes every byte but RFC 3986's unreserved ones, and
+// the dots of a whole "." or ".." (a hub or method name a client chose
+// must not become a dot segment, which the upstream's server would resolve
+// to another path of its own).
 func escapeData(s string) string {
+	if s == "." || s == ".." {
+		return strings.Repeat("%2E", len(s))
+	}
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
 		c := s[i]

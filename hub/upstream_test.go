@@ -575,3 +575,19 @@ func TestUpstream_ParseCompletion(t *testing.T) {
 		})
 	}
 }
+
+// TestExpandTemplate_DotSegments: a hub or method a client names "." or
+// ".." cannot make the upstream URL point at another path of its server.
+func TestExpandTemplate_DotSegments(t *testing.T) {
+	tmpl := "http://app.example/api/{hub}/{category}/{event}"
+	for _, tc := range []struct{ hub, event, want string }{
+		{"chat", "Send", "http://app.example/api/chat/messages/Send"},
+		{"..", "..", "http://app.example/api/%2E%2E/messages/%2E%2E"},
+		{".", "a.b", "http://app.example/api/%2E/messages/a.b"},
+		{"x", "a/../b", "http://app.example/api/x/messages/a%2F..%2Fb"},
+	} {
+		if got := expandTemplate(tmpl, tc.hub, "messages", tc.event); got != tc.want {
+			t.Errorf("expandTemplate(%q, %q) = %q, want %q", tc.hub, tc.event, got, tc.want)
+		}
+	}
+}
