@@ -6,6 +6,7 @@ package cluster
 // snapshots written, connections reaped). The metrics package exports it.
 
 import (
+	"github.com/raftplane/raftplane/status"
 	"sort"
 	"strconv"
 	"sync"
@@ -77,14 +78,8 @@ type Stats struct {
 	RejectedEntries uint64
 }
 
-// Histogram is a snapshot of a histogram: Buckets holds, by upper bound
-// in seconds, how many observations were at most that bound (cumulative);
-// Count includes those above the largest bound.
-type Histogram struct {
-	Count   uint64
-	Sum     float64
-	Buckets map[float64]uint64
-}
+// Histogram is a snapshot of a histogram (status.Histogram).
+type Histogram = status.Histogram
 
 // Stats reports the node's Raft view and counters. It does not block on
 // the network and may be called from many goroutines.

@@ -16,6 +16,7 @@ package hub
 import (
 	"context"
 	"errors"
+	"github.com/raftplane/raftplane/status"
 	"net/http"
 	"sort"
 	"sync/atomic"
@@ -171,15 +172,8 @@ type ConnectionQueue struct {
 	Bytes         int
 }
 
-// Histogram is a snapshot of a histogram: Buckets holds, by upper bound
-// (seconds for latencies), how many observations were at most that bound
-// (cumulative, as Prometheus has them); Count includes those above the
-// largest bound.
-type Histogram struct {
-	Count   uint64
-	Sum     float64
-	Buckets map[float64]uint64
-}
+// Histogram is a snapshot of a histogram (status.Histogram).
+type Histogram = status.Histogram
 
 // Stats returns the server's counters and a walk of its local connections:
 // its cost grows with their number (bounded by MaxConnections), a short

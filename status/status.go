@@ -76,3 +76,13 @@ type Stream struct {
 	// diverged.
 	Digest string `json:"digest"`
 }
+
+// Histogram is a snapshot of a histogram: Buckets holds, by upper bound
+// (seconds for latencies), how many observations were at most that bound
+// (cumulative, as Prometheus has them); Count includes those above the
+// largest bound. hub and cluster report theirs in it.
+type Histogram struct {
+	Count   uint64
+	Sum     float64
+	Buckets map[float64]uint64
+}
