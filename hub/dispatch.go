@@ -262,13 +262,14 @@ func (s *Server) deliverPublish(e *fsm.Entry, epoch string, scratch []byte) []by
 		if c.proto.binary() {
 			k = 1
 		}
-		cursor := e.Cursor.Format(epoch)
 		if c.noHeaders {
-			k, cursor = k+2, ""
+			k += 2
 		}
 		if frames[k] == nil {
-			// Encoded once per kind, for every recipient on this node.
-			scratch = c.proto.appendInvocation(scratch[:0], e.Target, e.Args, cursor)
+			// Encoded once per kind, for every recipient on this node (the
+			// cursor too: formatting it per recipient would allocate per
+			// delivery).
+			scratch = c.proto.appendInvocation(scratch[:0], e.Target, e.Args, c.cursorHeader(e.Cursor, epoch))
 			frames[k] = append([]byte(nil), scratch...)
 		}
 		s.enqueueLater(c, frames[k], e.Cursor)
