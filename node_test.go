@@ -308,13 +308,9 @@ func TestNode_FailedStartCleansUp(t *testing.T) {
 	// A fresh node is ready (its cluster id is in the bootstrap) before it
 	// has won its election: count its goroutines once it leads and has done
 	// its leader's one-time duties, so its own start is not taken for a leak.
-	deadline := time.Now().Add(30 * time.Second)
-	for !first.raft.IsLeader() || first.machine.Format() < fsm.LogFormat {
-		if time.Now().After(deadline) {
-			t.Fatal("the first node did not become leader and raise the log format")
-		}
-		time.Sleep(10 * time.Millisecond) // polling for the election
-	}
+	waitFor(t, 30*time.Second, "the first node to lead and raise the log format", func() bool {
+		return first.raft.IsLeader() && first.machine.Format() >= fsm.LogFormat
+	})
 	before := runtime.NumGoroutine()
 
 	cfg := testConfig(t)

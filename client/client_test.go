@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,8 +20,59 @@ import (
 	"github.com/raftplane/raftplane/hub"
 )
 
-// waitFor bounds every wait for something that should happen promptly.
-const waitFor = 10 * time.Second
+// testWait bounds every wait for something that should happen promptly.
+const testWait = 10 * time.Second
+
+// pollEvery is how often waitFor checks its condition.
+const pollEvery = 10 * time.Millisecond
+
+// waitFor polls cond until it returns nil, failing the test after testWait
+// with cond's last error. It is the package's one wait for a condition
+// (a state to reach, never a pause standing for "nothing happened").
+func waitFor(t testing.TB, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(testWait)
+	tick := time.NewTicker(pollEvery)
+	defer tick.Stop()
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s: %v", testWait, what, err)
+		}
+		<-tick.C
+	}
+}
+
+// waitGone waits until the server at base no longer has connection id.
+func waitGone(t *testing.T, base, id string) {
+	t.Helper()
+	waitFor(t, "the server to let "+id+" go", func() error {
+		if code, body := restDo(t, http.MethodGet, base+"/api/v1/hubs/chat/connections/"+id); code != http.StatusNotFound {
+			return fmt.Errorf("GET connection: %d %s", code, body)
+		}
+		return nil
+	})
+}
+
+// waitBlockedIn waits until a goroutine is parked in fn (a function name
+// as runtime stacks print it, such as "client.(*Conn).currentLink"): the
+// observable sign that a call has reached the wait a test is about.
+func waitBlockedIn(t *testing.T, fn string) {
+	t.Helper()
+	waitFor(t, "a goroutine waiting in "+fn, func() error {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		for g := range bytes.SplitSeq(buf, []byte("\n\n")) {
+			if bytes.Contains(g, []byte(fn+"(")) && bytes.Contains(g, []byte("[select")) {
+				return nil
+			}
+		}
+		return errors.New("none yet")
+	})
+}
 
 func hubURL(base, user string) string {
 	return base + "/hubs/chat?user=" + url.QueryEscape(user)
@@ -28,7 +80,7 @@ func hubURL(base, user string) string {
 
 func testCtx(t *testing.T) context.Context {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	ctx, cancel := context.WithTimeout(context.Background(), testWait)
 	t.Cleanup(cancel)
 	return ctx
 }
@@ -61,8 +113,8 @@ func recv(t *testing.T, c *client.Conn) client.Message {
 			t.Fatalf("connection %s ended while waiting for a message: %v", c.ID(), c.Err())
 		}
 		return m
-	case <-time.After(waitFor):
-		t.Fatalf("connection %s: no message within %s", c.ID(), waitFor)
+	case <-time.After(testWait):
+		t.Fatalf("connection %s: no message within %s", c.ID(), testWait)
 	}
 	panic("unreachable")
 }
@@ -137,8 +189,8 @@ func waitDone(t *testing.T, c *client.Conn) {
 	t.Helper()
 	select {
 	case <-c.Done():
-	case <-time.After(waitFor):
-		t.Fatalf("connection %s did not end within %s", c.ID(), waitFor)
+	case <-time.After(testWait):
+		t.Fatalf("connection %s did not end within %s", c.ID(), testWait)
 	}
 }
 
@@ -146,7 +198,7 @@ func waitDone(t *testing.T, c *client.Conn) {
 func drain(t *testing.T, c *client.Conn) []client.Message {
 	t.Helper()
 	var out []client.Message
-	timeout := time.After(waitFor)
+	timeout := time.After(testWait)
 	for {
 		select {
 		case m, ok := <-c.Messages():
@@ -155,7 +207,7 @@ func drain(t *testing.T, c *client.Conn) []client.Message {
 			}
 			out = append(out, m)
 		case <-timeout:
-			t.Fatalf("Messages() of %s not closed within %s", c.ID(), waitFor)
+			t.Fatalf("Messages() of %s not closed within %s", c.ID(), testWait)
 		}
 	}
 }
@@ -460,29 +512,23 @@ func TestClose(t *testing.T) {
 		t.Errorf("second Close = %v", err)
 	}
 	// The server has let the connection go.
-	deadline := time.Now().Add(waitFor)
-	for {
-		code, body := restDo(t, http.MethodGet, base+"/api/v1/hubs/chat/connections/"+a.ID())
-		if code == http.StatusNotFound {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server still has the connection after Close: %d %s", code, body)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitGone(t, base, a.ID())
 }
 
 func TestCloseWithPendingInvokes(t *testing.T) {
 	base := startStack(t)
 	a := dial(t, base, "alice")
 	var wg sync.WaitGroup
+	var answered atomic.Int64
 	for i := range 20 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for j := 0; ; j++ {
 				_, err := a.InvokeCursor(context.Background(), "Broadcast", "spam", i, j)
+				if err == nil {
+					answered.Add(1)
+				}
 				if err != nil {
 					if !errors.Is(err, client.ErrClosed) {
 						t.Errorf("Invoke during Close: %v, want ErrClosed", err)
@@ -496,7 +542,14 @@ func TestCloseWithPendingInvokes(t *testing.T) {
 		for range a.Messages() {
 		}
 	}()
-	time.Sleep(100 * time.Millisecond) // let some traffic flow
+	// Close while traffic flows: once a good many Invokes were answered,
+	// each of the 20 callers is sending its next one.
+	waitFor(t, "Invokes answered", func() error {
+		if n := answered.Load(); n < 100 {
+			return fmt.Errorf("%d answered", n)
+		}
+		return nil
+	})
 	if err := a.Close(); err != nil {
 		t.Errorf("Close: %v", err)
 	}
@@ -754,21 +807,17 @@ func clientGoroutines() (int, string) {
 // back to baseline.
 func waitGoroutines(t *testing.T, baseline int) {
 	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for {
+	waitFor(t, "the client's goroutines to end", func() error {
 		http.DefaultClient.CloseIdleConnections() // negotiate's keep-alive connections
 		n, dump := clientGoroutines()
 		total := runtime.NumGoroutine()
 		if n == 0 && total <= baseline {
-			return
+			return nil
 		}
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			buf = buf[:runtime.Stack(buf, true)]
-			t.Fatalf("goroutines: %d of the client, %d in total (baseline %d)\nclient:\n%s\nall:\n%s", n, total, baseline, dump, buf)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		return fmt.Errorf("goroutines: %d of the client, %d in total (baseline %d)\nclient:\n%s\nall:\n%s", n, total, baseline, dump, buf)
+	})
 }
 
 func TestNoGoroutineLeaks(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -87,7 +88,7 @@ func (f *fake) wait(t *testing.T) error {
 	select {
 	case <-f.scriptDone:
 		return f.scriptResult
-	case <-time.After(waitFor):
+	case <-time.After(testWait):
 		t.Fatal("fake server script did not finish")
 	}
 	return nil
@@ -100,7 +101,7 @@ func send(ws *websocket.Conn, s string) error {
 // readInvocation reads client messages until an Invocation, skipping pings.
 func readInvocation(ws *websocket.Conn) (map[string]any, error) {
 	for {
-		_ = ws.SetReadDeadline(time.Now().Add(waitFor))
+		_ = ws.SetReadDeadline(time.Now().Add(testWait))
 		_, d, err := ws.ReadMessage()
 		if err != nil {
 			return nil, err
@@ -134,17 +135,12 @@ func dialFake(t *testing.T, f *fake, mods ...func(*client.Config)) *client.Conn 
 // waitNoClientGoroutines polls until no goroutine runs this package's code.
 func waitNoClientGoroutines(t *testing.T) {
 	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for {
-		n, dump := clientGoroutines()
-		if n == 0 {
-			return
+	waitFor(t, "the client's goroutines to end", func() error {
+		if n, dump := clientGoroutines(); n > 0 {
+			return fmt.Errorf("%d client goroutines left:\n%s", n, dump)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d client goroutines left:\n%s", n, dump)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func TestFakeRequestsFramingAndClose(t *testing.T) {
@@ -449,7 +445,7 @@ func TestFakeClientResultRequest(t *testing.T) {
 			return err
 		}
 		for {
-			_ = ws.SetReadDeadline(time.Now().Add(waitFor))
+			_ = ws.SetReadDeadline(time.Now().Add(testWait))
 			_, d, err := ws.ReadMessage()
 			if err != nil {
 				return err
@@ -469,7 +465,7 @@ func TestFakeClientResultRequest(t *testing.T) {
 		if s != `{"type":3,"invocationId":"7","error":"Client didn't provide a result."}`+"\x1e" {
 			t.Errorf("answer %q", s)
 		}
-	case <-time.After(waitFor):
+	case <-time.After(testWait):
 		t.Fatal("no answer to the client-result request")
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -73,8 +75,8 @@ func (r *eventRecorder) next(t *testing.T, want client.EventKind) client.Event {
 			t.Fatalf("event %s (%v), want %s; all: %s", e.Kind, e.Err, want, r.kinds())
 		}
 		return e
-	case <-time.After(3 * waitFor):
-		t.Fatalf("no %s event within %s; so far: %s", want, 3*waitFor, r.kinds())
+	case <-time.After(3 * testWait):
+		t.Fatalf("no %s event within %s; so far: %s", want, 3*testWait, r.kinds())
 	}
 	panic("unreachable")
 }
@@ -184,6 +186,8 @@ func (p *publisher) start(ctx context.Context, from *client.Conn, group string, 
 			case p.changed <- struct{}{}:
 			default:
 			}
+			// Pacing, not waiting for anything: spreads the publishes
+			// over the drop and the resume the caller brings about.
 			time.Sleep(pause)
 		}
 	}()
@@ -198,7 +202,7 @@ func (p *publisher) count() int {
 
 // waitCount waits until n messages are published.
 func (p *publisher) waitCount(t *testing.T, n int) {
-	deadline := time.After(waitFor)
+	deadline := time.After(testWait)
 	for p.count() < n {
 		select {
 		case <-p.changed:
@@ -401,7 +405,7 @@ func restCall(method, u string, body any) error {
 	} else {
 		rd = strings.NewReader("")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	ctx, cancel := context.WithTimeout(context.Background(), testWait)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, u, rd)
 	if err != nil {
@@ -498,19 +502,11 @@ func TestResumeNotOnClose(t *testing.T) {
 	if c.Err() != nil || len(drain(t, c)) != 0 {
 		t.Errorf("after Close: Err %v", c.Err())
 	}
-	time.Sleep(300 * time.Millisecond) // time for a wrong resume to show
+	// Once no goroutine of the client is left, nothing can resume any
+	// more: a wrong resume would have shown by then.
+	waitNoClientGoroutines(t)
 	rec.check(t, "[]")
-	deadline := time.Now().Add(waitFor)
-	for {
-		code, _ := restDo(t, http.MethodGet, st.URL+"/api/v1/hubs/chat/connections/"+id)
-		if code == http.StatusNotFound {
-			break // the server ended it for good
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the server still has %s after Close", id)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitGone(t, st.URL, id) // the server ended it for good
 
 	// Close during a resume that cannot succeed (every node is down).
 	rec2 := newRecorder(t)
@@ -521,19 +517,24 @@ func TestResumeNotOnClose(t *testing.T) {
 	recv(t, c2)
 	st.HTTP.Kill()
 	rec2.next(t, client.EventDropped)
-	time.Sleep(200 * time.Millisecond) // a few attempts
 	// An Invoke waits for the resume...
 	invErr := make(chan error, 1)
 	go func() {
 		_, err := c2.Invoke(context.Background(), "Broadcast", "z")
 		invErr <- err
 	}()
-	start := time.Now()
-	if err := c2.Close(); err != nil {
-		t.Errorf("Close during a resume: %v", err)
-	}
-	if d := time.Since(start); d > 2*time.Second {
-		t.Errorf("Close during a resume took %s", d)
+	waitBlockedIn(t, "client.(*Conn).currentLink")
+	// ...Close ends the resume (the outcome, not its time: a Close that
+	// waited for the resume would never return, every node being down)...
+	closed := make(chan error, 1)
+	go func() { closed <- c2.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Errorf("Close during a resume: %v", err)
+		}
+	case <-time.After(testWait):
+		t.Fatalf("Close during a resume did not return within %s", testWait)
 	}
 	// ...and fails with ErrClosed once Close ends it.
 	if err := <-invErr; !errors.Is(err, client.ErrClosed) {
@@ -700,6 +701,13 @@ func startResumeFake(t *testing.T) *resumeFake {
 	return f
 }
 
+// requestCount is how many GET requests (connects and resumes) came.
+func (f *resumeFake) requestCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.requests)
+}
+
 func (f *resumeFake) request(i int) url.Values {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -725,8 +733,22 @@ func refuse(reason string) func(*websocket.Conn, url.Values) error {
 	}
 }
 
-// drop cuts the socket abruptly.
-func drop(ws *websocket.Conn) error { return ws.NetConn().Close() }
+// drop ends the connection without a WebSocket close, as a node that goes
+// away does, but only after the client has read everything sent before:
+// it shuts down the writing side (the client reads to EOF), reads until
+// the client closes its side, then closes. Closing at once would reset the
+// connection and could discard what the client had not read yet; a drop
+// after a pause would only make that unlikely.
+func drop(ws *websocket.Conn) error {
+	nc := ws.NetConn()
+	if tc, ok := nc.(*net.TCPConn); ok {
+		if err := tc.CloseWrite(); err == nil {
+			_ = tc.SetReadDeadline(time.Now().Add(testWait))
+			_, _ = io.Copy(io.Discard, tc)
+		}
+	}
+	return nc.Close()
+}
 
 // TestFakeResume: an Invoke in flight at the drop fails with ErrDropped; an
 // Invoke made during the resume waits for it; the resume asks for the
@@ -766,7 +788,6 @@ func TestFakeResume(t *testing.T) {
 		if err := send(ws, `{"type":3,"invocationId":`+string(id)+`,"result":"ok"}`+"\x1e"); err != nil {
 			return err
 		}
-		time.Sleep(300 * time.Millisecond) // let the replay settle
 		return drop(ws)
 	}
 	// 3, 4, 5: refused (three refusals confirm a reset).
@@ -802,7 +823,8 @@ func TestFakeResume(t *testing.T) {
 		}
 		during <- err
 	}()
-	time.Sleep(100 * time.Millisecond)
+	// The resume is held (release): synchronise on the Invoke waiting for it.
+	waitBlockedIn(t, "client.(*Conn).currentLink")
 	select {
 	case err := <-during:
 		t.Fatalf("Invoke during the resume returned before it: %v", err)
@@ -899,8 +921,14 @@ func TestFakeResumeNothingToResume(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec.next(t, client.EventDropped)
-	// No script left: every resume attempt gets 503 until Close.
-	time.Sleep(200 * time.Millisecond)
+	// No script left: every resume attempt gets 503 until Close. Close
+	// once two have been refused.
+	waitFor(t, "two refused resume attempts", func() error {
+		if n := f.requestCount(); n < 4 {
+			return fmt.Errorf("%d requests", n)
+		}
+		return nil
+	})
 	c.Close()
 	rec.check(t, "[dropped reset dropped]")
 	if q := f.request(2); q.Get("resume") != "tok-2" || q.Get("cursor") != "e:9:0" {
@@ -992,7 +1020,6 @@ func TestFakeResumeRefusedOnce(t *testing.T) {
 		if err := send(ws, "{}\x1e"+inv("m", "e:1:0", 1)); err != nil {
 			return err
 		}
-		time.Sleep(50 * time.Millisecond)
 		return drop(ws)
 	}
 	f.scripts <- refuse("Resume refused: connection cid-1 is closed (it was away longer than the disconnect timeout). Start a new connection.")
@@ -1082,7 +1109,6 @@ func TestFakeCloseFromOnEvent(t *testing.T) {
 		if err := send(ws, "{}\x1e"+inv("m", "e:1:0", 1)); err != nil {
 			return err
 		}
-		time.Sleep(50 * time.Millisecond)
 		return drop(ws)
 	}
 	conns := make(chan *client.Conn, 1)
@@ -1099,7 +1125,7 @@ func TestFakeCloseFromOnEvent(t *testing.T) {
 		if err != nil {
 			t.Errorf("Close from OnEvent: %v", err)
 		}
-	case <-time.After(waitFor):
+	case <-time.After(testWait):
 		t.Fatal("Close called from OnEvent did not return")
 	}
 	waitDone(t, c)
@@ -1171,7 +1197,6 @@ func TestFakeCursorBeforeFirstResult(t *testing.T) {
 				return err
 			}
 		}
-		time.Sleep(50 * time.Millisecond)
 		return drop(ws)
 	}
 	f.scripts <- func(ws *websocket.Conn, q url.Values) error {
@@ -1219,7 +1244,6 @@ func TestFakeResumeHTTPRefusals(t *testing.T) {
 		if err := send(ws, "{}\x1e"+inv("m", "e:1:0", 1)); err != nil {
 			return err
 		}
-		time.Sleep(50 * time.Millisecond)
 		f.mu.Lock()
 		f.refuseHTTP = 1
 		f.mu.Unlock()
@@ -1229,7 +1253,6 @@ func TestFakeResumeHTTPRefusals(t *testing.T) {
 		if err := send(ws, "{}\x1e"+inv("m", "e:2:0", 2)); err != nil {
 			return err
 		}
-		time.Sleep(300 * time.Millisecond) // settles
 		f.mu.Lock()
 		f.refuseHTTP = 3
 		f.mu.Unlock()

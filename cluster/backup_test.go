@@ -66,6 +66,7 @@ func backupOf(t *testing.T, m *fsm.Machine) []byte {
 }
 
 func TestBackup_FileRoundTrip(t *testing.T) {
+	t.Parallel()
 	m := testMachine(t, 2000) // a state of several chunks
 	b := backupOf(t, m)
 	info, err := InspectBackup(bytes.NewReader(b))
@@ -85,6 +86,7 @@ func TestBackup_FileRoundTrip(t *testing.T) {
 // TestBackup_DamageIsDetected: every kind of damage to a file is refused
 // with ErrBadBackup, never read as a smaller state.
 func TestBackup_DamageIsDetected(t *testing.T) {
+	t.Parallel()
 	good := backupOf(t, testMachine(t, 300))
 	flip := func(at int) []byte {
 		b := slices.Clone(good)
@@ -125,6 +127,7 @@ func TestBackup_DamageIsDetected(t *testing.T) {
 }
 
 func TestBackup_OtherFormatRefused(t *testing.T) {
+	t.Parallel()
 	var buf bytes.Buffer
 	h := BackupHeader{Format: BackupFormat + 1}
 	if err := writeBackup(&buf, h, func(raft.SnapshotSink) error { return nil }); err != nil {
@@ -137,6 +140,7 @@ func TestBackup_OtherFormatRefused(t *testing.T) {
 }
 
 func TestRestoreBackup_BadInput(t *testing.T) {
+	t.Parallel()
 	file := filepath.Join(t.TempDir(), "b.snap")
 	if err := os.WriteFile(file, backupOf(t, testMachine(t, 3)), 0o600); err != nil {
 		t.Fatal(err)
@@ -185,6 +189,7 @@ func TestRestoreBackup_BadInput(t *testing.T) {
 // cluster serves exactly the history and groups of the backup, under the
 // same cluster id, and continues the log past the index gap.
 func TestBackup_UnderLoadRestoredIntoNewCluster(t *testing.T) {
+	t.Parallel()
 	checkGoroutines(t)
 	n1 := startNode(t, nodeOpts{id: "n1"})
 	waitReady(t, n1)

@@ -64,6 +64,7 @@ func closeNode(t *testing.T, n *Node) {
 // again as a joining node (-join), it knows that id before it runs, so
 // CheckPeers refuses seeds of another cluster naming both ids.
 func TestBootstrap_DataNamesItsCluster(t *testing.T) {
+	t.Parallel()
 	checkGoroutines(t)
 	dir := t.TempDir()
 	n := openAlone(t, dir, "x", true, nil)
@@ -102,6 +103,7 @@ func TestBootstrap_DataNamesItsCluster(t *testing.T) {
 // writes is committed and applied by the first election, once: the leader
 // loop does not write a second one.
 func TestBootstrap_CommitsItsClusterID(t *testing.T) {
+	t.Parallel()
 	checkGoroutines(t)
 	dir := t.TempDir()
 	m, err := fsm.New(fsm.DefaultConfig())
@@ -154,6 +156,7 @@ func TestBootstrap_CommitsItsClusterID(t *testing.T) {
 // TestDiscardFresh: what a failed first start wrote goes; a node that had
 // data keeps it; an open node refuses.
 func TestDiscardFresh(t *testing.T) {
+	t.Parallel()
 	checkGoroutines(t)
 	dir := t.TempDir()
 	keep := filepath.Join(dir, "node-id")
@@ -189,6 +192,7 @@ func TestDiscardFresh(t *testing.T) {
 }
 
 func TestPlan_ForeignGone(t *testing.T) {
+	t.Parallel()
 	runPlan(t, []planCase{
 		{name: "a member of another cluster that left is not refused again",
 			servers: []raft.Server{voter("a")}, members: []gossip.Member{member("a"), member("b", cluster("c2"), left, leaving)},
@@ -229,6 +233,7 @@ func (f *fakeMembers) UpdateMeta(func(*gossip.Meta)) error { return nil }
 // cluster while it is there, and no longer once it leaves, has left or
 // died; a member of ours that died is still listed.
 func TestClusterStatus_RefusedMemberGone(t *testing.T) {
+	t.Parallel()
 	checkGoroutines(t)
 	fm := &fakeMembers{}
 	n := openAlone(t, t.TempDir(), "a", true, fm)

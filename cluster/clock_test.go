@@ -50,6 +50,7 @@ func leaderRun(c *clock, w *fakeWall, newest int64, step, d time.Duration, check
 // wall clock, and a leader whose clock agrees with the log keeps stamping
 // it.
 func TestClock_WallWithinBounds(t *testing.T) {
+	t.Parallel()
 	w := &fakeWall{}
 	w.ns.Store(wallStart)
 	c := newFakeClock(w, 0)
@@ -76,6 +77,7 @@ func TestClock_WallWithinBounds(t *testing.T) {
 // the wall clock catches up, two hours later; then it stamps its wall
 // clock again.
 func TestClock_NeverBackwardAcrossLeaders(t *testing.T) {
+	t.Parallel()
 	w := &fakeWall{}
 	w.ns.Store(wallStart)
 	c := newFakeClock(w, 0)
@@ -105,6 +107,7 @@ func TestClock_NeverBackwardAcrossLeaders(t *testing.T) {
 // new clock, so the duplicate window still lasts 24 s of real time, and
 // reaches it after 4 hours.
 func TestClock_JumpForwardIsBounded(t *testing.T) {
+	t.Parallel()
 	w := &fakeWall{}
 	w.ns.Store(wallStart)
 	c := newFakeClock(w, 0)
@@ -130,6 +133,7 @@ func TestClock_JumpForwardIsBounded(t *testing.T) {
 // node knows is stamped as it is (a stamp applied late, clocks a little
 // apart); one further ahead is not.
 func TestClock_SkewTolerance(t *testing.T) {
+	t.Parallel()
 	w := &fakeWall{}
 	w.ns.Store(wallStart)
 	c := newFakeClock(w, 0)
@@ -155,6 +159,7 @@ func TestClock_SkewTolerance(t *testing.T) {
 // rate, measured on the monotonic clock, which the step does not move;
 // stepped right again, it catches up at 5/4 rate.
 func TestClock_JumpBackward(t *testing.T) {
+	t.Parallel()
 	w := &fakeWall{}
 	w.ns.Store(wallStart)
 	c := newFakeClock(w, 0)
@@ -187,6 +192,7 @@ func TestClock_JumpBackward(t *testing.T) {
 // TestClock_FarFuture: a stamp at the end of time in the log does not
 // wrap the next one around to the past.
 func TestClock_FarFuture(t *testing.T) {
+	t.Parallel()
 	w := &fakeWall{}
 	w.ns.Store(wallStart)
 	c := newFakeClock(w, 0)
@@ -202,6 +208,7 @@ func TestClock_FarFuture(t *testing.T) {
 
 // TestClock_Hook: the test hook's variables and file.
 func TestClock_Hook(t *testing.T) {
+	t.Parallel()
 	env := func(kv map[string]string) func(string) string { return func(k string) string { return kv[k] } }
 	c, err := clockFromEnv(env(nil))
 	if err != nil || c.hooked() || c.offset.Load() != 0 {
@@ -272,6 +279,7 @@ func TestClock_Hook(t *testing.T) {
 // commits at once, nothing refused as expired, its stamps not behind the
 // log's.
 func TestNode_LeaderAnHourAheadFails(t *testing.T) {
+	t.Parallel()
 	checkGoroutines(t)
 	nodes := startCluster(t, 3, nil)
 	old := waitLeader(t, nodes)

@@ -20,6 +20,7 @@ var enospc = &fs.PathError{Op: "write", Path: "/data/raft.db", Err: syscall.ENOS
 // failure and the recovery are logged once each, and Err wraps ErrDiskFull
 // and the cause.
 func TestDiskState(t *testing.T) {
+	t.Parallel()
 	logs := &warnCounter{}
 	d := &diskState{log: slog.New(logs), dir: "/data"}
 	d.record(errors.New("database not open"), true) // a store closed at shutdown
@@ -51,6 +52,7 @@ func TestDiskState(t *testing.T) {
 // TestDiskState_Readiness: a node whose writes fail is not ready, whatever
 // its Raft state, and says why.
 func TestDiskState_Readiness(t *testing.T) {
+	t.Parallel()
 	disk := (&diskState{err: enospc, since: time.Now(), dir: "/data"}).Err()
 	for _, st := range []raft.RaftState{raft.Leader, raft.Follower} {
 		err := readiness(readyView{state: st, leaderID: "a", lastContact: time.Now(), epoch: "c1", disk: disk}, time.Now(), time.Second)
@@ -63,6 +65,7 @@ func TestDiskState_Readiness(t *testing.T) {
 // TestWatchedStores: Raft's writes through the wrappers reach the disk
 // state; reads and the optional interface pass through.
 func TestWatchedStores(t *testing.T) {
+	t.Parallel()
 	d := &diskState{log: slog.New(&warnCounter{}), dir: "/data"}
 	logs := watchedLogs{LogStore: failingLogs{raft.NewInmemStore()}, d: d}
 	if err := logs.StoreLog(&raft.Log{Index: 1, Data: []byte("x")}); !errors.Is(err, syscall.ENOSPC) || d.Err() == nil {
@@ -92,6 +95,7 @@ func (failingLogs) DeleteRange(_, _ uint64) error { return enospc }
 // submissions at once, is not ready, and its probe notices when writes
 // succeed again; then it publishes again.
 func TestNode_DiskFullRefusesWrites(t *testing.T) {
+	t.Parallel()
 	s := startSolo(t, nil)
 	n := s.node
 	n.disk.record(enospc, true)

@@ -17,6 +17,7 @@ import (
 // forwarded batch whole), the invoke after its effects; the cluster records log format 2 once every
 // server advertises it; an invoke's effects carry no id.
 func TestNode_PublishGroupIsOneUnit(t *testing.T) {
+	t.Parallel()
 	checkGoroutines(t)
 	n1 := startNode(t, nodeOpts{id: "n1"})
 	waitReady(t, n1)
@@ -120,6 +121,7 @@ func lastOf(t *testing.T, nodes []*testNode, cur fsm.Cursor) fsm.Cursor {
 // member whose build advertises less is held out (it would stop at the
 // first entry it does not know), with the reason; before that it is added.
 func TestPlan_OlderFormatNotAdded(t *testing.T) {
+	t.Parallel()
 	old := gossip.Member{Meta: gossip.Meta{ID: "old", RaftAddr: "127.0.0.1:7002"}, State: gossip.StateAlive}
 	for _, tc := range []struct {
 		format uint32

@@ -602,28 +602,56 @@ func settledGoroutines() int {
 }
 
 // checkGoroutines fails the test if, once its cleanups have closed every
-// node, the goroutine count does not come back to where it was. Call it
-// first, so its cleanup runs last. Leftovers of earlier tests only make the
-// baseline higher, never the check stricter.
+// node, a goroutine the test started is still running. Call it first, so
+// its cleanup runs last. It labels the test's goroutine (pprof labels pass
+// to every goroutine started from it, and on from those), so it counts only
+// this test's goroutines: tests that call it may run in parallel.
 func checkGoroutines(t *testing.T) {
 	t.Helper()
-	base := runtime.NumGoroutine()
+	label := t.Name()
+	pprof.SetGoroutineLabels(pprof.WithLabels(context.Background(), pprof.Labels(testLabel, label)))
 	t.Cleanup(func() {
+		pprof.SetGoroutineLabels(context.Background()) // this goroutine is not a leftover
 		deadline := time.Now().Add(waitTimeout)
 		tick := time.NewTicker(pollEvery)
 		defer tick.Stop()
 		for {
-			n := runtime.NumGoroutine()
-			if n <= base {
+			n, dump := labelledGoroutines(label)
+			if n == 0 {
 				return
 			}
 			if time.Now().After(deadline) {
-				t.Errorf("goroutine leak: %d running, %d when the test started\n%s", n, base, goroutineDump())
+				t.Errorf("goroutine leak: %d goroutines of the test still running\n%s", n, dump)
 				return
 			}
 			<-tick.C
 		}
 	})
+}
+
+// testLabel is the pprof label key checkGoroutines marks a test with.
+const testLabel = "cluster_test"
+
+// labelledGoroutines counts the goroutines carrying checkGoroutines' label
+// for test, and returns their stacks.
+func labelledGoroutines(test string) (int, string) {
+	var buf bytes.Buffer
+	_ = pprof.Lookup("goroutine").WriteTo(&buf, 1)
+	want := fmt.Sprintf("%q:%q", testLabel, test) // as the profile prints it
+	n := 0
+	var dump strings.Builder
+	for rec := range strings.SplitSeq(buf.String(), "\n\n") {
+		if !strings.Contains(rec, "# labels: ") || !strings.Contains(rec, want) {
+			continue
+		}
+		var k int
+		if _, err := fmt.Sscanf(rec, "%d @", &k); err == nil {
+			n += k
+			dump.WriteString(rec)
+			dump.WriteString("\n\n")
+		}
+	}
+	return n, dump.String()
 }
 
 func goroutineDump() string {

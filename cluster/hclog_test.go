@@ -10,6 +10,7 @@ import (
 )
 
 func TestHCLogFormatValues(t *testing.T) {
+	t.Parallel()
 	var buf bytes.Buffer
 	l := newHCLog(slog.New(slog.NewTextHandler(&buf, nil)), "raft")
 	l.Info("snapshot restore progress", "percent-complete", hclog.Fmt("%0.2f%%", 12.5), "plain", 3)

@@ -8,6 +8,7 @@ import (
 // TestNode_IsLeader: of three nodes exactly the leader says so, and after
 // it stops the new leader does.
 func TestNode_IsLeader(t *testing.T) {
+	t.Parallel()
 	n1 := startNode(t, nodeOpts{id: "n1"})
 	waitReady(t, n1)
 	n2 := startNode(t, nodeOpts{id: "n2", seeds: []string{n1.gossipAddr}})

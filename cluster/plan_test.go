@@ -106,6 +106,7 @@ func deadFor(d time.Duration, ids ...string) func(*planInput) {
 }
 
 func TestPlan_Add(t *testing.T) {
+	t.Parallel()
 	runPlan(t, []planCase{
 		{name: "an alive member outside the configuration is added as a non-voter",
 			servers: []raft.Server{voter("a")}, members: []gossip.Member{member("a"), member("b")},
@@ -136,6 +137,7 @@ func TestPlan_Add(t *testing.T) {
 }
 
 func TestPlan_Readdress(t *testing.T) {
+	t.Parallel()
 	runPlan(t, []planCase{
 		{name: "a voter at a new address is re-added as a voter",
 			servers: []raft.Server{voter("a"), voter("b"), voter("c")},
@@ -154,6 +156,7 @@ func TestPlan_Readdress(t *testing.T) {
 }
 
 func TestPlan_Leave(t *testing.T) {
+	t.Parallel()
 	runPlan(t, []planCase{
 		{name: "a leaving voter is removed at once and a spare takes its vote",
 			servers: []raft.Server{voter("a"), voter("b"), voter("c"), nonvoter("d")},
@@ -182,6 +185,7 @@ func TestPlan_Leave(t *testing.T) {
 }
 
 func TestPlan_Foreign(t *testing.T) {
+	t.Parallel()
 	runPlan(t, []planCase{
 		{name: "a member of another cluster is refused",
 			servers: []raft.Server{voter("a")}, members: []gossip.Member{member("a"), member("b", cluster("c2"))},
@@ -210,6 +214,7 @@ func TestPlan_Foreign(t *testing.T) {
 }
 
 func TestPlan_ReapNonvoters(t *testing.T) {
+	t.Parallel()
 	runPlan(t, []planCase{
 		{name: "a non-voter dead for less than ReapAfter stays",
 			servers: []raft.Server{voter("a"), nonvoter("b")}, members: []gossip.Member{member("a"), member("b", dead)},
@@ -234,6 +239,7 @@ func TestPlan_ReapNonvoters(t *testing.T) {
 }
 
 func TestPlan_ReapVoters(t *testing.T) {
+	t.Parallel()
 	v3 := []raft.Server{voter("a"), voter("b"), voter("c")}
 	runPlan(t, []planCase{
 		{name: "a dead voter with a spare is removed, then the spare promoted",
@@ -277,6 +283,7 @@ func TestPlan_ReapVoters(t *testing.T) {
 }
 
 func TestPlan_Promote(t *testing.T) {
+	t.Parallel()
 	runPlan(t, []planCase{
 		{name: "from one voter, two spares are promoted together",
 			servers: []raft.Server{voter("a"), nonvoter("b"), nonvoter("c")},
@@ -328,6 +335,7 @@ func TestPlan_Promote(t *testing.T) {
 }
 
 func TestPlan_Demote(t *testing.T) {
+	t.Parallel()
 	runPlan(t, []planCase{
 		{name: "two voters and nobody to promote: the other is demoted",
 			servers: []raft.Server{voter("a"), voter("b")}, members: []gossip.Member{member("a"), member("b")},
@@ -353,6 +361,7 @@ func TestPlan_Demote(t *testing.T) {
 }
 
 func TestPlan_Order(t *testing.T) {
+	t.Parallel()
 	runPlan(t, []planCase{
 		{name: "refuse, leave and add per member by id, then reap, then promote",
 			servers: []raft.Server{voter("a"), voter("b"), nonvoter("c"), nonvoter("d"), nonvoter("e"), nonvoter("g")},
@@ -377,6 +386,7 @@ func TestPlan_Order(t *testing.T) {
 }
 
 func TestPlanInput_Spares(t *testing.T) {
+	t.Parallel()
 	servers := []raft.Server{voter("a"), nonvoter("b"), nonvoter("c"), nonvoter("d"), nonvoter("e")}
 	members := []gossip.Member{member("a"), member("b"), member("c"), member("d", cluster("c2")), member("e", leaving)}
 	in := input(servers, members, func(in *planInput) {
@@ -402,6 +412,7 @@ func TestPlanInput_Spares(t *testing.T) {
 }
 
 func TestLeaderState_Observe(t *testing.T) {
+	t.Parallel()
 	earlier := t0.Add(-time.Hour)
 	ls := &leaderState{
 		deadSince: map[string]time.Time{"b": earlier, "c": earlier, "d": earlier, "x": earlier},
@@ -436,6 +447,7 @@ func TestLeaderState_Observe(t *testing.T) {
 }
 
 func TestLeaderState_ObserveStampsNewServers(t *testing.T) {
+	t.Parallel()
 	ls := &leaderState{deadSince: map[string]time.Time{}, addedAt: map[string]time.Time{}}
 	in := input([]raft.Server{voter("a"), nonvoter("b")}, []gossip.Member{member("a"), member("b")}, nil)
 	ls.observe(&in)

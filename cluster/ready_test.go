@@ -13,6 +13,7 @@ import (
 )
 
 func TestReadiness_Table(t *testing.T) {
+	t.Parallel()
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	tests := []struct {
 		name       string
@@ -99,6 +100,7 @@ func notReadyForLeader(err error) bool {
 // last voter of three, cut from the quorum, stays not ready until a peer
 // comes back.
 func TestNode_ReadyFollowsTheLeader(t *testing.T) {
+	t.Parallel()
 	checkGoroutines(t)
 	nodes := startCluster(t, 3, nil)
 	old := waitLeader(t, nodes)

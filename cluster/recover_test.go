@@ -14,6 +14,7 @@ import (
 )
 
 func TestParseServers(t *testing.T) {
+	t.Parallel()
 	got, err := ParseServers(" a=10.0.0.1:7000, b=node-b.example:7000 ,")
 	if err != nil {
 		t.Fatal(err)
@@ -45,6 +46,7 @@ func TestParseServers(t *testing.T) {
 }
 
 func TestRecover_BadInput(t *testing.T) {
+	t.Parallel()
 	if _, err := Recover(RecoverOptions{DataDir: t.TempDir(), NodeID: "n1"}); err == nil || !strings.Contains(err.Error(), "no raft.db") {
 		t.Errorf("empty folder: %v", err)
 	}
@@ -86,6 +88,7 @@ func TestRecover_BadInput(t *testing.T) {
 // history at the same positions, commits past the index gap, and takes a
 // new member.
 func TestRecover_MajorityLost(t *testing.T) {
+	t.Parallel()
 	checkGoroutines(t)
 	n1 := startNode(t, nodeOpts{id: "n1"})
 	waitReady(t, n1)

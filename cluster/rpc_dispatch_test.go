@@ -165,6 +165,7 @@ func batchOf(cmds ...fsm.Command) []byte { return fsm.EncodeBatch(cmds) }
 // TestRPC_Dispatch: every request gets the answer it should, and nothing
 // invalid reaches the log through the forward path.
 func TestRPC_Dispatch(t *testing.T) {
+	t.Parallel()
 	s := startSolo(t, nil)
 	longExclude := testCommand("long")
 	longExclude.Exclude = make([]string, fsm.MaxExclude+1)
@@ -247,6 +248,7 @@ func TestRPC_Dispatch(t *testing.T) {
 // ahead is clamped to the leader's clock, and later commands still apply
 // (before the clamp, every later command failed "expired", for good).
 func TestRPC_FutureStampClamped(t *testing.T) {
+	t.Parallel()
 	s := startSolo(t, nil)
 	future := testCommand("from-the-future")
 	future.Time = time.Now().Add(10 * 365 * 24 * time.Hour).UnixNano()
@@ -286,6 +288,7 @@ func TestRPC_FutureStampClamped(t *testing.T) {
 // this leader's clock (a previous leader's clock was ahead), the leader
 // stamps at the newest stamp, so its commands are not expired.
 func TestNode_StampNeverBackward(t *testing.T) {
+	t.Parallel()
 	s := startSolo(t, nil)
 	ahead := time.Now().Add(time.Hour).UnixNano()
 	c := testCommand("by-a-leader-an-hour-ahead")
@@ -313,6 +316,7 @@ func TestNode_StampNeverBackward(t *testing.T) {
 // validation, straight through raft) reaches the submitter as
 // fsm.ErrRejected, and the node goes on.
 func TestNode_RejectedEntry(t *testing.T) {
+	t.Parallel()
 	s := startSolo(t, nil)
 	f := s.node.raft.Apply([]byte{1, 5, 0}, time.Second)
 	if err := f.Error(); err != nil {
@@ -335,6 +339,7 @@ func TestNode_RejectedEntry(t *testing.T) {
 }
 
 func TestNode_PublishRefusesInvalid(t *testing.T) {
+	t.Parallel()
 	s := startSolo(t, nil)
 	long := testCommand("")
 	long.Exclude = make([]string, fsm.MaxExclude+1)
@@ -352,6 +357,7 @@ func TestNode_PublishRefusesInvalid(t *testing.T) {
 }
 
 func TestApplyResponse(t *testing.T) {
+	t.Parallel()
 	res := []fsm.Result{{Cursor: fsm.Cursor{Index: 3}}}
 	rejected := fmt.Errorf("%w: entry 3: x", fsm.ErrRejected)
 	if got, err := applyResponse(res); err != nil || len(got) != 1 {
@@ -366,6 +372,7 @@ func TestApplyResponse(t *testing.T) {
 }
 
 func TestRefusalError(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		body []byte
 		want error
@@ -453,6 +460,7 @@ func FuzzRPCDispatch(f *testing.F) {
 // command can be forwarded (arithmetic on the encoded sizes, no 64 MiB
 // buffers).
 func TestForwardFrame_HoldsLargestCommand(t *testing.T) {
+	t.Parallel()
 	batch := 1 + 1 + fsm.BatchEntrySize(fsm.MaxCommandBytes) // version, count 1, the command
 	if batch > maxForwardBatch {
 		t.Fatalf("a batch with the largest command is %d bytes, a frame carries %d", batch, maxForwardBatch)
@@ -465,6 +473,7 @@ func TestForwardFrame_HoldsLargestCommand(t *testing.T) {
 // TestBatch_SizeLimit: under a burst, no entry the batcher writes is larger
 // than MaxBatchBytes, unless it holds a single command.
 func TestBatch_SizeLimit(t *testing.T) {
+	t.Parallel()
 	const limit = 1024
 	s := startSolo(t, func(c *Config) { c.MaxBatchBytes = limit })
 	var wg sync.WaitGroup

@@ -26,6 +26,7 @@ func encodeFrame(t testing.TB, f frame) []byte {
 }
 
 func TestWriteFrame_RoundTrip(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		f    frame
@@ -61,6 +62,7 @@ func TestWriteFrame_RoundTrip(t *testing.T) {
 // Frames written back to back are read back in order from one stream (the
 // pipelined connection).
 func TestReadFrame_Stream(t *testing.T) {
+	t.Parallel()
 	var wire bytes.Buffer
 	var want []frame
 	for i := range 50 {
@@ -83,6 +85,7 @@ func TestReadFrame_Stream(t *testing.T) {
 }
 
 func TestReadFrame_Truncated(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		f    frame
@@ -109,6 +112,8 @@ func TestReadFrame_Truncated(t *testing.T) {
 	}
 }
 
+// TestReadFrame_Malformed is not parallel: it measures what the process
+// allocates (runtime.MemStats), which other tests would add to.
 func TestReadFrame_Malformed(t *testing.T) {
 	uv := func(v uint64) []byte { return binary.AppendUvarint(nil, v) }
 	tests := []struct {
@@ -144,6 +149,7 @@ func TestReadFrame_Malformed(t *testing.T) {
 }
 
 func TestReadFrame_LimitIsInclusive(t *testing.T) {
+	t.Parallel()
 	body := make([]byte, maxRPCFrame-2) // 1 type byte + 1 id byte + body = the limit
 	wire := encodeFrame(t, frame{typ: rpcForward, id: 9, body: body})
 	f, err := readFrame(bufio.NewReader(bytes.NewReader(wire)))
@@ -153,6 +159,7 @@ func TestReadFrame_LimitIsInclusive(t *testing.T) {
 }
 
 func TestWriteFrame_WriteError(t *testing.T) {
+	t.Parallel()
 	boom := errors.New("boom")
 	for _, failAt := range []int{1, 2} { // the header write, then the body write
 		w := &failingWriter{failAt: failAt, err: boom}
@@ -176,6 +183,7 @@ func (w *failingWriter) Write(p []byte) (int, error) {
 }
 
 func TestDecodeResults_RoundTrip(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		res  []fsm.Result
@@ -214,6 +222,7 @@ func TestDecodeResults_RoundTrip(t *testing.T) {
 }
 
 func TestDecodeResults_Malformed(t *testing.T) {
+	t.Parallel()
 	valid := encodeResults([]fsm.Result{{Cursor: fsm.Cursor{Index: 300, Offset: 2}}, {Cursor: fsm.Cursor{Index: 301}}})
 	uv := func(vs ...uint64) []byte {
 		var b []byte

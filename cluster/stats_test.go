@@ -8,6 +8,7 @@ import (
 // TestNode_Stats: a follower's forwards are counted by result, a snapshot
 // is timed, and both nodes report their Raft view.
 func TestNode_Stats(t *testing.T) {
+	t.Parallel()
 	n1 := startNode(t, nodeOpts{id: "n1"})
 	waitReady(t, n1)
 	n2 := startNode(t, nodeOpts{id: "n2", seeds: []string{n1.gossipAddr}})

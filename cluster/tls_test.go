@@ -224,6 +224,7 @@ func strangerRaft(t *testing.T, target *testNode, cfg *tls.Config, id string) []
 // certificate (plaintext, no certificate, another CA's, a self-made one)
 // get not one byte from the Raft port and change nothing.
 func TestPeerTLS_ClusterWorksAndStrangersGetNothing(t *testing.T) {
+	t.Parallel()
 	checkGoroutines(t)
 	pki := newTestPKI(t, "cluster CA")
 	nodes := startTLSCluster(t, pki)
@@ -313,6 +314,7 @@ func TestPeerTLS_ClusterWorksAndStrangersGetNothing(t *testing.T) {
 // new certificates) while publishes run: no publish is lost, no peer link
 // fails, and new handshakes, both ways, use the new certificates.
 func TestPeerTLS_Rotation(t *testing.T) {
+	t.Parallel()
 	checkGoroutines(t)
 	pki := newTestPKI(t, "cluster CA")
 	nodes := startTLSCluster(t, pki)
@@ -509,6 +511,7 @@ func probeServer(t *testing.T, r *certs.Reloader) *certProbe {
 }
 
 func TestConfig_ValidateTLS(t *testing.T) {
+	t.Parallel()
 	pki := newTestPKI(t, "ca")
 	f, _ := pki.issue("n1")
 	r := pki.reloader(f)
@@ -551,6 +554,7 @@ func TestConfig_ValidateTLS(t *testing.T) {
 // Raft: a TLS port refuses a plaintext service byte and counts it, and a
 // member's dial goes through to the named service.
 func TestMux_PlainDialerToTLSPortGetsNothing(t *testing.T) {
+	t.Parallel()
 	pki := newTestPKI(t, "ca")
 	f, _ := pki.issue("n1")
 	r := pki.reloader(f)

@@ -8,7 +8,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/raftplane/raftplane/fsm"
 )
@@ -354,8 +353,14 @@ func TestServer_ParallelInvocations(t *testing.T) {
 		t.Run(fmt.Sprintf("limit %d", tc.limit), func(t *testing.T) {
 			h := newTestHub(t, func(c *Config) { c.MaxParallelInvocations = tc.limit })
 			c := h.connect(testHubName, "par")
+			// release lets one held invocation finish; released counts the
+			// releases, and startedAfter records, per invocation in the order
+			// they started, how many releases came before its start.
 			release := make(chan struct{})
 			var running, most atomic.Int64
+			var mu sync.Mutex
+			released := 0
+			var startedAfter []int
 			h.pub.setHook(func(cmd fsm.Command) {
 				if cmd.Kind != fsm.KindPublish {
 					return
@@ -367,6 +372,9 @@ func TestServer_ParallelInvocations(t *testing.T) {
 						break
 					}
 				}
+				mu.Lock()
+				startedAfter = append(startedAfter, released)
+				mu.Unlock()
 				<-release
 				running.Add(-1)
 			})
@@ -375,16 +383,28 @@ func TestServer_ParallelInvocations(t *testing.T) {
 				ids[i] = c.invoke("Broadcast", "m", i)
 			}
 			waitFor(t, "the invocations to start", func() bool { return running.Load() == int64(tc.wantRunning) })
-			time.Sleep(50 * time.Millisecond) // a moment for more to start, if the limit did not hold
-			if got := running.Load(); got != int64(tc.wantRunning) {
-				t.Fatalf("%d invocations running at once, want %d", got, tc.wantRunning)
+			// Release them one at a time: each release frees one slot, so
+			// the k-th invocation past the limit starts only after k
+			// releases. (An order, not a pause: a limit that did not hold
+			// shows as an invocation that started before its release.)
+			for range tc.send {
+				mu.Lock()
+				released++
+				mu.Unlock()
+				release <- struct{}{}
 			}
-			close(release)
 			for _, id := range ids {
 				if m := c.completion(id); m.Error != "" {
 					t.Fatalf("invocation %s: %s", id, m.Error)
 				}
 			}
+			mu.Lock()
+			for i, after := range startedAfter {
+				if want := i - tc.wantRunning + 1; after < want {
+					t.Errorf("invocation %d started after %d releases, want at least %d (limit %d)", i, after, want, tc.limit)
+				}
+			}
+			mu.Unlock()
 			if got := most.Load(); got != int64(tc.wantRunning) {
 				t.Fatalf("at most %d running at once, want %d", got, tc.wantRunning)
 			}

@@ -3,8 +3,8 @@ package hub
 import (
 	"encoding/json"
 	"net/url"
+	"strings"
 	"testing"
-	"time"
 
 	"github.com/raftplane/raftplane/fsm"
 )
@@ -59,6 +59,34 @@ func (sc *statefulClient) pump() {
 	sc.read = len(msgs)
 }
 
+// heldFrames is how many frames the server holds on connection id while
+// it waits for the client's first message; -1 when it holds none back.
+func heldFrames(h *testHub, id string) int {
+	h.srv.mu.Lock()
+	c := h.srv.conns[id]
+	h.srv.mu.Unlock()
+	if c == nil {
+		return -1
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.holding {
+		return -1
+	}
+	return len(c.queue)
+}
+
+// withoutFences drops the messages of testHub.fence.
+func withoutFences(msgs []wireMsg) []wireMsg {
+	out := msgs[:0:0]
+	for _, m := range msgs {
+		if !strings.HasPrefix(m.Target, "__fence") {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
 func (sc *statefulClient) waitGot(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	waitFor(t, what, func() bool { sc.pump(); return cond() })
@@ -93,7 +121,9 @@ func TestStateful_Reconnect(t *testing.T) {
 	// Messages wait for the client's first message (the JS client's buffer
 	// does not exist before it).
 	send(1)
-	time.Sleep(300 * time.Millisecond)
+	// Synchronise on the server holding it: the dispatcher has queued it on
+	// the connection, and the writer keeps it back.
+	waitFor(t, "the message held on the connection", func() bool { return heldFrames(h, n.ConnectionID) == 1 })
 	if sc.pump(); len(sc.got) != 0 {
 		t.Fatalf("a message reached the client before it spoke: %v", sc.got)
 	}
@@ -130,8 +160,11 @@ func TestStateful_Reconnect(t *testing.T) {
 	sc.sendRaw(`{"type":9,"sequenceId":3}` + "\x1e")                 // resend from our seq 3
 	sc.sendRaw(invocationRecord("c", "SendToGroup", "room", "m", 5)) // client seq 3 again
 	sc.waitGot(t, "the replay and live messages", func() bool { return len(sc.got) == 10 })
-	time.Sleep(300 * time.Millisecond)
+	// A fence published after everything above: once it arrives, any
+	// duplicate or extra Sequence would have arrived before it.
+	h.fence("chat", sc.wsClient)
 	sc.pump()
+	sc.got = withoutFences(sc.got)
 	if len(sc.sequence) != 1 || sc.sequence[0] != 5 {
 		t.Errorf("server Sequence %v, want [5] (the first message after the checkpoint at 4)", sc.sequence)
 	}

@@ -88,11 +88,10 @@ func TestServer_HandshakeTimeout(t *testing.T) {
 	if err != nil {
 		t.Fatalf("dial (status %d): %v", st, err)
 	}
-	start := time.Now()
+	// The outcome, not the time: the server ends a connection that sent
+	// nothing (waitDone fails if it is still open after testWait, well
+	// before the default HandshakeTimeout would end it).
 	c.waitDone()
-	if el := time.Since(start); el > 5*time.Second {
-		t.Errorf("closed after %s, want about 200ms", el)
-	}
 	for _, m := range c.messages() {
 		if m.Raw == "{}" {
 			t.Fatalf("a client that never handshook got a success response")

@@ -8,25 +8,18 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/raftplane/raftplane/internal/testproc"
 )
 
 // buildChat builds the chat example (a Go program embedding raftplane with
-// hub methods of its own) into t.TempDir() and returns the binary's path.
+// hub methods of its own), once per test binary, and returns its path.
 func buildChat(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "chat")
-	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, goCommand(t), "build", "-o", bin, "github.com/raftplane/raftplane/examples/chat")
-	cmd.Dir = ".."
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./examples/chat: %v\n%s", err, out)
-	}
-	return bin
+	return testproc.Build(t, "github.com/raftplane/raftplane/examples/chat")
 }
 
 // signalRBundle is the official client's browser bundle from node_modules.

@@ -132,12 +132,7 @@ func (m member) String() string {
 }
 
 // exitedUnexpectedly reports whether s exited without the test stopping or killing it.
-func exitedUnexpectedly(s *server) bool {
-	s.mu.Lock()
-	stopped := s.stopped
-	s.mu.Unlock()
-	return !stopped && s.hasExited()
-}
+func exitedUnexpectedly(s *server) bool { return s.proc.Crashed() }
 
 // poll calls check every pollInterval until it returns nil and returns how long that took. It fails
 // the test with check's last error after timeout, or at once when one of watch exits by itself.
@@ -163,7 +158,7 @@ func tryPoll(t *testing.T, what string, timeout time.Duration, check func() erro
 		}
 		for _, s := range watch {
 			if exitedUnexpectedly(s) {
-				return time.Since(start), fmt.Errorf("%s: %s exited: %v (last check: %v)", what, s.Name, s.waitErr, err)
+				return time.Since(start), fmt.Errorf("%s: %s exited: %v (last check: %v)", what, s.Name, s.exitErr(), err)
 			}
 		}
 		if time.Now().After(deadline) {
@@ -192,10 +187,8 @@ func stopGracefully(t *testing.T, s *server) {
 	start := time.Now()
 	s.Stop(t)
 	took := time.Since(start)
-	// waitErr is ctx.Err() even after a clean exit (Stop cancels the command's context): read the
-	// status itself.
-	if ps := s.cmd.ProcessState; ps == nil || !ps.Success() {
-		t.Errorf("%s: graceful stop: exit %v after %v, want status 0", s.Name, ps, took.Round(time.Millisecond))
+	if err := s.exitErr(); err != nil {
+		t.Errorf("%s: graceful stop: exit %v after %v, want status 0", s.Name, err, took.Round(time.Millisecond))
 	}
 	if took > stopTimeout {
 		t.Errorf("%s: graceful stop took %v, more than %v", s.Name, took.Round(time.Millisecond), stopTimeout)

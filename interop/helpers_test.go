@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,12 +20,13 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/raftplane/raftplane/internal/testproc"
 )
 
 // Helpers shared by the interop tests (single node now; clusters and chaos tests later).
 
 const (
-	buildTimeout = 5 * time.Minute
 	readyTimeout = 20 * time.Second
 	stopTimeout  = 10 * time.Second // SIGTERM, then SIGKILL after this
 )
@@ -47,31 +47,11 @@ func skipOrFail(t *testing.T, format string, args ...any) {
 	t.Skip(msg)
 }
 
-// goCommand returns the go command: `go test` puts $GOROOT/bin first on
-// PATH, so it is there whenever these tests run under go test.
-func goCommand(t *testing.T) string {
-	t.Helper()
-	p, err := exec.LookPath("go")
-	if err != nil {
-		t.Fatalf("no go command on PATH: %v", err)
-	}
-	return p
-}
-
-// buildServer builds ./cmd/raftplane into t.TempDir() and returns the binary's path.
-// Build once per test and start as many nodes from it as needed.
+// buildServer returns the raftplane binary, built once per test binary
+// (testproc).
 func buildServer(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "raftplane")
-	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, goCommand(t), "build", "-o", bin, "github.com/raftplane/raftplane/cmd/raftplane")
-	cmd.Dir = ".." // module root; go test runs in the package directory
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build ./cmd/raftplane: %v\n%s", err, out)
-	}
-	return bin
+	return testproc.Build(t, testproc.Main)
 }
 
 // freePort returns a loopback TCP port that was free a moment ago (listen on :0 and close).
@@ -105,12 +85,7 @@ type server struct {
 	URL      string // http://HTTPAddr
 	APIKey   string // the -api-key flag's value, if any (the REST API, /api/v1/status included, needs it)
 
-	cancel  context.CancelFunc
-	cmd     *exec.Cmd
-	exited  chan struct{} // closed when the process has exited
-	waitErr error         // valid after exited is closed
-	stopped bool          // Stop was called
-	mu      sync.Mutex
+	proc *testproc.Proc
 }
 
 // addrs are one node's listen addresses and data directory.
@@ -157,41 +132,16 @@ func startServer(t *testing.T, bin, name string, extraArgs ...string) *server {
 
 // startServerAt starts bin with the given addresses and data directory (for clusters, where peers
 // must know each other's addresses up front, and for restarts on the same data). It does not wait
-// for readiness. Output goes to the test log, one t.Log line per line, prefixed with name.
+// for readiness. Output goes to the test log, one t.Log line per line, prefixed with name. It is
+// stopped when the test ends; an exit the test did not bring about fails it.
 func startServerAt(t *testing.T, bin, name string, a addrs, extraArgs ...string) *server {
 	t.Helper()
 	args := append([]string{"-data", a.Data, "-http", a.HTTP, "-raft", a.Raft, "-gossip", a.Gossip}, extraArgs...)
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = stopTimeout // after Cancel: SIGKILL, and stop waiting for output
-	out := &lineLogger{t: t, prefix: name}
-	cmd.Stdout = out
-	cmd.Stderr = out
-	s := &server{
+	return &server{
 		Name: name, Addrs: a, HTTPAddr: a.HTTP, RaftAddr: a.Raft, DataDir: a.Data,
-		URL: "http://" + a.HTTP, APIKey: flagValue(extraArgs, "api-key"), cancel: cancel, cmd: cmd, exited: make(chan struct{}),
+		URL: "http://" + a.HTTP, APIKey: flagValue(extraArgs, "api-key"),
+		proc: testproc.Start(t, bin, testproc.Options{Name: name, Args: args, StopTimeout: stopTimeout}),
 	}
-	t.Logf("%s: starting %s %q", name, filepath.Base(bin), args)
-	if err := cmd.Start(); err != nil {
-		cancel()
-		t.Fatalf("%s: start: %v", name, err)
-	}
-	go func() {
-		s.waitErr = cmd.Wait()
-		out.flush()
-		close(s.exited)
-	}()
-	t.Cleanup(func() {
-		s.mu.Lock()
-		unexpected := !s.stopped && s.hasExited()
-		s.mu.Unlock()
-		if unexpected {
-			t.Errorf("%s: exited before the test stopped it: %v", name, s.waitErr)
-		}
-		s.Stop(t)
-	})
-	return s
 }
 
 // flagValue returns the value of -name / --name (as "-name V" or "-name=V") in args, or "".
@@ -208,40 +158,20 @@ func flagValue(args []string, name string) string {
 	return ""
 }
 
-func (s *server) hasExited() bool {
-	select {
-	case <-s.exited:
-		return true
-	default:
-		return false
-	}
-}
+func (s *server) hasExited() bool { return s.proc.Exited() }
+
+// exitErr is the process's exit error once it has exited (nil for status 0).
+func (s *server) exitErr() error { return s.proc.Err() }
 
 // Stop sends SIGTERM, waits for the process (SIGKILL after stopTimeout) and reports a hung shutdown
 // as a test error. Safe to call more than once.
 func (s *server) Stop(t *testing.T) {
 	t.Helper()
-	s.mu.Lock()
-	already := s.stopped
-	s.stopped = true
-	s.mu.Unlock()
-	if already {
-		<-s.exited
-		return
-	}
-	wasRunning := !s.hasExited()
 	start := time.Now()
-	s.cancel()
-	<-s.exited
-	if !wasRunning {
-		return
-	}
-	if ps := s.cmd.ProcessState; ps != nil {
-		if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL {
-			t.Errorf("%s: did not exit within %v of SIGTERM; killed", s.Name, stopTimeout)
-			return
-		}
-		t.Logf("%s: stopped in %v: %v", s.Name, time.Since(start).Round(time.Millisecond), ps)
+	wasRunning := !s.hasExited()
+	err := s.proc.Stop(t)
+	if wasRunning {
+		t.Logf("%s: stopped in %v: %v", s.Name, time.Since(start).Round(time.Millisecond), err)
 	}
 }
 
@@ -270,44 +200,12 @@ func waitReady(t *testing.T, s *server, timeout time.Duration) {
 			last = err.Error()
 		}
 		if s.hasExited() {
-			t.Fatalf("%s: exited while waiting for readiness: %v", s.Name, s.waitErr)
+			t.Fatalf("%s: exited while waiting for readiness: %v", s.Name, s.exitErr())
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: GET /api/v1/status not 200 within %v (last: %s)", s.Name, timeout, last)
 		}
 		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// lineLogger writes each complete line to the test log (shown on failure or with -v).
-type lineLogger struct {
-	t      *testing.T
-	prefix string
-	mu     sync.Mutex
-	buf    []byte
-}
-
-func (l *lineLogger) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.buf = append(l.buf, p...)
-	for {
-		i := bytes.IndexByte(l.buf, '\n')
-		if i < 0 {
-			break
-		}
-		l.t.Logf("%s: %s", l.prefix, bytes.TrimRight(l.buf[:i], "\r"))
-		l.buf = l.buf[i+1:]
-	}
-	return len(p), nil
-}
-
-func (l *lineLogger) flush() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.buf) > 0 {
-		l.t.Logf("%s: %s", l.prefix, l.buf)
-		l.buf = nil
 	}
 }
 
@@ -334,20 +232,7 @@ func runNode(ctx context.Context, node, dir string, env []string, args ...string
 // process has exited; the kill counts as a stop, so the cleanup does not report the exit.
 func (s *server) Kill(t *testing.T) {
 	t.Helper()
-	s.mu.Lock()
-	s.stopped = true
-	s.mu.Unlock()
-	if !s.hasExited() {
-		if err := s.cmd.Process.Signal(syscall.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
-			t.Fatalf("%s: SIGKILL: %v", s.Name, err)
-		}
-	}
-	select {
-	case <-s.exited:
-	case <-time.After(stopTimeout):
-		t.Fatalf("%s: still running %v after SIGKILL", s.Name, stopTimeout)
-	}
-	s.cancel()
+	s.proc.Kill(t)
 }
 
 // waitServing polls GET /healthz until the node answers at all and returns the status: 200 when it
@@ -370,7 +255,7 @@ func waitServing(t *testing.T, s *server, timeout time.Duration) int {
 			last = err.Error()
 		}
 		if s.hasExited() {
-			t.Fatalf("%s: exited while waiting for it to serve HTTP: %v", s.Name, s.waitErr)
+			t.Fatalf("%s: exited while waiting for it to serve HTTP: %v", s.Name, s.exitErr())
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: GET /healthz not answered within %v (last: %s)", s.Name, timeout, last)
@@ -386,42 +271,9 @@ func waitServing(t *testing.T, s *server, timeout time.Duration) int {
 func runServerToExit(t *testing.T, bin, name string, a addrs, timeout time.Duration, extraArgs ...string) (string, time.Duration, error) {
 	t.Helper()
 	args := append([]string{"-data", a.Data, "-http", a.HTTP, "-raft", a.Raft, "-gossip", a.Gossip}, extraArgs...)
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.WaitDelay = stopTimeout
-	out := &teeOutput{log: &lineLogger{t: t, prefix: name}}
-	cmd.Stdout = out
-	cmd.Stderr = out
-	t.Logf("%s: starting %s %q (expecting it to exit)", name, filepath.Base(bin), args)
 	start := time.Now()
-	err := cmd.Run()
-	elapsed := time.Since(start)
-	out.log.flush()
-	if ctx.Err() != nil {
-		t.Fatalf("%s: still running after %v; killed (%v)", name, timeout, err)
-	}
-	return out.String(), elapsed, err
-}
-
-// teeOutput keeps a process's output and logs it line by line.
-type teeOutput struct {
-	log *lineLogger
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (o *teeOutput) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	o.buf.Write(p)
-	o.mu.Unlock()
-	return o.log.Write(p)
-}
-
-func (o *teeOutput) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.buf.String()
+	out, err := testproc.Run(t, bin, timeout, testproc.Options{Name: name, Args: args, StopTimeout: stopTimeout})
+	return out, time.Since(start), err
 }
 
 // startCluster starts n nodes of bin (node1 bootstraps, the others join through its gossip address),

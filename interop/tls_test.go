@@ -147,7 +147,7 @@ func waitReadyTLS(t *testing.T, s *server, client *http.Client) {
 			last = err.Error()
 		}
 		if s.hasExited() {
-			t.Fatalf("%s: exited while waiting for readiness: %v", s.Name, s.waitErr)
+			t.Fatalf("%s: exited while waiting for readiness: %v", s.Name, s.exitErr())
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: GET %s/api/v1/status not 200 within %v (last: %s)", s.Name, s.URL, readyTimeout, last)

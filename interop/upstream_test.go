@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/raftplane/raftplane/internal/testproc"
 )
 
 // The upstream example (examples/upstream-node, a Node process on node:http)
@@ -89,7 +91,7 @@ func (u *upstreamProc) start() error {
 	cmd.Dir = u.dir
 	cmd.Env = append(append(os.Environ(), u.env...), "UPSTREAM_HOST="+host, "UPSTREAM_PORT="+port)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	out := &lineLogger{t: u.t, prefix: fmt.Sprintf("upstream#%d", u.runs)}
+	out := testproc.NewLineLog(u.t, fmt.Sprintf("upstream#%d", u.runs))
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start the upstream example: %w", err)
@@ -98,7 +100,7 @@ func (u *upstreamProc) start() error {
 	exited := u.exited
 	go func() { // owned by the process: ends when it exits (stop waits for it)
 		_ = cmd.Wait()
-		out.flush()
+		out.Flush()
 		close(exited)
 	}()
 	client := &http.Client{Timeout: time.Second}

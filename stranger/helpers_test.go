@@ -16,12 +16,12 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/raftplane/raftplane/client"
 	"github.com/raftplane/raftplane/internal/testnet"
+	"github.com/raftplane/raftplane/internal/testproc"
 	"github.com/raftplane/raftplane/stranger"
 )
 
@@ -29,7 +29,6 @@ import (
 // status reads that show what changed.
 
 const (
-	buildTimeout   = 5 * time.Minute
 	readyTimeout   = 30 * time.Second
 	stableTimeout  = 30 * time.Second
 	stopTimeout    = 10 * time.Second // SIGTERM, then SIGKILL after this
@@ -37,67 +36,17 @@ const (
 	pollInterval   = 50 * time.Millisecond
 )
 
-// bins are the raftplane and stranger binaries, built once per test run
-// into a folder TestMain removes.
-var bins struct {
-	once                     sync.Once
-	dir, raftplane, stranger string
-	err                      error
-}
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if bins.dir != "" {
-		os.RemoveAll(bins.dir)
-	}
+	testproc.Cleanup()
 	os.Exit(code)
 }
 
-// goCommand finds the go command: go test puts $GOROOT/bin first on PATH.
-func goCommand() (string, error) {
-	p, err := exec.LookPath("go")
-	if err != nil {
-		return "", fmt.Errorf("no go command on PATH: %w", err)
-	}
-	return p, nil
-}
-
-// binaries builds ./cmd/raftplane and ./stranger/cmd/stranger (once) and
-// returns their paths.
+// binaries builds ./cmd/raftplane and ./stranger/cmd/stranger (once per
+// test binary) and returns their paths.
 func binaries(t *testing.T) (raftplane, strangerBin string) {
 	t.Helper()
-	bins.once.Do(func() {
-		goBin, err := goCommand()
-		if err != nil {
-			bins.err = err
-			return
-		}
-		if bins.dir, err = os.MkdirTemp("", "stranger-bins-"); err != nil {
-			bins.err = err
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
-		defer cancel()
-		for _, b := range []struct {
-			out *string
-			pkg string
-		}{
-			{&bins.raftplane, "github.com/raftplane/raftplane/cmd/raftplane"},
-			{&bins.stranger, "github.com/raftplane/raftplane/stranger/cmd/stranger"},
-		} {
-			*b.out = filepath.Join(bins.dir, filepath.Base(b.pkg))
-			cmd := exec.CommandContext(ctx, goBin, "build", "-o", *b.out, b.pkg)
-			cmd.Dir = ".." // the module root; go test runs in the package folder
-			if out, err := cmd.CombinedOutput(); err != nil {
-				bins.err = fmt.Errorf("go build %s: %v\n%s", b.pkg, err, out)
-				return
-			}
-		}
-	})
-	if bins.err != nil {
-		t.Fatal(bins.err)
-	}
-	return bins.raftplane, bins.stranger
+	return testproc.Build(t, testproc.Main), testproc.Build(t, "github.com/raftplane/raftplane/stranger/cmd/stranger")
 }
 
 // freeAddr returns a loopback address no other test of this process got:
@@ -109,72 +58,19 @@ type node struct {
 	name                   string
 	httpAddr, raft, gossip string
 	url                    string // http://httpAddr
-
-	cancel  context.CancelFunc
-	cmd     *exec.Cmd
-	exited  chan struct{}
-	waitErr error
-	mu      sync.Mutex
-	stopped bool
+	proc                   *testproc.Proc
 }
 
 // startNode starts bin on fresh loopback ports with a fresh data folder.
+// It is stopped when the test ends; a node that exits before (a crash)
+// fails the test.
 func startNode(t *testing.T, bin, name string, extra ...string) *node {
 	t.Helper()
-	n := &node{name: name, httpAddr: freeAddr(t), raft: freeAddr(t), gossip: freeAddr(t), exited: make(chan struct{})}
-	for n.raft == n.httpAddr || n.gossip == n.httpAddr || n.gossip == n.raft {
-		n.raft, n.gossip = freeAddr(t), freeAddr(t)
-	}
+	n := &node{name: name, httpAddr: freeAddr(t), raft: freeAddr(t), gossip: freeAddr(t)}
 	n.url = "http://" + n.httpAddr
 	args := append([]string{"-data", t.TempDir(), "-http", n.httpAddr, "-raft", n.raft, "-gossip", n.gossip, "-node-id", name}, extra...)
-	ctx, cancel := context.WithCancel(context.Background())
-	n.cancel = cancel
-	n.cmd = exec.CommandContext(ctx, bin, args...)
-	n.cmd.Cancel = func() error { return n.cmd.Process.Signal(syscall.SIGTERM) }
-	n.cmd.WaitDelay = stopTimeout
-	out := &lineLogger{t: t, prefix: name}
-	n.cmd.Stdout, n.cmd.Stderr = out, out
-	t.Logf("%s: starting raftplane %q", name, args)
-	if err := n.cmd.Start(); err != nil {
-		cancel()
-		t.Fatalf("%s: start: %v", name, err)
-	}
-	go func() {
-		n.waitErr = n.cmd.Wait()
-		out.flush()
-		close(n.exited)
-	}()
-	t.Cleanup(func() { n.stop(t) })
+	n.proc = testproc.Start(t, bin, testproc.Options{Name: name, Args: args, StopTimeout: stopTimeout})
 	return n
-}
-
-func (n *node) hasExited() bool {
-	select {
-	case <-n.exited:
-		return true
-	default:
-		return false
-	}
-}
-
-// stop sends SIGTERM and waits; a node that exited before the test stopped
-// it (a crash) fails the test.
-func (n *node) stop(t *testing.T) {
-	t.Helper()
-	n.mu.Lock()
-	already := n.stopped
-	n.stopped = true
-	n.mu.Unlock()
-	if already {
-		<-n.exited
-		return
-	}
-	if n.hasExited() {
-		t.Errorf("%s: exited before the test stopped it: %v", n.name, n.waitErr)
-		return
-	}
-	n.cancel()
-	<-n.exited
 }
 
 // status reads the node's GET /api/v1/status.
@@ -250,8 +146,8 @@ func poll(t *testing.T, what string, timeout time.Duration, watch []*node, check
 			return
 		}
 		for _, n := range watch {
-			if n.hasExited() {
-				t.Fatalf("%s: %s exited: %v", what, n.name, n.waitErr)
+			if n.proc.Exited() {
+				t.Fatalf("%s: %s exited: %v", what, n.name, n.proc.Err())
 			}
 		}
 		if time.Now().After(deadline) {
@@ -451,51 +347,11 @@ func (w *watcher) waitMessage(target string, timeout time.Duration) (client.Mess
 	}
 }
 
-// lineLogger writes each complete line to the test log.
-type lineLogger struct {
-	t      *testing.T
-	prefix string
-	mu     sync.Mutex
-	buf    []byte
-}
-
-func (l *lineLogger) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.buf = append(l.buf, p...)
-	for {
-		i := bytes.IndexByte(l.buf, '\n')
-		if i < 0 {
-			break
-		}
-		l.t.Logf("%s: %s", l.prefix, bytes.TrimRight(l.buf[:i], "\r"))
-		l.buf = l.buf[i+1:]
-	}
-	return len(p), nil
-}
-
-func (l *lineLogger) flush() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.buf) > 0 {
-		l.t.Logf("%s: %s", l.prefix, l.buf)
-		l.buf = nil
-	}
-}
-
 // runToExit runs bin with args, expecting it to exit by itself within
 // timeout, and returns its combined output and exit error.
 func runToExit(t *testing.T, bin string, timeout time.Duration, args ...string) (string, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.WaitDelay = stopTimeout
-	out, err := cmd.CombinedOutput()
-	if ctx.Err() != nil {
-		t.Fatalf("%s %q still running after %v; killed", filepath.Base(bin), args, timeout)
-	}
-	return string(out), err
+	return testproc.Run(t, bin, timeout, testproc.Options{Name: filepath.Base(bin), Args: args, Quiet: true})
 }
 
 // helpMentions reports whether bin -help lists every flag.
