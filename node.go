@@ -159,7 +159,7 @@ func (n *Node) newHub(hc hub.Config) (forwardTLS *tls.Config, err error) {
 		hc.ForwardTLS = forwardTLS
 	}
 	n.wireHub(&hc)
-	if n.srv, err = hub.New(hc, n.raft, n.machine); err != nil {
+	if n.srv, err = hub.New(hc, publisher{n.raft}, n.machine); err != nil {
 		return nil, err
 	}
 	return forwardTLS, nil
@@ -212,7 +212,20 @@ var (
 	_ hub.Leadership  = (*cluster.Node)(nil)
 	_ hub.Liveness    = (*cluster.Node)(nil)
 	_ hub.Publisher   = (*cluster.Node)(nil)
+	_ hub.Submitter   = publisher{}
 )
+
+// publisher is the cluster node as the hub's Publisher and Submitter (its
+// Submit returns the cluster's own type).
+type publisher struct{ *cluster.Node }
+
+func (p publisher) Submit(ctx context.Context, cmds []fsm.Command) (hub.Pending, error) {
+	s, err := p.Node.Submit(ctx, cmds)
+	if err != nil {
+		return nil, err // not a typed nil in the interface
+	}
+	return s, nil
+}
 
 func (c clusterView) Stats() cluster.Stats {
 	if !c.n.opened.Load() {

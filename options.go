@@ -266,6 +266,8 @@ func Options() []Option {
 			"bytes of WebSocket write buffer, lent per write: coalesced messages up to this size go out as one frame"),
 		opt("max-parallel-invocations", GroupClients, "Hub.MaxParallelInvocations", num(func(c *Config) *int { return &c.Hub.MaxParallelInvocations }),
 			"hub method invocations of one connection that may run at once (ASP.NET Core's MaximumParallelInvocationsPerClient); above 1 they may complete in any order; stateful-reconnect connections stay at 1"),
+		opt("max-pipelined-invocations", GroupClients, "Hub.MaxPipelinedInvocations", num(func(c *Config) *int { return &c.Hub.MaxPipelinedInvocations }),
+			"invocations of built-in methods one connection may have on their way into the log at once, applied and completed in the order it sent them; 1: wait for each commit before reading the next"),
 		opt("upstream", GroupClients, "Hub.Upstream", str(func(c *Config) *string { return &c.Hub.Upstream }),
 			"URL template ({hub}, {category}, {event}) that hub methods no Go handler or built-in claims, and the connected and disconnected events, are POSTed to, as Azure SignalR Service's serverless upstream; signed with -api-key"),
 		opt("upstream-timeout", GroupClients, "Hub.UpstreamTimeout", dur(func(c *Config) *time.Duration { return &c.Hub.UpstreamTimeout }),

@@ -19,7 +19,7 @@ type request struct {
 	cmds []fsm.Command
 	done chan outcome // buffered 1: the resolver never blocks on a caller
 	// stamped: a leader accepted the commands already (they came through
-	// applyForwarded), so their time is a leader's and travels unchanged.
+	// acceptForwarded), so their time is a leader's and travels unchanged.
 	stamped bool
 }
 
@@ -74,6 +74,44 @@ func (n *Node) PublishGroup(ctx context.Context, cmds []fsm.Command) ([]fsm.Resu
 	if len(cmds) == 0 {
 		return nil, nil
 	}
+	s, err := n.Submit(ctx, cmds)
+	if err != nil {
+		return nil, err
+	}
+	return s.Wait(ctx)
+}
+
+// Submission is a group of commands on its way into the log (Submit).
+type Submission struct {
+	n   *Node
+	req *request
+}
+
+// Wait returns the group's results once its entry is committed and applied
+// on this node, as PublishGroup does. If ctx ends first, the commands may
+// or may not be applied.
+func (s *Submission) Wait(ctx context.Context) ([]fsm.Result, error) {
+	select {
+	case o := <-s.req.done:
+		return o.res, o.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-s.n.stop:
+		return nil, ErrClosed
+	}
+}
+
+// Submit is PublishGroup without the wait: it returns once the group is
+// queued for the log. Groups submitted one after another (by one
+// goroutine) are cut into entries in that order and reach the leader in
+// that order; only a leader change can reorder them (an entry lost with
+// the old leader is sent again after later ones were taken), which is why
+// a connection that pipelines numbers its commands (fsm.Origin) and the
+// FSM applies an origin's commands in order (fsm.FormatOrdered).
+func (n *Node) Submit(ctx context.Context, cmds []fsm.Command) (*Submission, error) {
+	if len(cmds) == 0 {
+		return nil, fmt.Errorf("%w: an empty group", fsm.ErrInvalid)
+	}
 	if err := checkGroup(cmds); err != nil {
 		return nil, err
 	}
@@ -100,14 +138,7 @@ func (n *Node) PublishGroup(ctx context.Context, cmds []fsm.Command) ([]fsm.Resu
 	req := &request{cmds: cmds, done: make(chan outcome, 1)}
 	select {
 	case n.submitCh <- req:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-n.stop:
-		return nil, ErrClosed
-	}
-	select {
-	case o := <-req.done:
-		return o.res, o.err
+		return &Submission{n: n, req: req}, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	case <-n.stop:
@@ -255,10 +286,15 @@ func (n *Node) batchLoop() {
 			in.f = n.raft.Apply(in.data, n.cfg.ApplyTimeout)
 		} else {
 			in.fwd = make(chan fwdOutcome, 1)
+			// Sent from here, so batches reach the leader in the order they
+			// were cut (one connection keeps them in order, and the leader
+			// submits them in the order they arrive: acceptForwarded); the
+			// answer is waited for, and retries made, on a goroutine.
+			sent := n.sendForward(in.data, first.stamped)
 			n.wg.Add(1)
 			// Commands a leader accepted before it was deposed keep their
 			// stamp on the way to the next one.
-			go n.forward(in.fwd, in.data, len(cmds), first.stamped)
+			go n.forward(in.fwd, in.data, len(cmds), first.stamped, sent)
 		}
 		select {
 		case n.inflight <- in:
@@ -306,7 +342,7 @@ func (n *Node) resolveLoop() {
 				// leader; their ids make a second copy impossible.
 				in.f, in.fwd = nil, make(chan fwdOutcome, 1)
 				n.wg.Add(1)
-				go n.forward(in.fwd, in.data, len(in.reqs), true)
+				go n.forward(in.fwd, in.data, len(in.reqs), true, nil)
 			}
 		}
 		if in.f != nil {
@@ -366,15 +402,48 @@ func (n *Node) waitApplied(res []fsm.Result) error {
 	return nil
 }
 
+// sentForward is a first attempt at forwarding a batch, already written to
+// the leader's connection.
+type sentForward struct {
+	addr raft.ServerAddress
+	c    *rpcClient
+	id   uint64
+	ch   chan frame
+}
+
+// sendForward writes a batch to the leader over the connection this node
+// already has to it, without waiting for the answer; nil when there is no
+// leader known or no connection yet (forward then dials, off the batcher).
+func (n *Node) sendForward(batch []byte, stamped bool) *sentForward {
+	addr, _ := n.raft.LeaderWithID()
+	if addr == "" {
+		return nil
+	}
+	c := n.rpcOpen(string(addr))
+	if c == nil {
+		return nil
+	}
+	id, ch, err := c.send(forwardType(stamped), batch)
+	if err != nil {
+		return nil
+	}
+	return &sentForward{addr: addr, c: c, id: id, ch: ch}
+}
+
+func forwardType(stamped bool) byte {
+	if stamped {
+		return rpcForwardStamped
+	}
+	return rpcForward
+}
+
 // forward sends a batch to the leader and retries, with the same command
 // ids, until HoldTimeout: on a new leader, on a broken connection, even when
 // the previous attempt may have been applied, because the FSM drops a
-// command id it has applied before and returns the first cursor.
-func (n *Node) forward(out chan<- fwdOutcome, batch []byte, count int, stamped bool) {
-	typ := rpcForward
-	if stamped {
-		typ = rpcForwardStamped
-	}
+// command id it has applied before and returns the first cursor. sent, if
+// not nil, is the first attempt, already on its way.
+func (n *Node) forward(out chan<- fwdOutcome, batch []byte, count int, stamped bool, sent *sentForward) {
+	typ := forwardType(stamped)
 	defer n.wg.Done()
 	deadline := time.Now().Add(n.cfg.HoldTimeout)
 	backoff := 5 * time.Millisecond
@@ -412,22 +481,35 @@ func (n *Node) forward(out chan<- fwdOutcome, batch []byte, count int, stamped b
 			out <- fwdOutcome{res: res, err: err}
 			return
 		}
-		addr, _ := n.raft.LeaderWithID()
-		if addr == "" {
-			lastErr = ErrNoLeader
-			continue
+		var addr raft.ServerAddress
+		var f frame
+		var err error
+		if attempt == 0 && sent != nil {
+			addr = sent.addr
+			ctx, cancel := context.WithTimeout(n.life, time.Until(deadline))
+			watched := n.cancelOnLeaderChange(ctx, cancel, addr)
+			f, err = sent.c.wait(ctx, sent.id, sent.ch)
+			cancel()
+			<-watched
+		} else {
+			addr, _ = n.raft.LeaderWithID()
+			if addr == "" {
+				lastErr = ErrNoLeader
+				continue
+			}
+			var c *rpcClient
+			c, err = n.rpcTo(string(addr))
+			if err != nil {
+				n.stats.forward(fwdError) // stats.go
+				lastErr = fmt.Errorf("dial leader %s: %w", addr, err)
+				continue
+			}
+			ctx, cancel := context.WithTimeout(n.life, time.Until(deadline))
+			watched := n.cancelOnLeaderChange(ctx, cancel, addr)
+			f, err = c.call(ctx, typ, batch)
+			cancel()
+			<-watched
 		}
-		c, err := n.rpcTo(string(addr))
-		if err != nil {
-			n.stats.forward(fwdError) // stats.go
-			lastErr = fmt.Errorf("dial leader %s: %w", addr, err)
-			continue
-		}
-		ctx, cancel := context.WithTimeout(n.life, time.Until(deadline))
-		watched := n.cancelOnLeaderChange(ctx, cancel, addr)
-		f, err := c.call(ctx, typ, batch)
-		cancel()
-		<-watched
 		if err != nil {
 			n.stats.forward(fwdError) // stats.go
 			lastErr = fmt.Errorf("forward to %s: %w", addr, err)

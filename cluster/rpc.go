@@ -226,11 +226,19 @@ func (n *Node) serveRPCConn(c net.Conn) {
 				reply(refused(f.id, refusedInvalid, "forwarded batch: "+err.Error()))
 				continue
 			}
+			// Submitted here, in the order the batches arrive on this
+			// connection (a follower sends them in the order it cut them),
+			// and waited for on a goroutine of its own.
+			req, answer := n.acceptForwarded(f.id, cmds, f.typ == rpcForwardStamped)
+			if req == nil {
+				reply(answer)
+				continue
+			}
 			reqs.Add(1)
-			go func(id uint64, typ byte) {
+			go func(id uint64) {
 				defer reqs.Done()
-				reply(n.applyForwarded(id, cmds, f.typ == rpcForwardStamped))
-			}(f.id, f.typ)
+				reply(n.answerForwarded(id, req))
+			}(f.id)
 		case rpcStats:
 			st := n.Status()
 			b := binary.AppendUvarint(nil, n.machine.Position().Applied)
@@ -242,7 +250,7 @@ func (n *Node) serveRPCConn(c net.Conn) {
 	}
 }
 
-// applyForwarded runs forwarded commands through this (leader's) batcher, so
+// acceptForwarded runs forwarded commands through this (leader's) batcher, so
 // they share entries with local ones. Their ids are kept, which is what makes
 // a retried forward safe. Their time is restamped with the leader's clock,
 // unless a deposed leader stamped them already (stamped): a command keeps
@@ -255,9 +263,12 @@ func (n *Node) serveRPCConn(c net.Conn) {
 // Every command is validated first, so that a buggy or hostile peer cannot
 // put into the log what a local submitter could not: nothing is submitted
 // unless the whole request is valid.
-func (n *Node) applyForwarded(id uint64, cmds []fsm.Command, stamped bool) frame {
+//
+// It returns the request to wait for (answerForwarded), or nil and the
+// answer when the commands are not submitted.
+func (n *Node) acceptForwarded(id uint64, cmds []fsm.Command, stamped bool) (*request, frame) {
 	if !n.isLeader() {
-		return frame{typ: rpcNotLeader, id: id}
+		return nil, frame{typ: rpcNotLeader, id: id}
 	}
 	now := n.stamp()
 	limit := now + n.cfg.MaxClockSkew.Nanoseconds()
@@ -267,10 +278,10 @@ func (n *Node) applyForwarded(id uint64, cmds []fsm.Command, stamped bool) frame
 	for i := range cmds {
 		c := &cmds[i]
 		if err := checkSubmitted(c); err != nil {
-			return refused(id, refusedInvalid, fmt.Sprintf("command %d: %v", i, err))
+			return nil, refused(id, refusedInvalid, fmt.Sprintf("command %d: %v", i, err))
 		}
 		if c.ID == "" && !effect[i] { // an invoke's effect: the invoke carries the id
-			return refused(id, refusedInvalid, fmt.Sprintf("command %d: %v: a forwarded command needs an id", i, fsm.ErrInvalid))
+			return nil, refused(id, refusedInvalid, fmt.Sprintf("command %d: %v: a forwarded command needs an id", i, fsm.ErrInvalid))
 		}
 		switch {
 		case !stamped || c.Time <= 0:
@@ -282,7 +293,7 @@ func (n *Node) applyForwarded(id uint64, cmds []fsm.Command, stamped bool) frame
 		}
 	}
 	if err := fsm.ValidateBatch(cmds); err != nil {
-		return refused(id, refusedInvalid, err.Error())
+		return nil, refused(id, refusedInvalid, err.Error())
 	}
 	if clamped > 0 {
 		n.log.Warn("clamped forwarded command stamps from the future to this leader's clock",
@@ -293,9 +304,14 @@ func (n *Node) applyForwarded(id uint64, cmds []fsm.Command, stamped bool) frame
 	req := &request{cmds: cmds, done: make(chan outcome, 1), stamped: true}
 	select {
 	case n.submitCh <- req:
+		return req, frame{}
 	case <-n.stop:
-		return frame{typ: rpcFailed, id: id, body: []byte("leader shutting down")}
+		return nil, frame{typ: rpcFailed, id: id, body: []byte("leader shutting down")}
 	}
+}
+
+// answerForwarded waits for a forwarded request's outcome and words it.
+func (n *Node) answerForwarded(id uint64, req *request) frame {
 	var o outcome
 	select {
 	case o = <-req.done:
@@ -326,6 +342,21 @@ type rpcClient struct {
 	pending map[uint64]chan frame
 	err     error // set once the connection broke
 	done    chan struct{}
+}
+
+// rpcOpen returns the working connection to addr if there is one, without
+// dialling.
+func (n *Node) rpcOpen(addr string) *rpcClient {
+	n.rpcMu.Lock()
+	defer n.rpcMu.Unlock()
+	if c := n.rpcOut[addr]; c != nil && !n.rpcClosed {
+		select {
+		case <-c.done:
+		default:
+			return c
+		}
+	}
+	return nil
 }
 
 // rpcTo returns a working connection to addr, dialling if needed.
@@ -406,12 +437,24 @@ func (c *rpcClient) fail(err error) {
 
 // call sends one request and waits for its response.
 func (c *rpcClient) call(ctx context.Context, typ byte, body []byte) (frame, error) {
+	id, ch, err := c.send(typ, body)
+	if err != nil {
+		return frame{}, err
+	}
+	return c.wait(ctx, id, ch)
+}
+
+// send writes one request; wait waits for its response. Requests sent one
+// after another by one goroutine reach the peer in that order (one
+// connection, written under wmu), which is what keeps forwarded batches in
+// order (forward).
+func (c *rpcClient) send(typ byte, body []byte) (uint64, chan frame, error) {
 	ch := make(chan frame, 1)
 	c.mu.Lock()
 	if c.err != nil {
 		err := c.err
 		c.mu.Unlock()
-		return frame{}, err
+		return 0, nil, err
 	}
 	c.nextID++
 	id := c.nextID
@@ -424,8 +467,12 @@ func (c *rpcClient) call(ctx context.Context, typ byte, body []byte) (frame, err
 	c.wmu.Unlock()
 	if err != nil {
 		c.fail(err)
-		return frame{}, err
+		return 0, nil, err
 	}
+	return id, ch, nil
+}
+
+func (c *rpcClient) wait(ctx context.Context, id uint64, ch chan frame) (frame, error) {
 	select {
 	case f, ok := <-ch:
 		if !ok {

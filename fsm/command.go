@@ -45,11 +45,22 @@ const (
 	KindFormat Kind = 128
 )
 
-// LogFormat is the newest log format this build writes and applies: 1 is
-// what v0.1.0 wrote (kinds 1 to 9), 2 adds KindInvoke and KindEventsDone. A
-// command of format 2 is written only once the log holds a KindFormat of 2
-// or more.
-const LogFormat = 2
+// Log formats. A command or a rule of a format is written or relied on only
+// once the log holds a KindFormat of that format or more (Machine.Format).
+const (
+	// FormatInvoke (v0.2.0) adds KindInvoke and KindEventsDone; v0.1.0
+	// wrote format 1 (kinds 1 to 9).
+	FormatInvoke = 2
+	// FormatOrdered (v0.3.0) applies the commands of one origin in the
+	// order of their sequence numbers: a command whose number is past the
+	// next one expected is refused with ErrOutOfOrder, applied nowhere, so
+	// that a connection may have many commands in flight (pipelined) and
+	// still see them applied in the order it sent them (fsm/DESIGN.md).
+	FormatOrdered = 3
+)
+
+// LogFormat is the newest log format this build writes and applies.
+const LogFormat = FormatOrdered
 
 func (k Kind) String() string {
 	switch k {

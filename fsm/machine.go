@@ -45,6 +45,13 @@ var (
 	// the newest applied one: a copy that late might no longer be known as
 	// a duplicate, so it is not applied at all.
 	ErrExpired = errors.New("command expired: it reached the log too late to be applied safely; it may or may not have been applied before")
+	// ErrOutOfOrder refuses a command whose Origin sequence number is past
+	// the next one its connection expects (log format FormatOrdered): an
+	// earlier command of the same origin has not been applied yet (it is
+	// still on its way, or lost with a deposed leader). Nothing of it was
+	// applied; the submitter sends it again once the earlier ones are
+	// decided.
+	ErrOutOfOrder = errors.New("command out of order: an earlier command of its connection is not applied yet; nothing was applied")
 	// ErrRejected is what Apply returns (as the whole response, not per
 	// command) for an entry of a known batch version that does not decode:
 	// none of its commands was applied, on any replica.
@@ -358,6 +365,9 @@ func (st *state) applyRange(cmds []Command, index uint64, off, end int, res []Re
 // after a reconnect, possibly to another node) or expired. It records c
 // when it is not.
 func (st *state) dedup(c *Command, cur Cursor) (Result, bool) {
+	if st.Format >= FormatOrdered && st.outOfOrder(c) {
+		return Result{Cursor: cur, Err: ErrOutOfOrder}, true
+	}
 	if c.ID != "" && !skipDedup {
 		if first, ok := st.Dedup[c.ID]; ok {
 			return Result{Cursor: first, Duplicate: true}, true
@@ -377,6 +387,26 @@ func (st *state) dedup(c *Command, cur Cursor) (Result, bool) {
 		}
 	}
 	return Result{}, false
+}
+
+// outOfOrder reports a command of a known connection whose Origin sequence
+// number is past the next one expected, and that is not a copy of one
+// applied before (that is a duplicate, whatever its number). It records
+// nothing: the command will come again, in its turn.
+func (st *state) outOfOrder(c *Command) bool {
+	if c.Origin.IsZero() {
+		return false
+	}
+	cs, ok := st.conn(c.Hub, c.Origin.Conn)
+	if !ok || c.Origin.Seq <= cs.ClientSeq+1 {
+		return false
+	}
+	if c.ID != "" {
+		if _, dup := st.Dedup[c.ID]; dup {
+			return false
+		}
+	}
+	return true
 }
 
 // apply changes the registry for one command and returns its outcome.

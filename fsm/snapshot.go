@@ -15,7 +15,10 @@ const snapshotVersion = 1
 
 // errCodes maps outcome errors to stable codes for snapshots (and, later,
 // for forwarding results between nodes).
-var errCodes = []error{nil, ErrUnknownConnection, ErrConnectionExists, ErrResumeDenied, ErrExpired}
+// Codes are only ever appended: ErrOutOfOrder (5) exists from log format 3
+// (a node of an older build never receives it: it is produced only once
+// every server knows that format).
+var errCodes = []error{nil, ErrUnknownConnection, ErrConnectionExists, ErrResumeDenied, ErrExpired, ErrOutOfOrder}
 
 // ErrorCode returns the stable code of an Apply outcome error (0 for nil).
 func ErrorCode(err error) uint8 {

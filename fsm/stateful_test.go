@@ -87,3 +87,59 @@ func TestCommand_ValidateOrigin(t *testing.T) {
 		}
 	}
 }
+
+// TestMachine_OriginOrder: from log format FormatOrdered, the commands of
+// one origin apply in the order of their sequence numbers; one that comes
+// early is refused with ErrOutOfOrder and leaves no trace, so it can come
+// again in its turn. Before that format the rule is not applied (an older
+// build does not know it, and replicas must stay equal).
+func TestMachine_OriginOrder(t *testing.T) {
+	type step struct {
+		seq     uint64
+		id      string
+		wantErr error
+		wantDup bool
+	}
+	for _, tc := range []struct {
+		name   string
+		format uint32
+		steps  []step
+		seq    uint64 // ClientSeq at the end
+	}{
+		{"in order", FormatOrdered, []step{{1, "a", nil, false}, {2, "b", nil, false}, {3, "c", nil, false}}, 3},
+		{"a gap is refused, then filled", FormatOrdered, []step{
+			{1, "a", nil, false}, {3, "c", ErrOutOfOrder, false}, {4, "d", ErrOutOfOrder, false},
+			{2, "b", nil, false}, {3, "c", nil, false}, {4, "d", nil, false}}, 4},
+		{"a refused command again with a new id", FormatOrdered, []step{
+			{2, "b", ErrOutOfOrder, false}, {1, "a", nil, false}, {2, "b2", nil, false}}, 2},
+		{"older and equal numbers are duplicates", FormatOrdered, []step{
+			{1, "a", nil, false}, {2, "b", nil, false}, {1, "a2", nil, true}, {2, "b", nil, true}}, 2},
+		{"a copy of an applied command is a duplicate, whatever its number", FormatOrdered, []step{
+			{1, "a", nil, false}, {5, "a", nil, true}}, 1},
+		{"format 2: no order rule", FormatInvoke, []step{
+			{1, "a", nil, false}, {3, "c", nil, false}, {2, "b", nil, true}}, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := newApplier(t, testConfig(t))
+			a.apply1(Command{Kind: KindFormat, Format: tc.format})
+			a.apply1(open("h", "c1", "u"))
+			before := len(mustSince(t, a.m, Cursor{}, 1000))
+			applied := 0
+			for i, s := range tc.steps {
+				r := a.apply1(withID(withOrigin(publish("h", AudienceAll, "", `[1]`), "c1", "", s.seq), s.id))
+				if r.Err != s.wantErr || r.Duplicate != s.wantDup {
+					t.Fatalf("step %d (seq %d, id %s): %+v, want err %v, duplicate %v", i, s.seq, s.id, r, s.wantErr, s.wantDup)
+				}
+				if r.Err == nil && !r.Duplicate {
+					applied++
+				}
+			}
+			if ci, _ := a.m.Connection("h", "c1"); ci.ClientSeq != tc.seq {
+				t.Errorf("ClientSeq %d, want %d", ci.ClientSeq, tc.seq)
+			}
+			if got := len(mustSince(t, a.m, Cursor{}, 1000)) - before; got != applied {
+				t.Errorf("%d entries cached, want the %d applied", got, applied)
+			}
+		})
+	}
+}

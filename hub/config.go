@@ -45,6 +45,14 @@ type Config struct {
 	// in ASP.NET Core; stateful-reconnect connections stay at 1, since
 	// their messages are numbered in order.
 	MaxParallelInvocations int
+	// MaxPipelinedInvocations is how many invocations of built-in methods
+	// one connection may have on their way into the log at once, applied
+	// and completed in the order the client sent them (pipeline.go); the
+	// reader waits while that many are in flight. 1 waits for each commit
+	// before reading the next message. It needs a Publisher that is a
+	// Submitter and a cluster at log format 3; it does not apply to
+	// stateful-reconnect connections or with MaxParallelInvocations above 1.
+	MaxPipelinedInvocations int
 	// WriteDelay, when positive, spaces a connection's writes at least this
 	// far apart while messages keep coming: what arrives meanwhile goes out
 	// in the same transport message. A connection that was quiet for
@@ -258,37 +266,38 @@ const DefaultGroupClaim = "raftplane_groups"
 // timeout 30 s, handshake 15 s, 32 KiB messages).
 func DefaultConfig() Config {
 	return Config{
-		KeepAliveInterval:      15 * time.Second,
-		ClientTimeout:          30 * time.Second,
-		HandshakeTimeout:       15 * time.Second,
-		MaxMessageSize:         32 << 10,
-		MaxQueuedMessages:      4096,
-		MaxQueuedBytes:         4 << 20,
-		MaxConnections:         0, // automatic: see autoMaxConnections
-		MaxConnectionsPerUser:  100,
-		MaxConnectionsPerIP:    1000,
-		MaxGroupsPerConnection: 1000,
-		MaxGroupMembers:        100000,
-		MaxParallelInvocations: 1,
-		SendTimeout:            10 * time.Second,
-		WSReadBufferSize:       1024,
-		WSWriteBufferSize:      16 << 10,
-		PublishTimeout:         10 * time.Second,
-		NegotiateTTL:           60 * time.Second,
-		MaxBodySize:            64 << 10,
-		DisconnectTimeout:      30 * time.Second,
-		PollTimeout:            90 * time.Second,
-		ReadyMaxContact:        5 * time.Second,
-		JWTLeeway:              DefaultJWTLeeway,
-		JWKSRefresh:            DefaultJWKSRefresh,
-		JWKSMinRefresh:         DefaultJWKSMinRefresh,
-		JWKSTimeout:            DefaultJWKSTimeout,
-		JWKSMaxBytes:           DefaultJWKSMaxBytes,
-		GroupClaim:             DefaultGroupClaim,
-		UpstreamTimeout:        DefaultUpstreamTimeout,
-		UpstreamMaxBody:        DefaultUpstreamMaxBody,
-		EventsMarkEvery:        DefaultEventsMarkEvery,
-		EventsMarkInterval:     DefaultEventsMarkInterval,
+		KeepAliveInterval:       15 * time.Second,
+		ClientTimeout:           30 * time.Second,
+		HandshakeTimeout:        15 * time.Second,
+		MaxMessageSize:          32 << 10,
+		MaxQueuedMessages:       4096,
+		MaxQueuedBytes:          4 << 20,
+		MaxConnections:          0, // automatic: see autoMaxConnections
+		MaxConnectionsPerUser:   100,
+		MaxConnectionsPerIP:     1000,
+		MaxGroupsPerConnection:  1000,
+		MaxGroupMembers:         100000,
+		MaxParallelInvocations:  1,
+		MaxPipelinedInvocations: 256,
+		SendTimeout:             10 * time.Second,
+		WSReadBufferSize:        1024,
+		WSWriteBufferSize:       16 << 10,
+		PublishTimeout:          10 * time.Second,
+		NegotiateTTL:            60 * time.Second,
+		MaxBodySize:             64 << 10,
+		DisconnectTimeout:       30 * time.Second,
+		PollTimeout:             90 * time.Second,
+		ReadyMaxContact:         5 * time.Second,
+		JWTLeeway:               DefaultJWTLeeway,
+		JWKSRefresh:             DefaultJWKSRefresh,
+		JWKSMinRefresh:          DefaultJWKSMinRefresh,
+		JWKSTimeout:             DefaultJWKSTimeout,
+		JWKSMaxBytes:            DefaultJWKSMaxBytes,
+		GroupClaim:              DefaultGroupClaim,
+		UpstreamTimeout:         DefaultUpstreamTimeout,
+		UpstreamMaxBody:         DefaultUpstreamMaxBody,
+		EventsMarkEvery:         DefaultEventsMarkEvery,
+		EventsMarkInterval:      DefaultEventsMarkInterval,
 	}
 }
 
@@ -317,6 +326,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxParallelInvocations < 1 || c.MaxParallelInvocations > 1024 {
 		errs = append(errs, fmt.Errorf("MaxParallelInvocations (%d) must be between 1 and 1024", c.MaxParallelInvocations))
+	}
+	if c.MaxPipelinedInvocations < 1 || c.MaxPipelinedInvocations > 65536 {
+		errs = append(errs, fmt.Errorf("MaxPipelinedInvocations (%d) must be between 1 and 65536", c.MaxPipelinedInvocations))
 	}
 	if c.WriteDelay < 0 || c.WriteDelay > time.Second {
 		errs = append(errs, fmt.Errorf("WriteDelay (%s) must be between 0 and 1s", c.WriteDelay))

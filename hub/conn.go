@@ -98,6 +98,9 @@ type conn struct {
 	// counts them so the connection's end waits for them.
 	parallel    chan struct{}
 	invocations sync.WaitGroup
+	// pipe is the connection's ordered pipeline (pipeline.go), made at its
+	// first pipelined invocation; the reader owns the field.
+	pipe *pipeline
 
 	groups  map[string]struct{} // owned by the dispatcher goroutine
 	touched bool                // in Server.touched; owned by the dispatcher goroutine

@@ -318,7 +318,7 @@ func (s *Server) recordProgress(ctx context.Context, progs []*progress, mark fsm
 	if !mark.Less(real) {
 		return mark
 	}
-	if f := s.stream.Format(); f < fsm.LogFormat {
+	if f := s.stream.Format(); f < fsm.FormatInvoke {
 		s.ev.mu.Lock()
 		warn := !s.ev.warned
 		s.ev.warned = true

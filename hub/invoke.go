@@ -72,10 +72,10 @@ func (c *conn) invokeApp(m hubMessage, am appMethod) {
 // a stateful-reconnect connection: its effects, then a KindInvoke carrying
 // the client message's origin and the Completion, or the refusal text.
 func (c *conn) statefulApp(m hubMessage, am appMethod) ([]fsm.Command, string) {
-	if f := c.srv.stream.Format(); f < fsm.LogFormat {
+	if f := c.srv.stream.Format(); f < fsm.FormatInvoke {
 		// A node of the cluster runs an older build, which would stop at
 		// the invoke: refuse until the rolling upgrade is complete.
-		return nil, fmt.Sprintf("%s: not run, the cluster is being upgraded (log format %d, this node writes %d); retry once every node runs the new version", am.name, f, fsm.LogFormat)
+		return nil, fmt.Sprintf("%s: not run, the cluster is being upgraded (log format %d, application methods need %d); retry once every node runs the new version", am.name, f, fsm.FormatInvoke)
 	}
 	effects, result, errText := c.callApp(m, am)
 	if errText != "" {

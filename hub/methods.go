@@ -140,7 +140,7 @@ func (c *conn) handleRecord(rec []byte, info recordInfo) {
 			return
 		}
 		if info.HasInvocationID {
-			c.complete(info.InvocationID, nil, msg)
+			c.replyInOrder(info.InvocationID, msg)
 		}
 		return
 	}
@@ -161,7 +161,7 @@ func (c *conn) handleRecord(rec []byte, info recordInfo) {
 		// client's own Completions, StreamItems and Cancels are not.
 		if m.Type == 0 || m.Type == typeInvocation || m.Type == typeStreamInvocation {
 			if id, ok := scanRecordInvocationID(c.proto, rec); ok {
-				c.complete(id, nil, "Invalid message: "+err.Error())
+				c.replyInOrder(id, "Invalid message: "+err.Error())
 			}
 		}
 		return
@@ -171,13 +171,16 @@ func (c *conn) handleRecord(rec []byte, info recordInfo) {
 	}
 	switch m.Type {
 	case typeInvocation:
-		if c.parallel != nil {
+		switch {
+		case c.parallel != nil:
 			c.invokeParallel(m)
-			return
+		case c.pipelined():
+			c.invokePipelined(m) // pipeline.go
+		default:
+			c.invoke(m)
 		}
-		c.invoke(m)
 	case typeStreamInvocation:
-		c.complete(m.InvocationID, nil, fmt.Sprintf("Unknown hub method '%s': this hub has no streaming methods.", m.Target))
+		c.replyInOrder(m.InvocationID, fmt.Sprintf("Unknown hub method '%s': this hub has no streaming methods.", m.Target))
 	case typeClose:
 		c.goodbye.Store(true)
 		c.cancel()

@@ -22,6 +22,22 @@ type Publisher interface {
 	PublishGroup(ctx context.Context, cmds []fsm.Command) ([]fsm.Result, error)
 }
 
+// Submitter is a Publisher that can also take a group without waiting
+// for its commit (ordered pipelining, pipeline.go): Submit returns once the
+// group is queued, and groups submitted one after another reach the log
+// in that order unless a leader change intervenes (the FSM then keeps an
+// origin's commands in order: fsm.FormatOrdered). The Publisher given to
+// New is asked for it; without it every invocation waits for its commit.
+type Submitter interface {
+	Submit(ctx context.Context, cmds []fsm.Command) (Pending, error)
+}
+
+// Pending is a submitted group: Wait returns its results once it is
+// committed and applied on this node, as PublishGroup does.
+type Pending interface {
+	Wait(ctx context.Context) ([]fsm.Result, error)
+}
+
 // Stream is everything the hub reads of the replicated state: the log and
 // the registry. *fsm.Machine implements both, and New takes it as one
 // value; the Server keeps them apart (Server.stream, Server.reg), so that

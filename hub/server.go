@@ -58,6 +58,8 @@ type Server struct {
 	up            *upstream       // upstream.go: nil without Config.Upstream
 	ev            events          // events.go: the connection events runner's state
 	stats         serverStats     // stats.go: the counters Stats reports
+	sub           Submitter       // the Publisher's, if it has one (pipeline.go)
+	ordered       atomic.Bool     // the log is at fsm.FormatOrdered (pipeline.go)
 }
 
 // New validates cfg and builds a server; it starts nothing.
@@ -94,6 +96,7 @@ func New(cfg Config, pub Publisher, stream Stream) (*Server, error) {
 	}
 	s.lim.init(cfg, lg)
 	s.pub = timedPublisher{Publisher: pub, st: &s.stats} // stats.go: every commit counted and timed
+	s.sub, _ = pub.(Submitter)                           // pipeline.go (counted there)
 	s.jwt = newJWTAuth(cfg, lg)
 	s.up = newUpstream(cfg)            // upstream.go
 	s.ws.CheckOrigin = s.originAllowed // cors.go: -allowed-origins

@@ -121,6 +121,10 @@ type Stats struct {
 	// type, pings included); RESTMessages the REST API's sends.
 	ClientMessages uint64
 	RESTMessages   uint64
+	// PipelineResent counts pipelined invocations sent again because they
+	// reached the log before an earlier one of their connection
+	// (fsm.ErrOutOfOrder: after a leader change, most often).
+	PipelineResent uint64
 	// Commands counts the commands the dispatcher read from the log, by
 	// fsm.Kind name: every node counts every command of the log once.
 	Commands map[string]uint64
@@ -190,6 +194,7 @@ func (s *Server) Stats() Stats {
 		LimitRefusals:      map[string]uint64{},
 		ClientMessages:     st.received.sum(),
 		RESTMessages:       st.restReceived.Load(),
+		PipelineResent:     st.pipelineResent.Load(),
 		Deliveries:         st.frames.sum(),
 		DeliveredBytes:     st.bytes.sum(),
 		PublishLatency:     st.publishLat.snapshot(),
@@ -298,8 +303,10 @@ type serverStats struct {
 	publishes    [len(publishResultNames)]atomic.Uint64
 	received     shardedCounter
 	restReceived atomic.Uint64
-	frames       shardedCounter
-	bytes        shardedCounter
+	// pipelineResent: pipeline.go
+	pipelineResent atomic.Uint64
+	frames         shardedCounter
+	bytes          shardedCounter
 	// commands is written by the dispatcher only, by fsm.Kind (a byte).
 	commands    [256]atomic.Uint64
 	publishLat  latencyHistogram

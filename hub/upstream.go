@@ -474,8 +474,8 @@ func (c *conn) invokeUpstream(m hubMessage) {
 // effects), or the refusal text. The event id names the client message,
 // the same when the client sends it again after a reconnect.
 func (c *conn) statefulUpstream(m hubMessage) ([]fsm.Command, string) {
-	if f := c.srv.stream.Format(); f < fsm.LogFormat {
-		return nil, fmt.Sprintf("%s: not run, the cluster is being upgraded (log format %d, this node writes %d); retry once every node runs the new version", m.Target, f, fsm.LogFormat)
+	if f := c.srv.stream.Format(); f < fsm.FormatInvoke {
+		return nil, fmt.Sprintf("%s: not run, the cluster is being upgraded (log format %d, upstream methods need %d); retry once every node runs the new version", m.Target, f, fsm.FormatInvoke)
 	}
 	result, errText := c.callUpstream(m, "s:"+c.id+":"+strconv.FormatUint(c.sr.inSeq, 10))
 	if errText != "" {

@@ -21,6 +21,7 @@ type collector struct {
 	// hub
 	connections, connects, disconnects, resumes, reattaches *prometheus.Desc
 	received, commands, deliveries, deliveredBytes          *prometheus.Desc
+	pipelineResent                                          *prometheus.Desc
 	publishes, publishDuration, dispatchLatency             *prometheus.Desc
 	dispatcherLag, dispatchedIndex                          *prometheus.Desc
 	queueDepth, queuedBytes, limitRefusals                  *prometheus.Desc
@@ -47,6 +48,7 @@ func newCollector(cfg Config) *collector {
 	c.disconnects = d("disconnects_total", "Client connections ended on this node, by reason; reaped counts connections closed in the log for a process that is gone.", "reason")
 	c.resumes = d("resumes_total", "Cursor resumes on this node, by outcome.", "outcome")
 	c.reattaches = d("stateful_reconnects_total", "Stateful reconnects on this node, by outcome.", "outcome")
+	c.pipelineResent = d("pipeline_resent_total", "Pipelined invocations sent again because they reached the log before an earlier one of their connection (after a leader change, most often).")
 	c.received = d("messages_received_total", "Messages received on this node: hub messages from clients (every type), sends through the REST API.", "source")
 	c.commands = d("commands_committed_total", "Commands of the log read by this node's dispatcher, by kind (every node counts every command once).", "kind")
 	c.deliveries = d("deliveries_total", "Hub messages written to this node's clients by live delivery.")
@@ -149,6 +151,7 @@ func (c *collector) collectHub(ch chan<- prometheus.Metric, hs *hub.Stats, cs *c
 	counters(ch, c.reattaches, hs.StatefulReconnects)
 	counter(ch, c.received, hs.ClientMessages, "client")
 	counter(ch, c.received, hs.RESTMessages, "rest")
+	counter(ch, c.pipelineResent, hs.PipelineResent)
 	kinds := make(map[string]uint64, len(hs.Commands))
 	for k, v := range hs.Commands {
 		kinds[strings.ReplaceAll(k, "-", "_")] = v // label values as the other labels: snake case

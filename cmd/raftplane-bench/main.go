@@ -92,7 +92,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.duration, "duration", 10*time.Second, "how long the load runs")
 	fs.IntVar(&c.payload, "payload", 120, "padding bytes in each message")
 	fs.IntVar(&c.publishers, "publishers", 64, "publish: concurrent publishers, one connection each")
-	fs.IntVar(&c.inflight, "inflight", 1, "publish: invocations each publisher connection keeps in flight (above 1 they run in parallel only with the nodes' -max-parallel-invocations)")
+	fs.IntVar(&c.inflight, "inflight", 1, "publish: invocations each publisher connection keeps in flight (the nodes pipeline up to -max-pipelined-invocations of a connection's, in order)")
 	fs.IntVar(&c.pubConns, "pub-conns", 1, "fanout/latency/failover: connections the one paced publisher spreads its messages over (the server runs one connection's invocations one at a time)")
 	fs.IntVar(&c.conns, "conns", 10000, "conns: idle connections to node 1")
 	fs.DurationVar(&c.idle, "idle", 2*time.Second, "conns: how long the connections stay idle before node 1's memory is measured")

@@ -638,7 +638,7 @@ func runPublish(ctx context.Context, e *env, cfg *config) ([]Result, error) {
 	r.metric("invoke_max_ms", msOf(lat.max))
 	r.note("each publisher: its own WebSocket connection (spread round robin over the nodes), InvokeCursor(SendToGroup) into a group nobody is in, back to back, %d at a time; no subscribers", cfg.inflight)
 	if cfg.inflight > 1 {
-		r.note("more than one invocation at a time per connection runs in parallel only on nodes started with -max-parallel-invocations (ASP.NET Core: MaximumParallelInvocationsPerClient); otherwise they queue")
+		r.note("the invocations in flight on one connection are pipelined by the nodes (up to -max-pipelined-invocations, applied in the order they reach the node)")
 	}
 	if firstErr != nil {
 		r.note("first error: %v", firstErr)
