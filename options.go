@@ -74,7 +74,7 @@ func LookupOption(name string) (Option, bool) {
 
 // opt builds one table row; fields is a comma-separated list of Go paths.
 func opt(name string, g Group, fields string, v func(*Config) Value, usage string) Option {
-	return Option{Name: name, Group: g, Usage: usage, fields: splitList(fields), value: v}
+	return Option{Name: name, Group: g, Usage: usage, fields: SplitList(fields), value: v}
 }
 
 // Options returns every option, in the order -help lists them within
@@ -378,7 +378,7 @@ func clientMethods(c *Config) Value {
 			case "none", "":
 				h.ClientMethods = []string{}
 			default:
-				h.ClientMethods = splitList(v)
+				h.ClientMethods = SplitList(v)
 			}
 			return nil
 		},

@@ -111,7 +111,7 @@ func (v durationValue) String() string {
 type listValue struct{ p *[]string }
 
 func (v listValue) Type() string       { return "list" }
-func (v listValue) Set(s string) error { *v.p = splitList(s); return nil }
+func (v listValue) Set(s string) error { *v.p = SplitList(s); return nil }
 func (v listValue) String() string {
 	if v.p == nil {
 		return ""
@@ -138,9 +138,11 @@ func (v funcValue) String() string {
 	return v.get()
 }
 
-// splitList splits a comma-separated list, trimming white space and
-// dropping empty items.
-func splitList(s string) []string {
+// SplitList splits a comma-separated list, trimming white space and
+// dropping empty items: how every list option reads its text (an empty
+// text is an empty list). The certs subcommand reads its lists with it too,
+// so a list means the same in every flag of the binary.
+func SplitList(s string) []string {
 	var out []string
 	for _, p := range strings.Split(s, ",") {
 		if p = strings.TrimSpace(p); p != "" {

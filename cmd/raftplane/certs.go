@@ -8,9 +8,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
+	"github.com/raftplane/raftplane"
 	"github.com/raftplane/raftplane/certs"
 )
 
@@ -110,7 +110,7 @@ func runCertsNode(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("certs node: -days (%d) must be at least 1", *days)
 	}
 	var ips []net.IP
-	for _, s := range splitList(*ipList) {
+	for _, s := range raftplane.SplitList(*ipList) {
 		ip := net.ParseIP(s)
 		if ip == nil {
 			return fmt.Errorf("certs node: -ip %q is not an IP address", s)
@@ -131,7 +131,7 @@ func runCertsNode(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("certs node: CA key: %w", err)
 	}
-	certPEM, keyPEM, err := certs.NewNodeCert(caPEM, caKeyPEM, *name, ips, splitList(*hostList), time.Duration(*days)*24*time.Hour)
+	certPEM, keyPEM, err := certs.NewNodeCert(caPEM, caKeyPEM, *name, ips, raftplane.SplitList(*hostList), time.Duration(*days)*24*time.Hour)
 	if err != nil {
 		return fmt.Errorf("certs node: %w", err)
 	}
@@ -209,15 +209,4 @@ func replaceFile(name string, data []byte, mode os.FileMode) error {
 		return err
 	}
 	return nil
-}
-
-// splitList splits a comma-separated list, dropping empty items.
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }
