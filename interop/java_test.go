@@ -222,6 +222,15 @@ func TestJavaClient(t *testing.T) {
 	if err := os.RemoveAll(reports); err != nil {
 		t.Fatal(err)
 	}
+	// The nodes' logs of a failed run are long and printed as they came,
+	// so a CI log cut in the middle could hide why; this cleanup, made
+	// before the cluster's, says it again after them.
+	var verdict string
+	t.Cleanup(func() {
+		if verdict != "" {
+			t.Logf("TestJavaClient failed (repeated after the nodes' logs):\n%s", verdict)
+		}
+	})
 	c := startClientCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), clientSuiteTimeout)
 	defer cancel()
@@ -232,6 +241,7 @@ func TestJavaClient(t *testing.T) {
 	took := time.Since(start).Round(time.Millisecond)
 	sum, serr := readSurefire(reports)
 	if err != nil {
+		verdict = fmt.Sprintf("mvn -q -B test (%v): %v\n%s%s", took, err, sum.lines, firstBytes(sum.failures, 8<<10))
 		t.Fatalf("mvn -q -B test (%v): %v\n%s\n%s", took, err, out, sum.failures)
 	}
 	if serr != nil {
@@ -309,4 +319,12 @@ func readSurefire(dir string) (surefireSummary, error) {
 	}
 	sum.lines, sum.failures = lines.String(), failures.String()
 	return sum, nil
+}
+
+// firstBytes is s cut to at most n bytes, saying so.
+func firstBytes(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + fmt.Sprintf("\n[... %d more bytes]", len(s)-n)
 }
