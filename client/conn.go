@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/raftplane/raftplane/signalr"
 )
 
 // Message is a server invocation delivered to this connection: raftplane's
@@ -716,27 +717,21 @@ func (l *link) readError(err error) error {
 // A server Close message is returned as a *CloseError.
 func (l *link) handleData(data []byte) error {
 	return splitRecords(data, func(rec []byte) error {
-		var m inMessage
-		if !parseFast(rec, &m) {
-			if err := json.Unmarshal(rec, &m); err != nil {
-				return fmt.Errorf("client: malformed hub message from server %s: %w", abbreviate(rec), err)
-			}
+		m, err := signalr.JSON.Parse(rec)
+		switch {
+		case err != nil && m.Type == signalr.TypeCompletion && !m.HasInvocationID:
+			return fmt.Errorf("client: Completion without invocationId from server: %s", abbreviate(rec))
+		case err != nil:
+			return fmt.Errorf("client: malformed hub message from server %s: %w", abbreviate(rec), err)
 		}
 		switch m.Type {
-		case typeInvocation:
+		case signalr.TypeInvocation:
 			return l.deliver(m)
-		case typeCompletion:
-			if m.InvocationID == nil {
-				return fmt.Errorf("client: Completion without invocationId from server: %s", abbreviate(rec))
-			}
-			l.complete(*m.InvocationID, m)
-		case typeClose:
-			ce := &CloseError{AllowReconnect: m.AllowReconnect}
-			if m.Error != nil {
-				ce.Message = *m.Error
-			}
-			return ce
-		case typePing:
+		case signalr.TypeCompletion:
+			l.complete(m.InvocationID, m)
+		case signalr.TypeClose:
+			return &CloseError{Message: m.Error, AllowReconnect: m.AllowReconnect}
+		case signalr.TypePing:
 			// The read deadline was already extended.
 		default:
 			// StreamItem, Ack, Sequence and types from later protocol
@@ -750,9 +745,9 @@ func (l *link) handleData(data []byte) error {
 // channel is full (backpressure) unless Close is called. A message whose
 // cursor does not come after the last one delivered is dropped (counted in
 // Stats.Duplicates).
-func (l *link) deliver(m inMessage) error {
+func (l *link) deliver(m signalr.Message) error {
 	c := l.c
-	msg := Message{Target: m.Target, Arguments: m.Arguments, Cursor: m.cursorHeader()}
+	msg := Message{Target: m.Target, Arguments: m.Arguments, Cursor: m.Headers["cursor"]}
 	var next position
 	if msg.Cursor != "" {
 		if e, i, o, err := ParseCursor(msg.Cursor); err == nil {
@@ -783,10 +778,10 @@ func (l *link) deliver(m inMessage) error {
 		return errQuit
 	}
 	l.delivered.Add(1)
-	if m.InvocationID != nil {
+	if m.HasInvocationID {
 		// The server wants a client result; this client registers no
 		// handlers, so it answers as the official clients do without one.
-		if err := l.write(context.Background(), encodeCompletionError(*m.InvocationID, "Client didn't provide a result.")); err != nil {
+		if err := l.write(context.Background(), encodeCompletionError(m.InvocationID, "Client didn't provide a result.")); err != nil {
 			if errors.Is(err, ErrClosed) {
 				return errQuit
 			}
@@ -798,12 +793,12 @@ func (l *link) deliver(m inMessage) error {
 
 // complete hands a Completion to its Invoke, and keeps the first cursor
 // result as the resume position while no message has been delivered.
-func (l *link) complete(id string, m inMessage) {
+func (l *link) complete(id string, m signalr.Message) {
 	c := l.c
 	c.mu.Lock()
 	ch := l.pending[id]
 	delete(l.pending, id)
-	if c.firstResult == "" && m.Error == nil && len(m.Result) > 0 && m.Result[0] == '"' {
+	if c.firstResult == "" && !m.HasError && len(m.Result) > 0 && m.Result[0] == '"' {
 		var s string
 		if json.Unmarshal(m.Result, &s) == nil {
 			if e, i, o, err := ParseCursor(s); err == nil {
@@ -813,6 +808,10 @@ func (l *link) complete(id string, m inMessage) {
 	}
 	c.mu.Unlock()
 	if ch != nil { // nil: the caller gave up (ctx) or the id is not ours
-		ch <- completion{result: m.Result, errMsg: m.Error}
+		var errMsg *string
+		if m.HasError {
+			errMsg = &m.Error
+		}
+		ch <- completion{result: m.Result, errMsg: errMsg}
 	}
 }

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/raftplane/raftplane/signalr"
 )
 
 // userAgent is sent unless Config.Header sets one.
@@ -307,7 +309,7 @@ func handshake(ctx context.Context, ws *websocket.Conn) ([]byte, error) {
 	if err != nil {
 		return nil, handshakeErr(ctx, err)
 	}
-	i := indexRS(data)
+	i := bytes.IndexByte(data, signalr.RecordSeparator)
 	if i < 0 {
 		return nil, fmt.Errorf("client: incomplete handshake response: %s", abbreviate(data))
 	}
@@ -320,15 +322,6 @@ func handshake(ctx context.Context, ws *websocket.Conn) ([]byte, error) {
 	_ = ws.SetWriteDeadline(time.Time{})
 	_ = ws.SetReadDeadline(time.Time{})
 	return data[i+1:], nil
-}
-
-func indexRS(b []byte) int {
-	for i, c := range b {
-		if c == recordSeparator {
-			return i
-		}
-	}
-	return -1
 }
 
 func handshakeErr(ctx context.Context, err error) error {

@@ -1,5 +1,6 @@
 // Package hub owns the SignalR side of raftplane: negotiate, the transports,
-// the hub protocols (JSON and MessagePack), the connections of this node,
+// the hub protocols (JSON and MessagePack: their wire format is package
+// signalr's, which codec.go adapts), the connections of this node,
 // the built-in hub methods, cursor resume, the server REST API, and delivery
 // to local connections.
 //

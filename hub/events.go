@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/raftplane/raftplane/fsm"
+	"github.com/raftplane/raftplane/signalr"
 )
 
 // Connection events, once per connection across the cluster.
@@ -426,7 +427,7 @@ func retryable(status int) bool {
 func (s *Server) deliverDisconnected(ctx context.Context, e *fsm.Entry) bool {
 	body := []byte(`{"type":` + strconv.Itoa(typeCloseConnection))
 	if msg := closeError(e.Reason); msg != "" {
-		body = append(append(body, `,"error":`...), appendJSONString(nil, msg)...)
+		body = append(append(body, `,"error":`...), signalr.AppendJSONString(nil, msg)...)
 	}
 	call := upstreamCall{category: categoryConnections, event: eventDisconnected, hub: e.Hub, conn: e.Conn,
 		user: e.User, eventID: e.Cursor.Format(s.stream.Epoch()), contentType: contentJSON, body: append(body, '}')}

@@ -21,6 +21,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/raftplane/raftplane/fsm"
+	"github.com/raftplane/raftplane/signalr"
 )
 
 // Upstream webhooks, in the shape of Azure SignalR Service's serverless
@@ -527,33 +528,14 @@ func (c *conn) callUpstream(m hubMessage, eventID string) (json.RawMessage, stri
 // keeps: a MessagePack client's are encoded back (bin arrives as a base64
 // string, a timestamp as an ISO 8601 string).
 func upstreamInvocation(p protocol, m hubMessage) (contentType string, body []byte, err error) {
+	b, err := p.codec().AppendClientInvocation(nil, m.InvocationID, m.HasInvocationID, m.Target, joinArgs(m.Arguments))
+	if err != nil {
+		return "", nil, fmt.Errorf("its arguments cannot be sent: %v", err)
+	}
 	if p.binary() {
-		w := newMPWriter(nil)
-		w.w.b = append(w.w.b, 0x95, typeInvocation, 0x80) // [1, {}, id, target, args]
-		if m.HasInvocationID {
-			_ = w.enc.EncodeString(m.InvocationID)
-		} else {
-			w.w.b = append(w.w.b, mpNil)
-		}
-		_ = w.enc.EncodeString(m.Target)
-		err := w.appendJSONAsMsgpack(joinArgs(m.Arguments))
-		b := w.done()
-		if err != nil {
-			return "", nil, fmt.Errorf("its arguments cannot be sent: %v", err)
-		}
 		return contentMsgpack, b, nil
 	}
-	b := []byte(`{"type":1,`)
-	if m.HasInvocationID {
-		b = append(b, `"invocationId":`...)
-		b = appendJSONString(b, m.InvocationID)
-		b = append(b, ',')
-	}
-	b = append(b, `"target":`...)
-	b = appendJSONString(b, m.Target)
-	b = append(b, `,"arguments":`...)
-	b = append(b, joinArgs(m.Arguments)...)
-	return contentJSON, append(b, '}'), nil
+	return contentJSON, b, nil
 }
 
 // parseUpstreamCompletion reads the upstream's answer to an invocation: a
@@ -573,7 +555,7 @@ func parseUpstreamCompletion(p protocol, ans upstreamAnswer) (hubMessage, error)
 		// A length prefix is a VarInt, and the first bytes of an unframed
 		// message ([3, ...]: 0x95 0x03) read as one too (405): a body whose
 		// length matches its "prefix" is tried framed, then as it is.
-		if n, size, err := parseVarInt(rec); err == nil && size > 0 && size+n == len(rec) {
+		if n, size, err := signalr.ParseLengthPrefix(rec); err == nil && size > 0 && size+n == len(rec) {
 			if done, err := completionRecord(p, rec[size:]); err == nil {
 				return done, nil
 			}

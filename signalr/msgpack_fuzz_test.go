@@ -1,4 +1,4 @@
-package hub
+package signalr
 
 import (
 	"bytes"
@@ -55,10 +55,10 @@ func FuzzMsgpackParse(f *testing.F) {
 				}
 				checkConversionStable(t, v)
 			}
-			if (m.Type == typeInvocation || m.Type == typeStreamInvocation) && m.Arguments == nil {
+			if (m.Type == TypeInvocation || m.Type == TypeStreamInvocation) && m.Arguments == nil {
 				t.Fatal("nil Arguments for an invocation")
 			}
-			if m.Type >= typeStreamItem && m.Type <= typeCancelInvocation && !m.HasInvocationID {
+			if m.Type >= TypeStreamItem && m.Type <= TypeCancelInvocation && !m.HasInvocationID {
 				t.Fatalf("type %d without an invocation id", m.Type)
 			}
 		}
@@ -102,7 +102,7 @@ func checkConversionStable(t *testing.T, js []byte) {
 }
 
 // refSplit is an independent reference for binarySplitter over a complete
-// stream: it returns what the splitter must emit and whether the stream
+// stream: it returns what the Splitter must emit and whether the stream
 // hits a bad prefix.
 func refSplit(data []byte, max int) (out []splitOut, bad bool) {
 	for len(data) > 0 {
@@ -131,16 +131,16 @@ func refSplit(data []byte, max int) (out []splitOut, bad bool) {
 		body := data[k : k+int(n)]
 		data = data[k+int(n):]
 		if int(n) <= max {
-			out = append(out, splitOut{string(body), recordInfo{Size: int(n)}})
+			out = append(out, splitOut{string(body), RecordInfo{Size: int(n)}})
 			continue
 		}
 		id, ok := scanMsgpackInvocationID(body[:min(len(body), oversizedHead)])
-		out = append(out, splitOut{"", recordInfo{Oversized: true, Size: int(n), InvocationID: id, HasInvocationID: ok}})
+		out = append(out, splitOut{"", RecordInfo{Oversized: true, Size: int(n), InvocationID: id, HasInvocationID: ok}})
 	}
 	return out, false
 }
 
-// FuzzBinarySplitter: however the stream is cut, the splitter emits what
+// FuzzBinarySplitter: however the stream is cut, the Splitter emits what
 // the reference does, stops at a bad prefix, and buffers at most max bytes.
 func FuzzBinarySplitter(f *testing.F) {
 	var all []byte
@@ -158,14 +158,14 @@ func FuzzBinarySplitter(f *testing.F) {
 		s := newBinarySplitter(max)
 		var got []splitOut
 		for _, c := range chunk(data, int(cut1)+1, int(cut2)+1) {
-			s.feed(c, func(rec []byte, info recordInfo) {
+			s.Feed(c, func(rec []byte, info RecordInfo) {
 				if info.Oversized != (rec == nil) {
 					t.Fatalf("rec %q with info %+v", rec, info)
 				}
 				got = append(got, splitOut{string(rec), info})
 			})
-			if s.pending() > max || cap(s.buf) > max || cap(s.head) > oversizedHead {
-				t.Fatalf("buffered %d (cap %d, head cap %d) with max %d", s.pending(), cap(s.buf), cap(s.head), max)
+			if s.Pending() > max || cap(s.buf) > max || cap(s.head) > oversizedHead {
+				t.Fatalf("buffered %d (cap %d, head cap %d) with max %d", s.Pending(), cap(s.buf), cap(s.head), max)
 			}
 		}
 		if len(got) == 0 {
@@ -174,8 +174,8 @@ func FuzzBinarySplitter(f *testing.F) {
 		if !reflect.DeepEqual(got, want) {
 			t.Fatalf("max %d chunks %d/%d:\n got %+v\nwant %+v", max, cut1+1, cut2+1, got, want)
 		}
-		if (s.err() != nil) != bad {
-			t.Fatalf("splitter error %v, reference bad prefix %v", s.err(), bad)
+		if (s.Err() != nil) != bad {
+			t.Fatalf("Splitter error %v, reference bad prefix %v", s.Err(), bad)
 		}
 	})
 }

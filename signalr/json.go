@@ -1,11 +1,9 @@
-// This file owns the JSON SignalR hub protocol layer: 0x1E record framing
-// (recordSplitter, with a constant-memory size limit), the handshake, parsing
-// of client->server hub messages and encoding of server->client hub messages.
-// It is pure code: no I/O, no goroutines, no locks. The wire facts it
-// implements are ASP.NET Core's: HubProtocol.md and TransportProtocols.md in
-// github.com/dotnet/aspnetcore, src/SignalR/docs/specs.
+// This file holds the JSON hub protocol ("json", text frames): 0x1E record
+// framing (recordSplitter, with a constant-memory size limit), parsing of
+// hub messages (jsonfast.go reads the server's own shapes in one pass) and
+// their encoding, and the JSON helpers the handshake shares.
 
-package hub
+package signalr
 
 import (
 	"bytes"
@@ -17,163 +15,15 @@ import (
 	"unicode/utf8"
 )
 
-// recordSeparator terminates every JSON hub protocol record (and the handshake).
-const recordSeparator = 0x1E
-
-// Message type numbers.
-const (
-	typeInvocation       = 1
-	typeStreamItem       = 2
-	typeCompletion       = 3
-	typeStreamInvocation = 4
-	typeCancelInvocation = 5
-	typePing             = 6
-	typeClose            = 7
-	typeAck              = 8
-	typeSequence         = 9
-)
-
-// protocol is the hub protocol seam; jsonProtocol implements it now,
-// MessagePack later. Implementations are stateless and safe for concurrent use.
-type protocol interface {
-	name() string // "json"
-	binary() bool // false: text frames
-	appendInvocation(dst []byte, target string, args json.RawMessage, cursor string) []byte
-	appendCompletion(dst []byte, invocationID string, result json.RawMessage, errMsg string) []byte
-	appendPing(dst []byte) []byte
-	appendClose(dst []byte, errMsg string, allowReconnect bool) []byte
-	// appendAck and appendSequence write stateful reconnect's Ack and
-	// Sequence messages.
-	appendAck(dst []byte, seq uint64) []byte
-	appendSequence(dst []byte, seq uint64) []byte
-}
-
-// jsonProtocol is the JSON hub protocol ("json", text frames, 0x1E framing).
-type jsonProtocol struct{}
-
-var _ protocol = jsonProtocol{}
-
-func (jsonProtocol) name() string { return "json" }
-func (jsonProtocol) binary() bool { return false }
-
-func (jsonProtocol) appendInvocation(dst []byte, target string, args json.RawMessage, cursor string) []byte {
-	return appendInvocation(dst, target, args, cursor)
-}
-
-func (jsonProtocol) appendCompletion(dst []byte, invocationID string, result json.RawMessage, errMsg string) []byte {
-	return appendCompletion(dst, invocationID, result, errMsg)
-}
-
-func (jsonProtocol) appendPing(dst []byte) []byte { return appendPing(dst) }
-
-func (jsonProtocol) appendAck(dst []byte, seq uint64) []byte { return appendAck(dst, int64(seq)) }
-
-func (jsonProtocol) appendSequence(dst []byte, seq uint64) []byte {
-	return appendSequence(dst, int64(seq))
-}
-
-func (jsonProtocol) appendClose(dst []byte, errMsg string, allowReconnect bool) []byte {
-	return appendClose(dst, errMsg, allowReconnect)
-}
-
-// ---------------------------------------------------------------------------
-// Handshake
-
-// handshakeRequest is the client's first record.
-type handshakeRequest struct {
-	Protocol string
-	Version  int
-}
-
-// parseHandshake parses one handshake record (without the trailing 0x1E).
-// Property names are case-sensitive, unknown properties are ignored and a
-// repeated property takes its last value. protocol must be a non-empty string
-// and version an integer in the int32 range; whether they are supported is
-// for the caller to decide.
-func parseHandshake(rec []byte) (handshakeRequest, error) {
-	var h handshakeRequest
-	if err := checkJSON("handshake", rec); err != nil {
-		return h, err
-	}
-	it, ok := newObjectIter(rec)
-	if !ok {
-		return h, errors.New("handshake: not a JSON object")
-	}
-	var proto, version []byte
-	for {
-		k, v, ok := it.next()
-		if !ok {
-			break
-		}
-		switch string(memberName(k)) {
-		case "protocol":
-			proto = v
-		case "version":
-			version = v
-		}
-	}
-	if proto == nil {
-		return h, errors.New("handshake: missing protocol")
-	}
-	p, ok := jsonStringValue(proto)
-	if !ok {
-		return h, errors.New("handshake: protocol must be a string")
-	}
-	if p == "" {
-		return h, errors.New("handshake: empty protocol")
-	}
-	if version == nil {
-		return h, errors.New("handshake: missing version")
-	}
-	n, err := jsonInt(version)
-	if err != nil || n < -1<<31 || n > 1<<31-1 {
-		return h, errors.New("handshake: version must be a 32-bit integer")
-	}
-	h.Protocol = p
-	h.Version = int(n)
-	return h, nil
-}
-
-// encodeHandshakeResponse returns `{}` + 0x1E when errMsg == "", else
-// `{"error":"<escaped>"}` + 0x1E.
-func encodeHandshakeResponse(errMsg string) []byte {
-	if errMsg == "" {
-		return []byte{'{', '}', recordSeparator}
-	}
-	dst := make([]byte, 0, len(errMsg)+16)
-	dst = append(dst, `{"error":`...)
-	dst = appendJSONString(dst, errMsg)
-	return append(dst, '}', recordSeparator)
-}
-
 // ---------------------------------------------------------------------------
 // Parsing client->server messages
-
-// hubMessage is a decoded client->server hub message (JSON protocol).
-//
-// The json.RawMessage fields point into a private copy of the record, so a
-// hubMessage stays valid after the record buffer is reused.
-type hubMessage struct {
-	Type            int
-	InvocationID    string // "" if absent
-	HasInvocationID bool   // invocationId present (string). A non-string invocationId is a parse error for types 1-5.
-	Target          string
-	Arguments       []json.RawMessage // each element raw, validated JSON; non-nil for types 1 and 4
-	StreamIDs       []string
-	Item            json.RawMessage // StreamItem: raw "item"; nil if absent
-	Result          json.RawMessage // Completion: raw "result"; nil if absent (void), "null" if explicitly null
-	Error           string          // Completion/Close error ("" if absent or null)
-	AllowReconnect  bool            // Close
-	SequenceID      int64           // Ack/Sequence
-	Headers         map[string]string
-}
 
 // parseMessage parses one JSON record (without 0x1E).
 //
 // Unknown fields are ignored; property order is free; property names are
 // case-sensitive; a repeated property takes its last value (like
-// encoding/json). Fields that do not belong to the message's type are ignored
-// without being checked. Missing or non-integer "type" is an error. An integer
+// encoding/json). Fields that do not belong to the message's type (rules.go)
+// are ignored without being checked. Missing or non-integer "type" is an error. An integer
 // type outside 1-9 is NOT an error: the message is returned with only Type
 // (and InvocationID if present) set, and the caller should ignore it, as the
 // official clients and the .NET server do (forward compatibility). For types
@@ -185,8 +35,16 @@ type hubMessage struct {
 // InvocationID/HasInvocationID (if the record is valid JSON with a string
 // top-level invocationId), so the caller can answer with a Completion error.
 // parseMessage never panics.
-func parseMessage(rec []byte) (hubMessage, error) {
-	var m hubMessage
+func parseMessage(rec []byte) (Message, error) {
+	if m, ok := parseFast(rec); ok {
+		return m, nil
+	}
+	return parseMessageGeneral(rec)
+}
+
+// parseMessageGeneral is parseMessage without the fast path (jsonfast.go).
+func parseMessageGeneral(rec []byte) (Message, error) {
+	var m Message
 	if err := checkJSON("hub message", rec); err != nil {
 		return m, err
 	}
@@ -243,27 +101,26 @@ func parseMessage(rec []byte) (hubMessage, error) {
 		return m, errors.New("hub message: type out of range")
 	}
 	m.Type = int(t)
-	if m.Type < typeInvocation || m.Type > typeSequence {
+	r, known := ruleOf(m.Type)
+	if !known {
 		return m, nil // unknown type: for the caller to ignore
 	}
-
-	// invocationId: optional for Invocation, required for 2-5, ignored otherwise.
-	if m.Type <= typeCancelInvocation {
+	if r.invocationID != absent {
 		if f.id != nil && !m.HasInvocationID {
 			return m, errors.New("hub message: invocationId must be a string")
 		}
-		if m.Type != typeInvocation && !m.HasInvocationID {
+		if r.invocationID == required && !m.HasInvocationID {
 			return m, errors.New("hub message: missing invocationId")
 		}
 	}
-	if m.Type != typePing && f.headers != nil {
+	if r.headers && f.headers != nil {
 		if m.Headers, err = parseHeaders(f.headers); err != nil {
 			return m, err
 		}
 	}
 
-	switch m.Type {
-	case typeInvocation, typeStreamInvocation:
+	switch r.body {
+	case bodyInvocation:
 		if f.target == nil {
 			return m, errors.New("hub message: missing target")
 		}
@@ -305,15 +162,16 @@ func parseMessage(rec []byte) (hubMessage, error) {
 				m.StreamIDs = append(m.StreamIDs, s)
 			}
 		}
-	case typeStreamItem:
+	case bodyItem:
 		if f.item != nil {
 			m.Item = json.RawMessage(f.item)
 		}
-	case typeCompletion:
+	case bodyCompletion:
 		if f.errMsg != nil && !isNull(f.errMsg) {
 			if m.Error, ok = jsonStringValue(f.errMsg); !ok {
 				return m, errors.New("hub message: error must be a string")
 			}
+			m.HasError = true
 			if f.result != nil {
 				return m, errors.New("hub message: completion has both result and error")
 			}
@@ -321,11 +179,12 @@ func parseMessage(rec []byte) (hubMessage, error) {
 		if f.result != nil {
 			m.Result = json.RawMessage(f.result)
 		}
-	case typeClose:
+	case bodyClose:
 		if f.errMsg != nil && !isNull(f.errMsg) {
 			if m.Error, ok = jsonStringValue(f.errMsg); !ok {
 				return m, errors.New("hub message: error must be a string")
 			}
+			m.HasError = true
 		}
 		if f.allowReconnect != nil {
 			switch string(f.allowReconnect) {
@@ -336,7 +195,7 @@ func parseMessage(rec []byte) (hubMessage, error) {
 				return m, errors.New("hub message: allowReconnect must be a boolean")
 			}
 		}
-	case typeAck, typeSequence:
+	case bodySequence:
 		if f.seq == nil {
 			return m, errors.New("hub message: missing sequenceId")
 		}
@@ -710,14 +569,6 @@ func hex4(s []byte) rune {
 // ---------------------------------------------------------------------------
 // Framing
 
-// recordInfo describes one record emitted by recordSplitter.feed.
-type recordInfo struct {
-	Oversized       bool   // longer than the splitter's max; rec is nil
-	Size            int    // record length in bytes, without the 0x1E
-	InvocationID    string // oversized only: top-level "invocationId" found by the scanner
-	HasInvocationID bool   // oversized only: InvocationID is valid
-}
-
 // recordSplitter turns an incoming byte stream (arriving in arbitrary chunks:
 // several records per WebSocket frame or one record across frames) into
 // 0x1E-terminated records. It enforces a maximum record size in constant
@@ -753,9 +604,9 @@ func newRecordSplitter(max int) *recordSplitter {
 // info.Size is its total length and info.InvocationID/HasInvocationID are the
 // top-level invocationId the scanner found, if any. Bytes after the last 0x1E
 // are kept (at most max of them) for the next call.
-func (s *recordSplitter) feed(p []byte, emit func(rec []byte, info recordInfo)) {
+func (s *recordSplitter) Feed(p []byte, emit func(rec []byte, info RecordInfo)) {
 	for len(p) > 0 {
-		i := bytes.IndexByte(p, recordSeparator)
+		i := bytes.IndexByte(p, RecordSeparator)
 		if s.over {
 			if i < 0 {
 				s.scan.scan(p)
@@ -771,7 +622,7 @@ func (s *recordSplitter) feed(p []byte, emit func(rec []byte, info recordInfo)) 
 			// Fast path: records that lie entirely in p are emitted without copying.
 			if i >= 0 {
 				if i <= s.max {
-					emit(p[:i], recordInfo{Size: i})
+					emit(p[:i], RecordInfo{Size: i})
 				} else {
 					s.scan.reset()
 					s.scan.scan(p[:i])
@@ -793,7 +644,7 @@ func (s *recordSplitter) feed(p []byte, emit func(rec []byte, info recordInfo)) 
 				rec := s.buf
 				s.buf = s.buf[:0]
 				p = p[i+1:]
-				emit(rec, recordInfo{Size: len(rec)})
+				emit(rec, RecordInfo{Size: len(rec)})
 				continue
 			}
 			n := len(s.buf)
@@ -836,17 +687,20 @@ func (s *recordSplitter) startOversized(p []byte) {
 	s.buf = s.buf[:0]
 }
 
-func (s *recordSplitter) emitOversized(size int, emit func([]byte, recordInfo)) {
+func (s *recordSplitter) emitOversized(size int, emit func([]byte, RecordInfo)) {
 	id, ok := s.scan.result()
 	s.over = false
 	s.overSize = 0
 	s.scan.reset()
-	emit(nil, recordInfo{Oversized: true, Size: size, InvocationID: id, HasInvocationID: ok})
+	emit(nil, RecordInfo{Oversized: true, Size: size, InvocationID: id, HasInvocationID: ok})
 }
 
 // pending reports how many bytes of an incomplete record are buffered. It is
 // never more than max; while an oversized record is being skipped it is 0.
-func (s *recordSplitter) pending() int { return len(s.buf) }
+func (s *recordSplitter) Pending() int { return len(s.buf) }
+
+// Err returns nil: 0x1E framing always resynchronises.
+func (s *recordSplitter) Err() error { return nil }
 
 // scanInvocationID runs the same lenient scanner the splitter uses for
 // oversized records over a complete record (e.g. a malformed one), so the
@@ -1086,7 +940,7 @@ func (s *idScanner) endString() {
 // empty args is written as []). When cursor == "" headers is omitted.
 func appendInvocation(dst []byte, target string, args json.RawMessage, cursor string) []byte {
 	dst = append(dst, `{"type":1,"target":`...)
-	dst = appendJSONString(dst, target)
+	dst = AppendJSONString(dst, target)
 	dst = append(dst, `,"arguments":`...)
 	if len(args) == 0 {
 		dst = append(dst, '[', ']')
@@ -1095,10 +949,10 @@ func appendInvocation(dst []byte, target string, args json.RawMessage, cursor st
 	}
 	if cursor != "" {
 		dst = append(dst, `,"headers":{"cursor":`...)
-		dst = appendJSONString(dst, cursor)
+		dst = AppendJSONString(dst, cursor)
 		dst = append(dst, '}')
 	}
-	return append(dst, '}', recordSeparator)
+	return append(dst, '}', RecordSeparator)
 }
 
 // appendCompletion writes a Completion. result is raw JSON appended verbatim;
@@ -1106,16 +960,16 @@ func appendInvocation(dst []byte, target string, args json.RawMessage, cursor st
 // writes "error" and no result.
 func appendCompletion(dst []byte, invocationID string, result json.RawMessage, errMsg string) []byte {
 	dst = append(dst, `{"type":3,"invocationId":`...)
-	dst = appendJSONString(dst, invocationID)
+	dst = AppendJSONString(dst, invocationID)
 	switch {
 	case errMsg != "":
 		dst = append(dst, `,"error":`...)
-		dst = appendJSONString(dst, errMsg)
+		dst = AppendJSONString(dst, errMsg)
 	case len(result) > 0:
 		dst = append(dst, `,"result":`...)
 		dst = append(dst, result...)
 	}
-	return append(dst, '}', recordSeparator)
+	return append(dst, '}', RecordSeparator)
 }
 
 // appendStreamItem writes {"type":2,"invocationId":<id>,"item":<item>}; item is
@@ -1123,14 +977,38 @@ func appendCompletion(dst []byte, invocationID string, result json.RawMessage, e
 // seam yet: the server does not stream to clients today.
 func appendStreamItem(dst []byte, invocationID string, item json.RawMessage) []byte {
 	dst = append(dst, `{"type":2,"invocationId":`...)
-	dst = appendJSONString(dst, invocationID)
+	dst = AppendJSONString(dst, invocationID)
 	dst = append(dst, `,"item":`...)
 	if len(item) == 0 {
 		dst = append(dst, "null"...)
 	} else {
 		dst = append(dst, item...)
 	}
-	return append(dst, '}', recordSeparator)
+	return append(dst, '}', RecordSeparator)
+}
+
+// appendClientInvocation writes
+//
+//	{"type":1,"invocationId":<id>,"target":<target>,"arguments":<args>}
+//
+// without framing, as a client sends it: invocationId only when hasID, args
+// a raw JSON array appended verbatim (empty means []).
+func appendClientInvocation(dst []byte, id string, hasID bool, target string, args json.RawMessage) []byte {
+	dst = append(dst, `{"type":1,`...)
+	if hasID {
+		dst = append(dst, `"invocationId":`...)
+		dst = AppendJSONString(dst, id)
+		dst = append(dst, ',')
+	}
+	dst = append(dst, `"target":`...)
+	dst = AppendJSONString(dst, target)
+	dst = append(dst, `,"arguments":`...)
+	if len(args) == 0 {
+		dst = append(dst, '[', ']')
+	} else {
+		dst = append(dst, args...)
+	}
+	return append(dst, '}')
 }
 
 // appendPing writes {"type":6}.
@@ -1144,36 +1022,36 @@ func appendClose(dst []byte, errMsg string, allowReconnect bool) []byte {
 	dst = append(dst, `{"type":7`...)
 	if errMsg != "" {
 		dst = append(dst, `,"error":`...)
-		dst = appendJSONString(dst, errMsg)
+		dst = AppendJSONString(dst, errMsg)
 	}
 	if allowReconnect {
 		dst = append(dst, `,"allowReconnect":true`...)
 	}
-	return append(dst, '}', recordSeparator)
+	return append(dst, '}', RecordSeparator)
 }
 
 // appendAck writes {"type":8,"sequenceId":N}.
 func appendAck(dst []byte, seq int64) []byte {
 	dst = append(dst, `{"type":8,"sequenceId":`...)
 	dst = strconv.AppendInt(dst, seq, 10)
-	return append(dst, '}', recordSeparator)
+	return append(dst, '}', RecordSeparator)
 }
 
 // appendSequence writes {"type":9,"sequenceId":N}.
 func appendSequence(dst []byte, seq int64) []byte {
 	dst = append(dst, `{"type":9,"sequenceId":`...)
 	dst = strconv.AppendInt(dst, seq, 10)
-	return append(dst, '}', recordSeparator)
+	return append(dst, '}', RecordSeparator)
 }
 
 const hexDigits = "0123456789abcdef"
 
-// appendJSONString appends s as a JSON string. Like encoding/json it escapes
+// AppendJSONString appends s as a JSON string. Like encoding/json it escapes
 // '"', '\\', control characters (short forms for \b \f \n \r \t, \u00XX
 // otherwise) and U+2028/U+2029, and replaces each invalid UTF-8 byte with
 // \ufffd; '<', '>' and '&' are left as they are. The output is always valid
 // UTF-8.
-func appendJSONString(dst []byte, s string) []byte {
+func AppendJSONString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {

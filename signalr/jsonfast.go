@@ -1,4 +1,4 @@
-package client
+package signalr
 
 import (
 	"bytes"
@@ -6,35 +6,43 @@ import (
 	"unicode/utf8"
 )
 
-// The fast path. A subscriber spends most of its CPU decoding messages, and
-// encoding/json is slow at it (reflection, a map for the headers, a copy of
-// every argument). Servers write invocations and completions in one shape,
-// raftplane's appendInvocation and appendCompletion exactly:
+// The fast path. A subscriber spends most of its CPU decoding the server's
+// messages, and the general parser makes several passes (UTF-8, JSON
+// validity, members). Servers write invocations and completions in one
+// shape, appendInvocation's and appendCompletion's exactly:
 //
 //	{"type":1,"target":"T","arguments":[...],"headers":{"cursor":"C"}}
 //	{"type":3,"invocationId":"I","result":R}   (or "error":"E", or neither)
 //
-// parseFast reads that shape without reflection; for anything else (other
-// field orders, escapes in strings, other types, malformed JSON) it reports
-// false and the caller decodes with encoding/json, so the result never
-// depends on which path ran (FuzzParseFast checks that). The arguments and
-// result it returns alias rec; the cursor header goes to inMessage.cursor,
-// not to a map.
+// parseFast reads that shape in one pass; for anything else (other field
+// orders, whitespace, escapes in strings, other types, invalid input) it
+// reports false and parseMessage goes on with the general parser, so the
+// result never depends on which path ran (FuzzParseFast checks that).
 
-// parseFast decodes rec into m if rec has the common shape.
-func parseFast(rec []byte, m *inMessage) bool {
+// parseFast decodes rec if it has the common shape. Like parseMessage, it
+// returns a message that does not alias rec.
+func parseFast(rec []byte) (Message, bool) {
+	var m Message
 	switch {
 	case bytes.HasPrefix(rec, []byte(`{"type":1,"target":`)):
-		return parseFastInvocation(rec[len(`{"type":1,"target":`):], m)
+		if !utf8.Valid(rec) {
+			return m, false
+		}
+		buf := bytes.Clone(rec)
+		return m, parseFastInvocation(buf[len(`{"type":1,"target":`):], &m)
 	case bytes.HasPrefix(rec, []byte(`{"type":3,"invocationId":`)):
-		return parseFastCompletion(rec[len(`{"type":3,"invocationId":`):], m)
+		if !utf8.Valid(rec) {
+			return m, false
+		}
+		buf := bytes.Clone(rec)
+		return m, parseFastCompletion(buf[len(`{"type":3,"invocationId":`):], &m)
 	}
-	return false
+	return m, false
 }
 
-func parseFastInvocation(p []byte, m *inMessage) bool {
+func parseFastInvocation(p []byte, m *Message) bool {
 	target, p, ok := plainString(p)
-	if !ok {
+	if !ok || target == "" {
 		return false
 	}
 	if p, ok = cut(p, `,"arguments":[`); !ok {
@@ -49,7 +57,7 @@ func parseFastInvocation(p []byte, m *inMessage) bool {
 			if n <= 0 || !validValue(p[:n]) {
 				return false
 			}
-			args = append(args, json.RawMessage(p[:n]))
+			args = append(args, json.RawMessage(p[:n:n]))
 			p = p[n:]
 			if q, ok := cut(p, ","); ok {
 				p = q
@@ -61,28 +69,30 @@ func parseFastInvocation(p []byte, m *inMessage) bool {
 			break
 		}
 	}
-	var cursor string
+	var headers map[string]string
 	if q, ok := cut(p, `,"headers":{"cursor":`); ok {
+		var cursor string
 		if cursor, q, ok = plainString(q); !ok {
 			return false
 		}
 		if p, ok = cut(q, "}"); !ok {
 			return false
 		}
+		headers = map[string]string{"cursor": cursor}
 	}
 	if string(p) != "}" {
 		return false
 	}
-	*m = inMessage{Type: typeInvocation, Target: target, Arguments: args, cursor: cursor}
+	*m = Message{Type: TypeInvocation, Target: target, Arguments: args, Headers: headers}
 	return true
 }
 
-func parseFastCompletion(p []byte, m *inMessage) bool {
+func parseFastCompletion(p []byte, m *Message) bool {
 	id, p, ok := plainString(p)
 	if !ok {
 		return false
 	}
-	out := inMessage{Type: typeCompletion, InvocationID: &id}
+	out := Message{Type: TypeCompletion, InvocationID: id, HasInvocationID: true}
 	switch {
 	case string(p) == "}":
 	case bytes.HasPrefix(p, []byte(`,"error":`)):
@@ -90,14 +100,14 @@ func parseFastCompletion(p []byte, m *inMessage) bool {
 		if !ok || string(q) != "}" {
 			return false
 		}
-		out.Error = &msg
+		out.Error, out.HasError = msg, true
 	case bytes.HasPrefix(p, []byte(`,"result":`)):
 		p = p[len(`,"result":`):]
 		n := valueEnd(p)
 		if n <= 0 || string(p[n:]) != "}" || !validValue(p[:n]) {
 			return false
 		}
-		out.Result = json.RawMessage(p[:n])
+		out.Result = json.RawMessage(p[:n:n])
 	default:
 		return false
 	}
@@ -114,7 +124,8 @@ func cut(p []byte, prefix string) ([]byte, bool) {
 }
 
 // plainString reads a JSON string with no escapes and no control
-// characters at the start of p; it returns its value and what follows.
+// characters at the start of p (valid UTF-8: parseFast checked the record);
+// it returns its value and what follows.
 func plainString(p []byte) (string, []byte, bool) {
 	if len(p) == 0 || p[0] != '"' {
 		return "", p, false
@@ -122,10 +133,7 @@ func plainString(p []byte) (string, []byte, bool) {
 	for i := 1; i < len(p); i++ {
 		switch c := p[i]; {
 		case c == '"':
-			if !utf8.Valid(p[1:i]) { // encoding/json would replace the bad bytes
-				return "", p, false
-			}
-			return string(p[1:i]), p[i+1:], true
+			return string(p[1:i]), p[i+1:], true // the caller checked UTF-8
 		case c == '\\' || c < 0x20:
 			return "", p, false
 		}

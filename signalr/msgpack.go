@@ -1,24 +1,17 @@
-// This file owns the MessagePack SignalR hub protocol ("messagepack", binary
+// This file holds the MessagePack hub protocol ("messagepack", binary
 // WebSocket frames): VarInt length-prefix framing (binarySplitter, with the
-// same constant-memory size limit as recordSplitter), parsing of
-// client->server messages into the protocol-agnostic hubMessage, encoding of
-// server->client messages (msgpackProtocol implements the protocol seam), and
-// the conversion of arguments between MessagePack and the JSON the log keeps.
-// Like protocol.go it is pure code: no I/O, no goroutines, no locks. The
-// wire facts are ASP.NET Core's HubProtocol.md (the MessagePack encoding)
-// in github.com/dotnet/aspnetcore, src/SignalR/docs/specs.
+// same constant-memory size limit as recordSplitter), parsing of messages
+// into the protocol-agnostic Message, encoding (msgpackProtocol implements
+// Protocol), and the conversion of arguments between MessagePack and the
+// JSON a Message carries. The wire facts are ASP.NET Core's HubProtocol.md
+// (the MessagePack encoding).
 //
-// The few hooks the connection code uses (splitter, newSplitter, splitErr,
-// canBinary, setBinaryFrames, protocolByName, parseRecord,
-// scanRecordInvocationID) are at the end of the file.
-//
-// Library: github.com/vmihailenco/msgpack/v5 decodes and encodes the values.
-// Its Decoder trusts declared lengths (it allocates up to 1 MB for a string
-// that claims to be longer than the input), so every value is checked
-// against the bytes actually left in the record (mpReader.guard) before the
-// library reads it: memory stays proportional to the record.
+// The values are decoded and encoded by mpcodec.go (standard library only).
+// Every value is checked against the bytes actually left in the record
+// (mpReader.guard) before it is read: memory stays proportional to the
+// record, whatever lengths it declares.
 
-package hub
+package signalr
 
 import (
 	"bytes"
@@ -30,8 +23,6 @@ import (
 	"math"
 	"strconv"
 	"time"
-
-	"github.com/vmihailenco/msgpack/v5"
 )
 
 // ---------------------------------------------------------------------------
@@ -91,35 +82,24 @@ const maxArgDepth = 1000
 // errTruncated: a value claims more bytes than the record holds.
 var errTruncated = errors.New("truncated MessagePack value")
 
-// mpReader reads MessagePack values from one complete record with the
-// library's Decoder, checking every declared length against what is left.
+// mpReader reads MessagePack values from one complete record (mpcodec.go
+// decodes them), checking every declared length against what is left.
 type mpReader struct {
 	rec []byte
-	br  bytes.Reader
-	d   *msgpack.Decoder
+	pos int // bytes of rec read so far
 	// lenient: the record may be cut short (the head of an oversized
 	// message), so array and map counts are not checked against it; the
 	// elements are read one by one and the first one missing is an error.
 	lenient bool
 }
 
-func newMPReader(rec []byte) *mpReader {
-	r := &mpReader{rec: rec}
-	r.br.Reset(rec)
-	r.d = msgpack.GetDecoder()
-	// *bytes.Reader is an io.ByteScanner: the Decoder reads it directly,
-	// without buffering, so br.Len() is always the decoder's position.
-	r.d.Reset(&r.br)
-	return r
-}
-
-func (r *mpReader) release() {
-	msgpack.PutDecoder(r.d)
-	r.d = nil
-}
+func newMPReader(rec []byte) *mpReader { return &mpReader{rec: rec} }
 
 // rest returns the bytes not read yet.
-func (r *mpReader) rest() []byte { return r.rec[len(r.rec)-r.br.Len():] }
+func (r *mpReader) rest() []byte { return r.rec[r.pos:] }
+
+// left returns how many bytes are not read yet.
+func (r *mpReader) left() int { return len(r.rec) - r.pos }
 
 // MessagePack format codes used here (see the MessagePack spec).
 const (
@@ -171,18 +151,25 @@ func beUint(b []byte) uint64 {
 // guard returns the code of the next value after checking that the record
 // holds its header and at least as many bytes as it declares: a str, bin or
 // ext's payload, one byte per array element, two per map entry. So nothing
-// the library allocates for it can exceed the record's size.
+// decoded from it can take more memory than the record's size.
 func (r *mpReader) guard() (byte, error) {
+	c, _, _, err := r.head()
+	return c, err
+}
+
+// head is guard that also returns the value's header size and its declared
+// units: payload bytes of a str, bin or ext, elements of an array, entries
+// of a map.
+func (r *mpReader) head() (c byte, hdr int, n uint64, err error) {
 	b := r.rest()
 	if len(b) == 0 {
-		return 0, errTruncated
+		return 0, 0, 0, errTruncated
 	}
-	c := b[0]
-	var hdr, per int // header size; minimum bytes per declared unit
-	var n uint64     // declared units
+	c = b[0]
+	var per int // minimum bytes per declared unit
 	switch {
 	case c <= 0x7f || c >= 0xe0, c == mpNil, c == mpFalse, c == mpTrue:
-		return c, nil
+		return c, 1, 0, nil
 	case c >= 0x80 && c <= 0x8f:
 		hdr, per, n = 1, 2, uint64(c&0x0f)
 	case c >= 0x90 && c <= 0x9f:
@@ -220,10 +207,10 @@ func (r *mpReader) guard() (byte, error) {
 	case c >= mpInt8 && c <= mpInt64:
 		hdr = 1 + 1<<(c-mpInt8)
 	default: // 0xc1, never used
-		return c, fmt.Errorf("invalid MessagePack code 0x%02x", c)
+		return c, 0, 0, fmt.Errorf("invalid MessagePack code 0x%02x", c)
 	}
 	if len(b) < hdr {
-		return c, errTruncated
+		return c, 0, 0, errTruncated
 	}
 	switch c {
 	case mpBin8, mpStr8, mpExt8:
@@ -234,12 +221,12 @@ func (r *mpReader) guard() (byte, error) {
 		n = beUint(b[1:5])
 	}
 	if r.lenient && (mpIsArray(c) || mpIsMap(c)) {
-		return c, nil
+		return c, hdr, n, nil
 	}
 	if n*uint64(per) > uint64(len(b)-hdr) {
-		return c, errTruncated
+		return c, 0, 0, errTruncated
 	}
-	return c, nil
+	return c, hdr, n, nil
 }
 
 // kind names a code for error messages.
@@ -278,7 +265,7 @@ func (r *mpReader) skip(depth int) error {
 	}
 	switch {
 	case mpIsArray(c):
-		n, err := r.d.DecodeArrayLen()
+		n, err := r.decodeArrayLen()
 		if err != nil {
 			return err
 		}
@@ -289,7 +276,7 @@ func (r *mpReader) skip(depth int) error {
 		}
 		return nil
 	case mpIsMap(c):
-		n, err := r.d.DecodeMapLen()
+		n, err := r.decodeMapLen()
 		if err != nil {
 			return err
 		}
@@ -300,7 +287,7 @@ func (r *mpReader) skip(depth int) error {
 		}
 		return nil
 	}
-	return r.d.Skip()
+	return r.skipScalar()
 }
 
 // int reads an integer of any encoding into an int64.
@@ -313,13 +300,13 @@ func (r *mpReader) int() (int64, error) {
 		return 0, fmt.Errorf("expected an integer, got %s", mpKind(c))
 	}
 	if c == mpUint64 {
-		u, err := r.d.DecodeUint64()
+		u, err := r.decodeUint64()
 		if err == nil && u > math.MaxInt64 {
 			err = errors.New("integer out of range")
 		}
 		return int64(u), err
 	}
-	return r.d.DecodeInt64()
+	return r.decodeInt64()
 }
 
 // strOrNil reads a str, or nil (isNil).
@@ -330,9 +317,9 @@ func (r *mpReader) strOrNil() (s string, isNil bool, err error) {
 	}
 	switch {
 	case c == mpNil:
-		return "", true, r.d.DecodeNil()
+		return "", true, r.decodeNil()
 	case mpIsStr(c):
-		s, err = r.d.DecodeString()
+		s, err = r.decodeString()
 		return s, false, err
 	}
 	return "", false, fmt.Errorf("expected a string, got %s", mpKind(c))
@@ -356,7 +343,7 @@ func (r *mpReader) arrayLen() (int, error) {
 	if !mpIsArray(c) {
 		return 0, fmt.Errorf("expected an array, got %s", mpKind(c))
 	}
-	return r.d.DecodeArrayLen()
+	return r.decodeArrayLen()
 }
 
 // headers reads a headers map (string to string) or nil.
@@ -366,12 +353,12 @@ func (r *mpReader) headers() (map[string]string, error) {
 		return nil, err
 	}
 	if c == mpNil {
-		return nil, r.d.DecodeNil()
+		return nil, r.decodeNil()
 	}
 	if !mpIsMap(c) {
 		return nil, fmt.Errorf("headers must be a map, got %s", mpKind(c))
 	}
-	n, err := r.d.DecodeMapLen()
+	n, err := r.decodeMapLen()
 	if err != nil {
 		return nil, err
 	}
@@ -404,33 +391,33 @@ func (r *mpReader) appendJSON(dst []byte, depth int) ([]byte, error) {
 	}
 	switch {
 	case c == mpNil:
-		return append(dst, "null"...), r.d.DecodeNil()
+		return append(dst, "null"...), r.decodeNil()
 	case c == mpFalse || c == mpTrue:
-		v, err := r.d.DecodeBool()
+		v, err := r.decodeBool()
 		return strconv.AppendBool(dst, v), err
 	case c == mpUint64:
-		v, err := r.d.DecodeUint64()
+		v, err := r.decodeUint64()
 		return strconv.AppendUint(dst, v, 10), err
 	case mpIsInt(c):
-		v, err := r.d.DecodeInt64()
+		v, err := r.decodeInt64()
 		return strconv.AppendInt(dst, v, 10), err
 	case c == mpFloat32:
-		v, err := r.d.DecodeFloat32()
+		v, err := r.decodeFloat32()
 		if err != nil {
 			return dst, err
 		}
 		return appendJSONFloat(dst, float64(v), 32)
 	case c == mpFloat64:
-		v, err := r.d.DecodeFloat64()
+		v, err := r.decodeFloat64()
 		if err != nil {
 			return dst, err
 		}
 		return appendJSONFloat(dst, v, 64)
 	case mpIsStr(c):
-		s, err := r.d.DecodeString()
-		return appendJSONString(dst, s), err
+		s, err := r.decodeString()
+		return AppendJSONString(dst, s), err
 	case mpIsBin(c):
-		b, err := r.d.DecodeBytes()
+		b, err := r.decodeBytes()
 		if err != nil {
 			return dst, err
 		}
@@ -438,7 +425,7 @@ func (r *mpReader) appendJSON(dst []byte, depth int) ([]byte, error) {
 		dst = base64.StdEncoding.AppendEncode(dst, b)
 		return append(dst, '"'), nil
 	case mpIsArray(c):
-		n, err := r.d.DecodeArrayLen()
+		n, err := r.decodeArrayLen()
 		if err != nil {
 			return dst, err
 		}
@@ -453,7 +440,7 @@ func (r *mpReader) appendJSON(dst []byte, depth int) ([]byte, error) {
 		}
 		return append(dst, ']'), nil
 	case mpIsMap(c):
-		n, err := r.d.DecodeMapLen()
+		n, err := r.decodeMapLen()
 		if err != nil {
 			return dst, err
 		}
@@ -469,11 +456,11 @@ func (r *mpReader) appendJSON(dst []byte, depth int) ([]byte, error) {
 			if !mpIsStr(kc) {
 				return dst, fmt.Errorf("%w: a map key must be a string, got %s", errUnsupportedArg, mpKind(kc))
 			}
-			k, err := r.d.DecodeString()
+			k, err := r.decodeString()
 			if err != nil {
 				return dst, err
 			}
-			dst = appendJSONString(dst, k)
+			dst = AppendJSONString(dst, k)
 			dst = append(dst, ':')
 			if dst, err = r.appendJSON(dst, depth+1); err != nil {
 				return dst, err
@@ -484,7 +471,7 @@ func (r *mpReader) appendJSON(dst []byte, depth int) ([]byte, error) {
 		if mpExtType(r.rest()) != -1 {
 			return dst, fmt.Errorf("%w: MessagePack extension type %d", errUnsupportedArg, mpExtType(r.rest()))
 		}
-		tm, err := r.d.DecodeTime()
+		tm, err := r.decodeTime()
 		if err != nil {
 			return dst, fmt.Errorf("%w: invalid timestamp: %v", errUnsupportedArg, err)
 		}
@@ -493,7 +480,7 @@ func (r *mpReader) appendJSON(dst []byte, depth int) ([]byte, error) {
 		if tm.Nanosecond()%int(time.Millisecond) == 0 {
 			layout = "2006-01-02T15:04:05.000Z07:00"
 		}
-		return appendJSONString(dst, tm.Format(layout)), nil
+		return AppendJSONString(dst, tm.Format(layout)), nil
 	}
 	return dst, fmt.Errorf("%w: %s", errUnsupportedArg, mpKind(c))
 }
@@ -540,49 +527,26 @@ func appendJSONFloat(dst []byte, f float64, bits int) ([]byte, error) {
 // msgpackToJSON converts one complete MessagePack value to JSON.
 func msgpackToJSON(b []byte) (json.RawMessage, error) {
 	r := newMPReader(b)
-	defer r.release()
 	out, err := r.appendJSON(make([]byte, 0, len(b)+8), 0)
 	if err != nil {
 		return nil, err
 	}
-	if r.br.Len() != 0 {
+	if r.left() != 0 {
 		return nil, errors.New("trailing bytes after the value")
 	}
 	return out, nil
 }
 
-// sliceWriter is the io.Writer (and io.ByteWriter, so the library writes to
-// it directly) that the encoders append to.
-type sliceWriter struct{ b []byte }
-
-func (w *sliceWriter) Write(p []byte) (int, error) {
-	w.b = append(w.b, p...)
-	return len(p), nil
-}
-
-func (w *sliceWriter) WriteByte(c byte) error {
-	w.b = append(w.b, c)
-	return nil
-}
-
-// mpWriter is an Encoder over a sliceWriter.
+// mpWriter appends MessagePack to a byte slice (mpcodec.go encodes the
+// values).
 type mpWriter struct {
-	w   sliceWriter
-	enc *msgpack.Encoder
+	b []byte
 }
 
-func newMPWriter(dst []byte) *mpWriter {
-	m := &mpWriter{w: sliceWriter{b: dst}, enc: msgpack.GetEncoder()}
-	m.enc.Reset(&m.w)
-	return m
-}
+func newMPWriter(dst []byte) *mpWriter { return &mpWriter{b: dst} }
 
-// done returns the bytes and recycles the encoder.
-func (m *mpWriter) done() []byte {
-	msgpack.PutEncoder(m.enc)
-	m.enc = nil
-	return m.w.b
-}
+// done returns the bytes.
+func (m *mpWriter) done() []byte { return m.b }
 
 // appendJSONAsMsgpack appends the MessagePack form of the JSON value js
 // (rules above).
@@ -605,24 +569,30 @@ func (m *mpWriter) appendJSONAsMsgpack(js []byte) error {
 func (m *mpWriter) jsonValue(dec *json.Decoder, tok json.Token) error {
 	switch v := tok.(type) {
 	case nil:
-		return m.enc.EncodeNil()
+		m.encodeNil()
+		return nil
 	case bool:
-		return m.enc.EncodeBool(v)
+		m.encodeBool(v)
+		return nil
 	case string:
-		return m.enc.EncodeString(v)
+		m.encodeString(v)
+		return nil
 	case json.Number:
 		s := string(v)
 		if i, err := strconv.ParseInt(s, 10, 64); err == nil {
-			return m.enc.EncodeInt(i)
+			m.encodeInt(i)
+			return nil
 		}
 		if u, err := strconv.ParseUint(s, 10, 64); err == nil {
-			return m.enc.EncodeUint(u)
+			m.encodeUint(u)
+			return nil
 		}
 		f, err := strconv.ParseFloat(s, 64)
 		if err != nil && !errors.Is(err, strconv.ErrRange) {
 			return err
 		}
-		return m.enc.EncodeFloat64(f) // ErrRange: ±Inf (or 0 on underflow)
+		m.encodeFloat64(f) // ErrRange: ±Inf (or 0 on underflow)
+		return nil
 	case json.Delim:
 		if v != '[' && v != '{' {
 			return fmt.Errorf("unexpected %v", v)
@@ -631,8 +601,8 @@ func (m *mpWriter) jsonValue(dec *json.Decoder, tok json.Token) error {
 		// The element count comes first in MessagePack: leave room for the
 		// largest header (5 bytes), write the elements, then put the real
 		// header in front and move the elements down.
-		start := len(m.w.b)
-		m.w.b = append(m.w.b, 0, 0, 0, 0, 0)
+		start := len(m.b)
+		m.b = append(m.b, 0, 0, 0, 0, 0)
 		n := 0
 		for dec.More() {
 			t, err := dec.Token()
@@ -644,9 +614,7 @@ func (m *mpWriter) jsonValue(dec *json.Decoder, tok json.Token) error {
 				if !ok {
 					return errors.New("object key is not a string")
 				}
-				if err := m.enc.EncodeString(k); err != nil {
-					return err
-				}
+				m.encodeString(k)
 				if t, err = dec.Token(); err != nil {
 					return err
 				}
@@ -662,9 +630,9 @@ func (m *mpWriter) jsonValue(dec *json.Decoder, tok json.Token) error {
 		var hb [5]byte
 		h := appendContainerHeader(hb[:0], isMap, n)
 		body := start + 5
-		copy(m.w.b[start+len(h):], m.w.b[body:])
-		copy(m.w.b[start:], h)
-		m.w.b = m.w.b[:len(m.w.b)-(5-len(h))]
+		copy(m.b[start+len(h):], m.b[body:])
+		copy(m.b[start:], h)
+		m.b = m.b[:len(m.b)-(5-len(h))]
 		return nil
 	}
 	return fmt.Errorf("unexpected JSON token %T", tok)
@@ -744,6 +712,12 @@ func parseVarInt(b []byte) (n, size int, err error) {
 	panic("unreachable")
 }
 
+// ParseLengthPrefix decodes the VarInt length prefix at the start of b, as
+// MessagePack framing writes it: the length n of the message that follows
+// and the size of the prefix in bytes, 0 when b holds only the start of a
+// prefix. A prefix longer than 5 bytes or a length over 2 GB is an error.
+func ParseLengthPrefix(b []byte) (n, size int, err error) { return parseVarInt(b) }
+
 // oversizedHead is how many leading bytes of an oversized message the
 // splitter keeps to find its invocation id: the array header, the type, the
 // headers map (the JS client sends an empty one) and an id of up to
@@ -792,18 +766,18 @@ func newBinarySplitter(max int) *binarySplitter {
 }
 
 // err returns the framing error that stopped the splitter, or nil.
-func (s *binarySplitter) err() error { return s.bad }
+func (s *binarySplitter) Err() error { return s.bad }
 
 // pending reports how many bytes of an incomplete message are buffered
 // (never more than max; 0 while an oversized message is skipped).
-func (s *binarySplitter) pending() int { return len(s.buf) }
+func (s *binarySplitter) Pending() int { return len(s.buf) }
 
 // feed consumes p and calls emit once per complete message, in order, with
 // the same contract as recordSplitter.feed: rec is the body without its
 // prefix, valid only during the call; an oversized message has rec == nil,
 // info.Oversized, info.Size and, when found, its invocation id. After a bad
 // prefix feed consumes nothing more.
-func (s *binarySplitter) feed(p []byte, emit func(rec []byte, info recordInfo)) {
+func (s *binarySplitter) Feed(p []byte, emit func(rec []byte, info RecordInfo)) {
 	for len(p) > 0 && s.bad == nil {
 		if !s.inBody {
 			var n, size int
@@ -835,7 +809,7 @@ func (s *binarySplitter) feed(p []byte, emit func(rec []byte, info recordInfo)) 
 				s.over, s.left, s.head = true, n, s.head[:0]
 			} else if n == 0 {
 				s.inBody = false
-				emit(p[:0], recordInfo{})
+				emit(p[:0], RecordInfo{})
 				continue
 			}
 		}
@@ -855,7 +829,7 @@ func (s *binarySplitter) feed(p []byte, emit func(rec []byte, info recordInfo)) 
 			id, ok := scanMsgpackInvocationID(s.head)
 			s.over, s.inBody = false, false
 			s.head = s.head[:0]
-			emit(nil, recordInfo{Oversized: true, Size: s.size, InvocationID: id, HasInvocationID: ok})
+			emit(nil, RecordInfo{Oversized: true, Size: s.size, InvocationID: id, HasInvocationID: ok})
 			continue
 		}
 		if len(s.buf) == 0 && len(p) >= s.size {
@@ -863,7 +837,7 @@ func (s *binarySplitter) feed(p []byte, emit func(rec []byte, info recordInfo)) 
 			s.inBody = false
 			rec := p[:s.size]
 			p = p[s.size:]
-			emit(rec, recordInfo{Size: len(rec)})
+			emit(rec, RecordInfo{Size: len(rec)})
 			continue
 		}
 		if cap(s.buf) < s.size {
@@ -880,25 +854,12 @@ func (s *binarySplitter) feed(p []byte, emit func(rec []byte, info recordInfo)) 
 		s.inBody = false
 		rec := s.buf
 		s.buf = s.buf[:0]
-		emit(rec, recordInfo{Size: len(rec)})
+		emit(rec, RecordInfo{Size: len(rec)})
 	}
 }
 
 // ---------------------------------------------------------------------------
 // Parsing client->server messages
-
-// minElements is the shortest array each message type may have.
-var minElements = [...]int{
-	typeInvocation:       5, // [1, headers, id|nil, target, args, streamIds?]
-	typeStreamItem:       4, // [2, headers, id, item]
-	typeCompletion:       4, // [3, headers, id, kind, result?]
-	typeStreamInvocation: 5, // [4, headers, id, target, args, streamIds?]
-	typeCancelInvocation: 3, // [5, headers, id]
-	typePing:             1, // [6]
-	typeClose:            2, // [7, error|nil, allowReconnect?]
-	typeAck:              2, // [8, sequenceId]
-	typeSequence:         2, // [9, sequenceId]
-}
 
 // Completion result kinds.
 const (
@@ -908,7 +869,7 @@ const (
 )
 
 // parseMsgpackMessage parses one MessagePack record (the body after its
-// length prefix) into the same hubMessage the JSON protocol produces:
+// length prefix) into the same Message the JSON protocol produces:
 // arguments, a StreamItem's item and a Completion's result are converted to
 // JSON (rules above), so the rest of the server is protocol-agnostic.
 //
@@ -926,11 +887,10 @@ const (
 // On error the message is partially filled (Type, and InvocationID when it
 // was read), as parseMessage does. parseMsgpackMessage never panics, and
 // allocates in proportion to the record.
-func parseMsgpackMessage(rec []byte) (hubMessage, error) {
-	var m hubMessage
+func parseMsgpackMessage(rec []byte) (Message, error) {
+	var m Message
 	r := newMPReader(rec)
-	defer r.release()
-	fail := func(format string, a ...any) (hubMessage, error) {
+	fail := func(format string, a ...any) (Message, error) {
 		return m, fmt.Errorf("hub message: "+format, a...)
 	}
 	n, err := r.arrayLen()
@@ -948,14 +908,15 @@ func parseMsgpackMessage(rec []byte) (hubMessage, error) {
 		return fail("type out of range")
 	}
 	m.Type = int(t)
-	if m.Type < typeInvocation || m.Type > typeSequence {
+	rl, known := ruleOf(m.Type)
+	if !known {
 		return m, nil // unknown type: for the caller to ignore
 	}
-	if n < minElements[m.Type] {
-		return fail("message type %d needs at least %d elements, got %d", m.Type, minElements[m.Type], n)
+	if n < rl.minElements {
+		return fail("message type %d needs at least %d elements, got %d", m.Type, rl.minElements, n)
 	}
 	read := 1
-	if m.Type <= typeCancelInvocation {
+	if rl.invocationID != absent {
 		if m.Headers, err = r.headers(); err != nil {
 			return fail("%v", err)
 		}
@@ -964,7 +925,7 @@ func parseMsgpackMessage(rec []byte) (hubMessage, error) {
 			return fail("invocationId must be a string")
 		}
 		if isNil {
-			if m.Type != typeInvocation {
+			if rl.invocationID == required {
 				return fail("missing invocationId")
 			}
 		} else {
@@ -973,8 +934,8 @@ func parseMsgpackMessage(rec []byte) (hubMessage, error) {
 		read = 3
 	}
 
-	switch m.Type {
-	case typeInvocation, typeStreamInvocation:
+	switch rl.body {
+	case bodyInvocation:
 		if m.Target, err = r.str(); err != nil {
 			return fail("target must be a string")
 		}
@@ -1007,7 +968,7 @@ func parseMsgpackMessage(rec []byte) (hubMessage, error) {
 				return fail("%v", err)
 			}
 			if c == mpNil {
-				_ = r.d.DecodeNil()
+				_ = r.decodeNil()
 			} else {
 				k, err := r.arrayLen()
 				if err != nil {
@@ -1023,12 +984,12 @@ func parseMsgpackMessage(rec []byte) (hubMessage, error) {
 			}
 			read = 6
 		}
-	case typeStreamItem:
+	case bodyItem:
 		if m.Item, err = r.valueJSON(); err != nil {
 			return fail("item: %v", err)
 		}
 		read = 4
-	case typeCompletion:
+	case bodyCompletion:
 		kind, err := r.int()
 		if err != nil {
 			return fail("result kind must be an integer")
@@ -1044,7 +1005,7 @@ func parseMsgpackMessage(rec []byte) (hubMessage, error) {
 				return fail("error must be a string")
 			}
 			if !isNil {
-				m.Error = s
+				m.Error, m.HasError = s, true
 			}
 			read = 5
 		case resultVoid:
@@ -1059,13 +1020,13 @@ func parseMsgpackMessage(rec []byte) (hubMessage, error) {
 		default:
 			return fail("invalid result kind %d", kind)
 		}
-	case typeClose:
+	case bodyClose:
 		s, isNil, err := r.strOrNil()
 		if err != nil {
 			return fail("error must be a string")
 		}
 		if !isNil {
-			m.Error = s
+			m.Error, m.HasError = s, true
 		}
 		read = 2
 		if n >= 3 {
@@ -1080,10 +1041,10 @@ func parseMsgpackMessage(rec []byte) (hubMessage, error) {
 			default:
 				return fail("allowReconnect must be a boolean")
 			}
-			_ = r.d.Skip()
+			_ = r.skipScalar()
 			read = 3
 		}
-	case typeAck, typeSequence:
+	case bodySequence:
 		seq, err := r.int()
 		if err != nil || seq < 0 {
 			return fail("sequenceId must be a non-negative integer")
@@ -1096,8 +1057,8 @@ func parseMsgpackMessage(rec []byte) (hubMessage, error) {
 			return fail("%v", err)
 		}
 	}
-	if r.br.Len() != 0 {
-		return fail("%d bytes after the message", r.br.Len())
+	if r.left() != 0 {
+		return fail("%d bytes after the message", r.left())
 	}
 	return m, nil
 }
@@ -1119,14 +1080,13 @@ func (r *mpReader) valueJSON() (json.RawMessage, error) {
 // bytes.
 func scanMsgpackInvocationID(rec []byte) (string, bool) {
 	r := newMPReader(rec)
-	defer r.release()
 	r.lenient = true
 	n, err := r.arrayLen()
 	if err != nil || n < 3 {
 		return "", false
 	}
 	t, err := r.int()
-	if err != nil || (t != typeInvocation && t != typeStreamInvocation) {
+	if err != nil || (t != TypeInvocation && t != TypeStreamInvocation) {
 		return "", false
 	}
 	if r.skip(1) != nil {
@@ -1147,16 +1107,19 @@ func scanMsgpackInvocationID(rec []byte) (string, bool) {
 // length prefix included.
 type msgpackProtocol struct{}
 
-var _ protocol = msgpackProtocol{}
-
-func (msgpackProtocol) name() string { return "messagepack" }
-func (msgpackProtocol) binary() bool { return true }
+func (msgpackProtocol) Name() string                      { return "messagepack" }
+func (msgpackProtocol) Binary() bool                      { return true }
+func (msgpackProtocol) NewSplitter(max int) Splitter      { return newBinarySplitter(max) }
+func (msgpackProtocol) Parse(rec []byte) (Message, error) { return parseMsgpackMessage(rec) }
+func (msgpackProtocol) ScanInvocationID(rec []byte) (string, bool) {
+	return scanMsgpackInvocationID(rec)
+}
 
 // beginFrame leaves room for the largest length prefix and returns where
 // the message starts.
 func beginFrame(m *mpWriter) int {
-	start := len(m.w.b)
-	m.w.b = append(m.w.b, 0, 0, 0, 0, 0)
+	start := len(m.b)
+	m.b = append(m.b, 0, 0, 0, 0, 0)
 	return start
 }
 
@@ -1165,10 +1128,10 @@ func beginFrame(m *mpWriter) int {
 func endFrame(m *mpWriter, start int) {
 	body := start + maxVarIntLen
 	var pb [maxVarIntLen]byte
-	p := appendVarInt(pb[:0], len(m.w.b)-body)
-	copy(m.w.b[start+len(p):], m.w.b[body:])
-	copy(m.w.b[start:], p)
-	m.w.b = m.w.b[:len(m.w.b)-(maxVarIntLen-len(p))]
+	p := appendVarInt(pb[:0], len(m.b)-body)
+	copy(m.b[start+len(p):], m.b[body:])
+	copy(m.b[start:], p)
+	m.b = m.b[:len(m.b)-(maxVarIntLen-len(p))]
 }
 
 // appendInvocation writes [1, {"cursor": cursor}, nil, target, args, []] (headers
@@ -1176,26 +1139,26 @@ func endFrame(m *mpWriter, start int) {
 // MessagePack. The log only holds JSON that was validated when it was
 // published, so the conversion cannot fail in practice; if it did, the
 // recipient would get the invocation with no arguments rather than nothing.
-func (msgpackProtocol) appendInvocation(dst []byte, target string, args json.RawMessage, cursor string) []byte {
+func (msgpackProtocol) AppendInvocation(dst []byte, target string, args json.RawMessage, cursor string) []byte {
 	m := newMPWriter(dst)
 	start := beginFrame(m)
 	// Six elements, as ASP.NET Core writes them: the last, streamIds, is
 	// empty (signalrcore reads it and drops a frame of five).
-	m.w.b = append(m.w.b, 0x96, typeInvocation)
+	m.b = append(m.b, 0x96, TypeInvocation)
 	if cursor == "" {
-		m.w.b = append(m.w.b, 0x80)
+		m.b = append(m.b, 0x80)
 	} else {
-		m.w.b = append(m.w.b, 0x81)
-		_ = m.enc.EncodeString("cursor")
-		_ = m.enc.EncodeString(cursor)
+		m.b = append(m.b, 0x81)
+		m.encodeString("cursor")
+		m.encodeString(cursor)
 	}
-	m.w.b = append(m.w.b, mpNil)
-	_ = m.enc.EncodeString(target)
-	at := len(m.w.b)
-	if len(args) == 0 || m.appendJSONAsMsgpack(args) != nil || !mpIsArray(m.w.b[at]) {
-		m.w.b = append(m.w.b[:at], 0x90)
+	m.b = append(m.b, mpNil)
+	m.encodeString(target)
+	at := len(m.b)
+	if len(args) == 0 || m.appendJSONAsMsgpack(args) != nil || !mpIsArray(m.b[at]) {
+		m.b = append(m.b[:at], 0x90)
 	}
-	m.w.b = append(m.w.b, 0x90) // streamIds
+	m.b = append(m.b, 0x90) // streamIds
 	endFrame(m, start)
 	return m.done()
 }
@@ -1204,25 +1167,25 @@ func (msgpackProtocol) appendInvocation(dst []byte, target string, args json.Raw
 // [3, {}, id, 3, result] with the JSON result converted, or [3, {}, id, 2]
 // (void) when result is empty. A result that cannot be converted (never the
 // server's own results) is sent as an error completion.
-func (msgpackProtocol) appendCompletion(dst []byte, invocationID string, result json.RawMessage, errMsg string) []byte {
+func (msgpackProtocol) AppendCompletion(dst []byte, invocationID string, result json.RawMessage, errMsg string) []byte {
 	m := newMPWriter(dst)
 	start := beginFrame(m)
 	writeHead := func(elems, kind byte) {
-		m.w.b = append(m.w.b, 0x90|elems, typeCompletion, 0x80)
-		_ = m.enc.EncodeString(invocationID)
-		m.w.b = append(m.w.b, kind)
+		m.b = append(m.b, 0x90|elems, TypeCompletion, 0x80)
+		m.encodeString(invocationID)
+		m.b = append(m.b, kind)
 	}
 	switch {
 	case errMsg != "":
 		writeHead(5, resultError)
-		_ = m.enc.EncodeString(errMsg)
+		m.encodeString(errMsg)
 	case len(result) > 0:
-		at := len(m.w.b)
+		at := len(m.b)
 		writeHead(5, resultValue)
 		if err := m.appendJSONAsMsgpack(result); err != nil {
-			m.w.b = m.w.b[:at]
+			m.b = m.b[:at]
 			writeHead(5, resultError)
-			_ = m.enc.EncodeString(errUnsupportedArg.Error() + " in the result")
+			m.encodeString(errUnsupportedArg.Error() + " in the result")
 		}
 	default:
 		writeHead(4, resultVoid)
@@ -1232,121 +1195,61 @@ func (msgpackProtocol) appendCompletion(dst []byte, invocationID string, result 
 }
 
 // appendPing writes [6]: exactly 02 91 06.
-func (msgpackProtocol) appendPing(dst []byte) []byte {
-	return append(dst, 0x02, 0x91, typePing)
+func (msgpackProtocol) AppendPing(dst []byte) []byte {
+	return append(dst, 0x02, 0x91, TypePing)
 }
 
 // appendAck writes [8, seq].
-func (msgpackProtocol) appendAck(dst []byte, seq uint64) []byte {
-	return appendSeqMessage(dst, typeAck, seq)
+func (msgpackProtocol) AppendAck(dst []byte, seq uint64) []byte {
+	return appendSeqMessage(dst, TypeAck, seq)
 }
 
 // appendSequence writes [9, seq].
-func (msgpackProtocol) appendSequence(dst []byte, seq uint64) []byte {
-	return appendSeqMessage(dst, typeSequence, seq)
+func (msgpackProtocol) AppendSequence(dst []byte, seq uint64) []byte {
+	return appendSeqMessage(dst, TypeSequence, seq)
 }
 
 func appendSeqMessage(dst []byte, typ byte, seq uint64) []byte {
 	m := newMPWriter(dst)
 	start := beginFrame(m)
-	m.w.b = append(m.w.b, 0x92, typ)
-	_ = m.enc.EncodeUint(seq)
+	m.b = append(m.b, 0x92, typ)
+	m.encodeUint(seq)
 	endFrame(m, start)
 	return m.done()
 }
 
 // appendClose writes [7, errMsg|nil, allowReconnect].
-func (msgpackProtocol) appendClose(dst []byte, errMsg string, allowReconnect bool) []byte {
+func (msgpackProtocol) AppendClose(dst []byte, errMsg string, allowReconnect bool) []byte {
 	m := newMPWriter(dst)
 	start := beginFrame(m)
-	m.w.b = append(m.w.b, 0x93, typeClose)
+	m.b = append(m.b, 0x93, TypeClose)
 	if errMsg == "" {
-		m.w.b = append(m.w.b, mpNil)
+		m.b = append(m.b, mpNil)
 	} else {
-		_ = m.enc.EncodeString(errMsg)
+		m.encodeString(errMsg)
 	}
-	_ = m.enc.EncodeBool(allowReconnect)
+	m.encodeBool(allowReconnect)
 	endFrame(m, start)
 	return m.done()
 }
 
-// ---------------------------------------------------------------------------
-// Hooks for the connection code (websocket.go, methods.go, dispatch.go).
-
-// protocolByName returns the hub protocol a handshake names, or nil.
-func protocolByName(name string) protocol {
-	switch name {
-	case "json":
-		return jsonProtocol{}
-	case "messagepack":
-		return msgpackProtocol{}
+// AppendClientInvocation writes [1, {}, id|nil, target, args] without
+// framing, the five elements the JS client sends; args is a JSON array
+// (empty means []), converted.
+func (msgpackProtocol) AppendClientInvocation(dst []byte, id string, hasID bool, target string, args json.RawMessage) ([]byte, error) {
+	m := newMPWriter(dst)
+	m.b = append(m.b, 0x95, TypeInvocation, 0x80)
+	if hasID {
+		m.encodeString(id)
+	} else {
+		m.b = append(m.b, mpNil)
 	}
-	return nil
-}
-
-// splitter turns a transport's incoming bytes into hub message records:
-// recordSplitter for JSON, binarySplitter for MessagePack.
-type splitter interface {
-	feed(p []byte, emit func(rec []byte, info recordInfo))
-}
-
-// newSplitter returns the splitter for the protocol a handshake names.
-func newSplitter(protocolName string, max int) splitter {
-	if protocolName == "messagepack" {
-		return newBinarySplitter(max)
+	m.encodeString(target)
+	if len(args) == 0 {
+		return append(m.b, 0x90), nil
 	}
-	return newRecordSplitter(max)
-}
-
-// splitErr returns the error that stopped a splitter for good (a bad
-// MessagePack length prefix: the stream cannot be resynchronised), or nil.
-func splitErr(s splitter) error {
-	if b, ok := s.(*binarySplitter); ok {
-		return b.err()
+	if err := m.appendJSONAsMsgpack(args); err != nil {
+		return dst, err
 	}
-	return nil
-}
-
-// binaryCapable is implemented by readers whose transport carries binary
-// frames (wsReader: its binary field). A transport without it (Server-Sent
-// Events is text only) refuses a binary protocol at the handshake.
-type binaryCapable interface {
-	canBinary() bool
-}
-
-// canBinary reports whether rd's transport can carry a binary protocol.
-func canBinary(rd reader) bool {
-	b, ok := rd.(binaryCapable)
-	return ok && b.canBinary()
-}
-
-// binaryFramer is implemented by transports that can send binary frames
-// (wsTransport).
-type binaryFramer interface {
-	setBinary(on bool)
-}
-
-// setBinaryFrames makes tr send binary frames from now on, if it can. It
-// must be called before the connection's writer starts.
-func setBinaryFrames(tr transport, on bool) {
-	if b, ok := tr.(binaryFramer); ok {
-		b.setBinary(on)
-	}
-}
-
-// parseRecord parses a record with the connection's protocol.
-func parseRecord(p protocol, rec []byte) (hubMessage, error) {
-	if _, ok := p.(msgpackProtocol); ok {
-		return parseMsgpackMessage(rec)
-	}
-	return parseMessage(rec)
-}
-
-// scanRecordInvocationID finds the invocation id of a malformed record with
-// the connection's protocol.
-func scanRecordInvocationID(p protocol, rec []byte) (string, bool) {
-	if _, ok := p.(msgpackProtocol); ok {
-		return scanMsgpackInvocationID(rec)
-	}
-	return scanInvocationID(rec)
+	return m.done(), nil
 }

@@ -1,7 +1,6 @@
-package client
+package signalr
 
 import (
-	"encoding/json"
 	"reflect"
 	"testing"
 )
@@ -23,10 +22,12 @@ var fastParseSeeds = []string{
 	`{"type":3,"invocationId":"1","result":[1,2}`,
 	`{"type":6}`,
 	"{\"type\":1,\"target\":\"\xff\",\"arguments\":[]}",
+	`{"type":1,"target":"","arguments":[]}`,
+	"{\"type\":1,\"target\":\"m\",\"arguments\":[\"\xff\"]}",
 }
 
 // TestParseFast: the common shapes take the fast path, and it decodes them
-// as encoding/json does.
+// as the general parser does.
 func TestParseFast(t *testing.T) {
 	for _, tc := range []struct {
 		rec  string
@@ -39,21 +40,24 @@ func TestParseFast(t *testing.T) {
 		{fastParseSeeds[9], true},
 		{fastParseSeeds[10], true},
 		{fastParseSeeds[11], true},
-		{fastParseSeeds[3], false},  // whitespace: encoding/json's job
+		{fastParseSeeds[3], false},  // whitespace: the general parser's job
 		{fastParseSeeds[5], false},  // escapes
 		{fastParseSeeds[6], false},  // another header
 		{fastParseSeeds[14], false}, // a Ping
+		{fastParseSeeds[16], false}, // an empty target is an error
+		{fastParseSeeds[17], false}, // invalid UTF-8 is an error
 	} {
-		var m inMessage
-		if got := parseFast([]byte(tc.rec), &m); got != tc.fast {
+		if _, got := parseFast([]byte(tc.rec)); got != tc.fast {
 			t.Errorf("parseFast(%s) = %v, want %v", tc.rec, got, tc.fast)
 		}
 	}
-	checkFastParse(t, []byte(fastParseSeeds[0]))
+	for _, s := range fastParseSeeds {
+		checkFastParse(t, []byte(s))
+	}
 }
 
-// FuzzParseFast: whenever the fast path accepts a record, encoding/json
-// accepts it too and decodes the same message.
+// FuzzParseFast: whenever the fast path accepts a record, the general
+// parser accepts it too and decodes the same message.
 func FuzzParseFast(f *testing.F) {
 	for _, s := range fastParseSeeds {
 		f.Add([]byte(s))
@@ -62,44 +66,33 @@ func FuzzParseFast(f *testing.F) {
 }
 
 func checkFastParse(t *testing.T, rec []byte) {
-	var fast inMessage
-	if !parseFast(rec, &fast) {
+	fast, ok := parseFast(rec)
+	if !ok {
 		return
 	}
-	var slow inMessage
-	if err := json.Unmarshal(rec, &slow); err != nil {
-		t.Fatalf("fast path accepted %q, encoding/json refuses it: %v", rec, err)
-	}
-	// The fast path keeps the cursor header out of a map; compare what the
-	// client reads, and an empty argument list as encoding/json has it.
-	if fast.cursorHeader() != slow.cursorHeader() {
-		t.Fatalf("%q: cursor %q, encoding/json %q", rec, fast.cursorHeader(), slow.cursorHeader())
-	}
-	fast.cursor, slow.Headers = "", nil
-	if len(fast.Arguments) == 0 && len(slow.Arguments) == 0 && (fast.Arguments == nil) == (slow.Arguments == nil) {
-		fast.Arguments, slow.Arguments = nil, nil
+	slow, err := parseMessageGeneral(rec)
+	if err != nil {
+		t.Fatalf("fast path accepted %q, the general parser refuses it: %v", rec, err)
 	}
 	if !reflect.DeepEqual(fast, slow) {
 		t.Fatalf("%q:\nfast %+v\nslow %+v", rec, fast, slow)
 	}
 }
 
-func BenchmarkParseInvocation(b *testing.B) {
+func BenchmarkParseServerInvocation(b *testing.B) {
 	rec := []byte(`{"type":1,"target":"m","arguments":[3,1234,5678901,"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"],"headers":{"cursor":"0123456789abcdef:123456:17"}}`)
 	b.Run("fast", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			var m inMessage
-			if !parseFast(rec, &m) {
+			if _, ok := parseFast(rec); !ok {
 				b.Fatal("not the fast shape")
 			}
 		}
 	})
-	b.Run("encoding-json", func(b *testing.B) {
+	b.Run("general", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			var m inMessage
-			if err := json.Unmarshal(rec, &m); err != nil {
+			if _, err := parseMessageGeneral(rec); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -1,4 +1,4 @@
-package hub
+package signalr
 
 import (
 	"bytes"
@@ -15,17 +15,17 @@ func TestParseHandshake(t *testing.T) {
 	tests := []struct {
 		name    string
 		rec     string
-		want    handshakeRequest
+		want    HandshakeRequest
 		wantErr string
 	}{
-		{name: "json v1", rec: `{"protocol":"json","version":1}`, want: handshakeRequest{"json", 1}},
-		{name: "json v2 stateful", rec: `{"protocol":"json","version":2}`, want: handshakeRequest{"json", 2}},
-		{name: "messagepack parsed fine", rec: `{"protocol":"messagepack","version":1}`, want: handshakeRequest{"messagepack", 1}},
-		{name: "order and whitespace free", rec: " {\n\"version\" : 1 ,\t\"protocol\":\"json\"}\r\n", want: handshakeRequest{"json", 1}},
-		{name: "unknown fields ignored", rec: `{"protocol":"json","extra":{"a":[1,2]},"version":1}`, want: handshakeRequest{"json", 1}},
-		{name: "escaped key and value", rec: `{"proto\u0063ol":"js\u006fn","version":1}`, want: handshakeRequest{"json", 1}},
-		{name: "duplicate takes last", rec: `{"protocol":"x","protocol":"json","version":1}`, want: handshakeRequest{"json", 1}},
-		{name: "unsupported protocol still parses", rec: `{"protocol":"xml","version":99}`, want: handshakeRequest{"xml", 99}},
+		{name: "json v1", rec: `{"protocol":"json","version":1}`, want: HandshakeRequest{"json", 1}},
+		{name: "json v2 stateful", rec: `{"protocol":"json","version":2}`, want: HandshakeRequest{"json", 2}},
+		{name: "messagepack parsed fine", rec: `{"protocol":"messagepack","version":1}`, want: HandshakeRequest{"messagepack", 1}},
+		{name: "order and whitespace free", rec: " {\n\"version\" : 1 ,\t\"protocol\":\"json\"}\r\n", want: HandshakeRequest{"json", 1}},
+		{name: "unknown fields ignored", rec: `{"protocol":"json","extra":{"a":[1,2]},"version":1}`, want: HandshakeRequest{"json", 1}},
+		{name: "escaped key and value", rec: `{"proto\u0063ol":"js\u006fn","version":1}`, want: HandshakeRequest{"json", 1}},
+		{name: "duplicate takes last", rec: `{"protocol":"x","protocol":"json","version":1}`, want: HandshakeRequest{"json", 1}},
+		{name: "unsupported protocol still parses", rec: `{"protocol":"xml","version":99}`, want: HandshakeRequest{"xml", 99}},
 		{name: "missing protocol", rec: `{"version":1}`, wantErr: "handshake: missing protocol"},
 		{name: "protocol wrong case", rec: `{"Protocol":"json","version":1}`, wantErr: "handshake: missing protocol"},
 		{name: "protocol not a string", rec: `{"protocol":1,"version":1}`, wantErr: "handshake: protocol must be a string"},
@@ -43,18 +43,18 @@ func TestParseHandshake(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := parseHandshake([]byte(tt.rec))
+			got, err := ParseHandshake([]byte(tt.rec))
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("parseHandshake(%q) error = %v, want containing %q", tt.rec, err, tt.wantErr)
+					t.Fatalf("ParseHandshake(%q) error = %v, want containing %q", tt.rec, err, tt.wantErr)
 				}
 				return
 			}
 			if err != nil {
-				t.Fatalf("parseHandshake(%q): %v", tt.rec, err)
+				t.Fatalf("ParseHandshake(%q): %v", tt.rec, err)
 			}
 			if got != tt.want {
-				t.Fatalf("parseHandshake(%q) = %+v, want %+v", tt.rec, got, tt.want)
+				t.Fatalf("ParseHandshake(%q) = %+v, want %+v", tt.rec, got, tt.want)
 			}
 		})
 	}
@@ -70,7 +70,7 @@ func TestEncodeHandshakeResponse(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := string(encodeHandshakeResponse(tt.errMsg))
+			got := string(AppendHandshakeResponse(nil, tt.errMsg))
 			if got != tt.want {
 				t.Fatalf("got %q, want %q", got, tt.want)
 			}
@@ -99,40 +99,40 @@ func TestParseMessage(t *testing.T) {
 	tests := []struct {
 		name    string
 		rec     string
-		want    hubMessage
+		want    Message
 		wantErr string
 	}{
 		// The exact frames from PROTOCOL.md section 3.3 "Tiny example frames".
-		{name: "example ping", rec: `{"type":6}`, want: hubMessage{Type: typePing}},
+		{name: "example ping", rec: `{"type":6}`, want: Message{Type: TypePing}},
 		{name: "example invoke", rec: `{"target":"Add","arguments":[40,2],"invocationId":"0","type":1}`,
-			want: hubMessage{Type: typeInvocation, InvocationID: "0", HasInvocationID: true, Target: "Add", Arguments: rawArgs("40", "2")}},
+			want: Message{Type: TypeInvocation, InvocationID: "0", HasInvocationID: true, Target: "Add", Arguments: rawArgs("40", "2")}},
 		{name: "example send", rec: `{"target":"Fire","arguments":[1],"type":1}`,
-			want: hubMessage{Type: typeInvocation, Target: "Fire", Arguments: rawArgs("1")}},
+			want: Message{Type: TypeInvocation, Target: "Fire", Arguments: rawArgs("1")}},
 		{name: "example stream", rec: `{"target":"Counter","arguments":[3],"invocationId":"1","type":4}`,
-			want: hubMessage{Type: typeStreamInvocation, InvocationID: "1", HasInvocationID: true, Target: "Counter", Arguments: rawArgs("3")}},
-		{name: "example close", rec: `{"type":7}`, want: hubMessage{Type: typeClose}},
-		{name: "example ack", rec: `{"type":8,"sequenceId":2}`, want: hubMessage{Type: typeAck, SequenceID: 2}},
-		{name: "example sequence", rec: `{"type":9,"sequenceId":2}`, want: hubMessage{Type: typeSequence, SequenceID: 2}},
+			want: Message{Type: TypeStreamInvocation, InvocationID: "1", HasInvocationID: true, Target: "Counter", Arguments: rawArgs("3")}},
+		{name: "example close", rec: `{"type":7}`, want: Message{Type: TypeClose}},
+		{name: "example ack", rec: `{"type":8,"sequenceId":2}`, want: Message{Type: TypeAck, SequenceID: 2}},
+		{name: "example sequence", rec: `{"type":9,"sequenceId":2}`, want: Message{Type: TypeSequence, SequenceID: 2}},
 
 		// Invocation.
 		{name: "invocation empty arguments", rec: `{"type":1,"target":"T","arguments":[]}`,
-			want: hubMessage{Type: typeInvocation, Target: "T", Arguments: []json.RawMessage{}}},
+			want: Message{Type: TypeInvocation, Target: "T", Arguments: []json.RawMessage{}}},
 		{name: "invocation complex arguments kept raw", rec: `{"type":1,"target":"T","arguments":[ {"a":[1,{"b":"]"}]} , "x\"y" ,null,true,-1.5e3,[]]}`,
-			want: hubMessage{Type: typeInvocation, Target: "T", Arguments: rawArgs(`{"a":[1,{"b":"]"}]}`, `"x\"y"`, `null`, `true`, `-1.5e3`, `[]`)}},
+			want: Message{Type: TypeInvocation, Target: "T", Arguments: rawArgs(`{"a":[1,{"b":"]"}]}`, `"x\"y"`, `null`, `true`, `-1.5e3`, `[]`)}},
 		{name: "invocation with streamIds and headers", rec: `{"type":1,"invocationId":"3","target":"Up","arguments":[],"streamIds":["4","5"],"headers":{"k":"v","k2":"v\n2"}}`,
-			want: hubMessage{Type: typeInvocation, InvocationID: "3", HasInvocationID: true, Target: "Up", Arguments: []json.RawMessage{}, StreamIDs: []string{"4", "5"}, Headers: map[string]string{"k": "v", "k2": "v\n2"}}},
+			want: Message{Type: TypeInvocation, InvocationID: "3", HasInvocationID: true, Target: "Up", Arguments: []json.RawMessage{}, StreamIDs: []string{"4", "5"}, Headers: map[string]string{"k": "v", "k2": "v\n2"}}},
 		{name: "invocation null streamIds and headers", rec: `{"type":1,"target":"T","arguments":[],"streamIds":null,"headers":null}`,
-			want: hubMessage{Type: typeInvocation, Target: "T", Arguments: []json.RawMessage{}}},
+			want: Message{Type: TypeInvocation, Target: "T", Arguments: []json.RawMessage{}}},
 		{name: "invocation escaped target and id", rec: `{"type":1,"target":"\u0041\ud83d\ude00\n","arguments":[],"invocationId":"\"7\""}`,
-			want: hubMessage{Type: typeInvocation, Target: "A\U0001F600\n", InvocationID: `"7"`, HasInvocationID: true, Arguments: []json.RawMessage{}}},
+			want: Message{Type: TypeInvocation, Target: "A\U0001F600\n", InvocationID: `"7"`, HasInvocationID: true, Arguments: []json.RawMessage{}}},
 		{name: "unknown fields ignored", rec: `{"type":1,"target":"T","arguments":[1],"foo":{"invocationId":5},"bar":[1,2,"}"],"baz":null}`,
-			want: hubMessage{Type: typeInvocation, Target: "T", Arguments: rawArgs("1")}},
+			want: Message{Type: TypeInvocation, Target: "T", Arguments: rawArgs("1")}},
 		{name: "property names case-sensitive", rec: `{"type":1,"Target":"X","target":"T","Arguments":5,"arguments":[],"InvocationId":7}`,
-			want: hubMessage{Type: typeInvocation, Target: "T", Arguments: []json.RawMessage{}}},
+			want: Message{Type: TypeInvocation, Target: "T", Arguments: []json.RawMessage{}}},
 		{name: "duplicate property takes last", rec: `{"type":1,"target":"A","target":"B","arguments":[]}`,
-			want: hubMessage{Type: typeInvocation, Target: "B", Arguments: []json.RawMessage{}}},
+			want: Message{Type: TypeInvocation, Target: "B", Arguments: []json.RawMessage{}}},
 		{name: "irrelevant fields not checked", rec: `{"type":6,"target":5,"arguments":"x","invocationId":{},"sequenceId":-1,"headers":7}`,
-			want: hubMessage{Type: typePing}},
+			want: Message{Type: TypePing}},
 		{name: "missing arguments", rec: `{"type":1,"target":"T"}`, wantErr: "missing arguments"},
 		{name: "arguments not array", rec: `{"type":1,"target":"T","arguments":{"0":1}}`, wantErr: "arguments must be an array"},
 		{name: "arguments null", rec: `{"type":4,"invocationId":"1","target":"T","arguments":null}`, wantErr: "arguments must be an array"},
@@ -148,37 +148,37 @@ func TestParseMessage(t *testing.T) {
 
 		// StreamItem, Completion, Cancel.
 		{name: "stream item", rec: `{"type":2,"invocationId":"4","item":{"x":[1]}}`,
-			want: hubMessage{Type: typeStreamItem, InvocationID: "4", HasInvocationID: true, Item: json.RawMessage(`{"x":[1]}`)}},
+			want: Message{Type: TypeStreamItem, InvocationID: "4", HasInvocationID: true, Item: json.RawMessage(`{"x":[1]}`)}},
 		{name: "stream item null", rec: `{"type":2,"invocationId":"4","item":null}`,
-			want: hubMessage{Type: typeStreamItem, InvocationID: "4", HasInvocationID: true, Item: json.RawMessage(`null`)}},
+			want: Message{Type: TypeStreamItem, InvocationID: "4", HasInvocationID: true, Item: json.RawMessage(`null`)}},
 		{name: "stream item without id", rec: `{"type":2,"item":1}`, wantErr: "missing invocationId"},
 		{name: "completion result", rec: `{"type":3,"invocationId":"0","result":42}`,
-			want: hubMessage{Type: typeCompletion, InvocationID: "0", HasInvocationID: true, Result: json.RawMessage(`42`)}},
+			want: Message{Type: TypeCompletion, InvocationID: "0", HasInvocationID: true, Result: json.RawMessage(`42`)}},
 		{name: "completion null result", rec: `{"type":3,"invocationId":"0","result":null}`,
-			want: hubMessage{Type: typeCompletion, InvocationID: "0", HasInvocationID: true, Result: json.RawMessage(`null`)}},
+			want: Message{Type: TypeCompletion, InvocationID: "0", HasInvocationID: true, Result: json.RawMessage(`null`)}},
 		{name: "completion void", rec: `{"type":3,"invocationId":"1"}`,
-			want: hubMessage{Type: typeCompletion, InvocationID: "1", HasInvocationID: true}},
+			want: Message{Type: TypeCompletion, InvocationID: "1", HasInvocationID: true}},
 		{name: "completion error", rec: `{"type":3,"invocationId":"1","error":"Client didn't provide a result."}`,
-			want: hubMessage{Type: typeCompletion, InvocationID: "1", HasInvocationID: true, Error: "Client didn't provide a result."}},
+			want: Message{Type: TypeCompletion, InvocationID: "1", HasInvocationID: true, Error: "Client didn't provide a result.", HasError: true}},
 		{name: "completion null error with result", rec: `{"type":3,"invocationId":"1","error":null,"result":1}`,
-			want: hubMessage{Type: typeCompletion, InvocationID: "1", HasInvocationID: true, Result: json.RawMessage(`1`)}},
+			want: Message{Type: TypeCompletion, InvocationID: "1", HasInvocationID: true, Result: json.RawMessage(`1`)}},
 		{name: "completion both", rec: `{"type":3,"invocationId":"1","error":"e","result":1}`, wantErr: "both result and error"},
 		{name: "completion error not string", rec: `{"type":3,"invocationId":"1","error":1}`, wantErr: "error must be a string"},
 		{name: "completion without id", rec: `{"type":3,"result":1}`, wantErr: "missing invocationId"},
 		{name: "cancel", rec: `{"type":5,"invocationId":"9"}`,
-			want: hubMessage{Type: typeCancelInvocation, InvocationID: "9", HasInvocationID: true}},
+			want: Message{Type: TypeCancelInvocation, InvocationID: "9", HasInvocationID: true}},
 		{name: "cancel without id", rec: `{"type":5}`, wantErr: "missing invocationId"},
 
 		// Close.
 		{name: "close error and reconnect", rec: `{"type":7,"error":"bye","allowReconnect":true}`,
-			want: hubMessage{Type: typeClose, Error: "bye", AllowReconnect: true}},
-		{name: "close nulls", rec: `{"type":7,"error":null,"allowReconnect":null}`, want: hubMessage{Type: typeClose}},
-		{name: "close with headers", rec: `{"type":7,"headers":{"a":"b"}}`, want: hubMessage{Type: typeClose, Headers: map[string]string{"a": "b"}}},
+			want: Message{Type: TypeClose, Error: "bye", HasError: true, AllowReconnect: true}},
+		{name: "close nulls", rec: `{"type":7,"error":null,"allowReconnect":null}`, want: Message{Type: TypeClose}},
+		{name: "close with headers", rec: `{"type":7,"headers":{"a":"b"}}`, want: Message{Type: TypeClose, Headers: map[string]string{"a": "b"}}},
 		{name: "close allowReconnect string", rec: `{"type":7,"allowReconnect":"true"}`, wantErr: "allowReconnect must be a boolean"},
 
 		// Ack and Sequence.
-		{name: "ack zero", rec: `{"type":8,"sequenceId":0}`, want: hubMessage{Type: typeAck}},
-		{name: "sequence max int64", rec: `{"type":9,"sequenceId":9223372036854775807}`, want: hubMessage{Type: typeSequence, SequenceID: 1<<63 - 1}},
+		{name: "ack zero", rec: `{"type":8,"sequenceId":0}`, want: Message{Type: TypeAck}},
+		{name: "sequence max int64", rec: `{"type":9,"sequenceId":9223372036854775807}`, want: Message{Type: TypeSequence, SequenceID: 1<<63 - 1}},
 		{name: "sequence overflow", rec: `{"type":9,"sequenceId":9223372036854775808}`, wantErr: "sequenceId must be a non-negative integer"},
 		{name: "ack negative", rec: `{"type":8,"sequenceId":-1}`, wantErr: "sequenceId must be a non-negative integer"},
 		{name: "ack fraction", rec: `{"type":8,"sequenceId":1.5}`, wantErr: "sequenceId must be a non-negative integer"},
@@ -193,9 +193,9 @@ func TestParseMessage(t *testing.T) {
 		{name: "type fraction", rec: `{"type":6.0}`, wantErr: "type must be an integer"},
 		{name: "type null", rec: `{"type":null}`, wantErr: "type must be an integer"},
 		{name: "type unknown is not an error", rec: `{"type":42,"target":1,"arguments":"x","invocationId":"3"}`,
-			want: hubMessage{Type: 42, InvocationID: "3", HasInvocationID: true}},
-		{name: "type zero is unknown", rec: `{"type":0}`, want: hubMessage{Type: 0}},
-		{name: "type negative is unknown", rec: `{"type":-1,"invocationId":5}`, want: hubMessage{Type: -1}},
+			want: Message{Type: 42, InvocationID: "3", HasInvocationID: true}},
+		{name: "type zero is unknown", rec: `{"type":0}`, want: Message{Type: 0}},
+		{name: "type negative is unknown", rec: `{"type":-1,"invocationId":5}`, want: Message{Type: -1}},
 		{name: "type out of range", rec: `{"type":4294967297}`, wantErr: "type out of range"},
 		{name: "invalid JSON", rec: `{"type":6`, wantErr: "invalid JSON: "},
 		{name: "two values", rec: `{"type":6}{"type":6}`, wantErr: "invalid JSON: "},
@@ -305,7 +305,7 @@ func TestScanInvocationID(t *testing.T) {
 
 type splitEvent struct {
 	rec  string
-	info recordInfo
+	info RecordInfo
 }
 
 // feedSplitter feeds each chunk and collects everything emitted, checking that
@@ -314,20 +314,20 @@ func feedSplitter(t *testing.T, s *recordSplitter, chunks ...[]byte) []splitEven
 	t.Helper()
 	var out []splitEvent
 	for _, c := range chunks {
-		s.feed(c, func(rec []byte, info recordInfo) {
+		s.Feed(c, func(rec []byte, info RecordInfo) {
 			if info.Oversized != (rec == nil) {
 				t.Errorf("Oversized=%v but rec nil=%v", info.Oversized, rec == nil)
 			}
 			out = append(out, splitEvent{string(rec), info})
 		})
-		if s.pending() > s.max {
-			t.Fatalf("pending() = %d > max %d", s.pending(), s.max)
+		if s.Pending() > s.max {
+			t.Fatalf("pending() = %d > max %d", s.Pending(), s.max)
 		}
 	}
 	return out
 }
 
-func normalRecord(rec string) splitEvent { return splitEvent{rec, recordInfo{Size: len(rec)}} }
+func normalRecord(rec string) splitEvent { return splitEvent{rec, RecordInfo{Size: len(rec)}} }
 
 func oneByteChunks(s string) [][]byte {
 	out := make([][]byte, len(s))
@@ -366,16 +366,16 @@ func TestRecordSplitter_Feed(t *testing.T) {
 			want:   []splitEvent{normalRecord(""), normalRecord("")}},
 		{name: "oversized then normal in same chunk", max: 50,
 			chunks: [][]byte{[]byte(big + recSep + ping + recSep)},
-			want:   []splitEvent{{"", recordInfo{Oversized: true, Size: len(big), InvocationID: "7", HasInvocationID: true}}, normalRecord(ping)}},
+			want:   []splitEvent{{"", RecordInfo{Oversized: true, Size: len(big), InvocationID: "7", HasInvocationID: true}}, normalRecord(ping)}},
 		{name: "oversized byte by byte then normal", max: 50,
 			chunks: oneByteChunks(ping + recSep + big + recSep + ping + recSep),
-			want:   []splitEvent{normalRecord(ping), {"", recordInfo{Oversized: true, Size: len(big), InvocationID: "7", HasInvocationID: true}}, normalRecord(ping)}},
+			want:   []splitEvent{normalRecord(ping), {"", RecordInfo{Oversized: true, Size: len(big), InvocationID: "7", HasInvocationID: true}}, normalRecord(ping)}},
 		{name: "oversized after buffered prefix", max: 50,
 			chunks: [][]byte{[]byte(ping + recSep + big[:20]), []byte(big[20:] + recSep + ping + recSep)},
-			want:   []splitEvent{normalRecord(ping), {"", recordInfo{Oversized: true, Size: len(big), InvocationID: "7", HasInvocationID: true}}, normalRecord(ping)}},
+			want:   []splitEvent{normalRecord(ping), {"", RecordInfo{Oversized: true, Size: len(big), InvocationID: "7", HasInvocationID: true}}, normalRecord(ping)}},
 		{name: "oversized without id", max: 5,
 			chunks: [][]byte{[]byte(ping + recSep)},
-			want:   []splitEvent{{"", recordInfo{Oversized: true, Size: len(ping)}}}},
+			want:   []splitEvent{{"", RecordInfo{Oversized: true, Size: len(ping)}}}},
 		{name: "exact max is not oversized", max: len(ping),
 			chunks: [][]byte{[]byte(ping + recSep)},
 			want:   []splitEvent{normalRecord(ping)}},
@@ -384,10 +384,10 @@ func TestRecordSplitter_Feed(t *testing.T) {
 			want:   []splitEvent{normalRecord(ping)}},
 		{name: "max+1 is oversized", max: len(ping) - 1,
 			chunks: [][]byte{[]byte(ping + recSep)},
-			want:   []splitEvent{{"", recordInfo{Oversized: true, Size: len(ping)}}}},
+			want:   []splitEvent{{"", RecordInfo{Oversized: true, Size: len(ping)}}}},
 		{name: "max+1 split is oversized", max: len(ping) - 1,
 			chunks: oneByteChunks(ping + recSep),
-			want:   []splitEvent{{"", recordInfo{Oversized: true, Size: len(ping)}}}},
+			want:   []splitEvent{{"", RecordInfo{Oversized: true, Size: len(ping)}}}},
 		{name: "incomplete oversized record pends nothing", max: 5,
 			chunks: [][]byte{[]byte(`{"type":6,"a":1`)}},
 	}
@@ -398,8 +398,8 @@ func TestRecordSplitter_Feed(t *testing.T) {
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Fatalf("emitted\n got %+v\nwant %+v", got, tt.want)
 			}
-			if s.pending() != tt.wantPending {
-				t.Fatalf("pending() = %d, want %d", s.pending(), tt.wantPending)
+			if s.Pending() != tt.wantPending {
+				t.Fatalf("pending() = %d, want %d", s.Pending(), tt.wantPending)
 			}
 		})
 	}
@@ -416,7 +416,7 @@ func hugeInvocationRecord(n int, id string) string {
 		b.WriteString(chunk)
 	}
 	b.WriteString(`",["invocationId","nested-3"],{"a":"}","invocationId":"nested-4"}],"invocationId":`)
-	b.WriteString(string(appendJSONString(nil, id)))
+	b.WriteString(string(AppendJSONString(nil, id)))
 	b.WriteString(`,"type":1}`)
 	return b.String()
 }
@@ -431,7 +431,7 @@ func TestRecordSplitter_OversizedInvocationIDAfterLargeArgument(t *testing.T) {
 		t.Fatalf("reference parse: %+v, %v", m, err)
 	}
 	want := []splitEvent{
-		{"", recordInfo{Oversized: true, Size: len(rec), InvocationID: "42", HasInvocationID: true}},
+		{"", RecordInfo{Oversized: true, Size: len(rec), InvocationID: "42", HasInvocationID: true}},
 		normalRecord(`{"type":6}`),
 	}
 	input := []byte(rec + recSep + `{"type":6}` + recSep)
@@ -487,23 +487,23 @@ func TestRecordSplitter_MemoryBounded(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := newRecordSplitter(max)
-			var got []recordInfo
-			emit := func(rec []byte, info recordInfo) { got = append(got, info) }
+			var got []RecordInfo
+			emit := func(rec []byte, info RecordInfo) { got = append(got, info) }
 			for i := 0; i < len(rec); i += tt.chunk {
-				s.feed(rec[i:min(i+tt.chunk, len(rec))], emit)
-				if s.pending() > max {
-					t.Fatalf("pending() = %d > %d after %d bytes", s.pending(), max, i)
+				s.Feed(rec[i:min(i+tt.chunk, len(rec))], emit)
+				if s.Pending() > max {
+					t.Fatalf("pending() = %d > %d after %d bytes", s.Pending(), max, i)
 				}
 				if cap(s.buf) > max {
 					t.Fatalf("buffer capacity %d > %d", cap(s.buf), max)
 				}
 			}
-			s.feed([]byte(recSep), emit)
+			s.Feed([]byte(recSep), emit)
 			if len(got) != 1 || !got[0].Oversized || got[0].Size != len(rec) || got[0].InvocationID != "99" {
 				t.Fatalf("emitted %+v", got)
 			}
-			if s.pending() != 0 {
-				t.Fatalf("pending() = %d after the record", s.pending())
+			if s.Pending() != 0 {
+				t.Fatalf("pending() = %d after the record", s.Pending())
 			}
 		})
 	}
@@ -512,7 +512,7 @@ func TestRecordSplitter_MemoryBounded(t *testing.T) {
 func TestRecordSplitter_MinimumMax(t *testing.T) {
 	s := newRecordSplitter(0)
 	got := feedSplitter(t, s, []byte("a"+recSep+"ab"+recSep))
-	want := []splitEvent{normalRecord("a"), {"", recordInfo{Oversized: true, Size: 2}}}
+	want := []splitEvent{normalRecord("a"), {"", RecordInfo{Oversized: true, Size: 2}}}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("emitted %+v, want %+v", got, want)
 	}
@@ -522,7 +522,7 @@ func TestRecordSplitter_MinimumMax(t *testing.T) {
 // valid JSON record and decodes it into a generic map.
 func decodeOneRecord(t *testing.T, out []byte) map[string]any {
 	t.Helper()
-	if len(out) == 0 || out[len(out)-1] != recordSeparator || bytes.Count(out, []byte(recSep)) != 1 {
+	if len(out) == 0 || out[len(out)-1] != RecordSeparator || bytes.Count(out, []byte(recSep)) != 1 {
 		t.Fatalf("%q is not one 0x1E-terminated record", out)
 	}
 	body := out[:len(out)-1]
@@ -577,7 +577,7 @@ func TestEncoders(t *testing.T) {
 			if string(tt.got) != tt.exact {
 				t.Fatalf("got  %q\nwant %q", tt.got, tt.exact)
 			}
-			last := tt.got[bytes.LastIndexByte(tt.got[:len(tt.got)-1], recordSeparator)+1:]
+			last := tt.got[bytes.LastIndexByte(tt.got[:len(tt.got)-1], RecordSeparator)+1:]
 			decodeOneRecord(t, last)
 		})
 	}
@@ -589,18 +589,18 @@ func TestEncoders_RoundTripThroughParser(t *testing.T) {
 	tests := []struct {
 		name string
 		out  []byte
-		want hubMessage
+		want Message
 	}{
 		{name: "invocation", out: appendInvocation(nil, "tgt\n\"x\"", json.RawMessage(`[1,"two",{"3":[4]}]`), "c\\1"),
-			want: hubMessage{Type: 1, Target: "tgt\n\"x\"", Arguments: rawArgs(`1`, `"two"`, `{"3":[4]}`), Headers: map[string]string{"cursor": "c\\1"}}},
+			want: Message{Type: 1, Target: "tgt\n\"x\"", Arguments: rawArgs(`1`, `"two"`, `{"3":[4]}`), Headers: map[string]string{"cursor": "c\\1"}}},
 		{name: "completion", out: appendCompletion(nil, "7\u2028", json.RawMessage(`{"ok":true}`), ""),
-			want: hubMessage{Type: 3, InvocationID: "7\u2028", HasInvocationID: true, Result: json.RawMessage(`{"ok":true}`)}},
+			want: Message{Type: 3, InvocationID: "7\u2028", HasInvocationID: true, Result: json.RawMessage(`{"ok":true}`)}},
 		{name: "completion error", out: appendCompletion(nil, "7", nil, "boom\x00"),
-			want: hubMessage{Type: 3, InvocationID: "7", HasInvocationID: true, Error: "boom\x00"}},
-		{name: "close", out: appendClose(nil, "e", true), want: hubMessage{Type: 7, Error: "e", AllowReconnect: true}},
-		{name: "ack", out: appendAck(nil, 5), want: hubMessage{Type: 8, SequenceID: 5}},
-		{name: "sequence", out: appendSequence(nil, 6), want: hubMessage{Type: 9, SequenceID: 6}},
-		{name: "ping", out: appendPing(nil), want: hubMessage{Type: 6}},
+			want: Message{Type: 3, InvocationID: "7", HasInvocationID: true, Error: "boom\x00", HasError: true}},
+		{name: "close", out: appendClose(nil, "e", true), want: Message{Type: 7, Error: "e", HasError: true, AllowReconnect: true}},
+		{name: "ack", out: appendAck(nil, 5), want: Message{Type: 8, SequenceID: 5}},
+		{name: "sequence", out: appendSequence(nil, 6), want: Message{Type: 9, SequenceID: 6}},
+		{name: "ping", out: appendPing(nil), want: Message{Type: 6}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -637,9 +637,9 @@ func TestAppendJSONString(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := appendJSONString(nil, tt.in)
+			got := AppendJSONString(nil, tt.in)
 			if string(got) != tt.want {
-				t.Fatalf("appendJSONString(%q) = %s, want %s", tt.in, got, tt.want)
+				t.Fatalf("AppendJSONString(%q) = %s, want %s", tt.in, got, tt.want)
 			}
 			if !utf8.Valid(got) || !json.Valid(got) {
 				t.Fatalf("output %q is not valid UTF-8 JSON", got)
@@ -701,18 +701,18 @@ func TestUnquoteJSON(t *testing.T) {
 }
 
 func TestJSONProtocol(t *testing.T) {
-	var p protocol = jsonProtocol{}
-	if p.name() != "json" || p.binary() {
-		t.Fatalf("name %q binary %v", p.name(), p.binary())
+	var p Protocol = jsonProtocol{}
+	if p.Name() != "json" || p.Binary() {
+		t.Fatalf("name %q binary %v", p.Name(), p.Binary())
 	}
 	tests := []struct {
 		name      string
 		got, want []byte
 	}{
-		{name: "invocation", got: p.appendInvocation(nil, "T", json.RawMessage(`[1]`), "c"), want: appendInvocation(nil, "T", json.RawMessage(`[1]`), "c")},
-		{name: "completion", got: p.appendCompletion(nil, "1", json.RawMessage(`2`), ""), want: appendCompletion(nil, "1", json.RawMessage(`2`), "")},
-		{name: "ping", got: p.appendPing(nil), want: appendPing(nil)},
-		{name: "close", got: p.appendClose(nil, "x", true), want: appendClose(nil, "x", true)},
+		{name: "invocation", got: p.AppendInvocation(nil, "T", json.RawMessage(`[1]`), "c"), want: appendInvocation(nil, "T", json.RawMessage(`[1]`), "c")},
+		{name: "completion", got: p.AppendCompletion(nil, "1", json.RawMessage(`2`), ""), want: appendCompletion(nil, "1", json.RawMessage(`2`), "")},
+		{name: "ping", got: p.AppendPing(nil), want: appendPing(nil)},
+		{name: "close", got: p.AppendClose(nil, "x", true), want: appendClose(nil, "x", true)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -751,31 +751,31 @@ func BenchmarkRecordSplitter_Oversized(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		for i := 0; i < len(rec); i += 16 << 10 {
-			s.feed(rec[i:min(i+16<<10, len(rec))], func([]byte, recordInfo) {})
+			s.Feed(rec[i:min(i+16<<10, len(rec))], func([]byte, RecordInfo) {})
 		}
 	}
 }
 
 // The parsers return messages that do not alias the record: invokeParallel
-// hands them to another goroutine after the splitter reuses its buffer.
+// hands them to another goroutine after the Splitter reuses its buffer.
 func TestParseRecord_DoesNotAlias(t *testing.T) {
-	for _, p := range []protocol{jsonProtocol{}, msgpackProtocol{}} {
-		framed := p.appendInvocation(nil, "Broadcast", json.RawMessage(`["m",{"k":"v"}]`), "")
+	for _, p := range []Protocol{jsonProtocol{}, msgpackProtocol{}} {
+		framed := p.AppendInvocation(nil, "Broadcast", json.RawMessage(`["m",{"k":"v"}]`), "")
 		var recs [][]byte
-		newSplitter(p.name(), 1<<16).feed(framed, func(rec []byte, _ recordInfo) { recs = append(recs, rec) })
+		p.NewSplitter(1<<16).Feed(framed, func(rec []byte, _ RecordInfo) { recs = append(recs, rec) })
 		if len(recs) != 1 {
-			t.Fatalf("%s: %d records, want 1", p.name(), len(recs))
+			t.Fatalf("%s: %d records, want 1", p.Name(), len(recs))
 		}
 		rec := recs[0]
-		m, err := parseRecord(p, rec)
+		m, err := p.Parse(rec)
 		if err != nil {
-			t.Fatalf("%s: %v", p.name(), err)
+			t.Fatalf("%s: %v", p.Name(), err)
 		}
 		for i := range rec {
 			rec[i] = 'X'
 		}
 		if m.Target != "Broadcast" || len(m.Arguments) != 2 || string(m.Arguments[0]) != `"m"` || string(m.Arguments[1]) != `{"k":"v"}` {
-			t.Fatalf("%s: the message changed with the record: %q %q", p.name(), m.Target, m.Arguments)
+			t.Fatalf("%s: the message changed with the record: %q %q", p.Name(), m.Target, m.Arguments)
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package hub
+package signalr
 
 import (
 	"bytes"
@@ -50,7 +50,7 @@ func FuzzParseHandshake(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, rec []byte) {
-		h, err := parseHandshake(rec)
+		h, err := ParseHandshake(rec)
 		if err != nil {
 			if !strings.HasPrefix(err.Error(), "handshake: ") {
 				t.Fatalf("error %q lacks the handshake: prefix", err)
@@ -130,7 +130,7 @@ func FuzzParseMessage(f *testing.F) {
 			t.Fatalf("invocationId %q/%v, encoding/json reads %s", m.InvocationID, m.HasInvocationID, ref["invocationId"])
 		}
 		switch m.Type {
-		case typeInvocation, typeStreamInvocation:
+		case TypeInvocation, TypeStreamInvocation:
 			if tgt, _ := refJSONString(t, ref["target"]); tgt != m.Target || tgt == "" {
 				t.Fatalf("target %q, encoding/json reads %s", m.Target, ref["target"])
 			}
@@ -151,12 +151,12 @@ func FuzzParseMessage(f *testing.F) {
 			if err != nil || m2.Target != m.Target || len(m2.Arguments) != len(m.Arguments) {
 				t.Fatalf("re-encoded %q parses as %+v, %v", out, m2, err)
 			}
-		case typeAck, typeSequence:
+		case TypeAck, TypeSequence:
 			var seq int64
 			if err := json.Unmarshal(ref["sequenceId"], &seq); err != nil || seq != m.SequenceID || seq < 0 {
 				t.Fatalf("sequenceId %d, encoding/json reads %s", m.SequenceID, ref["sequenceId"])
 			}
-		case typeCompletion, typeClose:
+		case TypeCompletion, TypeClose:
 			if e, ok := refJSONString(t, ref["error"]); ok && e != m.Error {
 				t.Fatalf("error %q, encoding/json reads %s", m.Error, ref["error"])
 			}
@@ -201,20 +201,20 @@ func fuzzChunks(data []byte, seed uint64) [][]byte {
 	return out
 }
 
-// fuzzFeed feeds chunks to a fresh splitter and returns what it emitted,
+// fuzzFeed feeds chunks to a fresh Splitter and returns what it emitted,
 // failing if pending() ever exceeds max.
 func fuzzFeed(t *testing.T, max int, chunks [][]byte) ([]splitEvent, *recordSplitter) {
 	s := newRecordSplitter(max)
 	var got []splitEvent
 	for _, c := range chunks {
-		s.feed(c, func(rec []byte, info recordInfo) {
+		s.Feed(c, func(rec []byte, info RecordInfo) {
 			if info.Oversized != (rec == nil) {
 				t.Fatalf("Oversized=%v with rec nil=%v", info.Oversized, rec == nil)
 			}
 			got = append(got, splitEvent{string(rec), info})
 		})
-		if s.pending() > max {
-			t.Fatalf("pending() = %d > max %d", s.pending(), max)
+		if s.Pending() > max {
+			t.Fatalf("pending() = %d > max %d", s.Pending(), max)
 		}
 	}
 	return got, s
@@ -228,7 +228,7 @@ func FuzzRecordSplitter(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte, maxSeed uint16, chunkSeed uint64) {
 		max := int(maxSeed%512) + 1
 
-		// 1. Arbitrary bytes: the splitter must agree with a bytes.Split
+		// 1. Arbitrary bytes: the Splitter must agree with a bytes.Split
 		// reference in which over-long records are reported with the id that
 		// scanInvocationID finds in the whole record.
 		got, s := fuzzFeed(t, max, fuzzChunks(data, chunkSeed))
@@ -240,7 +240,7 @@ func FuzzRecordSplitter(f *testing.F) {
 				continue
 			}
 			id, ok := scanInvocationID(p)
-			want = append(want, splitEvent{"", recordInfo{Oversized: true, Size: len(p), InvocationID: id, HasInvocationID: ok}})
+			want = append(want, splitEvent{"", RecordInfo{Oversized: true, Size: len(p), InvocationID: id, HasInvocationID: ok}})
 		}
 		if !equalSplitEvents(got, want) {
 			t.Fatalf("arbitrary input, max %d:\n got %+v\nwant %+v", max, got, want)
@@ -250,8 +250,8 @@ func FuzzRecordSplitter(f *testing.F) {
 		if wantPending > max {
 			wantPending = 0
 		}
-		if s.pending() != wantPending {
-			t.Fatalf("pending() = %d, want %d", s.pending(), wantPending)
+		if s.Pending() != wantPending {
+			t.Fatalf("pending() = %d, want %d", s.Pending(), wantPending)
 		}
 
 		// 2. Only valid records, shaped like the JS client's invocations (id
@@ -277,12 +277,12 @@ func FuzzRecordSplitter(f *testing.F) {
 				t.Fatal(err)
 			}
 			ids = append(ids, dec.InvocationID)
-			stream = append(append(stream, rec...), recordSeparator)
+			stream = append(append(stream, rec...), RecordSeparator)
 		}
 		got, s = fuzzFeed(t, max, fuzzChunks(stream, chunkSeed^0x9e3779b97f4a7c15))
 		recs := bytes.Split(stream[:len(stream)-1], []byte(recSep))
-		if len(got) != len(recs) || s.pending() != 0 {
-			t.Fatalf("valid records: emitted %d, want %d (pending %d)", len(got), len(recs), s.pending())
+		if len(got) != len(recs) || s.Pending() != 0 {
+			t.Fatalf("valid records: emitted %d, want %d (pending %d)", len(got), len(recs), s.Pending())
 		}
 		for i, e := range got {
 			if len(recs[i]) <= max {
@@ -325,7 +325,7 @@ func FuzzAppendInvocation(f *testing.F) {
 			trimmed = args
 		}
 		out := appendInvocation(nil, target, args, cursor)
-		if len(out) == 0 || out[len(out)-1] != recordSeparator || bytes.IndexByte(out, recordSeparator) != len(out)-1 {
+		if len(out) == 0 || out[len(out)-1] != RecordSeparator || bytes.IndexByte(out, RecordSeparator) != len(out)-1 {
 			t.Fatalf("%q is not one 0x1E-terminated record", out)
 		}
 		body := out[:len(out)-1]
@@ -361,7 +361,7 @@ func FuzzAppendInvocation(f *testing.F) {
 			appendCompletion(nil, target, nil, cursor),
 			appendClose(nil, target, true),
 			appendStreamItem(nil, cursor, args),
-			encodeHandshakeResponse(target),
+			AppendHandshakeResponse(nil, target),
 		} {
 			if !json.Valid(rec[:len(rec)-1]) || (utf8.Valid(args) && !utf8.Valid(rec)) {
 				t.Fatalf("invalid record %q", rec)
