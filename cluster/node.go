@@ -106,7 +106,9 @@ func New(cfg Config, machine *fsm.Machine) (*Node, error) {
 
 // Open opens the stores, starts Raft, bootstraps a one-node cluster when
 // configured to and there is no Raft state, and starts the node's loops.
-// When it fails, what it opened so far is closed again.
+// When it fails, what it opened so far is closed again. (Its length is its
+// steps in the order they must run, each pushing its cleanup on undo: a
+// split would spread that one order over several functions.)
 func (n *Node) Open() (err error) {
 	// undo holds the cleanups of what Open acquired so far, run in reverse
 	// order when it fails: one cleanup path, whichever step fails.

@@ -437,6 +437,25 @@ func forwardType(stamped bool) byte {
 	return rpcForward
 }
 
+// sendToLeader sends a batch to the leader this node knows, dialling it if
+// needed; nil and why when it cannot.
+func (n *Node) sendToLeader(typ byte, batch []byte) (*sentForward, error) {
+	addr, _ := n.raft.LeaderWithID()
+	if addr == "" {
+		return nil, ErrNoLeader
+	}
+	c, err := n.rpcTo(string(addr))
+	if err == nil {
+		var id uint64
+		var ch chan frame
+		if id, ch, err = c.send(typ, batch); err == nil {
+			return &sentForward{addr: addr, c: c, id: id, ch: ch}, nil
+		}
+	}
+	n.stats.forward(fwdError) // stats.go
+	return nil, fmt.Errorf("forward to leader %s: %w", addr, err)
+}
+
 // forward sends a batch to the leader and retries, with the same command
 // ids, until HoldTimeout: on a new leader, on a broken connection, even when
 // the previous attempt may have been applied, because the FSM drops a
@@ -481,35 +500,17 @@ func (n *Node) forward(out chan<- fwdOutcome, batch []byte, count int, stamped b
 			out <- fwdOutcome{res: res, err: err}
 			return
 		}
-		var addr raft.ServerAddress
-		var f frame
-		var err error
-		if attempt == 0 && sent != nil {
-			addr = sent.addr
-			ctx, cancel := context.WithTimeout(n.life, time.Until(deadline))
-			watched := n.cancelOnLeaderChange(ctx, cancel, addr)
-			f, err = sent.c.wait(ctx, sent.id, sent.ch)
-			cancel()
-			<-watched
-		} else {
-			addr, _ = n.raft.LeaderWithID()
-			if addr == "" {
-				lastErr = ErrNoLeader
+		if attempt > 0 || sent == nil {
+			if sent, lastErr = n.sendToLeader(typ, batch); sent == nil {
 				continue
 			}
-			var c *rpcClient
-			c, err = n.rpcTo(string(addr))
-			if err != nil {
-				n.stats.forward(fwdError) // stats.go
-				lastErr = fmt.Errorf("dial leader %s: %w", addr, err)
-				continue
-			}
-			ctx, cancel := context.WithTimeout(n.life, time.Until(deadline))
-			watched := n.cancelOnLeaderChange(ctx, cancel, addr)
-			f, err = c.call(ctx, typ, batch)
-			cancel()
-			<-watched
 		}
+		addr := sent.addr
+		ctx, cancel := context.WithTimeout(n.life, time.Until(deadline))
+		watched := n.cancelOnLeaderChange(ctx, cancel, addr)
+		f, err := sent.c.wait(ctx, sent.id, sent.ch)
+		cancel()
+		<-watched
 		if err != nil {
 			n.stats.forward(fwdError) // stats.go
 			lastErr = fmt.Errorf("forward to %s: %w", addr, err)

@@ -413,6 +413,8 @@ func carriesOrigin(k Kind) bool {
 
 // DecodeCommand decodes one command. A kind at or above KindIgnorable decodes
 // with only its common fields, so that a newer peer's command can be skipped.
+// (A codec: the fields in their wire order, each read and checked, one
+// branch per optional field; the encoder is its mirror.)
 func DecodeCommand(data []byte) (Command, error) {
 	r := reader{b: data}
 	var c Command

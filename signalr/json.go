@@ -43,6 +43,8 @@ func parseMessage(rec []byte) (Message, error) {
 }
 
 // parseMessageGeneral is parseMessage without the fast path (jsonfast.go).
+// (A codec: one branch per field name and per message type, each checked
+// as the protocol says, read in one pass; hence its length and branches.)
 func parseMessageGeneral(rec []byte) (Message, error) {
 	var m Message
 	if err := checkJSON("hub message", rec); err != nil {
@@ -470,6 +472,7 @@ func jsonInt(v []byte) (int64, error) {
 // unquoteJSON decodes the contents of a JSON string (without the quotes),
 // following encoding/json: invalid UTF-8 and unpaired surrogate escapes become
 // U+FFFD. It reports false for malformed escapes and raw control characters.
+// (One branch per escape and UTF-8 case, as encoding/json's own unquote.)
 func unquoteJSON(s []byte) (string, bool) {
 	i := 0
 	for i < len(s) {
@@ -769,7 +772,8 @@ func (s *idScanner) reset() {
 func (s *idScanner) result() (string, bool) { return s.id, s.hasID }
 
 // scan consumes p. It can be called any number of times; the result does not
-// depend on how the input is chunked.
+// depend on how the input is chunked. (A state machine, one case per state
+// and byte class: its branches are its table.)
 func (s *idScanner) scan(p []byte) {
 	for i := 0; i < len(p); i++ {
 		c := p[i]

@@ -159,7 +159,7 @@ func (r *mpReader) guard() (byte, error) {
 
 // head is guard that also returns the value's header size and its declared
 // units: payload bytes of a str, bin or ext, elements of an array, entries
-// of a map.
+// of a map. (One case per MessagePack format code: the spec's table.)
 func (r *mpReader) head() (c byte, hdr int, n uint64, err error) {
 	b := r.rest()
 	if len(b) == 0 {
@@ -381,6 +381,7 @@ func (r *mpReader) headers() (map[string]string, error) {
 }
 
 // appendJSON converts the next value to JSON (rules above) and appends it.
+// (One branch per MessagePack family: a codec's table.)
 func (r *mpReader) appendJSON(dst []byte, depth int) ([]byte, error) {
 	if depth > maxArgDepth {
 		return dst, fmt.Errorf("%w: nested deeper than %d levels", errUnsupportedArg, maxArgDepth)
@@ -886,7 +887,9 @@ const (
 //
 // On error the message is partially filled (Type, and InvocationID when it
 // was read), as parseMessage does. parseMsgpackMessage never panics, and
-// allocates in proportion to the record.
+// allocates in proportion to the record. (A codec: one branch per message
+// type and per array element, each checked, in one pass; hence its length
+// and branches.)
 func parseMsgpackMessage(rec []byte) (Message, error) {
 	var m Message
 	r := newMPReader(rec)

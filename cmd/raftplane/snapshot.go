@@ -85,6 +85,10 @@ func parseWithFile(fs *flag.FlagSet, args []string) (string, error) {
 	return file, nil
 }
 
+// runSnapshotSave is `raftplane snapshot save`: flags, the request to the
+// node, the download to a temporary file, its checks and the rename, in
+// that order. (A command's script, read top to bottom; each step's error
+// says which step failed.)
 func runSnapshotSave(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("raftplane snapshot save", flag.ContinueOnError)
 	fs.SetOutput(stderr)
