@@ -185,8 +185,13 @@ func (r *wsReader) next(d time.Duration, fn func([]byte)) error {
 		return err
 	}
 	r.lastBinary = typ == websocket.BinaryMessage
-	// The buffer is borrowed for the length of a message: an idle
-	// connection, waiting in NextReader, holds none.
+	return readMessage(rd, fn)
+}
+
+// readMessage passes one message to fn, as it is read. The buffer is
+// borrowed for the length of a message: an idle connection, waiting in
+// NextReader, holds none (and its stack holds none of this frame).
+func readMessage(rd io.Reader, fn func([]byte)) error {
 	bp := readBufs.Get().(*[]byte)
 	defer readBufs.Put(bp)
 	buf := *bp
@@ -341,59 +346,89 @@ func (s *Server) refuseResume(c *conn) {
 // run starts the connection's writer, then reads and handles the client's
 // messages until the connection ends, and cleans up.
 func (s *Server) run(c *conn, rd reader, split splitter, leftover []pendingRecord) {
+	s.begin(c, leftover)
+	s.readLoop(c, rd, split)
+	s.finish(c)
+}
+
+// begin starts the connection's writer and handles what came with the
+// handshake.
+func (s *Server) begin(c *conn, leftover []pendingRecord) {
 	if n := s.cfg.MaxParallelInvocations; n > 1 && c.sr == nil {
 		c.parallel = make(chan struct{}, n)
 	}
 	c.startWriter()
 	s.stats.connected(c) // stats.go
-
 	for _, l := range leftover {
 		c.handleRecord(l.rec, l.info)
 	}
-	for c.ctx.Err() == nil {
-		if err := splitErr(split); err != nil {
-			// MessagePack: after a bad length prefix the stream cannot be
-			// resynchronised. Say why and end the connection.
-			c.logger().Debug("closing: bad framing", "err", err)
-			c.goodbye.Store(true) // a broken client: nothing to resume
-			c.close(disconnect{reason: "Connection closed with an error: " + err.Error(), flush: true, cause: endProtocolError})
-			select {
-			case <-c.writerDone:
-			case <-time.After(s.cfg.SendTimeout):
-			}
-			break
-		}
-		err := rd.next(s.cfg.ClientTimeout, func(p []byte) { split.feed(p, c.handleRecord) })
-		if err != nil {
-			var ce *websocket.CloseError
-			var ne net.Error
-			switch {
-			case errors.As(err, &ne) && ne.Timeout() && c.ctx.Err() == nil:
-				// Tell the client why, as ASP.NET Core does, and let it come back.
-				c.logger().Debug("client timeout", "after", s.cfg.ClientTimeout)
-				c.close(disconnect{reason: fmt.Sprintf("Connection closed: nothing received from the client for %s.", s.cfg.ClientTimeout),
-					allowReconnect: true, cause: endClientTimeout})
-				select {
-				case <-c.writerDone:
-				case <-time.After(s.cfg.SendTimeout):
-				}
-			case errors.As(err, &ce):
-				// A clean close the client started is a goodbye; one that
-				// only answers the server's own close is not.
-				if (ce.Code == websocket.CloseNormalClosure || ce.Code == websocket.CloseGoingAway) && !c.isClosing() {
-					c.goodbye.Store(true)
-				}
-			case c.ctx.Err() == nil:
-				c.logger().Debug("read ended", "err", err)
-			}
-			break
-		}
-	}
+}
+
+// finish ends the connection once its reading has: its invocations and
+// its writer are waited for, then it is released.
+func (s *Server) finish(c *conn) {
 	c.cancel()
 	c.invocations.Wait() // ended by the context: Publish returns
 	<-c.writerDone
 	s.stats.disconnected(c) // stats.go
 	s.release(c)
+}
+
+// readLoop reads and handles the client's messages until the connection
+// ends. An idle connection waits in it, so its frame is kept small (the
+// ends are handled in functions of their own: badFraming, readEnded): the
+// runtime shrinks an idle goroutine's stack only when it uses under a
+// quarter of it.
+func (s *Server) readLoop(c *conn, rd reader, split splitter) {
+	feed := func(p []byte) { split.feed(p, c.handleRecord) }
+	for c.ctx.Err() == nil {
+		if err := splitErr(split); err != nil {
+			s.badFraming(c, err)
+			return
+		}
+		if err := rd.next(s.cfg.ClientTimeout, feed); err != nil {
+			s.readEnded(c, err)
+			return
+		}
+	}
+}
+
+// badFraming ends a connection whose stream cannot be resynchronised
+// (MessagePack: a bad length prefix), saying why.
+func (s *Server) badFraming(c *conn, err error) {
+	c.logger().Debug("closing: bad framing", "err", err)
+	c.goodbye.Store(true) // a broken client: nothing to resume
+	c.close(disconnect{reason: "Connection closed with an error: " + err.Error(), flush: true, cause: endProtocolError})
+	select {
+	case <-c.writerDone:
+	case <-time.After(s.cfg.SendTimeout):
+	}
+}
+
+// readEnded handles the end of the client's side: a timeout, a close, an
+// error.
+func (s *Server) readEnded(c *conn, err error) {
+	var ce *websocket.CloseError
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout() && c.ctx.Err() == nil:
+		// Tell the client why, as ASP.NET Core does, and let it come back.
+		c.logger().Debug("client timeout", "after", s.cfg.ClientTimeout)
+		c.close(disconnect{reason: fmt.Sprintf("Connection closed: nothing received from the client for %s.", s.cfg.ClientTimeout),
+			allowReconnect: true, cause: endClientTimeout})
+		select {
+		case <-c.writerDone:
+		case <-time.After(s.cfg.SendTimeout):
+		}
+	case errors.As(err, &ce):
+		// A clean close the client started is a goodbye; one that
+		// only answers the server's own close is not.
+		if (ce.Code == websocket.CloseNormalClosure || ce.Code == websocket.CloseGoingAway) && !c.isClosing() {
+			c.goodbye.Store(true)
+		}
+	case c.ctx.Err() == nil:
+		c.logger().Debug("read ended", "err", err)
+	}
 }
 
 // pendingRecord is a hub message that arrived in the handshake's frame.
