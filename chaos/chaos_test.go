@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -238,30 +240,42 @@ func TestChaosScenarios(t *testing.T) {
 		kind   string
 		dur    time.Duration
 		offset time.Duration
+		// running is how many of the 5 nodes start (0: all), flags more
+		// node flags.
+		running int
+		flags   []string
 		// check, if set, asserts more on the run's history.
 		check func(t *testing.T, dir string, h history.History, out Outcome)
 	}{
-		{"leader isolated while publishing", nemesis.PartitionLeader, 6 * time.Second, 0, nil},
-		{"leader paused past the election timeout", nemesis.PauseLeader, 4 * time.Second, 0, nil},
-		{"leader killed and restarted", nemesis.KillLeader, 3 * time.Second, 0, nil},
-		{"majority killed: no quorum, then recovery", nemesis.KillMajority, 4 * time.Second, 0, nil},
-		{"follower wiped and rejoined as a new member", nemesis.Wipe, 0, 0, nil},
-		{"follower catches up from a snapshot", nemesis.SnapshotLag, 8 * time.Second, 0, nil},
-		{"gossip cut, Raft flowing", nemesis.GossipCut, 6 * time.Second, 0, nil},
-		{"leader an hour ahead killed: the next leader commits at once", nemesis.ClockSkew, 8 * time.Second, time.Hour, checkClockFailover},
-		{"leader's clock an hour forward, then an hour behind", nemesis.ClockJump, 8 * time.Second, time.Hour, noExpired},
-		{"every clock set off by up to an hour", nemesis.ClockScramble, 6 * time.Second, time.Hour, noExpired},
-		{"a follower's disk full", nemesis.DiskFull, 8 * time.Second, 0, checkDiskFull},
-		{"the leader's disk full", nemesis.DiskFullLeader, 8 * time.Second, 0, checkDiskFull},
+		{"leader isolated while publishing", nemesis.PartitionLeader, 6 * time.Second, 0, 0, nil, nil},
+		{"leader paused past the election timeout", nemesis.PauseLeader, 4 * time.Second, 0, 0, nil, nil},
+		{"leader killed and restarted", nemesis.KillLeader, 3 * time.Second, 0, 0, nil, nil},
+		{"majority killed: no quorum, then recovery", nemesis.KillMajority, 4 * time.Second, 0, 0, nil, nil},
+		{"follower wiped and rejoined as a new member", nemesis.Wipe, 0, 0, 0, nil, nil},
+		{"follower catches up from a snapshot", nemesis.SnapshotLag, 8 * time.Second, 0, 0, nil, nil},
+		{"gossip cut, Raft flowing", nemesis.GossipCut, 6 * time.Second, 0, 0, nil, nil},
+		{"leader an hour ahead killed: the next leader commits at once", nemesis.ClockSkew, 8 * time.Second, time.Hour, 0, nil, checkClockFailover},
+		{"leader's clock an hour forward, then an hour behind", nemesis.ClockJump, 8 * time.Second, time.Hour, 0, nil, noExpired},
+		{"every clock set off by up to an hour", nemesis.ClockScramble, 6 * time.Second, time.Hour, 0, nil, noExpired},
+		{"a follower's disk full", nemesis.DiskFull, 8 * time.Second, 0, 0, nil, checkDiskFull},
+		{"the leader's disk full", nemesis.DiskFullLeader, 8 * time.Second, 0, 0, nil, checkDiskFull},
+		{"grow 1 -> 3 -> 5 voters under load, shrink back to 1", nemesis.GrowShrink, 6 * time.Second, 0, 1,
+			[]string{"-voters", "5"}, wantSettled([2]int{3, 3}, [2]int{5, 5}, [2]int{4, 3}, [2]int{3, 3}, [2]int{2, 1}, [2]int{1, 1})},
+		{"shrink 5 -> 3 -> 1 by leaves, grow back with new members (3 voters)", nemesis.ShrinkGrow, 6 * time.Second, 0, 0, nil,
+			wantSettled([2]int{4, 3}, [2]int{3, 3}, [2]int{2, 1}, [2]int{1, 1}, [2]int{3, 3}, [2]int{5, 3})},
+		{"a voter killed for good, a brand-new node replaces it", nemesis.ReplaceVoter, 4 * time.Second, 0, 3, nil,
+			wantJournal("replaced: ", "is a voter")},
+		{"a new node joins as a non-voter, a voter leaves, the newcomer is promoted", nemesis.JoinPromote, 6 * time.Second, 0, 3, nil,
+			wantJournal("promoted: the newcomer")},
 	}
 	for _, sc := range scenarios {
 		t.Run(sc.kind, func(t *testing.T) {
 			dir := runDir(t)
 			netw, ip, launch := setupNetwork(t, 5)
 			steps := []nemesis.Step{{At: 0, Kind: sc.kind, Dur: sc.dur, Pick: uint64(len(sc.name)), Offset: sc.offset}}
-			o := Options{Bin: bin(t, "raftplane"), Dir: dir, N: 5, Steps: steps, Seed: seed(), Net: netw, IP: ip, Launch: launch,
+			o := Options{Bin: bin(t, "raftplane"), Dir: dir, N: 5, Running: sc.running, Steps: steps, Seed: seed(), Net: netw, IP: ip, Launch: launch,
 				Publishers: 4, Subscribers: 4, Groups: []string{"g0", "g1"}, ReplayProb: 0.05, LateReplayProb: 0.05,
-				Quiet: 3 * time.Second, Recovery: 60 * time.Second, DiskSize: diskSize(t, 128<<20), Logf: t.Logf}
+				Quiet: 3 * time.Second, Recovery: 60 * time.Second, DiskSize: diskSize(t, 128<<20), Flags: sc.flags, Logf: t.Logf}
 			out := Run(context.Background(), o)
 			if out.Err != nil {
 				t.Fatalf("%s: %v", sc.name, out.Err)
@@ -390,5 +404,77 @@ func checkDiskFull(t *testing.T, dir string, h history.History, out Outcome) {
 	}
 	if !strings.Contains(ready, "/readyz: 503") || !strings.Contains(ready, "cannot write to its disk") {
 		t.Errorf("the full node's /readyz halfway through: %q, want 503 naming the disk", ready)
+	}
+}
+
+// membershipJournal returns what the nemesis journalled of a membership
+// fault, in order (its commands, its midpoint, its heal), and fails the
+// test if any part of it failed: a membership that did not settle, a node
+// that did not start or leave.
+func membershipJournal(t *testing.T, h history.History) []string {
+	t.Helper()
+	var out []string
+	for _, e := range h {
+		if e.P != "nemesis" || e.Kind == "heal-all" {
+			continue
+		}
+		switch e.Type {
+		case history.FaultStart:
+			out = append(out, e.Cmds...)
+		case history.Note:
+			if strings.HasPrefix(e.Text, "could not start") || strings.Contains(e.Text, "not settled") {
+				t.Errorf("%s: %s", e.Kind, e.Text)
+			}
+			out = append(out, strings.Split(e.Text, "; ")...)
+		case history.FaultEnd:
+			if e.Text != "" {
+				t.Errorf("%s: %s", e.Kind, e.Text)
+			}
+			out = append(out, e.Cmds...)
+		}
+	}
+	for _, line := range out {
+		t.Logf("nemesis: %s", line)
+	}
+	return out
+}
+
+// settledRe reads the counts of a settled membership view.
+var settledRe = regexp.MustCompile(`^settled in .*\((\d+) running, (\d+) voters`)
+
+// wantSettled checks that the membership settled through exactly these
+// (running nodes, voters) steps, in order.
+func wantSettled(want ...[2]int) func(t *testing.T, dir string, h history.History, out Outcome) {
+	return func(t *testing.T, _ string, h history.History, _ Outcome) {
+		t.Helper()
+		var got [][2]int
+		for _, line := range membershipJournal(t, h) {
+			if m := settledRe.FindStringSubmatch(line); m != nil {
+				r, _ := strconv.Atoi(m[1])
+				v, _ := strconv.Atoi(m[2])
+				got = append(got, [2]int{r, v})
+			}
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("the membership settled at (running, voters) %v, want %v", got, want)
+		}
+	}
+}
+
+// wantJournal checks that a line of the membership fault's journal holds
+// every one of parts.
+func wantJournal(parts ...string) func(t *testing.T, dir string, h history.History, out Outcome) {
+	return func(t *testing.T, _ string, h history.History, _ Outcome) {
+		t.Helper()
+		for _, line := range membershipJournal(t, h) {
+			ok := true
+			for _, p := range parts {
+				ok = ok && strings.Contains(line, p)
+			}
+			if ok {
+				return
+			}
+		}
+		t.Errorf("no line of the membership journal holds %q", parts)
 	}
 }

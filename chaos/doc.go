@@ -1,7 +1,7 @@
 // Package chaos is the fault-injection suite: real raftplane processes in
 // network namespaces (sandbox, netfault), nemeses that kill, pause,
-// partition and wipe them, step their clocks and fill their disks
-// (nemesis, diskfault), a workload that records a history of every
+// partition and wipe them, step their clocks, fill their disks and change
+// the membership (nemesis, diskfault), a workload that records a history of every
 // operation (workload, history), and a checker that proves no acknowledged
 // message was lost, duplicated or reordered (check). The tests in
 // chaos_test.go drive it (skipped with -short); cmd/chaos-check checks a
@@ -37,4 +37,25 @@
 // the end of a run each disk's contents are copied beside it
 // (<run>/n<i>/disk.kept) before it is unmounted. Without the sandbox there
 // are no disks and the disk faults are skipped.
+//
+// # Membership
+//
+// The membership faults (chaos/nemesis/membership.go) change the node set
+// while the workload runs, and let the nodes do the rest as in production:
+// a node started with -join is added by the leader as a non-voter and
+// promoted once caught up, two at a time, up to -voters (3 unless the run
+// sets it: a 5-node chaos cluster is 3 voters and 2 non-voters); a node
+// stopped with SIGTERM leaves; a node killed for good is removed after
+// -reap-after once a spare can take its place. After each change the fault
+// waits (60 s at most) until the leader's configuration (GET
+// /api/v1/cluster) holds exactly the running nodes, with as many voters as
+// the largest odd number within the running count and -voters, and
+// journals it. shrink-grow takes 5 running nodes down to 1 by leaves, one
+// at a time, and back up with new members (empty data folders);
+// grow-shrink does the opposite from a run that starts with fewer nodes
+// (Options.Running: the other slots are spares, stopped, with their own
+// addresses); replace-voter kills a voter for good and starts a brand-new
+// node; join-promote makes a newcomer the only spare, then a voter leaves
+// so that the leader must promote it. The clients know every slot and move
+// on from one that does not answer, as they do after a kill.
 package chaos

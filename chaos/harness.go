@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -25,6 +26,11 @@ type Options struct {
 	Bin string // the raftplane binary
 	Dir string // run directory (history, schedule, node data and logs)
 	N   int    // nodes
+	// Running is how many of the N nodes start (0: all); the others are
+	// spare slots, stopped, with their own addresses, that the membership
+	// faults start as new members (the final heal starts them all). The
+	// clients know every slot and move on from one that does not answer.
+	Running int
 	// Steps is the fault schedule (nemesis.Schedule or a replay); empty
 	// runs the workload without faults.
 	Steps []nemesis.Step
@@ -120,8 +126,12 @@ func Run(ctx context.Context, o Options) Outcome {
 		rec.Add(history.Event{P: "harness", Type: history.Note, Text: fmt.Sprintf(format, args...)})
 		logf(format, args...)
 	}
+	running := o.N
+	if o.Running > 0 {
+		running = o.Running
+	}
 	uctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	err = cl.Start(uctx)
+	err = cl.StartFirst(uctx, running)
 	if err == nil {
 		err = cl.WaitLeader(uctx, nil)
 	}
@@ -129,7 +139,7 @@ func Run(ctx context.Context, o Options) Outcome {
 	if err != nil {
 		return Outcome{Err: fmt.Errorf("cluster did not form: %w", err)}
 	}
-	note("cluster of %d up after %s", o.N, time.Since(start).Round(time.Millisecond))
+	note("cluster of %d up (%d slots) after %s", running, o.N, time.Since(start).Round(time.Millisecond))
 
 	env := &workload.Env{Rec: rec, Hub: "chaos", Groups: o.Groups, Timeout: 5 * time.Second,
 		HTTP: &http.Client{Timeout: 10 * time.Second}}
@@ -166,7 +176,7 @@ func Run(ctx context.Context, o Options) Outcome {
 		p := &workload.Publisher{Env: env, Name: fmt.Sprintf("pub-%d", k), Via: via,
 			Rng: rand.New(rand.NewPCG(rng.Uint64(), 0)), Interval: 50 * time.Millisecond,
 			RetryProb: 0.5, ReplayProb: o.ReplayProb,
-			LateReplayProb: o.LateReplayProb, LateReplayMin: time.Second, LateReplayMax: 20 * time.Second}
+			LateReplayProb: o.LateReplayProb, LateReplayMin: time.Second, LateReplayMax: 15 * time.Second}
 		pubWG.Add(1)
 		go func() { defer pubWG.Done(); p.Run(pubCtx) }()
 	}
@@ -175,7 +185,7 @@ func Run(ctx context.Context, o Options) Outcome {
 	case <-ctx.Done():
 	case <-time.After(o.Quiet):
 	}
-	nem := &nemesis.Env{Cluster: cl, Net: o.Net, Rec: rec, Logf: logf}
+	nem := &nemesis.Env{Cluster: cl, Net: o.Net, Rec: rec, Logf: logf, Voters: votersFlag(ncfg.Flags)}
 	if disks != nil {
 		nem.Disks = disks
 	}
@@ -284,4 +294,23 @@ func waitCanaries(ctx context.Context, subs []*workload.Subscriber, canaries map
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// votersFlag is the -voters the nodes run with (the last one in flags), or
+// 0 for the node's default.
+func votersFlag(flags []string) int {
+	v := 0
+	for i, f := range flags {
+		name, val, ok := strings.Cut(strings.TrimLeft(f, "-"), "=")
+		if !strings.HasPrefix(f, "-") || name != "voters" {
+			continue
+		}
+		if !ok && i+1 < len(flags) {
+			val = flags[i+1]
+		}
+		if k, err := strconv.Atoi(val); err == nil {
+			v = k
+		}
+	}
+	return v
 }

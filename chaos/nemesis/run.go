@@ -53,6 +53,12 @@ type Env struct {
 	Net     Network // nil: only process faults
 	Disks   Disks   // nil: no disk faults
 	Rec     *history.Recorder
+	// Voters is the nodes' -voters (0: DefaultVoters), which the
+	// membership faults expect the leader to keep.
+	Voters int
+	// SettleTimeout bounds each wait of a membership fault for the
+	// configuration to settle (0: DefaultSettleTimeout).
+	SettleTimeout time.Duration
 	// Logf, optional, narrates the run (t.Logf).
 	Logf func(format string, args ...any)
 }
@@ -73,10 +79,13 @@ func (env *Env) Supported(kind string) bool {
 }
 
 // Run executes steps (lanes concurrently, each lane in order, each step at
-// its At after Run started) until they are done or ctx ends. Faults that
-// env cannot express are journalled as skipped. Each fault is healed when
-// its time is up, or at once when ctx ends; call HealAll afterwards for
-// what a heal could not undo.
+// its At after Run started) until they are done or ctx ends. A step that
+// takes longer than its Dur (a rolling restart, a membership fault that
+// waits for the configuration to settle) moves its lane's later steps by
+// as much, so that the quiet gaps of the schedule stay. Faults that env
+// cannot express are journalled as skipped. Each fault is healed when its
+// time is up, or at once when ctx ends; call HealAll afterwards for what a
+// heal could not undo.
 func Run(ctx context.Context, env *Env, steps []Step) {
 	lanes := map[int][]Step{}
 	for _, s := range steps {
@@ -88,13 +97,17 @@ func Run(ctx context.Context, env *Env, steps []Step) {
 		wg.Add(1)
 		go func(ls []Step) {
 			defer wg.Done()
+			var late time.Duration
 			for _, s := range ls {
+				at := start.Add(s.At + late)
 				select {
 				case <-ctx.Done():
 					return
-				case <-time.After(time.Until(start.Add(s.At))):
+				case <-time.After(time.Until(at)):
 				}
+				began := time.Now()
 				env.step(ctx, s)
+				late += max(0, time.Since(began)-s.Dur)
 			}
 		}(ls)
 	}
@@ -225,6 +238,9 @@ func pick(cands []*nodes.Node, p uint64) *nodes.Node {
 // the faults need network namespaces to run, so a split could not be
 // tested where it was made.
 func (env *Env) start(ctx context.Context, s Step) (*fault, error) {
+	if membershipKinds[s.Kind] {
+		return env.membership(ctx, s) // membership.go
+	}
 	var target *nodes.Node
 	switch s.Kind {
 	case KillLeader, PauseLeader, PartitionLeader, OneWayLeader, ClockSkew, ClockJump, DiskFullLeader:

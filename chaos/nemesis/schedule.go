@@ -86,6 +86,10 @@ const (
 	ClockScramble     = "clock-scramble"
 	DiskFull          = "disk-full"
 	DiskFullLeader    = "disk-full-leader"
+	ShrinkGrow        = "shrink-grow"
+	GrowShrink        = "grow-shrink"
+	ReplaceVoter      = "replace-voter"
+	JoinPromote       = "join-promote"
 )
 
 // Clock faults set clocks off by MinClockOffset to MaxClockOffset
@@ -126,18 +130,32 @@ var Catalogue = map[string]string{
 		"(leaders that follow each other during it disagree)",
 	DiskFull:       "fill a follower's disk (a small filesystem of its own) to the last byte; free it after the fault",
 	DiskFullLeader: "fill the leader's disk to the last byte; free it after the fault",
+	ShrinkGrow: "shrink the cluster by graceful leaves (SIGTERM), one node at a time, 5 -> 3 -> 1 running, " +
+		"then grow it back 1 -> 3 -> 5 with new members (empty data folders, -join); after each step the " +
+		"leader's configuration must hold exactly the running nodes with the voters -voters gives",
+	GrowShrink: "from a cluster started with fewer nodes (the others spare slots), grow 1 -> 3 -> 5 with new " +
+		"members, then shrink back 5 -> 3 -> 1 by graceful leaves; the same check after each step",
+	ReplaceVoter: "SIGKILL a voter (not the leader) for good, its data deleted, and start a brand-new node " +
+		"(a spare slot, else the dead one's address with a new id); the leader must remove the dead voter " +
+		"(after -reap-after) and the voters be back to their count",
+	JoinPromote: "the non-voters leave, a new node joins and is added as a non-voter; then a voter leaves " +
+		"and the leader must promote the newcomer; the nodes that left rejoin after the fault",
 }
 
-// Short is the CI profile: one fault at a time on 5 nodes, for 2 minutes
-// (about 16 faults).
+// Short is the CI profile: one fault at a time on 5 nodes, 2 minutes of
+// schedule (about 15 faults). The membership faults, dealt first with the
+// clock faults and the leader's full disk, wait for the configuration to
+// settle (a replaced voter's removal takes -reap-after, 20 s), which moves
+// the later faults: the fault phase lasts about 3 minutes.
 var Short = Profile{
 	Name: "short", Nodes: 5, Faults: 120 * time.Second,
 	MinDur: 2 * time.Second, MaxDur: 6 * time.Second,
 	MinGap: 2 * time.Second, MaxGap: 5 * time.Second,
 	Lanes: [][]string{{Kill, KillLeader, CrashHost, Pause, PauseLeader, Terminate, PartitionLeader, PartitionOne,
 		PartitionMajority, PartitionRing, PartitionBridge, OneWayLeader, GossipCut, Lossy, Slow, Delay, ConnReset,
-		ClientCut, Wipe, SnapshotLag, ClockSkew, ClockJump, ClockScramble, DiskFull, DiskFullLeader}},
-	Lead: []string{ClockSkew, ClockJump, DiskFullLeader},
+		ClientCut, Wipe, SnapshotLag, ClockSkew, ClockJump, ClockScramble, DiskFull, DiskFullLeader,
+		ShrinkGrow, ReplaceVoter, JoinPromote}},
+	Lead: []string{ShrinkGrow, ReplaceVoter, JoinPromote, ClockSkew, ClockJump, DiskFullLeader},
 }
 
 // Soak overlaps process faults with network faults for 30 minutes.
@@ -147,7 +165,7 @@ var Soak = Profile{
 	MinGap: 2 * time.Second, MaxGap: 15 * time.Second,
 	Lanes: [][]string{
 		{Kill, KillLeader, KillMajority, CrashHost, Pause, PauseLeader, Terminate, Wipe, RollingRestart,
-			ClockSkew, ClockJump, ClockScramble, DiskFull, DiskFullLeader},
+			ClockSkew, ClockJump, ClockScramble, DiskFull, DiskFullLeader, ShrinkGrow, ReplaceVoter, JoinPromote},
 		{PartitionLeader, PartitionOne, PartitionMajority, PartitionRing, PartitionBridge, OneWayLeader, GossipCut,
 			Lossy, Slow, Delay, ConnReset, ClientCut, SnapshotLag},
 	},
@@ -190,6 +208,8 @@ func Schedule(seed uint64, p Profile) []Step {
 				}
 			case ClockJump, ClockScramble:
 				st.Offset = clockOffset(rng)
+			case ShrinkGrow, GrowShrink, JoinPromote:
+				d = max(d, 4*time.Second) // the midpoint's step comes after 2 s at the first
 			}
 			st.Dur = d
 			steps = append(steps, st)

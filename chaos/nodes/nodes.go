@@ -119,14 +119,22 @@ func (n *Node) gossipAddr() string { return net.JoinHostPort(n.IP, fmt.Sprint(Go
 
 // Start starts every node: n0 first, alone, so that it bootstraps the
 // cluster; the others join through every other node's gossip address.
-func (c *Cluster) Start(ctx context.Context) error {
+func (c *Cluster) Start(ctx context.Context) error { return c.StartFirst(ctx, len(c.Nodes)) }
+
+// StartFirst starts the first k nodes as Start does and leaves the others
+// stopped: spare slots, with their own addresses, that the membership
+// faults start as new members.
+func (c *Cluster) StartFirst(ctx context.Context, k int) error {
+	if k < 1 || k > len(c.Nodes) {
+		return fmt.Errorf("nodes: start %d of %d nodes", k, len(c.Nodes))
+	}
 	if err := c.Nodes[0].Start(); err != nil {
 		return err
 	}
 	if err := c.WaitLeader(ctx, c.Nodes[:1]); err != nil {
 		return fmt.Errorf("n0 did not bootstrap: %w", err)
 	}
-	for _, n := range c.Nodes[1:] {
+	for _, n := range c.Nodes[1:k] {
 		if err := n.Start(); err != nil {
 			return err
 		}
@@ -365,6 +373,38 @@ func (n *Node) Status(ctx context.Context) (Status, error) {
 	}
 	err = json.NewDecoder(resp.Body).Decode(&st)
 	return st, err
+}
+
+// Members asks the node for the cluster's members as it sees them (GET
+// /api/v1/cluster: the Raft configuration with each server's suffrage, and
+// gossip's members).
+func (n *Node) Members(ctx context.Context) ([]status.Member, error) {
+	req, err := http.NewRequestWithContext(ctx, "GET", n.URL()+"/api/v1/cluster", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := n.c.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return nil, fmt.Errorf("%s cluster: %s: %s", n.Name, resp.Status, b)
+	}
+	var out struct {
+		Members []status.Member `json:"members"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&out)
+	return out.Members, err
+}
+
+// Started reports whether the node's process was ever started (a spare
+// slot that never ran has no data).
+func (n *Node) Started() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.starts > 0
 }
 
 // Leader returns the node that every reachable running node agrees is the
