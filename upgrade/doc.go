@@ -1,9 +1,10 @@
 // Package upgrade proves that a node of the current tree takes over the data
 // and the cluster of the previous release.
 //
-// It has no code of its own, only a test (upgrade_test.go) that builds the
-// previous release (the tag named by prevTag, or its commit when a clone
-// lacks tags) from git and the current tree, then:
+// It has no code of its own, only a test (upgrade_test.go) that builds
+// earlier releases (the tags of releases: the previous release, v0.2.0, and
+// the one before, v0.1.0, or their commits when a clone lacks tags) from git
+// and the current tree, then, from each release:
 //
 //   - restarts a single node of the old build on the new build, on the same
 //     data folder: the new build restores the old snapshot and replays the
@@ -14,8 +15,12 @@
 //     Go client receives them: every acknowledged send arrives exactly once,
 //     in cursor order, and all three nodes end at the same last cursor and
 //     digest, so old and new nodes replicate each other's log entries and
-//     snapshots in both directions.
+//     snapshots in both directions. While a node of the old build runs, the
+//     cluster's log format (recorded by the leader, cluster/leader.go
+//     raiseFormat) must stay the old build's; once all three run the new
+//     build it must be raised to fsm.LogFormat.
 //
 // When a release changes a log or snapshot format, this is the test that
-// must stay green; after tagging a release, move prevTag and prevCommit.
+// must stay green; after tagging a release, add it first in releases (and
+// drop the oldest when two rolls cost too much).
 package upgrade

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,14 +23,21 @@ import (
 	"time"
 
 	"github.com/raftplane/raftplane/client"
+	"github.com/raftplane/raftplane/fsm"
 )
 
-// The previous release. CI runs in a fresh clone that may lack tags, so the
-// commit is the fallback; it is in main's history. Neither is ever skipped.
-const (
-	prevTag    = "v0.1.0"
-	prevCommit = "69b620c2ebaf7bce59a6bb431a88c865c59916d0"
-)
+// release is an earlier release the current tree must take over from: its
+// tag, and its commit as the fallback (CI runs in a fresh clone that may
+// lack tags; the commit is in main's history). Neither is ever skipped.
+type release struct{ tag, commit string }
+
+// releases are tested newest first: the previous release (the upgrade
+// operators make) and the one before it (the log format it writes, 1, is
+// older, so the roll from it raises the format).
+var releases = []release{
+	{"v0.2.0", "ce3272386287c08647a14a7770b374970ac5a82f"},
+	{"v0.1.0", "69b620c2ebaf7bce59a6bb431a88c865c59916d0"},
+}
 
 const (
 	buildTimeout = 5 * time.Minute
@@ -42,39 +50,80 @@ const (
 // builds are the two binaries under test.
 type builds struct{ old, cur string }
 
-// buildBoth builds the previous release from git and the current tree.
-func buildBoth(t *testing.T) builds {
+// binCache holds the binaries built by this test process, each built once
+// (the current tree and every release), in binDir; TestMain removes it.
+var (
+	binMu    sync.Mutex
+	binDir   string
+	binCache = map[string]string{}
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// buildBoth builds rel from git and the current tree (once per test
+// process each).
+func buildBoth(t *testing.T, rel release) builds {
 	t.Helper()
+	return builds{old: build(t, rel), cur: build(t, release{})}
+}
+
+// build builds rel (the current tree for the zero release) and returns
+// the binary's path.
+func build(t *testing.T, rel release) string {
+	t.Helper()
+	binMu.Lock()
+	defer binMu.Unlock()
+	name := "raftplane-current"
+	if rel.tag != "" {
+		name = "raftplane-" + rel.tag
+	}
+	if b, ok := binCache[name]; ok {
+		return b
+	}
 	goCmd, err := exec.LookPath("go")
 	if err != nil {
 		t.Fatalf("no go command on PATH: %v", err)
 	}
-	rev := prevRevision(t)
-	src := t.TempDir()
-	tarball := filepath.Join(t.TempDir(), "prev.tar")
-	run(t, "..", "git", "archive", "--format=tar", "-o", tarball, rev)
-	run(t, src, "tar", "-xf", tarball)
-	bins := t.TempDir()
-	b := builds{old: filepath.Join(bins, "raftplane-"+prevTag), cur: filepath.Join(bins, "raftplane-current")}
+	if binDir == "" {
+		if binDir, err = os.MkdirTemp("", "raftplane-upgrade-bin-"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := filepath.Join(binDir, name)
 	// The module cache is shared, so neither build downloads anything.
-	run(t, src, goCmd, "build", "-o", b.old, "./cmd/raftplane")
-	run(t, "..", goCmd, "build", "-o", b.cur, "./cmd/raftplane")
-	return b
+	if rel.tag == "" {
+		run(t, "..", goCmd, "build", "-o", out, "./cmd/raftplane")
+	} else {
+		rev := revision(t, rel)
+		src := t.TempDir()
+		tarball := filepath.Join(t.TempDir(), "prev.tar")
+		run(t, "..", "git", "archive", "--format=tar", "-o", tarball, rev)
+		run(t, src, "tar", "-xf", tarball)
+		run(t, src, goCmd, "build", "-o", out, "./cmd/raftplane")
+	}
+	binCache[name] = out
+	return out
 }
 
-// prevRevision returns the commit of prevTag, or prevCommit when the tag is
+// revision returns the commit of rel's tag, or its commit when the tag is
 // missing; it fails the test when neither is in the repository.
-func prevRevision(t *testing.T) string {
+func revision(t *testing.T, rel release) string {
 	t.Helper()
-	for _, ref := range []string{prevTag + "^{commit}", prevCommit + "^{commit}"} {
+	for _, ref := range []string{rel.tag + "^{commit}", rel.commit + "^{commit}"} {
 		out, err := exec.Command("git", "-C", "..", "rev-parse", "--verify", "--quiet", ref).Output()
 		if err == nil {
 			rev := strings.TrimSpace(string(out))
-			t.Logf("previous release: %s = %s", ref, rev)
+			t.Logf("release %s: %s = %s", rel.tag, ref, rev)
 			return rev
 		}
 	}
-	t.Fatalf("neither %s nor %s is in the repository (a shallow clone? fetch with full history)", prevTag, prevCommit)
+	t.Fatalf("neither %s nor %s is in the repository (a shallow clone? fetch with full history)", rel.tag, rel.commit)
 	return ""
 }
 
@@ -371,7 +420,12 @@ func newestSnapshot(data string) (uint64, error) {
 // snapshot with every kind of send; the current build restarts on that data
 // folder, reaches the same last cursor and digest, and commits new sends.
 func TestRestartOnOldData(t *testing.T) {
-	b := buildBoth(t)
+	for _, rel := range releases {
+		t.Run("from-"+rel.tag, func(t *testing.T) { restartOnOldData(t, buildBoth(t, rel)) })
+	}
+}
+
+func restartOnOldData(t *testing.T, b builds) {
 	const threshold = 64
 	flags := []string{"-snapshot-threshold", strconv.Itoa(threshold), "-trailing-logs", "16", "-snapshot-interval", "1s"}
 	n := newNode(t, "solo", map[string]bool{}, t.TempDir())
@@ -676,12 +730,41 @@ func ready(n *node) error {
 	return nil
 }
 
+// formatRe matches the line a leader logs when it records the cluster's
+// log format (cluster/leader.go raiseFormat), in both builds' text logs.
+var formatRe = regexp.MustCompile(`msg="every server knows the log format; recorded".* format=(\d+)`)
+
+// recordedFormat is the newest log format the nodes' leaders recorded,
+// from their logs; 1 (every build's first format) when none did.
+func recordedFormat(nodes []*node) (uint32, error) {
+	f := uint32(1)
+	for _, n := range nodes {
+		b, err := os.ReadFile(n.logPath)
+		if err != nil {
+			return 0, err
+		}
+		for _, m := range formatRe.FindAllSubmatch(b, -1) {
+			k, err := strconv.ParseUint(string(m[1]), 10, 32)
+			if err != nil {
+				return 0, fmt.Errorf("%s: %q: %w", n.logPath, m[0], err)
+			}
+			f = max(f, uint32(k))
+		}
+	}
+	return f, nil
+}
+
 // TestRollingUpgrade: three nodes of the previous release, a subscriber and
 // a publisher; the nodes are replaced by the current build one at a time,
 // the subscriber's node last. Every acknowledged send reaches the subscriber
 // exactly once and in order, and the nodes end with the same stream.
 func TestRollingUpgrade(t *testing.T) {
-	b := buildBoth(t)
+	for _, rel := range releases {
+		t.Run("from-"+rel.tag, func(t *testing.T) { rollingUpgrade(t, buildBoth(t, rel)) })
+	}
+}
+
+func rollingUpgrade(t *testing.T, b builds) {
 	taken := map[string]bool{}
 	logDir := t.TempDir()
 	nodes := []*node{newNode(t, "n1", taken, logDir), newNode(t, "n2", taken, logDir), newNode(t, "n3", taken, logDir)}
@@ -767,8 +850,16 @@ func TestRollingUpgrade(t *testing.T) {
 	go func() { defer close(pubDone); pub.run(pubCtx) }()
 	defer func() { stopPub(); <-pubDone }()
 	pub.waitMore(t, 50)
+	oldFormat, err := recordedFormat(nodes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("the old cluster's log format: %d; this build writes %d (fsm.LogFormat)", oldFormat, fsm.LogFormat)
+	if oldFormat > fsm.LogFormat {
+		t.Fatalf("the old release recorded log format %d, newer than this build's %d", oldFormat, fsm.LogFormat)
+	}
 
-	for _, i := range []int{1, 0, 2} {
+	for k, i := range []int{1, 0, 2} {
 		n := nodes[i]
 		leader, err := leaderOf(nodes)
 		if err != nil {
@@ -804,7 +895,31 @@ func TestRollingUpgrade(t *testing.T) {
 		n.start(t, b.cur, joinArgs(n)...)
 		eventually(t, startTimeout, n.name+" on the new build is ready", func() error { n.alive(t); return ready(n) })
 		eventually(t, startTimeout, n.name+" on the new build is a caught-up voter", func() error { n.alive(t); return clusterReady(n, nodes) })
-		pub.waitMore(t, 50)
+		pub.waitMore(t, 50) // the mixed cluster commits
+		if k < 2 {
+			// Old builds still vote: the format must stay where it was,
+			// or they would stop at the first entry of the new one.
+			f, err := recordedFormat(nodes)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f != oldFormat {
+				t.Fatalf("log format %d recorded while %d node(s) of the old build run; want %d until all run the new build", f, 2-k, oldFormat)
+			}
+		}
+	}
+	// Every node runs the new build: a leader records the new format.
+	eventually(t, startTimeout, fmt.Sprintf("log format %d recorded", fsm.LogFormat), func() error {
+		f, err := recordedFormat(nodes)
+		if err == nil && f != fsm.LogFormat {
+			err = fmt.Errorf("log format %d recorded, want %d", f, fsm.LogFormat)
+		}
+		return err
+	})
+	if oldFormat < fsm.LogFormat {
+		t.Logf("log format raised from %d to %d once every node ran the new build", oldFormat, fsm.LogFormat)
+	} else {
+		t.Logf("the old release already wrote log format %d: nothing to raise", fsm.LogFormat)
 	}
 	stopPub()
 	<-pubDone
