@@ -23,6 +23,7 @@ import (
 
 	"github.com/raftplane/raftplane/chaos/history"
 	"github.com/raftplane/raftplane/client"
+	"github.com/raftplane/raftplane/fsm"
 )
 
 // Target is the client method every workload message is sent to; its
@@ -77,9 +78,19 @@ type Publisher struct {
 
 // lateSend is an acknowledged send to replay at due.
 type lateSend struct {
-	due       time.Time
-	id, group string
+	due, acked time.Time
+	id, group  string
 }
+
+// maxReplayAge bounds how long after its acknowledgement a late replay is
+// still sent: the FSM recognises an id for fsm.DedupWindow (30 s) by the
+// stamps of the log, and a replay held up by the cluster (no quorum) may
+// wait up to the HTTP client's 10 s before it is applied. A replay that
+// could only go out later is dropped, as a client past the documented
+// window gets no promise: the soak with seed 20261209 sent one 32 s after
+// its ack (a majority was down for 20 s) and the checker counted the
+// duplicate.
+const maxReplayAge = fsm.DedupWindow - 12*time.Second
 
 // Run publishes until ctx ends.
 func (p *Publisher) Run(ctx context.Context) {
@@ -164,6 +175,11 @@ func (p *Publisher) replayDue(ctx context.Context) {
 			kept = append(kept, l)
 			continue
 		}
+		if now.Sub(l.acked) > maxReplayAge {
+			p.Env.Rec.Add(history.Event{P: p.Name, Type: history.Note,
+				Text: fmt.Sprintf("late replay of %s dropped: %s after its ack, too late for the FSM's dedup window", l.id, now.Sub(l.acked).Round(time.Millisecond))})
+			continue
+		}
 		if p.Env.sendREST(ctx, p.Name, p.node, l.id, l.group) != history.OK {
 			p.next()
 		}
@@ -179,7 +195,8 @@ func (p *Publisher) publishREST(ctx context.Context, id, group string) {
 			if p.LateReplayMax > d {
 				d += time.Duration(p.Rng.Int64N(int64(p.LateReplayMax - d)))
 			}
-			p.late = append(p.late, lateSend{due: time.Now().Add(d), id: id, group: group})
+			now := time.Now()
+			p.late = append(p.late, lateSend{due: now.Add(d), acked: now, id: id, group: group})
 		}
 		switch {
 		case outcome == history.OK && p.Rng.Float64() < p.ReplayProb:
