@@ -204,7 +204,9 @@ func (n *Node) Open() (err error) {
 
 // raftConfig is hashicorp/raft's configuration of this node.
 func (n *Node) raftConfig() (*raft.Config, error) {
+	installRaftTimings() // stages.go
 	rc := raft.DefaultConfig()
+	rc.NoLegacyTelemetry = true // the labelled timings only, not a copy per peer
 	rc.LocalID = raft.ServerID(n.cfg.NodeID)
 	rc.HeartbeatTimeout = n.cfg.HeartbeatTimeout
 	rc.ElectionTimeout = n.cfg.ElectionTimeout

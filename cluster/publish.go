@@ -409,6 +409,7 @@ type sentForward struct {
 	c    *rpcClient
 	id   uint64
 	ch   chan frame
+	at   time.Time // when it was written (StageForward)
 }
 
 // sendForward writes a batch to the leader over the connection this node
@@ -427,7 +428,7 @@ func (n *Node) sendForward(batch []byte, stamped bool) *sentForward {
 	if err != nil {
 		return nil
 	}
-	return &sentForward{addr: addr, c: c, id: id, ch: ch}
+	return &sentForward{addr: addr, c: c, id: id, ch: ch, at: time.Now()}
 }
 
 func forwardType(stamped bool) byte {
@@ -449,7 +450,7 @@ func (n *Node) sendToLeader(typ byte, batch []byte) (*sentForward, error) {
 		var id uint64
 		var ch chan frame
 		if id, ch, err = c.send(typ, batch); err == nil {
-			return &sentForward{addr: addr, c: c, id: id, ch: ch}, nil
+			return &sentForward{addr: addr, c: c, id: id, ch: ch, at: time.Now()}, nil
 		}
 	}
 	n.stats.forward(fwdError) // stats.go
@@ -511,6 +512,9 @@ func (n *Node) forward(out chan<- fwdOutcome, batch []byte, count int, stamped b
 		f, err := sent.c.wait(ctx, sent.id, sent.ch)
 		cancel()
 		<-watched
+		if err == nil {
+			n.stats.forwardRTT.Observe(time.Since(sent.at))
+		}
 		if err != nil {
 			n.stats.forward(fwdError) // stats.go
 			lastErr = fmt.Errorf("forward to %s: %w", addr, err)

@@ -73,7 +73,10 @@ type Stats struct {
 	SnapshotFailures uint64
 	// Forwards counts attempts to forward a batch to the leader, by result
 	// (Forward*).
-	Forwards        map[string]uint64
+	Forwards map[string]uint64
+	// Stages are the latencies of the commit path's stages (Stage*,
+	// stages.go): raft's are the process's, StageForward this node's.
+	Stages          map[string]Histogram
 	PeerTLSFailures uint64
 	RejectedEntries uint64
 }
@@ -93,6 +96,7 @@ func (n *Node) Stats() Stats {
 		PeerTLSFailures:  n.PeerTLSFailures(),
 		RejectedEntries:  n.machine.Rejected(),
 		Forwards:         make(map[string]uint64, numForwardResults),
+		Stages:           n.stages(),
 	}
 	for i, name := range forwardResultNames {
 		out.Forwards[name] = st.forwards[i].Load()
@@ -148,6 +152,8 @@ type nodeStats struct {
 	snapCounts [len(snapshotBounds) + 1]uint64
 	snapCount  uint64
 	snapSum    float64
+
+	forwardRTT status.Latency // StageForward
 }
 
 const (

@@ -59,9 +59,13 @@ type conn struct {
 	pingDue       bool
 	ackDue        bool
 	lastWrite     time.Time
-	kaTimer       *time.Timer
-	ackTimer      *time.Timer
-	holdTimer     *time.Timer
+	// handedAt is when the dispatcher handed the queued messages to the
+	// writer (kickTouched), zero once the writer took them: the write
+	// stage's start (Stats.WriteLatency).
+	handedAt  time.Time
+	kaTimer   *time.Timer
+	ackTimer  *time.Timer
+	holdTimer *time.Timer
 
 	// noHeaders: the client cannot take hub message headers, so its
 	// Invocations go without the cursor header (cursorHeader).
@@ -195,13 +199,6 @@ func (c *conn) enqueueKick(frame []byte, at fsm.Cursor, kick bool) bool {
 		c.kickLocked()
 	}
 	return true
-}
-
-// kick starts the writer if there is something to write.
-func (c *conn) kick() {
-	c.mu.Lock()
-	c.kickLocked()
-	c.mu.Unlock()
 }
 
 // isClosing reports whether the server has started closing the connection.
@@ -449,6 +446,7 @@ type dueWork struct {
 	flush     bool   // on closing, write q first
 	closeMsg  []byte // on closing, the Close message, if any
 	ping, ack bool   // a keep-alive, a stateful ack is due
+	handedAt  time.Time
 }
 
 // takeDue takes under c.mu what one round of drain writes, and says what
@@ -468,6 +466,7 @@ func (c *conn) takeDue() (dueWork, time.Duration, drainStep) {
 	if !c.holding || c.closing {
 		w.q, c.queue = c.queue, nil
 		c.inflight, c.queuedBytes = c.queuedBytes, 0
+		w.handedAt, c.handedAt = c.handedAt, time.Time{}
 	}
 	w.closing, w.flush, w.closeMsg = c.closing, c.flush, c.closeMsg
 	w.ping, w.ack = c.pingDue, c.ackDue
@@ -524,9 +523,13 @@ func (c *conn) writeDue(w dueWork, bp *[]byte) bool {
 		wrote = true
 	}
 	if wrote || len(w.q) > 0 {
+		now := time.Now()
+		if len(q) > 0 && !w.handedAt.IsZero() {
+			c.srv.stats.writeLat.Observe(now.Sub(w.handedAt)) // stats.go
+		}
 		c.mu.Lock()
 		if wrote {
-			c.lastWrite = time.Now()
+			c.lastWrite = now
 		}
 		c.inflight = 0 // the batch is written
 		c.mu.Unlock()

@@ -83,9 +83,18 @@ func (s *Server) enqueueLater(c *conn, frame []byte, at fsm.Cursor) {
 
 // kickTouched starts the writers enqueueLater left for the end of the batch.
 func (s *Server) kickTouched() {
+	if len(s.touched) == 0 {
+		return
+	}
+	now := time.Now()
 	for i, c := range s.touched {
 		c.touched = false
-		c.kick()
+		c.mu.Lock()
+		if c.handedAt.IsZero() {
+			c.handedAt = now
+		}
+		c.kickLocked()
+		c.mu.Unlock()
 		s.touched[i] = nil
 	}
 	s.touched = s.touched[:0]

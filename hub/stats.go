@@ -88,14 +88,6 @@ const (
 	StatsLongPolling = "longpolling"
 )
 
-// latencyBounds are the upper bounds, in seconds, of the buckets of every
-// latency histogram in Stats. They are fixed so that observing is a few
-// atomic adds; they span what a publish takes on one machine with fsync
-// off (well under a millisecond) to a commit across a leader election.
-var latencyBounds = [...]float64{
-	0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
-}
-
 // queueDepthBounds are the upper bounds of Stats.QueueDepth's buckets, in
 // messages.
 var queueDepthBounds = [...]float64{0, 1, 4, 16, 64, 256, 1024, 4096, 16384}
@@ -143,6 +135,10 @@ type Stats struct {
 	// from the leader's stamp (when the leader accepted it) to its queueing
 	// on this node's recipients. Across nodes it includes clock skew.
 	DispatchLatency Histogram
+	// WriteLatency is, for every write of messages the dispatcher queued,
+	// the time from the dispatcher handing them to the connection's writer
+	// to the transport's write returning: the last stage of a delivery.
+	WriteLatency Histogram
 	// Position is the stream's window; Dispatched is the cursor the
 	// dispatcher has queued everything up to; DispatcherLag is the number
 	// of log indexes applied but not dispatched yet.
@@ -197,8 +193,9 @@ func (s *Server) Stats() Stats {
 		PipelineResent:     st.pipelineResent.Load(),
 		Deliveries:         st.frames.sum(),
 		DeliveredBytes:     st.bytes.sum(),
-		PublishLatency:     st.publishLat.snapshot(),
-		DispatchLatency:    st.dispatchLat.snapshot(),
+		PublishLatency:     st.publishLat.Snapshot(),
+		DispatchLatency:    st.dispatchLat.Snapshot(),
+		WriteLatency:       st.writeLat.Snapshot(),
 	}
 	for i, name := range transportStatNames {
 		out.Connects[name] = st.connects[i].Load()
@@ -277,7 +274,7 @@ func (s *Server) connectionStats(out *Stats) {
 		}
 		return a.Protocol < b.Protocol
 	})
-	out.QueueDepth = cumulative(queueDepthBounds[:], depth, float64(queued))
+	out.QueueDepth = status.Cumulative(queueDepthBounds[:], depth, float64(queued))
 	out.QueuedBytes = bytes
 	sort.Slice(behind, func(i, j int) bool { return behind[i].Bytes > behind[j].Bytes })
 	if len(behind) > statsBehind {
@@ -309,8 +306,9 @@ type serverStats struct {
 	bytes          shardedCounter
 	// commands is written by the dispatcher only, by fsm.Kind (a byte).
 	commands    [256]atomic.Uint64
-	publishLat  latencyHistogram
-	dispatchLat latencyHistogram
+	publishLat  status.Latency
+	dispatchLat status.Latency
+	writeLat    status.Latency
 }
 
 // endCause is why the server ended a connection, recorded on the conn
@@ -456,7 +454,7 @@ func (st *serverStats) dispatchedBatch(entries []fsm.Entry) {
 		e := &entries[i]
 		st.commands[byte(e.Kind)].Add(1)
 		if e.Kind == fsm.KindPublish && e.Time > 0 && now >= e.Time {
-			st.dispatchLat.observe(time.Duration(now - e.Time))
+			st.dispatchLat.Observe(time.Duration(now - e.Time))
 		}
 	}
 }
@@ -483,7 +481,7 @@ func (st *serverStats) published(start time.Time, err error) {
 		st.publishes[pubFailed].Add(1)
 		return
 	}
-	st.publishLat.observe(time.Since(start))
+	st.publishLat.Observe(time.Since(start))
 }
 
 // timedPublisher is the Server's Publisher: the configured one, with every
@@ -533,48 +531,4 @@ func (sc *shardedCounter) sum() uint64 {
 		t += sc.shards[i].n.Load()
 	}
 	return t
-}
-
-// latencyHistogram is a lock-free histogram over latencyBounds.
-type latencyHistogram struct {
-	counts [len(latencyBounds) + 1]atomic.Uint64 // one per bound, then +Inf
-	nanos  atomic.Uint64
-}
-
-// latencyNanos are latencyBounds in nanoseconds, for observe.
-var latencyNanos = func() (out [len(latencyBounds)]time.Duration) {
-	for i, b := range latencyBounds {
-		out[i] = time.Duration(b * 1e9)
-	}
-	return out
-}()
-
-func (h *latencyHistogram) observe(d time.Duration) {
-	d = max(d, 0)
-	i := 0
-	for i < len(latencyNanos) && latencyNanos[i] < d {
-		i++
-	}
-	h.counts[i].Add(1)
-	h.nanos.Add(uint64(d))
-}
-
-func (h *latencyHistogram) snapshot() Histogram {
-	counts := make([]uint64, len(h.counts))
-	for i := range h.counts {
-		counts[i] = h.counts[i].Load()
-	}
-	return cumulative(latencyBounds[:], counts, float64(h.nanos.Load())/1e9)
-}
-
-// cumulative turns per-bucket counts (one per bound, then one above them
-// all) into a Histogram.
-func cumulative(bounds []float64, counts []uint64, sum float64) Histogram {
-	h := Histogram{Sum: sum, Buckets: make(map[float64]uint64, len(bounds))}
-	for i, b := range bounds {
-		h.Count += counts[i]
-		h.Buckets[b] = h.Count
-	}
-	h.Count += counts[len(bounds)]
-	return h
 }

@@ -260,30 +260,6 @@ func TestStats_Publishes(t *testing.T) {
 	}
 }
 
-// TestLatencyHistogram_Buckets: observations land in the first bucket
-// whose bound is at least them, cumulatively.
-func TestLatencyHistogram_Buckets(t *testing.T) {
-	var h latencyHistogram
-	for _, d := range []time.Duration{0, 100 * time.Microsecond, 101 * time.Microsecond, time.Millisecond, time.Minute, -time.Second} {
-		h.observe(d)
-	}
-	s := h.snapshot()
-	for _, c := range []struct {
-		bound float64
-		want  uint64
-	}{{0.0001, 3}, {0.00025, 4}, {0.001, 5}, {10, 5}} {
-		if got := s.Buckets[c.bound]; got != c.want {
-			t.Errorf("bucket %v = %d, want %d", c.bound, got, c.want)
-		}
-	}
-	if s.Count != 6 {
-		t.Errorf("count %d, want 6 (a minute is above every bound)", s.Count)
-	}
-	if want := (time.Minute + time.Millisecond + 201*time.Microsecond).Seconds(); s.Sum < want-1e-9 || s.Sum > want+1e-9 {
-		t.Errorf("sum %v, want %v", s.Sum, want)
-	}
-}
-
 // BenchmarkStats_HotPaths: what the counters add where things happen, with
 // every goroutine of the machine at it at once (the contended case).
 func BenchmarkStats_HotPaths(b *testing.B) {

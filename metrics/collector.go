@@ -23,6 +23,7 @@ type collector struct {
 	received, commands, deliveries, deliveredBytes          *prometheus.Desc
 	pipelineResent                                          *prometheus.Desc
 	publishes, publishDuration, dispatchLatency             *prometheus.Desc
+	writeDuration, commitStage                              *prometheus.Desc
 	dispatcherLag, dispatchedIndex                          *prometheus.Desc
 	queueDepth, queuedBytes, limitRefusals                  *prometheus.Desc
 	// fsm (through hub's view of the stream)
@@ -56,6 +57,8 @@ func newCollector(cfg Config) *collector {
 	c.publishes = d("publishes_total", "Commands this node's hub submitted to the log, by result.", "result")
 	c.publishDuration = d("publish_duration_seconds", "Time from a submission on this node to its commit and apply on this node, for the committed ones.")
 	c.dispatchLatency = d("dispatch_latency_seconds", "Time from the leader accepting a publish to this node's dispatcher queueing it to its recipients (includes clock skew between nodes).")
+	c.writeDuration = d("write_duration_seconds", "Time from the dispatcher handing delivered messages to a connection's writer to the transport's write returning.")
+	c.commitStage = d("commit_stage_seconds", "Time of each stage of the commit path: forward (a follower's batch to the leader and back), leader_store, replicate (an AppendEntries round trip), follower_store, commit (leader dispatch to commit), fsm_apply. Raft's stages are the process's.", "stage")
 	c.dispatcherLag = d("dispatcher_lag_entries", "Log indexes applied on this node but not yet dispatched to its connections.")
 	c.dispatchedIndex = d("dispatched_index", "Log index up to which this node's dispatcher has queued everything.")
 	c.queueDepth = d("connection_queue_messages", "Distribution of messages queued per open connection on this node at scrape time (a snapshot, not cumulative).")
@@ -162,6 +165,7 @@ func (c *collector) collectHub(ch chan<- prometheus.Metric, hs *hub.Stats, cs *c
 	counters(ch, c.publishes, hs.Publishes)
 	histogram(ch, c.publishDuration, hs.PublishLatency.Count, hs.PublishLatency.Sum, hs.PublishLatency.Buckets)
 	histogram(ch, c.dispatchLatency, hs.DispatchLatency.Count, hs.DispatchLatency.Sum, hs.DispatchLatency.Buckets)
+	histogram(ch, c.writeDuration, hs.WriteLatency.Count, hs.WriteLatency.Sum, hs.WriteLatency.Buckets)
 	gauge(ch, c.dispatcherLag, float64(hs.DispatcherLag))
 	gauge(ch, c.dispatchedIndex, float64(hs.Dispatched.Index))
 	histogram(ch, c.queueDepth, hs.QueueDepth.Count, hs.QueueDepth.Sum, hs.QueueDepth.Buckets)
@@ -235,6 +239,10 @@ func (c *collector) collectCluster(ch chan<- prometheus.Metric, cs *cluster.Stat
 	gauge(ch, c.servers, float64(cs.Voters), "voter")
 	gauge(ch, c.servers, float64(cs.NonVoters), "nonvoter")
 	histogram(ch, c.snapDuration, cs.SnapshotDuration.Count, cs.SnapshotDuration.Sum, cs.SnapshotDuration.Buckets)
+	for _, st := range slices.Sorted(maps.Keys(cs.Stages)) {
+		h := cs.Stages[st]
+		ch <- prometheus.MustNewConstHistogram(c.commitStage, h.Count, h.Sum, h.Buckets, st)
+	}
 	counter(ch, c.snapFailures, cs.SnapshotFailures)
 	counters(ch, c.forwards, cs.Forwards)
 	counter(ch, c.peerTLSFailures, cs.PeerTLSFailures)

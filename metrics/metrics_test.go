@@ -277,6 +277,24 @@ func TestMetrics_PublishesMoveCounters(t *testing.T) {
 			t.Errorf("%s%v moved by %v, want %v", c.name, c.labels, d, c.delta)
 		}
 	}
+	// Stages: the writes of deliveries (at least one, the subscriber's
+	// may share writes), the leader's log writes, commits and FSM batches
+	// (entries may hold several publishes, and the process's raft timings
+	// count other tests' nodes too: at least one each).
+	for _, c := range []struct{ name, stage string }{
+		{"raftplane_write_duration_seconds", ""},
+		{"raftplane_commit_stage_seconds", "leader_store"},
+		{"raftplane_commit_stage_seconds", "commit"},
+		{"raftplane_commit_stage_seconds", "fsm_apply"},
+	} {
+		var labels []string
+		if c.stage != "" {
+			labels = []string{"stage", c.stage}
+		}
+		if d := value(after, c.name, labels...) - value(before, c.name, labels...); d < 1 {
+			t.Errorf("%s%v moved by %v, want at least 1", c.name, labels, d)
+		}
+	}
 	if d := value(after, "raftplane_delivered_bytes_total") - value(before, "raftplane_delivered_bytes_total"); d < float64(N*len(`{"type":1,"target":"tick","arguments":[0]}`)) {
 		t.Errorf("delivered bytes moved by %v for %d messages", d, N)
 	}
