@@ -53,7 +53,9 @@ func TestScenarios_Smoke(t *testing.T) {
 			t.Fatal("no result")
 		}
 		for i := range results {
-			checkCPU(t, &results[i])
+			if results[i].Scenario != "scale-node" { // one node's figures, not the run's CPU
+				checkCPU(t, &results[i])
+			}
 		}
 		return results
 	}
@@ -95,6 +97,34 @@ func TestScenarios_Smoke(t *testing.T) {
 		}
 		if !(r.num("rss_after_mib") > r.num("rss_before_mib")) || !(r.num("bytes_per_conn") > 0) {
 			t.Errorf("RSS %v -> %v MiB, %v bytes/conn", r.num("rss_before_mib"), r.num("rss_after_mib"), r.num("bytes_per_conn"))
+		}
+	})
+	t.Run("scale", func(t *testing.T) {
+		rs := scenario(t, "-scenario", "scale", "-rate", "100")
+		if len(rs) != 4 || rs[3].Scenario != "scale" {
+			t.Fatalf("%d results, want one per node and the summary", len(rs))
+		}
+		r := &rs[3]
+		committed := r.num("committed")
+		if committed != 200 || r.num("publish_errors") != 0 || !(r.num("entries") > 0) {
+			t.Errorf("committed %v (want 100/s for 2s), errors %v, entries %v", committed, r.num("publish_errors"), r.num("entries"))
+		}
+		// every message reaches both followers: the leader sends each at
+		// least its 64-byte payload twice
+		if tx, rx := r.num("leader_tx_b_per_msg"), r.num("follower_rx_b_per_msg"); !(tx > 2*64 && rx > 64) {
+			t.Errorf("leader tx %v B/msg, follower rx %v B/msg", tx, rx)
+		}
+		leaders := 0
+		for _, n := range rs[:3] {
+			if v, _ := n.get("role"); v == "leader" {
+				leaders++
+			}
+			if !(n.num("cpu_us_per_msg") > 0) || !(n.num("wchar_b_per_msg") > 0) {
+				t.Errorf("%v: cpu %v us/msg, wchar %v B/msg", n.Params, n.num("cpu_us_per_msg"), n.num("wchar_b_per_msg"))
+			}
+		}
+		if leaders != 1 {
+			t.Errorf("%d leaders among the nodes' results", leaders)
 		}
 	})
 	t.Run("failover", func(t *testing.T) {

@@ -4,7 +4,7 @@
 // given with -targets), runs one scenario bounded in time and count, and
 // prints one table row plus one JSON line per result.
 //
-//	raftplane-bench -scenario fanout|latency|publish|conns|failover [-nodes 3]
+//	raftplane-bench -scenario fanout|latency|publish|conns|failover|scale [-nodes 3]
 //	    [-subscribers 1000] [-rate 500[,1000...]] [-duration 10s] [-payload 120]
 //	    [-publishers 64] [-conns 10000] [-bin path/to/raftplane] [-json]
 //	    [-targets http://a,http://b] [-p99-bar 100ms] [-server-args "-no-sync"]
@@ -34,6 +34,18 @@
 //     the first commit of an invoke issued after it, and until every
 //     subscriber of the killed node has resumed on another node, with
 //     delivery checked across the resume.
+//   - scale: one paced publisher on the leader, SendToGroup into a group
+//     nobody is in, at -rate (1000 unless set); per node: CPU, bytes on the
+//     Raft port's sockets and rchar/wchar per committed message, and log
+//     entries per second (run it at -nodes 3, 5, 7, 9: docs/scaling.md).
+//
+// With -peers the tool runs ../shared/bench/side-by-side.sh instead
+// (raftplane against Centrifugo, Socket.IO and a bare ceiling server, one
+// load tool for all) and prints issue 17's S1/S2/S3 table of what it
+// measured (peers.go):
+//
+//	raftplane-bench -peers [-cells s1-rp-client,s2-rp,...] [-peers-format markdown]
+//	raftplane-bench -peers -peers-jsonl /tmp/peers/side-by-side-....jsonl
 //
 // Every result also reports the CPU time (user+system) each process the tool
 // started used during the scenario, since the tool and the servers share
@@ -76,6 +88,8 @@ type config struct {
 	idle        time.Duration
 	inflight    int
 	hub         string
+	peers       peersConfig
+	ssInterval  time.Duration
 }
 
 // parseFlags reads the command line into a config. It is a flag table and
@@ -84,11 +98,11 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	c := &config{}
 	fs := flag.NewFlagSet("raftplane-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var rates, targets, serverArgs string
-	fs.StringVar(&c.scenario, "scenario", "fanout", "fanout, latency, publish, conns or failover")
+	var rates, targets, serverArgs, cells string
+	fs.StringVar(&c.scenario, "scenario", "fanout", "fanout, latency, publish, conns, failover or scale")
 	fs.IntVar(&c.nodes, "nodes", 3, "nodes to start (ignored with -targets)")
 	fs.IntVar(&c.subscribers, "subscribers", 1000, "fanout/failover: subscribers in the group")
-	fs.StringVar(&rates, "rate", "500", "fanout/latency/failover: publish rate, msg/s; fanout takes a comma-separated sweep (latency: 1000 unless set)")
+	fs.StringVar(&rates, "rate", "500", "fanout/latency/failover/scale: publish rate, msg/s; fanout takes a comma-separated sweep (latency and scale: 1000 unless set)")
 	fs.DurationVar(&c.duration, "duration", 10*time.Second, "how long the load runs")
 	fs.IntVar(&c.payload, "payload", 120, "padding bytes in each message")
 	fs.IntVar(&c.publishers, "publishers", 64, "publish: concurrent publishers, one connection each")
@@ -105,7 +119,12 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.timeout, "timeout", 0, "hard bound on the whole run (default: 3 x -duration + 3m)")
 	fs.StringVar(&c.hub, "hub", "bench", "hub name")
 	fs.StringVar(&c.profileDir, "profile", "", "folder for Go profiles: the tool's CPU, and each started node's CPU over each load window and heap after it (nodes get -debug-http)")
+	fs.DurationVar(&c.ssInterval, "scale-ss-interval", 250*time.Millisecond, "scale: how often the Raft sockets' byte counters are sampled (ss), so that a socket Raft replaces mid-window still counts up to its last sample")
+	addPeersFlags(fs, &c.peers, &cells)
 	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if err := c.peers.check(cells); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
@@ -119,7 +138,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		}
 		c.rates = append(c.rates, v)
 	}
-	if c.scenario == "latency" && !c.rateSet {
+	if (c.scenario == "latency" || c.scenario == "scale") && !c.rateSet {
 		c.rates = []float64{1000}
 	}
 	if targets != "" {
@@ -131,9 +150,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	c.serverArgs = strings.Fields(serverArgs)
 	switch c.scenario {
-	case "fanout", "latency", "publish", "conns", "failover":
+	case "fanout", "latency", "publish", "conns", "failover", "scale":
 	default:
-		return nil, fmt.Errorf("-scenario %q: want fanout, latency, publish, conns or failover", c.scenario)
+		return nil, fmt.Errorf("-scenario %q: want fanout, latency, publish, conns, failover or scale", c.scenario)
 	}
 	switch {
 	case c.nodes < 1 || c.nodes > 15:
@@ -160,6 +179,10 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, errors.New("-rate: a sweep (several rates) is for fanout only")
 	case c.scenario == "failover" && len(c.targets) > 0:
 		return nil, errors.New("failover kills the leader: it needs the tool's own cluster, not -targets")
+	case c.ssInterval < 10*time.Millisecond || c.ssInterval > time.Minute:
+		return nil, errors.New("-scale-ss-interval: 10ms to 1m")
+	case c.scenario == "scale" && len(c.targets) > 0:
+		return nil, errors.New("scale reads each node's /proc and sockets: it needs the tool's own cluster, not -targets")
 	case c.scenario == "failover" && c.nodes < 3:
 		return nil, errors.New("failover: -nodes at least 3")
 	}
@@ -180,6 +203,13 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if cfg.peers.enabled {
+		if err := runPeers(ctx, &cfg.peers, os.Stdout, os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, "raftplane-bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	results, err := run(ctx, cfg, os.Stderr)
 	if perr := printResults(os.Stdout, results, cfg.jsonOnly); perr != nil && err == nil {
 		err = perr
@@ -262,6 +292,8 @@ func run(ctx context.Context, cfg *config, logw io.Writer) (results []Result, er
 		results, err = runConns(ctx, e, cfg)
 	case "failover":
 		results, err = runFailover(ctx, e, cfg)
+	case "scale":
+		results, err = runScale(ctx, e, cfg)
 	}
 	after := e.cpuTimes()
 	cpu := e.cpuDelta(before, after)
