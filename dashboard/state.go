@@ -231,31 +231,12 @@ func (s *sampler) take(st hub.Stats, now time.Time) (Sample, bool) {
 }
 
 // quantile estimates, in milliseconds, the q-quantile of the observations
-// made between two snapshots of a histogram, interpolating linearly inside
-// the bucket it falls in (as Prometheus's histogram_quantile does); one in
-// the +Inf bucket is the largest bound. ok is false without observations.
+// made between two snapshots of a histogram (status.Histogram.Quantile);
+// ok is false without observations.
 func quantile(q float64, now, before hub.Histogram) (float64, bool) {
-	bounds := make([]float64, 0, len(now.Buckets))
-	for b := range now.Buckets {
-		bounds = append(bounds, b)
-	}
-	sort.Float64s(bounds)
-	total := float64(now.Count) - float64(before.Count)
-	if total <= 0 || len(bounds) == 0 {
+	d := now.Sub(before)
+	if d.Count == 0 {
 		return 0, false
 	}
-	rank := q * total
-	lower, below := 0.0, 0.0
-	for _, b := range bounds {
-		cum := float64(now.Buckets[b]) - float64(before.Buckets[b])
-		if cum >= rank {
-			in := cum - below
-			if in <= 0 {
-				return b * 1000, true
-			}
-			return (lower + (b-lower)*(rank-below)/in) * 1000, true
-		}
-		lower, below = b, cum
-	}
-	return bounds[len(bounds)-1] * 1000, true
+	return d.Quantile(q) * 1000, true
 }

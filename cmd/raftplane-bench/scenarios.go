@@ -529,6 +529,10 @@ func runFanout(ctx context.Context, e *env, cfg *config, plan fanoutPlan) ([]Res
 		before := e.cpuTimes()
 		dups0 := clientDups(conns)
 		tag := fmt.Sprintf("%s-%g", plan.kind, rate)
+		var stagesBefore []stageSnapshot
+		if plan.kind == "latency" {
+			stagesBefore = e.scrapeStages(ctx) // stages.go
+		}
 		profWait := e.prof.cpu(ctx, e, tag, cfg.duration)
 		rr := runRound(ctx, p, subs, int64(ri), rate, cfg.duration, pad, 0, nil)
 		profWait()
@@ -555,6 +559,9 @@ func runFanout(ctx context.Context, e *env, cfg *config, plan fanoutPlan) ([]Res
 		}
 		r.note("latency: publisher's InvokeCursor start to delivery on the subscriber (one process, one clock); p99 bar %v; reorders: deliveries whose cursor did not follow the previous one's (log order; the publisher has up to %d invokes in flight, so its send order is not its sequence order)", cfg.p99Bar, maxInFlight)
 		results = append(results, r)
+		if plan.kind == "latency" {
+			results = append(results, stageResults(e, stagesBefore, e.scrapeStages(ctx), rate)...)
+		}
 		fmt.Fprintf(e.logw, "raftplane-bench: rate %v done\n", rate)
 	}
 	return results, ctx.Err()
