@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/raftplane/raftplane/fsm"
@@ -54,10 +55,19 @@ type pipeItem struct {
 	barrier chan struct{}
 }
 
-// pipeline is a connection's queue of invocations in flight.
+// pipeline is a connection's queue of invocations in flight. The
+// completer goroutine runs only while the queue holds something: an idle
+// connection keeps no goroutine (and no stack) for it.
 type pipeline struct {
-	q   chan *pipeItem
 	seq uint64 // the last sequence number given; the reader owns it
+	// slots bounds the items queued and not yet completed: the reader puts
+	// a token in before queueing one, the completer takes it out after.
+	// (Its elements take no memory.)
+	slots chan struct{}
+
+	mu      sync.Mutex
+	q       []*pipeItem
+	running bool // a completer goroutine is draining q
 }
 
 // pipelined reports whether m, an invocation, goes through the pipeline:
@@ -79,24 +89,48 @@ func (c *conn) pipelined() bool {
 		}
 		s.ordered.Store(true) // formats are only ever raised
 	}
-	c.pipe = &pipeline{q: make(chan *pipeItem, s.cfg.MaxPipelinedInvocations)}
-	c.invocations.Add(1)
-	go func() {
-		defer c.invocations.Done()
-		c.complete1By1()
-	}()
+	c.pipe = &pipeline{slots: make(chan struct{}, s.cfg.MaxPipelinedInvocations)}
 	return true
 }
 
-// push queues an item, waiting while the pipeline is full; false when the
-// connection ended first.
+// push queues an item, waiting while the pipeline is full, and starts the
+// completer if it is not running; false when the connection ended first.
 func (c *conn) push(it *pipeItem) bool {
+	p := c.pipe
 	select {
-	case c.pipe.q <- it:
-		return true
+	case p.slots <- struct{}{}:
 	case <-c.ctx.Done():
 		return false
 	}
+	p.mu.Lock()
+	p.q = append(p.q, it)
+	start := !p.running
+	p.running = true
+	p.mu.Unlock()
+	if start {
+		c.invocations.Add(1)
+		go func() {
+			defer c.invocations.Done()
+			c.complete1By1()
+		}()
+	}
+	return true
+}
+
+// next takes the oldest item, or says the queue is empty and the
+// completer stops (under the same lock push starts it under).
+func (p *pipeline) next() (*pipeItem, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.q) == 0 {
+		p.running = false
+		p.q = nil // an idle connection keeps no queue
+		return nil, false
+	}
+	it := p.q[0]
+	p.q[0] = nil
+	p.q = p.q[1:]
+	return it, true
 }
 
 // replyInOrder answers an invocation the reader refuses: through the
@@ -170,15 +204,15 @@ func pipeID(conn string, n uint64) string {
 }
 
 // complete1By1 is the completer: it resolves the pipeline's items in order
-// and writes their Completions, until the connection ends.
+// and writes their Completions, until the queue is empty or the connection
+// ends.
 func (c *conn) complete1By1() {
-	for {
-		var it *pipeItem
-		select {
-		case it = <-c.pipe.q:
-		case <-c.ctx.Done():
+	for c.ctx.Err() == nil {
+		it, ok := c.pipe.next()
+		if !ok {
 			return
 		}
+		<-c.pipe.slots
 		switch {
 		case it.barrier != nil:
 			close(it.barrier)

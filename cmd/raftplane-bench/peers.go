@@ -170,7 +170,12 @@ func runPeers(ctx context.Context, p *peersConfig, w, logw io.Writer) error {
 	if out, err = filepath.Abs(out); err != nil {
 		return err
 	}
-	env := append(os.Environ(), "PEERS="+build, "RP="+root, "OUT="+out)
+	env := append(os.Environ(), "PEERS="+build, "RP="+root, "OUT="+out,
+		// Every load client comes from 127.0.0.1 as few users: the nodes'
+		// per-IP and per-user connection limits (1,000 and 100 by default)
+		// would refuse S3's 10,000. side-by-side.sh passes no flags of its
+		// own, so they go through the options' environment variables.
+		"RAFTPLANE_MAX_CONNECTIONS_PER_IP=0", "RAFTPLANE_MAX_CONNECTIONS_PER_USER=0")
 	if p.duration != "" {
 		env = append(env, "DURATION="+p.duration)
 	}
