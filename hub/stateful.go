@@ -219,8 +219,14 @@ func (c *conn) commitStateful(cmds []fsm.Command) bool {
 	backoff := 50 * time.Millisecond
 	for c.ctx.Err() == nil {
 		ctx, cancel := context.WithTimeout(c.ctx, c.srv.cfg.PublishTimeout)
-		_, err := c.srv.pub.PublishGroup(ctx, cmds)
+		res, err := c.srv.pub.PublishGroup(ctx, cmds)
 		cancel()
+		if err == nil && len(res) > 0 && res[len(res)-1].Err == fsm.ErrOutOfOrder {
+			// An earlier message of the client is not applied yet (log
+			// format 3 applies an origin's commands in order): this one
+			// is not in the log, and goes again.
+			err = fsm.ErrOutOfOrder
+		}
 		if err == nil || isOutcome(err) {
 			return true
 		}
