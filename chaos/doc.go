@@ -36,7 +36,13 @@
 // refuse writes, never acknowledge what it did not store, and recover. At
 // the end of a run each disk's contents are copied beside it
 // (<run>/n<i>/disk.kept) before it is unmounted. Without the sandbox there
-// are no disks and the disk faults are skipped.
+// are no disks and the disk-full faults are skipped. The disk-fail nemeses make
+// every write of a node to its Raft stores fail with EIO through another
+// test hook (cluster.DiskFailFileEnv, a file the harness gives each node
+// and the nemesis creates and removes): the node must say so as for a full
+// disk; a node whose every write fails may stop by itself (hashicorp/raft
+// panics when it cannot save its term or vote, a fail-stop), which is not
+// an anomaly during the fault, and the heal starts it again on its data.
 //
 // # Membership
 //

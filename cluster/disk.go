@@ -34,7 +34,10 @@ import (
 // no entry comes to append (a leader backs off from a follower that failed).
 // Small writes (the term, a vote, a log compaction) do not clear the
 // failure: bbolt may fit them in pages it already has on a full disk,
-// where an append that needs new pages would still fail.
+// where an append that needs new pages would still fail. A disk whose
+// every write fails (EIO) fails those too, and hashicorp/raft panics when
+// it cannot save its term or vote: the node stops (fail-stop) and its
+// supervisor starts it again; nothing it did not persist was acknowledged.
 
 // ErrDiskFull is what a node whose writes to its disk fail returns from
 // Ready and the submissions it refuses.
@@ -58,8 +61,9 @@ const diskProbeName = ".disk-probe"
 
 // diskState is whether this node's writes to its Raft stores fail.
 type diskState struct {
-	log *slog.Logger
-	dir string
+	log  *slog.Logger
+	dir  string
+	hook *diskHook // the tests' DiskFailFileEnv hook, nil without it
 
 	mu    sync.Mutex
 	err   error     // the first failed write since the last that succeeded
@@ -115,19 +119,28 @@ type watchedLogs struct {
 }
 
 func (w watchedLogs) StoreLog(l *raft.Log) error {
-	err := w.LogStore.StoreLog(l)
+	err := w.d.hook.err()
+	if err == nil {
+		err = w.LogStore.StoreLog(l)
+	}
 	w.d.record(err, true)
 	return err
 }
 
 func (w watchedLogs) StoreLogs(ls []*raft.Log) error {
-	err := w.LogStore.StoreLogs(ls)
+	err := w.d.hook.err()
+	if err == nil {
+		err = w.LogStore.StoreLogs(ls)
+	}
 	w.d.record(err, true)
 	return err
 }
 
 func (w watchedLogs) DeleteRange(lo, hi uint64) error {
-	err := w.LogStore.DeleteRange(lo, hi)
+	err := w.d.hook.err()
+	if err == nil {
+		err = w.LogStore.DeleteRange(lo, hi)
+	}
 	w.d.record(err, false)
 	return err
 }
@@ -145,13 +158,19 @@ type watchedStable struct {
 }
 
 func (w watchedStable) Set(k, v []byte) error {
-	err := w.StableStore.Set(k, v)
+	err := w.d.hook.err()
+	if err == nil {
+		err = w.StableStore.Set(k, v)
+	}
 	w.d.record(err, false)
 	return err
 }
 
 func (w watchedStable) SetUint64(k []byte, v uint64) error {
-	err := w.StableStore.SetUint64(k, v)
+	err := w.d.hook.err()
+	if err == nil {
+		err = w.StableStore.SetUint64(k, v)
+	}
 	w.d.record(err, false)
 	return err
 }
@@ -170,7 +189,11 @@ func (n *Node) probeDisk() {
 		case <-t.C:
 		}
 		if n.disk.failing() {
-			n.disk.record(probeWrite(filepath.Join(n.cfg.DataDir, diskProbeName), buf), true)
+			err := n.disk.hook.err()
+			if err == nil {
+				err = probeWrite(filepath.Join(n.cfg.DataDir, diskProbeName), buf)
+			}
+			n.disk.record(err, true)
 		}
 	}
 }

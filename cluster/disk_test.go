@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -117,5 +119,49 @@ func TestNode_DiskFullRefusesWrites(t *testing.T) {
 	}
 	if s.logs.matching("writes to the disk fail") != 1 {
 		t.Errorf("the failure was not logged once at error level")
+	}
+}
+
+// TestDiskHook: while the DiskFailFileEnv file exists, every watched write
+// fails with EIO before reaching the store, and the disk state says so;
+// once it is gone, an append goes through and clears the failure.
+func TestDiskHook(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "diskfail")
+	h := newDiskHook(func(k string) string {
+		if k == DiskFailFileEnv {
+			return file
+		}
+		return ""
+	})
+	if h == nil || h.err() != nil {
+		t.Fatalf("hook %v: want one, off (no file yet)", h)
+	}
+	if newDiskHook(func(string) string { return "" }) != nil {
+		t.Fatal("a hook without the variable")
+	}
+	d := &diskState{log: slog.New(&warnCounter{}), dir: "/data", hook: h}
+	store := raft.NewInmemStore()
+	logs := watchedLogs{LogStore: store, d: d}
+	stable := watchedStable{StableStore: store, d: d}
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.poll(nil)
+	if err := logs.StoreLogs([]*raft.Log{{Index: 1, Data: []byte("x")}}); !errors.Is(err, syscall.EIO) || !errors.Is(d.Err(), ErrDiskFull) {
+		t.Fatalf("StoreLogs with the hook on: %v, disk %v; want EIO and a failing disk", err, d.Err())
+	}
+	if err := stable.SetUint64([]byte("CurrentTerm"), 2); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("SetUint64 with the hook on: %v", err)
+	}
+	if last, _ := store.LastIndex(); last != 0 {
+		t.Fatalf("the store got index %d while writes failed", last)
+	}
+	if err := os.Remove(file); err != nil {
+		t.Fatal(err)
+	}
+	h.poll(nil)
+	if err := logs.StoreLogs([]*raft.Log{{Index: 1, Data: []byte("x")}}); err != nil || d.Err() != nil {
+		t.Fatalf("StoreLogs with the hook off: %v, disk %v; want it stored and the failure cleared", err, d.Err())
 	}
 }

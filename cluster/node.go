@@ -92,6 +92,7 @@ func New(cfg Config, machine *fsm.Machine) (*Node, error) {
 		log:      lg,
 		machine:  machine,
 		clock:    ck,
+		disk:     diskState{hook: newDiskHook(os.Getenv)}, // diskhook.go: the tests' disk hook
 		idPrefix: hex.EncodeToString(b[:]) + "-",
 		submitCh: make(chan *request, 4096),
 		// MaxInflight counts the entry the resolver waits on and the one the
@@ -184,6 +185,11 @@ func (n *Node) Open() (err error) {
 	if n.cfg.Members != nil {
 		n.wg.Add(1)
 		go n.advertiseLoop()
+	}
+	if h := n.disk.hook; h != nil {
+		n.log.Warn("TEST HOOK: this node's disk writes can be made to fail (" + DiskFailFileEnv + "); for tests only")
+		n.wg.Add(1)
+		go func() { defer n.wg.Done(); h.watch(n.stop, n.log) }()
 	}
 	if n.clock.hooked() {
 		n.log.Warn("TEST HOOK: this node's clock is offset (" + ClockOffsetEnv + ", " + ClockFileEnv + "); for tests only")

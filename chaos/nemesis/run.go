@@ -243,12 +243,12 @@ func (env *Env) start(ctx context.Context, s Step) (*fault, error) {
 	}
 	var target *nodes.Node
 	switch s.Kind {
-	case KillLeader, PauseLeader, PartitionLeader, OneWayLeader, ClockSkew, ClockJump, DiskFullLeader:
+	case KillLeader, PauseLeader, PartitionLeader, OneWayLeader, ClockSkew, ClockJump, DiskFullLeader, DiskFailLeader:
 		target = env.leader(ctx)
 		if target == nil {
 			target = pick(env.candidates(), s.Pick)
 		}
-	case Wipe, SnapshotLag, DiskFull:
+	case Wipe, SnapshotLag, DiskFull, DiskFail:
 		l := env.leader(ctx)
 		if l == nil {
 			return nil, errors.New("no leader to tell a follower from")
@@ -368,6 +368,18 @@ func (env *Env) start(ctx context.Context, s Step) (*fault, error) {
 	case DiskFull, DiskFullLeader:
 		f.cmds, err = env.Disks.Fill(i)
 		f.heal = func() ([]string, error) { return env.Disks.Unfill(i) }
+		f.mid = func() (string, error) { return readyz(ctx, target) }
+	case DiskFail, DiskFailLeader:
+		f.cmds, err = []string{"disk-fail " + target.Name + " on"}, target.SetDiskFail(true)
+		f.heal = func() ([]string, error) {
+			cmds := []string{"disk-fail " + target.Name + " off"}
+			if err := target.SetDiskFail(false); err != nil || target.Running() {
+				return cmds, err
+			}
+			// It stopped itself (raft could not save its term): its
+			// supervisor would start it again, on the same data.
+			return append(cmds, "start "+target.Name+" (it had stopped: its writes failed)"), target.Start()
+		}
 		f.mid = func() (string, error) { return readyz(ctx, target) }
 	default:
 		return nil, fmt.Errorf("unknown fault kind %q", s.Kind)

@@ -86,6 +86,8 @@ const (
 	ClockScramble     = "clock-scramble"
 	DiskFull          = "disk-full"
 	DiskFullLeader    = "disk-full-leader"
+	DiskFail          = "disk-fail"
+	DiskFailLeader    = "disk-fail-leader"
 	ShrinkGrow        = "shrink-grow"
 	GrowShrink        = "grow-shrink"
 	ReplaceVoter      = "replace-voter"
@@ -130,6 +132,9 @@ var Catalogue = map[string]string{
 		"(leaders that follow each other during it disagree)",
 	DiskFull:       "fill a follower's disk (a small filesystem of its own) to the last byte; free it after the fault",
 	DiskFullLeader: "fill the leader's disk to the last byte; free it after the fault",
+	DiskFail: "a follower's writes to its Raft stores fail with EIO (the node's disk test hook, " +
+		"cluster.DiskFailFileEnv); they go through again after the fault",
+	DiskFailLeader: "the leader's writes fail with EIO; they go through again after the fault",
 	ShrinkGrow: "shrink the cluster by graceful leaves (SIGTERM), one node at a time, 5 -> 3 -> 1 running, " +
 		"then grow it back 1 -> 3 -> 5 with new members (empty data folders, -join); after each step the " +
 		"leader's configuration must hold exactly the running nodes with the voters -voters gives",
@@ -154,7 +159,7 @@ var Short = Profile{
 	Lanes: [][]string{{Kill, KillLeader, CrashHost, Pause, PauseLeader, Terminate, PartitionLeader, PartitionOne,
 		PartitionMajority, PartitionRing, PartitionBridge, OneWayLeader, GossipCut, Lossy, Slow, Delay, ConnReset,
 		ClientCut, Wipe, SnapshotLag, ClockSkew, ClockJump, ClockScramble, DiskFull, DiskFullLeader,
-		ShrinkGrow, ReplaceVoter, JoinPromote}},
+		DiskFail, DiskFailLeader, ShrinkGrow, ReplaceVoter, JoinPromote}},
 	Lead: []string{ShrinkGrow, ReplaceVoter, JoinPromote, ClockSkew, ClockJump, DiskFullLeader},
 }
 
@@ -165,7 +170,8 @@ var Soak = Profile{
 	MinGap: 2 * time.Second, MaxGap: 15 * time.Second,
 	Lanes: [][]string{
 		{Kill, KillLeader, KillMajority, CrashHost, Pause, PauseLeader, Terminate, Wipe, RollingRestart,
-			ClockSkew, ClockJump, ClockScramble, DiskFull, DiskFullLeader, ShrinkGrow, ReplaceVoter, JoinPromote},
+			ClockSkew, ClockJump, ClockScramble, DiskFull, DiskFullLeader, DiskFail, DiskFailLeader, ShrinkGrow,
+			ReplaceVoter, JoinPromote},
 		{PartitionLeader, PartitionOne, PartitionMajority, PartitionRing, PartitionBridge, OneWayLeader, GossipCut,
 			Lossy, Slow, Delay, ConnReset, ClientCut, SnapshotLag},
 	},
