@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"strings"
 	"sync"
 	"time"
 
@@ -35,14 +34,30 @@ const (
 	StageFSMApply = "fsm_apply"
 )
 
-// raftStages maps the raft timings kept to their stage.
-var raftStages = map[string]string{
-	"raft.leader.dispatchLog":            StageLeaderStore,
-	"raft.replication.appendEntries.rpc": StageReplicate,
-	"raft.rpc.appendEntries.storeLogs":   StageFollowerStore,
-	"raft.commitTime":                    StageCommit,
-	"raft.fsm.applyBatch":                StageFSMApply,
+// raftStage names the stage of a raft timing's key, "" for the timings not
+// kept. It runs on raft's goroutines (the FSM's among them) for every
+// sample, so it compares the key's parts rather than joining them.
+func raftStage(key []string) string {
+	if len(key) < 2 || key[0] != "raft" {
+		return ""
+	}
+	switch k := key[1:]; {
+	case len(k) == 1 && k[0] == "commitTime":
+		return StageCommit
+	case len(k) == 2 && k[0] == "leader" && k[1] == "dispatchLog":
+		return StageLeaderStore
+	case len(k) == 2 && k[0] == "fsm" && k[1] == "applyBatch":
+		return StageFSMApply
+	case len(k) == 3 && k[0] == "replication" && k[1] == "appendEntries" && k[2] == "rpc":
+		return StageReplicate
+	case len(k) == 3 && k[0] == "rpc" && k[1] == "appendEntries" && k[2] == "storeLogs":
+		return StageFollowerStore
+	}
+	return ""
 }
+
+// raftStageNames are the stages raftStage gives.
+var raftStageNames = []string{StageLeaderStore, StageReplicate, StageFollowerStore, StageCommit, StageFSMApply}
 
 // raftTimings keeps the raft stages. hashicorp/raft reports its timings to
 // go-metrics' process-wide sink, so they are process-wide too: the first
@@ -54,8 +69,8 @@ var raftTimings = struct {
 	once  sync.Once
 	hists map[string]*status.Latency // written once, here
 }{hists: func() map[string]*status.Latency {
-	m := make(map[string]*status.Latency, len(raftStages))
-	for _, st := range raftStages {
+	m := make(map[string]*status.Latency, len(raftStageNames))
+	for _, st := range raftStageNames {
 		m[st] = new(status.Latency)
 	}
 	return m
@@ -74,7 +89,7 @@ func installRaftTimings() {
 	})
 }
 
-// stageSink is a go-metrics sink that keeps the samples of raftStages and
+// stageSink is a go-metrics sink that keeps the samples of the raft stages (raftStage) and
 // drops everything else.
 type stageSink struct{ metrics.BlackholeSink }
 
@@ -86,17 +101,14 @@ func (*stageSink) AddSampleWithLabels(key []string, val float32, _ []metrics.Lab
 
 // stageSample records val, in microseconds (the configured granularity).
 func stageSample(key []string, val float32) {
-	if len(key) < 2 || key[0] != "raft" {
-		return
-	}
-	if h := raftTimings.hists[raftStages[strings.Join(key, ".")]]; h != nil {
+	if h := raftTimings.hists[raftStage(key)]; h != nil {
 		h.Observe(time.Duration(float64(val) * float64(time.Microsecond)))
 	}
 }
 
 // stages is Stats.Stages: the raft stages and this node's forwards.
 func (n *Node) stages() map[string]Histogram {
-	out := make(map[string]Histogram, len(raftStages)+1)
+	out := make(map[string]Histogram, len(raftStageNames)+1)
 	for st, h := range raftTimings.hists {
 		out[st] = h.Snapshot()
 	}
