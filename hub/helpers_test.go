@@ -276,7 +276,14 @@ func newTestHubInit(t *testing.T, init bool, opts ...func(*Config)) *testHub {
 // that put entries in the log before the server starts.
 func startTestHub(t *testing.T, cfg Config, m *fsm.Machine, pub *fakePublisher) *testHub {
 	t.Helper()
-	srv, err := New(cfg, pub, m)
+	return startTestHubWith(t, cfg, m, pub, pub)
+}
+
+// startTestHubWith is startTestHub with the Server given publisher as the
+// Publisher (a wrapper of pub, say, that adds a port).
+func startTestHubWith(t *testing.T, cfg Config, m *fsm.Machine, pub *fakePublisher, as Publisher) *testHub {
+	t.Helper()
+	srv, err := New(cfg, as, m)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

@@ -3,7 +3,6 @@ package hub
 import (
 	"context"
 	"errors"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
@@ -95,23 +94,8 @@ func TestPipeline_ScrambledSubmissions(t *testing.T) {
 	m := newTestMachine(t)
 	pub := newFakePublisher(t, m, true)
 	sc := &scrambler{fakePublisher: pub, swap: 3, lose: 6, loseAnswer: 9, seen: map[uint64]bool{}}
-	srv, err := New(cfg, sc, m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(srv)
-	h := &testHub{t: t, cfg: cfg, srv: srv, ts: ts, m: m, pub: pub}
-	t.Cleanup(ts.Close)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), testWait)
-		defer cancel()
-		if err := srv.Close(ctx); err != nil {
-			t.Errorf("Server.Close: %v", err)
-		}
-	})
+	h := startTestHubWith(t, cfg, m, pub, sc)
+	srv := h.srv
 
 	c := h.connect(testHubName, "u")
 	const n = 12
