@@ -103,8 +103,10 @@ type conn struct {
 	parallel    chan struct{}
 	invocations sync.WaitGroup
 	// pipe is the connection's ordered pipeline (pipeline.go), made at its
-	// first pipelined invocation; the reader owns the field.
+	// first pipelined invocation; the handler (inbox.go) owns the field.
 	pipe *pipeline
+	// in carries the client's messages from the reader to the handler.
+	in inbox
 
 	groups  map[string]struct{} // owned by the dispatcher goroutine
 	touched bool                // in Server.touched; owned by the dispatcher goroutine

@@ -27,9 +27,10 @@
 // Goroutines: Server.Start runs one dispatcher that reads the log in order,
 // keeps the local index of connections, groups and users, and encodes each
 // message once per protocol before queueing it on its recipients. Each
-// connection has one reader goroutine; its writes are made by a goroutine
-// that exists only while something is due (see conn.startWriter), so an
-// idle connection has no writer. A connection whose queue overflows is
+// connection has one reader goroutine, which only reads; its messages are
+// handled, and its writes made, by goroutines that exist only while
+// something is due (inbox.go, conn.startWriter), so an idle connection has
+// one goroutine with a small stack. A connection whose queue overflows is
 // closed with allowReconnect; nothing the dispatcher does ever blocks on a
 // client. Start also runs the reaper (reap.go) and, when there are
 // connection events to deliver, the leader's events runner (events.go).

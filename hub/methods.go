@@ -195,7 +195,7 @@ func (c *conn) handleRecord(rec []byte, info recordInfo) {
 
 // invokeParallel runs an invocation on a goroutine of its own, once fewer
 // than MaxParallelInvocations of the connection's are running; until then
-// it blocks the reader, as ASP.NET Core does. m is the parser's own copy
+// it blocks the handler (and so the reader, inbox.go), as ASP.NET Core does. m is the parser's own copy
 // (parseMessage and parseMsgpackMessage never alias the record).
 func (c *conn) invokeParallel(m hubMessage) {
 	select {

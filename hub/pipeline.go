@@ -18,7 +18,7 @@ import (
 // commit, up to Config.MaxPipelinedInvocations in flight, and complete in
 // that order.
 //
-// The reader numbers each one (fsm.Origin: the connection and a sequence
+// The connection's handler (inbox.go) numbers each one (fsm.Origin: the connection and a sequence
 // number from 1) and submits it (Submitter); a completer goroutine waits
 // for them in order and writes the Completions. The cluster keeps
 // submissions in order on the common path (one batcher, one connection to
@@ -36,7 +36,7 @@ import (
 // that order, also across forward retries and leader changes.
 //
 // Application and upstream methods are not pipelined: they run on the
-// reader once everything before them has completed, as they always did
+// handler once everything before them has completed, as they always did
 // (their code may read what earlier invocations changed).
 
 // pipeItem is one entry of a connection's pipeline, in client order.
@@ -51,7 +51,7 @@ type pipeItem struct {
 	// this error, in its turn (a refused invocation).
 	errText string
 	// barrier, when set, is closed when the completer reaches it: the
-	// reader waits on it before running an unpipelined method.
+	// handler waits on it before running an unpipelined method.
 	barrier chan struct{}
 }
 
@@ -59,8 +59,8 @@ type pipeItem struct {
 // completer goroutine runs only while the queue holds something: an idle
 // connection keeps no goroutine (and no stack) for it.
 type pipeline struct {
-	seq uint64 // the last sequence number given; the reader owns it
-	// slots bounds the items queued and not yet completed: the reader puts
+	seq uint64 // the last sequence number given; the handler owns it
+	// slots bounds the items queued and not yet completed: the handler puts
 	// a token in before queueing one, the completer takes it out after.
 	// (Its elements take no memory.)
 	slots chan struct{}
@@ -133,7 +133,7 @@ func (p *pipeline) next() (*pipeItem, bool) {
 	return it, true
 }
 
-// replyInOrder answers an invocation the reader refuses: through the
+// replyInOrder answers an invocation the handler refuses: through the
 // pipeline when it is running, so that the answer follows those of the
 // invocations before it.
 func (c *conn) replyInOrder(id, errText string) {
@@ -163,7 +163,7 @@ func (c *conn) drainPipeline() bool {
 }
 
 // invokePipelined runs invocation m of a built-in method through the
-// pipeline (the reader's part: build, number, submit, queue).
+// pipeline (the handler's part: build, number, submit, queue).
 func (c *conn) invokePipelined(m hubMessage) {
 	if _, ok := c.appMethod(m.Target); ok || c.upstreamMethod(m.Target) {
 		if c.drainPipeline() {

@@ -60,10 +60,10 @@ type stateful struct {
 	ackAt   fsm.Cursor
 	written uint64 // ... and this much of it is in the log
 
-	// inSeq numbers the client's messages; the reader goroutine owns it.
+	// inSeq numbers the client's messages; the handler (inbox.go) owns it.
 	inSeq uint64
 	// applied is the highest client message applied, what the server
-	// acknowledges: the reader writes it under mu, the writer reads it.
+	// acknowledges: the handler writes it under mu, the writer reads it.
 	applied uint64
 	// ackedIn is what the writer last acknowledged; the writer owns it.
 	ackedIn uint64
@@ -406,13 +406,25 @@ func (s *Server) evictLocal(id string) {
 // serveReattached runs a stateful reconnect: the client's first frame
 // names the protocol (text: JSON, binary: MessagePack), the connection is
 // resumed in the log, the server's Sequence and the replay go out, then the
-// connection runs as any other.
+// connection runs as any other, its reading on a goroutine of its own
+// (readDetached).
 func (s *Server) serveReattached(c *conn, rd *wsReader) {
-	defer s.unclaim(c.id)
 	s.mu.Lock()
 	s.conns[c.id] = c
 	s.mu.Unlock()
-	defer c.cancel()
+	split, leftover, ok := s.admitReattached(c, rd)
+	if !ok {
+		c.cancel()
+		s.unclaim(c.id)
+		return
+	}
+	c.in.split = split
+	s.begin(c, leftover)
+	go s.readDetached(c, rd)
+}
+
+// admitReattached is admit for a stateful reconnect.
+func (s *Server) admitReattached(c *conn, rd *wsReader) (split splitter, leftover []pendingRecord, ok bool) {
 	c.armCloseOnCancel()
 
 	var first []byte
@@ -420,7 +432,7 @@ func (s *Server) serveReattached(c *conn, rd *wsReader) {
 		s.stats.reattach(outcomeRefused) // stats.go
 		c.disarmCloseOnCancel()
 		_ = c.tr.close()
-		return
+		return nil, nil, false
 	}
 	var p protocol = jsonProtocol{}
 	if rd.lastBinary {
@@ -428,8 +440,7 @@ func (s *Server) serveReattached(c *conn, rd *wsReader) {
 	}
 	c.setProtocol(p)
 	setBinaryFrames(c.tr, p.binary())
-	split := newSplitter(p.name(), s.cfg.MaxMessageSize)
-	var leftover []pendingRecord
+	split = newSplitter(p.name(), s.cfg.MaxMessageSize)
 	split.feed(first, func(rec []byte, info recordInfo) {
 		leftover = append(leftover, pendingRecord{append([]byte(nil), rec...), info})
 	})
@@ -439,12 +450,12 @@ func (s *Server) serveReattached(c *conn, rd *wsReader) {
 		s.stats.reattach(outcomeRefused) // stats.go
 		_ = c.tr.close()
 		s.release(c)
-		return
+		return nil, nil, false
 	}
 	if err := c.tr.write(p.appendSequence(nil, c.sr.outSeq+1)); err != nil {
 		_ = c.tr.close()
 		s.release(c)
-		return
+		return nil, nil, false
 	}
 	n, err := s.replay(c, c.resume, opened)
 	if err != nil {
@@ -453,9 +464,9 @@ func (s *Server) serveReattached(c *conn, rd *wsReader) {
 		_ = c.tr.write(p.appendClose(nil, "Reconnect failed: "+err.Error()+".", true))
 		_ = c.tr.close()
 		s.release(c)
-		return
+		return nil, nil, false
 	}
 	c.logger().Debug("stateful reconnect", "from", c.resume.from, "sequence", c.sr.outSeq-uint64(n)+1, "replayed", n)
 	s.stats.reattach(outcomeResumed) // stats.go
-	s.run(c, rd, split, leftover)
+	return split, leftover, true
 }

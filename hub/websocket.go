@@ -130,7 +130,7 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 	// and with it net/http's per-connection state (its buffers, the request,
 	// a stack grown by the handler chain), which would otherwise be held for
 	// the whole life of every WebSocket.
-	go s.serve(c, &wsReader{ws: ws, srv: s, binary: true})
+	go s.serveDetached(c, &wsReader{ws: ws, srv: s, binary: true})
 }
 
 // claimUpgrade claims connection id on this node and upgrades the request
@@ -254,10 +254,70 @@ func (s *Server) unclaim(id string) {
 	s.connWG.Done()
 }
 
-// serve runs a connection from handshake to cleanup on the handler goroutine.
+// serve runs a connection from handshake to cleanup on the calling
+// goroutine (the transports whose caller waits for the end: Server-Sent
+// Events, long polling).
 func (s *Server) serve(c *conn, rd reader) {
 	defer s.unclaim(c.id)
 	defer c.cancel()
+	if split, leftover, ok := s.admit(c, rd); ok {
+		s.run(c, rd, split, leftover)
+	}
+}
+
+// serveDetached is serve for a WebSocket, whose caller does not wait: once
+// the connection is admitted and started, its reading moves to a goroutine
+// of its own (readDetached), and this one, its stack grown by the
+// handshake, ends.
+func (s *Server) serveDetached(c *conn, rd *wsReader) {
+	split, leftover, ok := s.admit(c, rd)
+	if !ok {
+		c.cancel()
+		s.unclaim(c.id)
+		return
+	}
+	c.in.split = split
+	s.begin(c, leftover)
+	go s.readDetached(c, rd)
+}
+
+// readDetached is a detached connection's reader until the connection's
+// end, then its cleanup. It is readLoop with wsReader.next written in:
+// idle readers are most of a busy node's goroutines, and a goroutine parked
+// in gorilla's read already uses most of the 2 KB stack it starts with; a
+// few more frames under it, and every idle connection holds 4 KB instead.
+func (s *Server) readDetached(c *conn, r *wsReader) {
+	var err error
+	for c.ctx.Err() == nil {
+		_ = r.ws.SetReadDeadline(time.Now().Add(s.cfg.ClientTimeout))
+		var typ int
+		var rd io.Reader
+		if typ, rd, err = r.ws.NextReader(); err != nil {
+			break
+		}
+		r.lastBinary = typ == websocket.BinaryMessage
+		if err = readMessage(rd, c.receive); err != nil {
+			break
+		}
+	}
+	s.endDetached(c, err)
+}
+
+// endDetached ends a detached connection once its reading has.
+func (s *Server) endDetached(c *conn, err error) {
+	if err != nil {
+		s.readEnded(c, err)
+	}
+	c.awaitInbox()
+	s.finish(c)
+	c.cancel()
+	s.unclaim(c.id)
+}
+
+// admit takes a connection through its handshake, its entry in the log and
+// a resume's replay. ok is false when the connection ended on the way (it
+// was answered and released); the caller then cancels and unclaims it.
+func (s *Server) admit(c *conn, rd reader) (split splitter, leftover []pendingRecord, ok bool) {
 	// Until the writer owns the transport, ending the connection's context
 	// (Server.Close) must close the transport to unblock the handshake read.
 	// Both are set before Close can see c; a Close that ran since the claim
@@ -274,7 +334,7 @@ func (s *Server) serve(c *conn, rd reader) {
 
 	hs, split, leftover, alive, hsErr := s.readHandshake(c, rd)
 	if !alive {
-		return
+		return nil, nil, false
 	}
 	if hsErr == nil {
 		var p protocol
@@ -288,7 +348,7 @@ func (s *Server) serve(c *conn, rd reader) {
 	}
 	if hsErr == nil && c.resume != nil && c.resume.reset != "" {
 		s.refuseResume(c)
-		return
+		return nil, nil, false
 	}
 	var opened fsm.Cursor
 	if hsErr == nil {
@@ -299,18 +359,18 @@ func (s *Server) serve(c *conn, rd reader) {
 		s.stats.resumeFailed(c) // stats.go
 		_ = c.tr.write(encodeHandshakeResponse(hsErr.Error()))
 		_ = c.tr.close()
-		return
+		return nil, nil, false
 	}
 	if !c.disarmCloseOnCancel() || c.ctx.Err() != nil {
 		_ = c.tr.close()
 		s.release(c)
-		return
+		return nil, nil, false
 	}
 	c.handshaking.Store(false)
 	if err := c.tr.write(encodeHandshakeResponse("")); err != nil {
 		_ = c.tr.close()
 		s.release(c)
-		return
+		return nil, nil, false
 	}
 	if c.resume != nil {
 		n, err := s.replay(c, c.resume, opened)
@@ -320,13 +380,13 @@ func (s *Server) serve(c *conn, rd reader) {
 			_ = c.tr.write(c.proto.appendClose(nil, "Resume failed: "+err.Error()+". Start a new connection.", true))
 			_ = c.tr.close()
 			s.release(c)
-			return
+			return nil, nil, false
 		}
 		c.logger().Debug("resumed", "from", c.resume.from, "replayed", n, "live_after", opened)
 		s.stats.resume(outcomeResumed) // stats.go
 	}
 	c.logger().Debug("connected", "user", c.user)
-	s.run(c, rd, split, leftover)
+	return split, leftover, true
 }
 
 // refuseResume ends a connection whose resume cannot be exact: the
@@ -343,16 +403,17 @@ func (s *Server) refuseResume(c *conn) {
 	_ = c.tr.close()
 }
 
-// run starts the connection's writer, then reads and handles the client's
-// messages until the connection ends, and cleans up.
+// run starts the connection's writer, then reads the client's messages
+// (handled by the inbox's handler) until the connection ends, and cleans up.
 func (s *Server) run(c *conn, rd reader, split splitter, leftover []pendingRecord) {
+	c.in.split = split
 	s.begin(c, leftover)
-	s.readLoop(c, rd, split)
+	s.readLoop(c, rd)
 	s.finish(c)
 }
 
-// begin starts the connection's writer and handles what came with the
-// handshake.
+// begin starts the connection's writer and queues what came with the
+// handshake for the handler.
 func (s *Server) begin(c *conn, leftover []pendingRecord) {
 	if n := s.cfg.MaxParallelInvocations; n > 1 && c.sr == nil {
 		c.parallel = make(chan struct{}, n)
@@ -360,7 +421,7 @@ func (s *Server) begin(c *conn, leftover []pendingRecord) {
 	c.startWriter()
 	s.stats.connected(c) // stats.go
 	for _, l := range leftover {
-		c.handleRecord(l.rec, l.info)
+		c.put(inboxItem{p: l.rec, record: true, info: l.info})
 	}
 }
 
@@ -374,27 +435,24 @@ func (s *Server) finish(c *conn) {
 	s.release(c)
 }
 
-// readLoop reads and handles the client's messages until the connection
-// ends. An idle connection waits in it, so its frame is kept small (the
-// ends are handled in functions of their own: badFraming, readEnded): the
-// runtime shrinks an idle goroutine's stack only when it uses under a
-// quarter of it.
-func (s *Server) readLoop(c *conn, rd reader, split splitter) {
-	feed := func(p []byte) { split.feed(p, c.handleRecord) }
+// readLoop reads the client's bytes and queues them for the connection's
+// handler (inbox.go) until the connection ends, then waits for the handler
+// to finish. An idle connection waits in it, so nothing deep runs on its
+// goroutine: the splitting and handling are on the handler's, and the end
+// is handled in a function of its own (readEnded).
+func (s *Server) readLoop(c *conn, rd reader) {
 	for c.ctx.Err() == nil {
-		if err := splitErr(split); err != nil {
-			s.badFraming(c, err)
-			return
-		}
-		if err := rd.next(s.cfg.ClientTimeout, feed); err != nil {
+		if err := rd.next(s.cfg.ClientTimeout, c.receive); err != nil {
 			s.readEnded(c, err)
-			return
+			break
 		}
 	}
+	c.awaitInbox()
 }
 
 // badFraming ends a connection whose stream cannot be resynchronised
-// (MessagePack: a bad length prefix), saying why.
+// (MessagePack: a bad length prefix), saying why. The handler calls it
+// (inbox.go).
 func (s *Server) badFraming(c *conn, err error) {
 	c.logger().Debug("closing: bad framing", "err", err)
 	c.goodbye.Store(true) // a broken client: nothing to resume
