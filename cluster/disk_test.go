@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/raftplane/raftplane/fsm"
 )
 
 // enospc is what a write to a full disk returns.
@@ -100,6 +102,15 @@ func TestNode_DiskFullRefusesWrites(t *testing.T) {
 	t.Parallel()
 	s := startSolo(t, nil)
 	n := s.node
+	// The new leader's last write of its own (raiseFormat) is an append,
+	// which clears a failure: fail the disk after it, or Ready may find
+	// the failure cleared already.
+	waitFor(t, "the leader to record the log format", func() error {
+		if f := s.machine.Format(); f < fsm.LogFormat {
+			return fmt.Errorf("format %d, want %d", f, fsm.LogFormat)
+		}
+		return nil
+	})
 	n.disk.record(enospc, true)
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
