@@ -26,7 +26,7 @@ var enospc = &fs.PathError{Op: "write", Path: "/data/raft.db", Err: syscall.ENOS
 func TestDiskState(t *testing.T) {
 	t.Parallel()
 	logs := &warnCounter{}
-	d := &diskState{log: slog.New(logs), dir: "/data"}
+	d := &diskState{log: slog.New(logs), where: "/data"}
 	d.record(errors.New("database not open"), true) // a store closed at shutdown
 	if d.Err() != nil {
 		t.Fatalf("a non-disk error counted: %v", d.Err())
@@ -57,7 +57,7 @@ func TestDiskState(t *testing.T) {
 // its Raft state, and says why.
 func TestDiskState_Readiness(t *testing.T) {
 	t.Parallel()
-	disk := (&diskState{err: enospc, since: time.Now(), dir: "/data"}).Err()
+	disk := (&diskState{err: enospc, since: time.Now(), where: "/data"}).Err()
 	for _, st := range []raft.RaftState{raft.Leader, raft.Follower} {
 		err := readiness(readyView{state: st, leaderID: "a", lastContact: time.Now(), epoch: "c1", disk: disk}, time.Now(), time.Second)
 		if !errors.Is(err, ErrDiskFull) {
@@ -70,7 +70,7 @@ func TestDiskState_Readiness(t *testing.T) {
 // state; reads and the optional interface pass through.
 func TestWatchedStores(t *testing.T) {
 	t.Parallel()
-	d := &diskState{log: slog.New(&warnCounter{}), dir: "/data"}
+	d := &diskState{log: slog.New(&warnCounter{}), where: "/data"}
 	logs := watchedLogs{LogStore: failingLogs{raft.NewInmemStore()}, d: d}
 	if err := logs.StoreLog(&raft.Log{Index: 1, Data: []byte("x")}); !errors.Is(err, syscall.ENOSPC) || d.Err() == nil {
 		t.Fatalf("StoreLog: %v, disk %v", err, d.Err())
@@ -151,7 +151,7 @@ func TestDiskHook(t *testing.T) {
 	if newDiskHook(func(string) string { return "" }) != nil {
 		t.Fatal("a hook without the variable")
 	}
-	d := &diskState{log: slog.New(&warnCounter{}), dir: "/data", hook: h}
+	d := &diskState{log: slog.New(&warnCounter{}), where: "/data", hook: h}
 	store := raft.NewInmemStore()
 	logs := watchedLogs{LogStore: store, d: d}
 	stable := watchedStable{StableStore: store, d: d}

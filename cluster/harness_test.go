@@ -535,18 +535,18 @@ func sameStream(t *testing.T, nodes []*testNode) []fsm.Entry {
 // oldest first (the tests never snapshot, so the log starts at index 1).
 func configHistory(t *testing.T, tn *testNode) []raft.Configuration {
 	t.Helper()
-	first, err := tn.node.store.FirstIndex()
+	first, err := tn.node.stores.base.FirstIndex()
 	if err != nil {
 		t.Fatalf("%s: FirstIndex: %v", tn.id, err)
 	}
-	last, err := tn.node.store.LastIndex()
+	last, err := tn.node.stores.base.LastIndex()
 	if err != nil {
 		t.Fatalf("%s: LastIndex: %v", tn.id, err)
 	}
 	var out []raft.Configuration
 	for i := first; i <= last && i > 0; i++ {
 		var l raft.Log
-		if err := tn.node.store.GetLog(i, &l); err != nil {
+		if err := tn.node.stores.base.GetLog(i, &l); err != nil {
 			t.Fatalf("%s: GetLog(%d): %v", tn.id, i, err)
 		}
 		if l.Type == raft.LogConfiguration {

@@ -562,7 +562,7 @@ func TestMux_PlainDialerToTLSPortGetsNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := newMux(ln, slog.New(slog.DiscardHandler), r.ServerConfig(), r.ClientConfig())
+	m := newMux(ln, tcpNetwork{}, slog.New(slog.DiscardHandler), r.ServerConfig(), r.ClientConfig())
 	m.start()
 	defer m.close()
 
@@ -605,7 +605,7 @@ func TestMux_PlainDialerToTLSPortGetsNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	om := newMux(oln, slog.New(slog.DiscardHandler), other.reloader(of).ServerConfig(), other.reloader(of).ClientConfig())
+	om := newMux(oln, tcpNetwork{}, slog.New(slog.DiscardHandler), other.reloader(of).ServerConfig(), other.reloader(of).ClientConfig())
 	om.start()
 	defer om.close()
 	if c, err := m.dial(oln.Addr().String(), muxRPC, 5*time.Second); err == nil || !errors.Is(err, certs.ErrUntrusted) {
