@@ -64,7 +64,9 @@ type nodeOpts struct {
 }
 
 // testNode is one node wired the way cmd/raftplane wires it: an FSM, a
-// gossip agent and a cluster.Node whose Members is the agent.
+// gossip agent and a cluster.Node whose Members is the agent. A node on
+// the in-memory network (memnet_test.go) has no agent: its Members is the
+// test's.
 type testNode struct {
 	t          *testing.T
 	id         string
@@ -253,14 +255,18 @@ func (tn *testNode) stop(t *testing.T) error {
 	ctx, cancel := context.WithTimeout(context.Background(), closeWithin)
 	defer cancel()
 	leaveErr := tn.node.Leave(ctx)
-	if err := tn.agent.Leave(2 * time.Second); err != nil {
-		t.Logf("%s: agent.Leave: %v", tn.id, err)
+	if tn.agent != nil {
+		if err := tn.agent.Leave(2 * time.Second); err != nil {
+			t.Logf("%s: agent.Leave: %v", tn.id, err)
+		}
 	}
 	if err := tn.node.Close(ctx); err != nil {
 		t.Errorf("%s: node.Close: %v; goroutines:\n%s", tn.id, err, goroutineDump())
 	}
-	if err := tn.agent.Close(); err != nil {
-		t.Errorf("%s: agent.Close: %v", tn.id, err)
+	if tn.agent != nil {
+		if err := tn.agent.Close(); err != nil {
+			t.Errorf("%s: agent.Close: %v", tn.id, err)
+		}
 	}
 	t.Logf("stopped %s gracefully (leave: %v)", tn.id, leaveErr)
 	return leaveErr
@@ -276,8 +282,10 @@ func (tn *testNode) kill(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), closeWithin)
 	defer cancel()
-	if err := tn.agent.Close(); err != nil {
-		t.Errorf("%s: agent.Close: %v", tn.id, err)
+	if tn.agent != nil {
+		if err := tn.agent.Close(); err != nil {
+			t.Errorf("%s: agent.Close: %v", tn.id, err)
+		}
 	}
 	if err := tn.node.Close(ctx); err != nil {
 		t.Errorf("%s: node.Close: %v; goroutines:\n%s", tn.id, err, goroutineDump())
