@@ -20,7 +20,8 @@ import (
 )
 
 // Node is one member of a raftplane cluster: it owns the Raft instance, its
-// stores and transport, and the write path into the log.
+// transport, its stores (unless they were injected: Config.RaftStores), and
+// the write path into the log.
 type Node struct {
 	cfg     Config
 	log     *slog.Logger
@@ -105,7 +106,8 @@ func New(cfg Config, machine *fsm.Machine) (*Node, error) {
 	}, nil
 }
 
-// Open opens the stores, starts Raft, bootstraps a one-node cluster when
+// Open opens the stores (or takes the injected ones), listens on the
+// node's Network, starts Raft, bootstraps a one-node cluster when
 // configured to and there is no Raft state, and starts the node's loops.
 // When it fails, what it opened so far is closed again. (Its length is its
 // steps in the order they must run, each pushing its cleanup on undo: a
