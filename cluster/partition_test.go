@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"slices"
 	"sync"
 	"testing"
@@ -87,6 +88,8 @@ type memCluster struct {
 	members *memMembers
 	nodes   []*testNode
 	ips     map[*testNode]string
+	// tweak, if set, changes each node's config last (peer TLS, say).
+	tweak func(id, ip string, cfg *Config)
 }
 
 // newMemNet returns an in-memory network with no node yet. At the end of
@@ -104,10 +107,11 @@ func newMemNet(t *testing.T) *memCluster {
 
 // newMemCluster starts size nodes, n1 (10.0.0.1) bootstrapping, the
 // others joining, and waits until they are all voters with one cluster
-// id.
-func newMemCluster(t *testing.T, size int) *memCluster {
+// id. tweak, if given, changes each node's config last.
+func newMemCluster(t *testing.T, size int, tweak func(id, ip string, cfg *Config)) *memCluster {
 	t.Helper()
 	c := newMemNet(t)
+	c.tweak = tweak
 	for i := 1; i <= size; i++ {
 		tn := c.start(t, fmt.Sprintf("n%d", i), fmt.Sprintf("10.0.0.%d", i), i == 1, nil)
 		if i == 1 {
@@ -142,6 +146,9 @@ func (c *memCluster) start(t *testing.T, id, ip string, bootstrap bool, stores *
 	cfg.Bootstrap = bootstrap
 	cfg.Members = memberView{c.members, id}
 	cfg.Logger = lg.With("component", "cluster")
+	if c.tweak != nil {
+		c.tweak(id, ip, &cfg)
+	}
 	node, err := New(cfg, machine)
 	if err != nil {
 		t.Fatalf("%s: cluster.New: %v", id, err)
@@ -222,7 +229,7 @@ func checkStream(t *testing.T, nodes []*testNode, want []published, lost []strin
 func TestPartition_IsolatedLeader(t *testing.T) {
 	t.Parallel()
 	checkGoroutines(t)
-	c := newMemCluster(t, 3)
+	c := newMemCluster(t, 3, nil)
 	old := waitLeader(t, c.nodes)
 	want := []published{{id: "before", cur: mustPublish(t, old, "before")}}
 	waitApplied(t, c.nodes, want[0].cur)
@@ -277,7 +284,7 @@ func TestPartition_IsolatedLeader(t *testing.T) {
 func TestPartition_FollowerCutFromLeader(t *testing.T) {
 	t.Parallel()
 	checkGoroutines(t)
-	c := newMemCluster(t, 3)
+	c := newMemCluster(t, 3, nil)
 	l := waitLeader(t, c.nodes)
 	fs := followers(c.nodes, l)
 	cut, third := fs[0], fs[1]
@@ -384,4 +391,52 @@ func TestInjectedStores(t *testing.T) {
 			t.Fatal("New accepted RaftStores with only a log store")
 		}
 	})
+}
+
+// TestPartition_PeerTLS: peer TLS is layered on the injected network as
+// on TCP: a TLS cluster forms on memnet, a dialer without a certificate
+// gets nothing but a failed handshake (counted), and a follower cut from
+// the leader converges after Heal over new TLS connections.
+func TestPartition_PeerTLS(t *testing.T) {
+	t.Parallel()
+	checkGoroutines(t)
+	pki := newTestPKI(t, "memnet CA")
+	c := newMemCluster(t, 3, func(id, ip string, cfg *Config) {
+		f, _ := pki.issueFor(id, net.ParseIP(ip))
+		peerTLS(pki.reloader(f))(cfg)
+	})
+	l := waitLeader(t, c.nodes)
+	f := followers(c.nodes, l)[0]
+	want := []published{{id: "before", cur: mustPublish(t, f, "before")}}
+	waitApplied(t, c.nodes, want[0].cur)
+
+	stranger, err := c.net.Host("10.0.0.66").Dial(context.Background(), l.raftAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stranger.Close()
+	if _, err := stranger.Write(append([]byte{muxRPC}, rpcForwardBytes("stranger")...)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the leader to count the stranger's failed handshake", func() error {
+		if st := l.node.Status(); !st.PeerTLS || st.PeerTLSFailures == 0 {
+			return fmt.Errorf("peer_tls %t, peer_tls_failures %d", st.PeerTLS, st.PeerTLSFailures)
+		}
+		return nil
+	})
+
+	if err := c.net.Partition(c.ips[f], c.ips[l]); err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, published{id: "during", cur: mustPublish(t, l, "during")})
+	c.net.Heal()
+	last := published{id: "healed"}
+	waitFor(t, f.id+" to forward again", func() error {
+		cur, err := publish(f, last.id)
+		last.cur = cur
+		return err
+	})
+	want = append(want, last)
+	waitApplied(t, c.nodes, last.cur)
+	checkStream(t, c.nodes, want, []string{"stranger"})
 }

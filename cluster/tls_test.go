@@ -45,7 +45,13 @@ func newTestPKI(t *testing.T, name string) *testPKI {
 // a careful rotation does, and returns the files and the new certificate.
 func (p *testPKI) issue(name string) (certs.Files, *x509.Certificate) {
 	p.t.Helper()
-	cert, key, err := certs.NewNodeCert(p.caCert, p.caKey, name, []net.IP{net.IPv4(127, 0, 0, 1)}, nil, 24*time.Hour)
+	return p.issueFor(name, net.IPv4(127, 0, 0, 1))
+}
+
+// issueFor is issue for a certificate naming ips.
+func (p *testPKI) issueFor(name string, ips ...net.IP) (certs.Files, *x509.Certificate) {
+	p.t.Helper()
+	cert, key, err := certs.NewNodeCert(p.caCert, p.caKey, name, ips, nil, 24*time.Hour)
 	if err != nil {
 		p.t.Fatal(err)
 	}
