@@ -47,7 +47,9 @@ func newClusterInit(now int64) (fsm.Command, error) {
 // withInit is the log store a bootstrap writes through: raft.BootstrapCluster
 // stores the configuration entry (index 1) with StoreLog, and this stores
 // the cluster-init entry right after it (index 2, same term) in the same
-// StoreLogs call, so one bbolt transaction holds both or neither. Raft
+// StoreLogs call, so one bbolt transaction holds both or neither (with
+// injected stores, as atomic as their StoreLogs is; raft's in-memory store
+// holds one lock across it). Raft
 // reads the last index from the store when it starts, and its first
 // election commits both entries.
 type withInit struct {
@@ -65,14 +67,14 @@ func (w withInit) StoreLog(l *raft.Log) error {
 
 // bootstrap makes this node a one-server cluster with a new cluster id, in
 // stores that hold no Raft state; it returns the id.
-func (n *Node) bootstrap(rc *raft.Config, st *Stores, trans raft.Transport) (string, error) {
+func (n *Node) bootstrap(rc *raft.Config, st nodeStores, trans raft.Transport) (string, error) {
 	init, err := newClusterInit(n.clock.Now())
 	if err != nil {
 		return "", fmt.Errorf("cluster: bootstrap: %w", err)
 	}
 	conf := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: rc.LocalID, Address: trans.LocalAddr()}}}
-	logs := withInit{LogStore: st.Bolt, init: fsm.EncodeBatch([]fsm.Command{init})}
-	if err := raft.BootstrapCluster(rc, logs, st.Bolt, st.Snaps, trans, conf); err != nil {
+	logs := withInit{LogStore: st.base, init: fsm.EncodeBatch([]fsm.Command{init})}
+	if err := raft.BootstrapCluster(rc, logs, st.stable, st.snaps, trans, conf); err != nil {
 		return "", fmt.Errorf("cluster: bootstrap: %w", err)
 	}
 	return init.ClusterID, nil
@@ -90,8 +92,13 @@ var ErrNotFresh = errors.New("cluster: not a fresh node")
 // by a deploy script that looks for raft.db, for a member's data). Call it
 // after Close. Data that existed when the node opened is never touched
 // (ErrNotFresh), nor is anything but the Raft stores (the node id, other
-// files of the folder).
+// files of the folder). With injected stores it refuses (ErrInjectedStores):
+// they are the caller's to discard, and raft's store interfaces cannot
+// empty them.
 func (n *Node) DiscardFresh() error {
+	if n.cfg.RaftStores != nil {
+		return fmt.Errorf("cluster: discard the state of a failed first start: %w", ErrInjectedStores)
+	}
 	if n.raft == nil || n.hasState {
 		return ErrNotFresh
 	}

@@ -135,7 +135,7 @@ func TestBootstrap_CommitsItsClusterID(t *testing.T) {
 	var inits int
 	for i := uint64(1); i <= cur.Index; i++ {
 		var l raft.Log
-		if n.store.GetLog(i, &l) != nil || l.Type != raft.LogCommand {
+		if n.stores.base.GetLog(i, &l) != nil || l.Type != raft.LogCommand {
 			continue
 		}
 		cmds, err := fsm.DecodeBatch(l.Data)

@@ -14,10 +14,19 @@ import (
 type Config struct {
 	// NodeID is the Raft server id; stable across restarts (persisted by cmd).
 	NodeID string
-	// DataDir holds raft.db (log and stable store) and snapshots/.
+	// DataDir holds raft.db (log and stable store) and snapshots/. It may
+	// be empty with RaftStores, which replace both.
 	DataDir string
-	// RaftBind is the TCP address Raft listens on.
+	// RaftStores, when set, are the Raft stores the node uses instead of
+	// opening raft.db and snapshots/ in DataDir (network.go): the caller
+	// opens them, and closes them after Close. Nil: the stores in DataDir.
+	RaftStores *RaftStores
+	// RaftBind is the address Raft (and the node's RPC, on the same port)
+	// listens on.
 	RaftBind string
+	// Network is what the node listens on and dials its peers' Raft ports
+	// on (network.go). Nil: TCP.
+	Network Network
 	// RaftAdvertise is the address peers dial; defaults to RaftBind.
 	RaftAdvertise string
 	// Bootstrap makes a node with no Raft state start a one-node cluster.
@@ -133,8 +142,12 @@ func (c Config) Validate() error {
 	if c.NodeID == "" {
 		errs = append(errs, errors.New("NodeID is empty"))
 	}
-	if c.DataDir == "" {
-		errs = append(errs, errors.New("DataDir is empty"))
+	if c.DataDir == "" && c.RaftStores == nil {
+		errs = append(errs, errors.New("DataDir is empty (it may be only with RaftStores)"))
+	}
+	if s := c.RaftStores; s != nil && (s.Logs == nil || s.Stable == nil || s.Snaps == nil) {
+		errs = append(errs, fmt.Errorf("RaftStores needs all three stores (log set: %t, stable set: %t, snapshots set: %t)",
+			s.Logs != nil, s.Stable != nil, s.Snaps != nil))
 	}
 	if c.RaftBind == "" {
 		errs = append(errs, errors.New("RaftBind is empty"))

@@ -32,6 +32,12 @@ import (
 // (and syncs, and removes) a file of DiskProbeBytes in its data folder
 // every DiskProbeInterval, so that it notices the space is back even when
 // no entry comes to append (a leader backs off from a follower that failed).
+// A node given injected stores (Config.RaftStores) probes them instead: a
+// file in DataDir would say nothing of them, so it writes DiskProbeBytes
+// to its stable store under DiskProbeKey, then empties the value (the
+// interface has no delete). Without a probe, a lone node whose stores
+// failed once would refuse writes for ever: no entry would come to clear
+// the failure.
 // Small writes (the term, a vote, a log compaction) do not clear the
 // failure: bbolt may fit them in pages it already has on a full disk,
 // where an append that needs new pages would still fail. A disk whose
@@ -59,11 +65,15 @@ const logCacheSize = 1024
 // diskProbeName is the probe's file in the data folder.
 const diskProbeName = ".disk-probe"
 
+// DiskProbeKey is the stable-store key the probe writes on injected
+// stores (Config.RaftStores); raft's own keys never take this name.
+const DiskProbeKey = "raftplane-disk-probe"
+
 // diskState is whether this node's writes to its Raft stores fail.
 type diskState struct {
-	log  *slog.Logger
-	dir  string
-	hook *diskHook // the tests' DiskFailFileEnv hook, nil without it
+	log   *slog.Logger
+	where string    // the data folder, or "injected stores", for messages
+	hook  *diskHook // the tests' DiskFailFileEnv hook, nil without it
 
 	mu    sync.Mutex
 	err   error     // the first failed write since the last that succeeded
@@ -78,7 +88,7 @@ func (d *diskState) Err() error {
 		return nil
 	}
 	return fmt.Errorf("%w since %s (%s): %w; it refuses writes until it can", ErrDiskFull,
-		d.since.UTC().Format(time.RFC3339), d.dir, d.err)
+		d.since.UTC().Format(time.RFC3339), d.where, d.err)
 }
 
 // failing reports whether writes fail.
@@ -104,9 +114,9 @@ func (d *diskState) record(err error, clears bool) {
 	case err != nil && d.err == nil:
 		d.err, d.since = err, time.Now()
 		d.log.Error("writes to the disk fail: this node refuses new writes and is not ready until they succeed again",
-			"data", d.dir, "err", err)
+			"stores", d.where, "err", err)
 	case err == nil && d.err != nil:
-		d.log.Info("writes to the disk succeed again", "data", d.dir, "failed_for", time.Since(d.since).Round(time.Millisecond))
+		d.log.Info("writes to the disk succeed again", "stores", d.where, "failed_for", time.Since(d.since).Round(time.Millisecond))
 		d.err = nil
 	}
 }
@@ -191,15 +201,25 @@ func (n *Node) probeDisk() {
 		if n.disk.failing() {
 			err := n.disk.hook.err()
 			if err == nil {
-				err = probeWrite(filepath.Join(n.cfg.DataDir, diskProbeName), buf)
+				err = n.probeWrite(buf)
 			}
 			n.disk.record(err, true)
 		}
 	}
 }
 
-// probeWrite writes buf to a new file at path, syncs it and removes it.
-func probeWrite(path string, buf []byte) error {
+// probeWrite writes buf where the node's Raft stores are: a file in
+// DataDir, or the injected stable store's DiskProbeKey.
+func (n *Node) probeWrite(buf []byte) error {
+	if n.cfg.RaftStores != nil {
+		st := n.cfg.RaftStores.Stable
+		return errors.Join(st.Set([]byte(DiskProbeKey), buf), st.Set([]byte(DiskProbeKey), []byte{}))
+	}
+	return probeFile(filepath.Join(n.cfg.DataDir, diskProbeName), buf)
+}
+
+// probeFile writes buf to a new file at path, syncs it and removes it.
+func probeFile(path string, buf []byte) error {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/raftplane/raftplane/fsm"
 )
 
 // enospc is what a write to a full disk returns.
@@ -24,7 +26,7 @@ var enospc = &fs.PathError{Op: "write", Path: "/data/raft.db", Err: syscall.ENOS
 func TestDiskState(t *testing.T) {
 	t.Parallel()
 	logs := &warnCounter{}
-	d := &diskState{log: slog.New(logs), dir: "/data"}
+	d := &diskState{log: slog.New(logs), where: "/data"}
 	d.record(errors.New("database not open"), true) // a store closed at shutdown
 	if d.Err() != nil {
 		t.Fatalf("a non-disk error counted: %v", d.Err())
@@ -55,7 +57,7 @@ func TestDiskState(t *testing.T) {
 // its Raft state, and says why.
 func TestDiskState_Readiness(t *testing.T) {
 	t.Parallel()
-	disk := (&diskState{err: enospc, since: time.Now(), dir: "/data"}).Err()
+	disk := (&diskState{err: enospc, since: time.Now(), where: "/data"}).Err()
 	for _, st := range []raft.RaftState{raft.Leader, raft.Follower} {
 		err := readiness(readyView{state: st, leaderID: "a", lastContact: time.Now(), epoch: "c1", disk: disk}, time.Now(), time.Second)
 		if !errors.Is(err, ErrDiskFull) {
@@ -68,7 +70,7 @@ func TestDiskState_Readiness(t *testing.T) {
 // state; reads and the optional interface pass through.
 func TestWatchedStores(t *testing.T) {
 	t.Parallel()
-	d := &diskState{log: slog.New(&warnCounter{}), dir: "/data"}
+	d := &diskState{log: slog.New(&warnCounter{}), where: "/data"}
 	logs := watchedLogs{LogStore: failingLogs{raft.NewInmemStore()}, d: d}
 	if err := logs.StoreLog(&raft.Log{Index: 1, Data: []byte("x")}); !errors.Is(err, syscall.ENOSPC) || d.Err() == nil {
 		t.Fatalf("StoreLog: %v, disk %v", err, d.Err())
@@ -100,6 +102,15 @@ func TestNode_DiskFullRefusesWrites(t *testing.T) {
 	t.Parallel()
 	s := startSolo(t, nil)
 	n := s.node
+	// The new leader's last write of its own (raiseFormat) is an append,
+	// which clears a failure: fail the disk after it, or Ready may find
+	// the failure cleared already.
+	waitFor(t, "the leader to record the log format", func() error {
+		if f := s.machine.Format(); f < fsm.LogFormat {
+			return fmt.Errorf("format %d, want %d", f, fsm.LogFormat)
+		}
+		return nil
+	})
 	n.disk.record(enospc, true)
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
@@ -140,7 +151,7 @@ func TestDiskHook(t *testing.T) {
 	if newDiskHook(func(string) string { return "" }) != nil {
 		t.Fatal("a hook without the variable")
 	}
-	d := &diskState{log: slog.New(&warnCounter{}), dir: "/data", hook: h}
+	d := &diskState{log: slog.New(&warnCounter{}), where: "/data", hook: h}
 	store := raft.NewInmemStore()
 	logs := watchedLogs{LogStore: store, d: d}
 	stable := watchedStable{StableStore: store, d: d}

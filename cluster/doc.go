@@ -14,6 +14,18 @@
 // configuration when a majority of voters is lost for good (hashicorp/raft's
 // RecoverCluster).
 //
+// What a node is given rather than builds (network.go), as hashicorp/raft's
+// NewRaft is given its stores and transport: Config.Network, the network
+// its one port lives on (nil: TCP), and Config.RaftStores, its Raft log,
+// stable and snapshot stores (nil: raft.db and snapshots/ in DataDir).
+// Raft's transport and the node's RPC share that port behind a mux (one
+// address per node, one thing for a partition to cut), so an injected
+// network carries both; peer TLS is layered on it either way. Tests run
+// clusters on internal/memnet, which they can partition, with raft's
+// in-memory stores. What needs the files in DataDir refuses injected
+// stores with ErrInjectedStores (DiscardFresh); the offline Recover and
+// RestoreBackup work on a data folder by definition.
+//
 // cluster imports fsm (the state machine it feeds) and, for membership,
 // gossip; it never imports hub.
 package cluster

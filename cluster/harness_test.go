@@ -64,7 +64,9 @@ type nodeOpts struct {
 }
 
 // testNode is one node wired the way cmd/raftplane wires it: an FSM, a
-// gossip agent and a cluster.Node whose Members is the agent.
+// gossip agent and a cluster.Node whose Members is the agent. A node on
+// the in-memory network (memnet_test.go) has no agent: its Members is the
+// test's.
 type testNode struct {
 	t          *testing.T
 	id         string
@@ -253,14 +255,18 @@ func (tn *testNode) stop(t *testing.T) error {
 	ctx, cancel := context.WithTimeout(context.Background(), closeWithin)
 	defer cancel()
 	leaveErr := tn.node.Leave(ctx)
-	if err := tn.agent.Leave(2 * time.Second); err != nil {
-		t.Logf("%s: agent.Leave: %v", tn.id, err)
+	if tn.agent != nil {
+		if err := tn.agent.Leave(2 * time.Second); err != nil {
+			t.Logf("%s: agent.Leave: %v", tn.id, err)
+		}
 	}
 	if err := tn.node.Close(ctx); err != nil {
 		t.Errorf("%s: node.Close: %v; goroutines:\n%s", tn.id, err, goroutineDump())
 	}
-	if err := tn.agent.Close(); err != nil {
-		t.Errorf("%s: agent.Close: %v", tn.id, err)
+	if tn.agent != nil {
+		if err := tn.agent.Close(); err != nil {
+			t.Errorf("%s: agent.Close: %v", tn.id, err)
+		}
 	}
 	t.Logf("stopped %s gracefully (leave: %v)", tn.id, leaveErr)
 	return leaveErr
@@ -276,8 +282,10 @@ func (tn *testNode) kill(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), closeWithin)
 	defer cancel()
-	if err := tn.agent.Close(); err != nil {
-		t.Errorf("%s: agent.Close: %v", tn.id, err)
+	if tn.agent != nil {
+		if err := tn.agent.Close(); err != nil {
+			t.Errorf("%s: agent.Close: %v", tn.id, err)
+		}
 	}
 	if err := tn.node.Close(ctx); err != nil {
 		t.Errorf("%s: node.Close: %v; goroutines:\n%s", tn.id, err, goroutineDump())
@@ -535,18 +543,18 @@ func sameStream(t *testing.T, nodes []*testNode) []fsm.Entry {
 // oldest first (the tests never snapshot, so the log starts at index 1).
 func configHistory(t *testing.T, tn *testNode) []raft.Configuration {
 	t.Helper()
-	first, err := tn.node.store.FirstIndex()
+	first, err := tn.node.stores.base.FirstIndex()
 	if err != nil {
 		t.Fatalf("%s: FirstIndex: %v", tn.id, err)
 	}
-	last, err := tn.node.store.LastIndex()
+	last, err := tn.node.stores.base.LastIndex()
 	if err != nil {
 		t.Fatalf("%s: LastIndex: %v", tn.id, err)
 	}
 	var out []raft.Configuration
 	for i := first; i <= last && i > 0; i++ {
 		var l raft.Log
-		if err := tn.node.store.GetLog(i, &l); err != nil {
+		if err := tn.node.stores.base.GetLog(i, &l); err != nil {
 			t.Fatalf("%s: GetLog(%d): %v", tn.id, i, err)
 		}
 		if l.Type == raft.LogConfiguration {

@@ -342,7 +342,7 @@ func (n *Node) CheckPeers(members []gossip.Member) error {
 		if m.ID != n.cfg.NodeID && m.ClusterID != "" && m.ClusterID != epoch && m.State == gossip.StateAlive {
 			return fmt.Errorf("%w: this node's data (%s) belongs to cluster %s, but %s (%s) belongs to cluster %s; "+
 				"join a seed of cluster %s, or start with an empty -data folder to join as a new member",
-				ErrForeignCluster, n.cfg.DataDir, epoch, m.ID, m.Addr, m.ClusterID, epoch)
+				ErrForeignCluster, n.storesLabel(), epoch, m.ID, m.Addr, m.ClusterID, epoch)
 		}
 	}
 	return nil

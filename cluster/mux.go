@@ -15,9 +15,11 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// Raft traffic and the internal RPC share one TCP port: the first byte a
+// Raft traffic and the internal RPC share one port: the first byte a
 // dialer writes says which service the connection is for (the pattern
-// Consul, Nomad and rqlite use).
+// Consul, Nomad and rqlite use). The port is on the node's Network (TCP
+// unless one is injected: network.go), so whatever the network, a node has
+// one address and a partition of the network cuts both services.
 const (
 	muxRaft byte = 1
 	muxRPC  byte = 2
@@ -33,6 +35,7 @@ const muxHeaderTimeout = 5 * time.Second
 // handshake fails is closed having received nothing but TLS's own messages.
 type mux struct {
 	ln   net.Listener
+	net  Network // what dial connects through: the listener's network
 	log  *slog.Logger
 	subs map[byte]*muxListener
 
@@ -50,9 +53,9 @@ type mux struct {
 	wg        sync.WaitGroup
 }
 
-func newMux(ln net.Listener, lg *slog.Logger, serverTLS, clientTLS *tls.Config) *mux {
+func newMux(ln net.Listener, nw Network, lg *slog.Logger, serverTLS, clientTLS *tls.Config) *mux {
 	life, endLife := context.WithCancel(context.Background())
-	m := &mux{ln: ln, log: lg, subs: map[byte]*muxListener{}, done: make(chan struct{}),
+	m := &mux{ln: ln, net: nw, log: lg, subs: map[byte]*muxListener{}, done: make(chan struct{}),
 		serverTLS: serverTLS, clientTLS: clientTLS, life: life, endLife: endLife}
 	for _, b := range []byte{muxRaft, muxRPC} {
 		m.subs[b] = &muxListener{m: m, b: b, ch: make(chan net.Conn, 16)}
@@ -188,10 +191,15 @@ func (l *muxListener) Dial(addr raft.ServerAddress, timeout time.Duration) (net.
 	return l.m.dial(string(addr), l.b, timeout)
 }
 
-// dial connects to a peer's shared port, does the TLS client handshake when
-// peer TLS is on, and names service b; timeout bounds each step.
+// dial connects to a peer's shared port over the node's Network, does the
+// TLS client handshake when peer TLS is on, and names service b; timeout
+// bounds each step. Every connection a node opens to a peer comes from
+// here (Raft's transport through muxListener.Dial, the RPC through rpcTo),
+// so an injected network carries all of them.
 func (m *mux) dial(addr string, b byte, timeout time.Duration) (net.Conn, error) {
-	c, err := net.DialTimeout("tcp", addr, timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	c, err := m.net.Dial(ctx, addr)
+	cancel()
 	if err != nil {
 		return nil, err
 	}

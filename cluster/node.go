@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -14,13 +15,13 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"github.com/raftplane/raftplane/fsm"
 	"github.com/raftplane/raftplane/status"
 )
 
 // Node is one member of a raftplane cluster: it owns the Raft instance, its
-// stores and transport, and the write path into the log.
+// transport, its stores (unless they were injected: Config.RaftStores), and
+// the write path into the log.
 type Node struct {
 	cfg     Config
 	log     *slog.Logger
@@ -28,7 +29,7 @@ type Node struct {
 
 	raft      *raft.Raft
 	transport *raft.NetworkTransport
-	store     *raftboltdb.BoltStore
+	stores    nodeStores // its closer is nil with injected stores: their caller closes them
 
 	idPrefix string    // unique per process start, for command ids
 	idSeq    uint64    // guarded by submitMu
@@ -105,7 +106,8 @@ func New(cfg Config, machine *fsm.Machine) (*Node, error) {
 	}, nil
 }
 
-// Open opens the stores, starts Raft, bootstraps a one-node cluster when
+// Open opens the stores (or takes the injected ones), listens on the
+// node's Network, starts Raft, bootstraps a one-node cluster when
 // configured to and there is no Raft state, and starts the node's loops.
 // When it fails, what it opened so far is closed again. (Its length is its
 // steps in the order they must run, each pushing its cleanup on undo: a
@@ -121,21 +123,17 @@ func (n *Node) Open() (err error) {
 			}
 		}
 	}()
-	if err := os.MkdirAll(n.cfg.DataDir, 0o750); err != nil {
-		return fmt.Errorf("cluster: data dir: %w", err)
-	}
 	rc, err := n.raftConfig()
 	if err != nil {
 		return err
 	}
-
-	// The stores as the offline recovery and restore open them (recover.go).
-	stores, err := OpenStores(n.cfg.DataDir, n.cfg.NoSync, n.log)
+	st, err := n.openStores()
 	if err != nil {
 		return err
 	}
-	undo = append(undo, func() { stores.Close() })
-	store, logs, snaps := stores.Bolt, stores.Logs, stores.Snaps
+	if st.closer != nil {
+		undo = append(undo, func() { st.closer.Close() })
+	}
 	trans, err := n.listen()
 	if err != nil {
 		return err
@@ -143,14 +141,14 @@ func (n *Node) Open() (err error) {
 	// Closed in reverse: the mux (and its listener) first, as before.
 	undo = append(undo, func() { trans.Close() }, func() { n.mux.close() })
 	n.mux.start()
-	hasState, err := raft.HasExistingState(logs, store, snaps)
+	hasState, err := raft.HasExistingState(st.logs, st.stable, st.snaps)
 	n.hasState = hasState
 	if err != nil {
 		return err
 	}
 	if !hasState && n.cfg.Bootstrap {
 		// bootstrap.go: the configuration and the cluster id in one write.
-		id, err := n.bootstrap(rc, stores, trans)
+		id, err := n.bootstrap(rc, st, trans)
 		if err != nil {
 			return err
 		}
@@ -159,17 +157,17 @@ func (n *Node) Open() (err error) {
 	}
 	// disk.go: every write to the stores is watched, below the cache
 	// (which flattens its store's errors into text).
-	n.disk.log, n.disk.dir = n.log, n.cfg.DataDir
-	watched, err := raft.NewLogCache(logCacheSize, watchedLogs{store, &n.disk})
+	n.disk.log, n.disk.where = n.log, n.storesLabel()
+	watched, err := raft.NewLogCache(logCacheSize, watchedLogs{st.base, &n.disk})
 	if err != nil {
 		return err
 	}
-	r, err := raft.NewRaft(rc, n.machine, watched, watchedStable{store, &n.disk},
-		timedSnapshots{snaps, &n.stats}, trans) // stats.go: snapshots timed
+	r, err := raft.NewRaft(rc, n.machine, watched, watchedStable{st.stable, &n.disk},
+		timedSnapshots{st.snaps, &n.stats}, trans) // stats.go: snapshots timed
 	if err != nil {
 		return fmt.Errorf("cluster: start raft: %w", err)
 	}
-	n.raft, n.transport, n.store = r, trans, store
+	n.raft, n.transport, n.stores = r, trans, st
 	n.observeLeaders() // stats.go
 	if hasState {
 		// Known before the log replays: raft restored the latest snapshot
@@ -178,7 +176,7 @@ func (n *Node) Open() (err error) {
 		// joining, or a leader could take this node for a fresh one.
 		n.localCluster = n.machine.Epoch()
 		if n.localCluster == "" {
-			n.localCluster = scanClusterID(logs)
+			n.localCluster = scanClusterID(st.logs)
 		}
 	}
 
@@ -231,7 +229,42 @@ func (n *Node) raftConfig() (*raft.Config, error) {
 	return rc, nil
 }
 
-// listen binds the Raft port, puts the mux on it (n.mux, not started) and
+// nodeStores are the Raft stores a node runs on: its own in DataDir, or
+// the injected ones (Config.RaftStores).
+type nodeStores struct {
+	logs   raft.LogStore // for reading at open (HasExistingState, scanClusterID)
+	base   raft.LogStore // what Raft's log cache writes through (disk.go watches it)
+	stable raft.StableStore
+	snaps  raft.SnapshotStore
+	closer io.Closer // raft.db; nil for injected stores: their caller closes them
+}
+
+// openStores opens the stores in DataDir as the offline recovery and
+// restore open them (recover.go), or takes the injected ones.
+func (n *Node) openStores() (nodeStores, error) {
+	if s := n.cfg.RaftStores; s != nil {
+		return nodeStores{logs: s.Logs, base: s.Logs, stable: s.Stable, snaps: s.Snaps}, nil
+	}
+	if err := os.MkdirAll(n.cfg.DataDir, 0o750); err != nil {
+		return nodeStores{}, fmt.Errorf("cluster: data dir: %w", err)
+	}
+	st, err := OpenStores(n.cfg.DataDir, n.cfg.NoSync, n.log)
+	if err != nil {
+		return nodeStores{}, err
+	}
+	// Raft gets its own cache over the bare store (disk.go says why).
+	return nodeStores{logs: st.Logs, base: st.Bolt, stable: st.Bolt, snaps: st.Snaps, closer: st}, nil
+}
+
+// storesLabel names the node's stores in logs and errors.
+func (n *Node) storesLabel() string {
+	if n.cfg.RaftStores != nil {
+		return "injected stores"
+	}
+	return n.cfg.DataDir
+}
+
+// listen binds the Raft port on the node's Network, puts the mux on it (n.mux, not started) and
 // builds Raft's transport on the mux, advertising RaftAdvertise (with the
 // real port when RaftBind's is 0). When it fails, nothing is left open.
 func (n *Node) listen() (*raft.NetworkTransport, error) {
@@ -242,14 +275,20 @@ func (n *Node) listen() (*raft.NetworkTransport, error) {
 	if adv.IP == nil || adv.IP.IsUnspecified() {
 		return nil, fmt.Errorf("cluster: raft advertise address %q must name a reachable IP", n.cfg.RaftAdvertise)
 	}
-	ln, err := net.Listen("tcp", n.cfg.RaftBind)
+	ln, err := n.cfg.network().Listen(n.cfg.RaftBind)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: raft listen on %s: %w", n.cfg.RaftBind, err)
 	}
 	if adv.Port == 0 { // listening on port 0 (tests): advertise the real port
-		adv.Port = ln.Addr().(*net.TCPAddr).Port
+		// By the address's text, not its type: a Network other than TCP
+		// may report another net.Addr.
+		_, port, err := net.SplitHostPort(ln.Addr().String())
+		if adv.Port, _ = strconv.Atoi(port); err != nil || adv.Port <= 0 {
+			ln.Close()
+			return nil, fmt.Errorf("cluster: raft listener on %s reports address %q, with no port to advertise", n.cfg.RaftBind, ln.Addr())
+		}
 	}
-	n.mux = newMux(ln, n.log, n.cfg.ServerTLS, n.cfg.ClientTLS)
+	n.mux = newMux(ln, n.cfg.network(), n.log, n.cfg.ServerTLS, n.cfg.ClientTLS)
 	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  advertisedListener{muxListener: n.mux.subs[muxRaft], adv: adv},
 		MaxPool: 3,
@@ -429,8 +468,8 @@ func (n *Node) Close(ctx context.Context) error {
 				n.transport.CloseStreams()
 				errs = append(errs, n.transport.Close())
 			}
-			if n.store != nil {
-				errs = append(errs, n.store.Close())
+			if n.stores.closer != nil {
+				errs = append(errs, n.stores.closer.Close())
 			}
 			done <- errors.Join(errs...)
 		}()

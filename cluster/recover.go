@@ -22,9 +22,10 @@ import (
 )
 
 // Stores are a node's Raft stores in its data folder: raft.db (the log and
-// the stable store, one bbolt file) and the snapshots folder. Node.Open, the
-// offline recovery and the restore of a backup all open them here, so they
-// agree on the file names, the bbolt options and the snapshots kept.
+// the stable store, one bbolt file) and the snapshots folder. Node.Open
+// (unless given Config.RaftStores), the offline recovery and the restore of
+// a backup all open them here, so they agree on the file names, the bbolt
+// options and the snapshots kept.
 type Stores struct {
 	Bolt  *raftboltdb.BoltStore
 	Logs  raft.LogStore // Bolt behind a cache of the newest entries

@@ -496,14 +496,14 @@ func TestBatch_SizeLimit(t *testing.T) {
 	for err := range errs {
 		t.Fatalf("Publish: %v", err)
 	}
-	last, err := s.node.store.LastIndex()
+	last, err := s.node.stores.base.LastIndex()
 	if err != nil {
 		t.Fatal(err)
 	}
 	var multi int
 	for i := uint64(1); i <= last; i++ {
 		var l raft.Log
-		if err := s.node.store.GetLog(i, &l); err != nil || l.Type != raft.LogCommand {
+		if err := s.node.stores.base.GetLog(i, &l); err != nil || l.Type != raft.LogCommand {
 			continue
 		}
 		cmds, err := fsm.DecodeBatch(l.Data)

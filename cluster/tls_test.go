@@ -45,7 +45,13 @@ func newTestPKI(t *testing.T, name string) *testPKI {
 // a careful rotation does, and returns the files and the new certificate.
 func (p *testPKI) issue(name string) (certs.Files, *x509.Certificate) {
 	p.t.Helper()
-	cert, key, err := certs.NewNodeCert(p.caCert, p.caKey, name, []net.IP{net.IPv4(127, 0, 0, 1)}, nil, 24*time.Hour)
+	return p.issueFor(name, net.IPv4(127, 0, 0, 1))
+}
+
+// issueFor is issue for a certificate naming ips.
+func (p *testPKI) issueFor(name string, ips ...net.IP) (certs.Files, *x509.Certificate) {
+	p.t.Helper()
+	cert, key, err := certs.NewNodeCert(p.caCert, p.caKey, name, ips, nil, 24*time.Hour)
 	if err != nil {
 		p.t.Fatal(err)
 	}
@@ -562,7 +568,7 @@ func TestMux_PlainDialerToTLSPortGetsNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := newMux(ln, slog.New(slog.DiscardHandler), r.ServerConfig(), r.ClientConfig())
+	m := newMux(ln, tcpNetwork{}, slog.New(slog.DiscardHandler), r.ServerConfig(), r.ClientConfig())
 	m.start()
 	defer m.close()
 
@@ -605,7 +611,7 @@ func TestMux_PlainDialerToTLSPortGetsNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	om := newMux(oln, slog.New(slog.DiscardHandler), other.reloader(of).ServerConfig(), other.reloader(of).ClientConfig())
+	om := newMux(oln, tcpNetwork{}, slog.New(slog.DiscardHandler), other.reloader(of).ServerConfig(), other.reloader(of).ClientConfig())
 	om.start()
 	defer om.close()
 	if c, err := m.dial(oln.Addr().String(), muxRPC, 5*time.Second); err == nil || !errors.Is(err, certs.ErrUntrusted) {
