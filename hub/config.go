@@ -205,7 +205,8 @@ type Config struct {
 	// signed with APIKey (X-ASRS-Signature). UpstreamTimeout bounds one call
 	// (the caller's Completion says so when it passes; a connected event
 	// that times out refuses the connection); it must be less than
-	// ClientTimeout, since the connection reads nothing else meanwhile.
+	// ClientTimeout, since the connection reads little else meanwhile (at
+	// most MaxMessageSize bytes ahead: inbox.go).
 	// UpstreamMaxBody bounds the answer read. UpstreamHTTPClient, when set,
 	// makes the calls (a proxy, a private CA, client certificates); nil
 	// uses a client with the system's roots that verifies TLS and follows

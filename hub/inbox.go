@@ -13,7 +13,7 @@ import "sync"
 // 4 KB). Splitting and handling a message (parse, authorize, submit to the
 // log, answer) takes a stack to 8 KB; reading one fits in the 2 KB a
 // goroutine starts with. So the reader only reads, on a goroutine started
-// after the handshake (serveDetached), and the splitting and handling run
+// after the handshake (serveWebSocket), and the splitting and handling run
 // here: an idle connection holds a 2 KB stack instead of 8 KB.
 //
 // Order is kept: one handler at a time takes the queue in the order the

@@ -41,7 +41,7 @@ func TestIdleConnection_OnlyItsReader(t *testing.T) {
 	waitFor(t, "the connections to go idle", func() bool {
 		return goroutinesIn("hub.(*conn).handleInbox") == 0 &&
 			goroutinesIn("hub.(*conn).drain") == 0 &&
-			goroutinesIn("hub.(*Server).readDetached") == n
+			goroutinesIn("hub.(*Server).readWebSocket") == n
 	})
 	// Messages still flow after the handler ended, in order.
 	for i := range 3 {

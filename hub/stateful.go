@@ -407,20 +407,13 @@ func (s *Server) evictLocal(id string) {
 // names the protocol (text: JSON, binary: MessagePack), the connection is
 // resumed in the log, the server's Sequence and the replay go out, then the
 // connection runs as any other, its reading on a goroutine of its own
-// (readDetached).
+// (readWebSocket).
 func (s *Server) serveReattached(c *conn, rd *wsReader) {
 	s.mu.Lock()
 	s.conns[c.id] = c
 	s.mu.Unlock()
 	split, leftover, ok := s.admitReattached(c, rd)
-	if !ok {
-		c.cancel()
-		s.unclaim(c.id)
-		return
-	}
-	c.in.split = split
-	s.begin(c, leftover)
-	go s.readDetached(c, rd)
+	s.startReading(c, rd, split, leftover, ok)
 }
 
 // admitReattached is admit for a stateful reconnect.

@@ -130,7 +130,7 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 	// and with it net/http's per-connection state (its buffers, the request,
 	// a stack grown by the handler chain), which would otherwise be held for
 	// the whole life of every WebSocket.
-	go s.serveDetached(c, &wsReader{ws: ws, srv: s, binary: true})
+	go s.serveWebSocket(c, &wsReader{ws: ws, srv: s, binary: true})
 }
 
 // claimUpgrade claims connection id on this node and upgrades the request
@@ -265,12 +265,18 @@ func (s *Server) serve(c *conn, rd reader) {
 	}
 }
 
-// serveDetached is serve for a WebSocket, whose caller does not wait: once
+// serveWebSocket is serve for a WebSocket, whose caller does not wait: once
 // the connection is admitted and started, its reading moves to a goroutine
-// of its own (readDetached), and this one, its stack grown by the
+// of its own (readWebSocket), and this one, its stack grown by the
 // handshake, ends.
-func (s *Server) serveDetached(c *conn, rd *wsReader) {
+func (s *Server) serveWebSocket(c *conn, rd *wsReader) {
 	split, leftover, ok := s.admit(c, rd)
+	s.startReading(c, rd, split, leftover, ok)
+}
+
+// startReading starts an admitted connection (ok) and moves its reading
+// to a goroutine of its own; it ends one that was not admitted.
+func (s *Server) startReading(c *conn, rd *wsReader, split splitter, leftover []pendingRecord, ok bool) {
 	if !ok {
 		c.cancel()
 		s.unclaim(c.id)
@@ -278,15 +284,15 @@ func (s *Server) serveDetached(c *conn, rd *wsReader) {
 	}
 	c.in.split = split
 	s.begin(c, leftover)
-	go s.readDetached(c, rd)
+	go s.readWebSocket(c, rd)
 }
 
-// readDetached is a detached connection's reader until the connection's
+// readWebSocket is a WebSocket connection's reader until the connection's
 // end, then its cleanup. It is readLoop with wsReader.next written in:
 // idle readers are most of a busy node's goroutines, and a goroutine parked
 // in gorilla's read already uses most of the 2 KB stack it starts with; a
 // few more frames under it, and every idle connection holds 4 KB instead.
-func (s *Server) readDetached(c *conn, r *wsReader) {
+func (s *Server) readWebSocket(c *conn, r *wsReader) {
 	var err error
 	for c.ctx.Err() == nil {
 		_ = r.ws.SetReadDeadline(time.Now().Add(s.cfg.ClientTimeout))
@@ -300,11 +306,11 @@ func (s *Server) readDetached(c *conn, r *wsReader) {
 			break
 		}
 	}
-	s.endDetached(c, err)
+	s.endWebSocket(c, err)
 }
 
-// endDetached ends a detached connection once its reading has.
-func (s *Server) endDetached(c *conn, err error) {
+// endWebSocket ends a WebSocket connection once its reading has.
+func (s *Server) endWebSocket(c *conn, err error) {
 	if err != nil {
 		s.readEnded(c, err)
 	}
