@@ -452,8 +452,18 @@ func TestPeerTLS_Rotation(t *testing.T) {
 			}
 		}
 	}
+	// Nor did any TLS handshake between members: each accepted the others'
+	// rotated certificates.
+	for _, n := range nodes {
+		if f := n.node.PeerTLSFailures(); f != 0 {
+			t.Errorf("%s: %d TLS handshakes failed across the rotation", n.id, f)
+		}
+	}
+	// A leader change is not a failure of the rotation: on a starved
+	// machine a follower can miss heartbeats and call an election with
+	// every link sound (CI saw it once), which the checks above tell apart.
 	if l2 := waitLeader(t, nodes); l2 != l || l2.node.Status().Term != termBefore {
-		t.Errorf("leader %s term %d after the rotation; was %s term %d", l2.id, l2.node.Status().Term, l.id, termBefore)
+		t.Logf("leader %s term %d after the rotation; was %s term %d (no link or handshake failed)", l2.id, l2.node.Status().Term, l.id, termBefore)
 	}
 }
 
