@@ -63,7 +63,7 @@ type conn struct {
 	// writer (kickTouched), zero once the writer took them: the write
 	// stage's start (Stats.WriteLatency).
 	handedAt  time.Time
-	kaTimer   *time.Timer
+	keepAlive bool // under the keep-alive sweep: the writer has started
 	ackTimer  *time.Timer
 	holdTimer *time.Timer
 
@@ -108,8 +108,8 @@ type conn struct {
 	// in carries the client's messages from the reader to the handler.
 	in inbox
 
-	groups  map[string]struct{} // owned by the dispatcher goroutine
-	touched bool                // in Server.touched; owned by the dispatcher goroutine
+	groups  groupSet // owned by the dispatcher goroutine
+	touched bool     // in Server.touched; owned by the dispatcher goroutine
 }
 
 func (s *Server) newConn(r *http.Request, id, hub, user string, tr transport) *conn {
@@ -262,18 +262,18 @@ func (c *conn) dropAfterFlush() {
 
 // The writer. At most one goroutine writes to a connection's transport at a
 // time, and only while there is something to write: an idle connection has
-// no writer goroutine (its keep-alive and acknowledgement timers start one
-// when due). c.writing says that someone owns the transport: the serving
+// no writer goroutine (the node's keep-alive sweep and its acknowledgement
+// timer start one when due). c.writing says that someone owns the transport: the serving
 // goroutine until startWriter (handshake, replay), then a drain goroutine
 // while one runs. Whoever sets it owns the transport until it clears it.
 
 // startWriter hands the transport over from the serving goroutine to the
-// writer and arms the connection's timers.
+// writer, puts the connection under the node's keep-alive sweep
+// (keepAliveLoop) and arms its stateful-reconnect timers.
 func (c *conn) startWriter() {
-	ka := c.srv.cfg.KeepAliveInterval
 	c.mu.Lock()
 	c.lastWrite = time.Now()
-	c.kaTimer = time.AfterFunc(ka, c.keepAliveTick)
+	c.keepAlive = true
 	if c.sr != nil {
 		c.ackTimer = time.AfterFunc(statefulAckInterval, c.ackTick)
 		if c.resume == nil {
@@ -345,20 +345,50 @@ func (c *conn) kickLocked() {
 	go c.drain()
 }
 
-func (c *conn) keepAliveTick() {
-	ka := c.srv.cfg.KeepAliveInterval
+// keepAliveLoop has a Ping sent on every local connection that has
+// written nothing for KeepAliveInterval. One sweep for the node rather than
+// a timer per connection, which would cost every idle connection about
+// 200 bytes for its whole life. It sweeps four times per interval, so a
+// Ping goes out between one and 1.25 intervals after the last write (well
+// within ClientTimeout, which Validate keeps above the interval).
+func (s *Server) keepAliveLoop() {
+	defer s.wg.Done()
+	ka := s.cfg.KeepAliveInterval
+	t := time.NewTicker(max(ka/4, time.Millisecond))
+	defer t.Stop()
+	var conns []*conn
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		for _, c := range s.conns {
+			if c != nil { // nil: claimed, handshake not done yet
+				conns = append(conns, c)
+			}
+		}
+		s.mu.Unlock()
+		now := time.Now()
+		for _, c := range conns {
+			c.pingIfIdle(now, ka)
+		}
+		clear(conns)
+		conns = conns[:0]
+	}
+}
+
+// pingIfIdle has a Ping written when the connection's writer runs and
+// nothing was written for ka.
+func (c *conn) pingIfIdle(now time.Time, ka time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.ended {
-		return
-	}
-	if idle := time.Since(c.lastWrite); idle < ka {
-		c.kaTimer.Reset(ka - idle)
+	if c.ended || !c.keepAlive || now.Sub(c.lastWrite) < ka {
 		return
 	}
 	c.pingDue = true
 	c.kickLocked()
-	c.kaTimer.Reset(ka)
 }
 
 func (c *conn) ackTick() {
@@ -567,7 +597,7 @@ func (c *conn) end() {
 	c.mu.Lock()
 	c.ended = true
 	c.queue, c.queuedBytes, c.inflight = nil, 0, 0
-	for _, t := range []*time.Timer{c.kaTimer, c.ackTimer, c.holdTimer} {
+	for _, t := range []*time.Timer{c.ackTimer, c.holdTimer} {
 		if t != nil {
 			t.Stop()
 		}

@@ -219,12 +219,22 @@ func TestConn_Enqueue(t *testing.T) {
 }
 
 // An idle connection holds no writer goroutine: the writer exists while
-// there is something to write, and the keep-alive timer starts one when a
-// Ping is due.
+// there is something to write, and the node's keep-alive sweep starts one
+// when a Ping is due.
 func TestConn_IdleHasNoWriter(t *testing.T) {
 	t.Parallel()
 	tr := newGateTransport(false)
 	c := newUnitConn(t, 100, tr, func(cfg *Config) { cfg.KeepAliveInterval = 50 * time.Millisecond })
+	s := c.srv // the sweep alone, without the rest of Start
+	s.mu.Lock()
+	s.conns[c.id] = c
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go s.keepAliveLoop()
+	t.Cleanup(func() {
+		close(s.stop)
+		s.wg.Wait()
+	})
 	writing := func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()

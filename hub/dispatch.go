@@ -248,7 +248,7 @@ func (s *Server) changeGroup(e *fsm.Entry) {
 		return
 	}
 	removeConn(h.groups, e.Group, c)
-	delete(c.groups, e.Group)
+	c.groups.remove(e.Group)
 }
 
 // deliverPublish queues a publish on its recipients on this node, encoded
@@ -329,10 +329,7 @@ func (h *localHub) attach(c *conn) {
 // join indexes c in group g.
 func (h *localHub) join(c *conn, g string) {
 	addConn(h.groups, g, c)
-	if c.groups == nil {
-		c.groups = map[string]struct{}{}
-	}
-	c.groups[g] = struct{}{}
+	c.groups.add(g)
 }
 
 // unindex removes a connection from the local index; the log no longer
@@ -340,10 +337,10 @@ func (h *localHub) join(c *conn, g string) {
 func (s *Server) unindex(h *localHub, c *conn) {
 	c.removed.Store(true)
 	delete(h.conns, c.id)
-	for g := range c.groups {
+	for g := range c.groups.all() {
 		removeConn(h.groups, g, c)
 	}
-	c.groups = nil
+	c.groups = groupSet{}
 	if c.user != "" {
 		removeUserConn(h.users, c.user, c)
 	}

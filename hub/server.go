@@ -151,12 +151,13 @@ func (s *Server) Start() error {
 	}
 	s.started = true
 	from := s.stream.Position().Last
-	s.wg.Add(3)
+	s.wg.Add(4)
 	go s.dispatch(from)
 	go s.reapLoop() // reap.go
 	go s.checkpointLoop()
-	s.startJWKS()   // jwt.go
-	s.startEvents() // events.go: after every Handle
+	go s.keepAliveLoop() // conn.go
+	s.startJWKS()        // jwt.go
+	s.startEvents()      // events.go: after every Handle
 	return nil
 }
 
