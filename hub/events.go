@@ -350,23 +350,30 @@ func (s *Server) recordProgress(ctx context.Context, progs []*progress, mark fsm
 func (s *Server) runLane(ctx context.Context, l lane, from fsm.Cursor, p *progress, bell chan<- struct{}) {
 	pos := from
 	n := 0
+	// jumped: pos is the cache's floor, not a delivered entry. If the
+	// cache moves on again before the lane reads from there, it is the same
+	// loss, counted once.
+	jumped := false
 	for ctx.Err() == nil {
 		changed := s.stream.Changed()
 		entries, err := s.stream.Since(pos, eventsBatch)
 		if errors.Is(err, fsm.ErrCursorTooOld) {
 			floor := s.stream.Position().Floor
-			if pos.IsZero() {
+			switch {
+			case pos.IsZero():
 				// Events were never delivered (new feature, or a new
 				// cluster whose first leader's cache has moved on).
 				s.log.Info("connection events: starting from the oldest cached entry", "lane", l.name, "from", floor)
-			} else {
+			case jumped:
+			default:
 				s.ev.gaps.Add(1)
 				s.log.Error("CONNECTION EVENTS LOST: the log entries after the last delivered event have left the message cache; continuing from the oldest cached entry (raise -cache-age or -cache-entries, or fix the upstream)",
 					"lane", l.name, "delivered_up_to", pos, "oldest_cached", floor)
 			}
-			pos = floor
+			pos, jumped = floor, true
 			continue
 		}
+		jumped = false
 		if err != nil {
 			s.log.Error("connection events: reading the stream", "lane", l.name, "err", err)
 			if !sleepCtx(ctx, 100*time.Millisecond) {

@@ -87,7 +87,7 @@ func New(cfg Config, pub Publisher, stream Stream) (*Server, error) {
 		stop:     make(chan struct{}),
 		dispCh:   make(chan struct{}),
 		ws: websocket.Upgrader{
-			ReadBufferSize:  cfg.WSReadBufferSize,
+			ReadBufferSize:  upgraderReadBuffer(cfg.WSReadBufferSize),
 			WriteBufferSize: cfg.WSWriteBufferSize,
 			// Write buffers are lent for the length of a write: an idle
 			// connection holds none.

@@ -368,19 +368,19 @@ func (s *Server) statefulReconnect(w http.ResponseWriter, r *http.Request, tok c
 		writeError(w, http.StatusNotFound, fmt.Sprintf("connection %s cannot be continued: %v", tok.ID, err))
 		return
 	}
-	ws, ok := s.claimUpgrade(w, r, hub, tok.ID, true)
+	rd, ok := s.claimUpgrade(w, r, hub, tok.ID, true)
 	if !ok {
 		s.stats.reattach(outcomeRefused) // stats.go
 		return
 	}
-	c := s.newConn(r, tok.ID, hub, tok.User, &wsTransport{ws: ws, timeout: s.cfg.SendTimeout})
+	c := s.newConn(r, tok.ID, hub, tok.User, &wsTransport{ws: rd.ws, timeout: s.cfg.SendTimeout})
 	c.statefulOK = true
 	c.sr = newStateful()
 	c.sr.clientSpoke()
 	c.sr.outSeq, c.sr.ackSeq, c.sr.ackAt, c.sr.written = seq, seq, from, seq
 	c.sr.applied = ci.ClientSeq
 	c.resume = &resumeReq{id: tok.ID, user: tok.User, from: from, groups: groups}
-	go s.serveReattached(c, &wsReader{ws: ws, srv: s, binary: true}) // off the handler, as handleConnect
+	go s.serveReattached(c, rd) // off the handler, as handleConnect
 }
 
 // evictLocal ends a transport of connection id still held on this node (a

@@ -118,11 +118,11 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 			id = raw
 		}
 	}
-	ws, ok := s.claimUpgradeAs(w, r, s.admissionFor(r, hub, user, rr != nil), id)
+	rd, ok := s.claimUpgradeAs(w, r, s.admissionFor(r, hub, user, rr != nil), id)
 	if !ok {
 		return
 	}
-	tr := &wsTransport{ws: ws, timeout: s.cfg.SendTimeout}
+	tr := &wsTransport{ws: rd.ws, timeout: s.cfg.SendTimeout}
 	c := s.newConn(r, id, hub, user, tr)
 	c.resume = rr
 	c.statefulOK = statefulOK
@@ -130,29 +130,48 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 	// and with it net/http's per-connection state (its buffers, the request,
 	// a stack grown by the handler chain), which would otherwise be held for
 	// the whole life of every WebSocket.
-	go s.serveWebSocket(c, &wsReader{ws: ws, srv: s, binary: true})
+	go s.serveWebSocket(c, rd)
 }
 
 // claimUpgrade claims connection id on this node and upgrades the request
 // to a WebSocket. On failure it has answered. The connection is not
 // counted for its user: stateful reconnects use it, whose connection the
 // registry already counts.
-func (s *Server) claimUpgrade(w http.ResponseWriter, r *http.Request, hub, id string, resume bool) (*websocket.Conn, bool) {
+func (s *Server) claimUpgrade(w http.ResponseWriter, r *http.Request, hub, id string, resume bool) (*wsReader, bool) {
 	return s.claimUpgradeAs(w, r, s.admissionFor(r, hub, "", resume), id)
 }
 
 // claimUpgradeAs is claimUpgrade for an admission.
-func (s *Server) claimUpgradeAs(w http.ResponseWriter, r *http.Request, a admission, id string) (*websocket.Conn, bool) {
+func (s *Server) claimUpgradeAs(w http.ResponseWriter, r *http.Request, a admission, id string) (*wsReader, bool) {
 	if err := s.claim(id, a); err != nil {
 		writeClaimError(w, err) // limits.go
 		return nil, false
+	}
+	var capture *readBufferCapture
+	if s.ws.ReadBufferSize == 0 { // wsidle.go: gorilla reads through our buffer
+		capture = &readBufferCapture{ResponseWriter: w, size: s.cfg.WSReadBufferSize}
+		w = capture
 	}
 	ws, err := s.ws.Upgrade(w, r, nil)
 	if err != nil {
 		s.unclaim(id)
 		return nil, false // the upgrader has answered
 	}
-	return ws, true
+	rd := &wsReader{ws: ws, srv: s, binary: true}
+	if capture != nil {
+		rd.idle = newIdleWait(capture.br, capture.raw)
+	}
+	return rd, true
+}
+
+// upgraderReadBuffer is gorilla's ReadBufferSize for a configured read
+// buffer of size bytes: 0, so that it reads through the buffer a Hijack
+// returns (wsidle.go), when it would reuse it.
+func upgraderReadBuffer(size int) int {
+	if size >= minOwnReadBuffer {
+		return 0
+	}
+	return size
 }
 
 // registered reports whether connection id of hub is in the log.
@@ -172,6 +191,9 @@ type wsReader struct {
 	binary bool // the transport carries binary frames: MessagePack is allowed
 	// lastBinary says whether the last frame read was binary.
 	lastBinary bool
+	// idle, when set, is where the reader waits between messages
+	// (wsidle.go).
+	idle *idleWait
 }
 
 // canBinary reports the binary capability (msgpack.go: canBinary).
@@ -296,6 +318,11 @@ func (s *Server) readWebSocket(c *conn, r *wsReader) {
 	var err error
 	for c.ctx.Err() == nil {
 		_ = r.ws.SetReadDeadline(time.Now().Add(s.cfg.ClientTimeout))
+		if r.idle != nil {
+			if err = r.idle.wait(); err != nil {
+				break
+			}
+		}
 		var typ int
 		var rd io.Reader
 		if typ, rd, err = r.ws.NextReader(); err != nil {
