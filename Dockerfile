@@ -45,11 +45,6 @@ RUN addgroup -S -g 10001 raftplane \
 USER 10001:10001
 WORKDIR /data
 ENV RAFTPLANE_DATA=/data
-# New goroutines start with a 2 KB stack instead of the runtime's running
-# average: an idle connection's reader needs under 2 KB, but starts, and
-# stays, at 4 KB when the average is above (hub/DESIGN.md: 2 KB per idle
-# connection).
-ENV GODEBUG=adaptivestackstart=0
 VOLUME ["/data"]
 EXPOSE 5000/tcp 7000/tcp 7946/tcp 7946/udp
 # SIGTERM is a graceful leave (hand over leadership, close clients with
