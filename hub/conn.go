@@ -269,7 +269,7 @@ func (c *conn) dropAfterFlush() {
 
 // startWriter hands the transport over from the serving goroutine to the
 // writer, puts the connection under the node's keep-alive sweep
-// (keepAliveLoop) and arms its stateful-reconnect timers.
+// (keepAliveSweep) and arms its stateful-reconnect timers.
 func (c *conn) startWriter() {
 	c.mu.Lock()
 	c.lastWrite = time.Now()
@@ -345,38 +345,23 @@ func (c *conn) kickLocked() {
 	go c.drain()
 }
 
-// keepAliveLoop has a Ping sent on every local connection that has
+// keepAliveSweep has a Ping sent on every local connection that has
 // written nothing for KeepAliveInterval. One sweep for the node rather than
 // a timer per connection, which would cost every idle connection about
-// 200 bytes for its whole life. It sweeps four times per interval, so a
-// Ping goes out between one and 1.25 intervals after the last write (well
-// within ClientTimeout, which Validate keeps above the interval).
-func (s *Server) keepAliveLoop() {
-	defer s.wg.Done()
-	ka := s.cfg.KeepAliveInterval
-	t := time.NewTicker(max(ka/4, time.Millisecond))
-	defer t.Stop()
-	var conns []*conn
-	for {
-		select {
-		case <-s.stop:
-			return
-		case <-t.C:
-		}
-		s.mu.Lock()
-		for _, c := range s.conns {
-			if c != nil { // nil: claimed, handshake not done yet
-				conns = append(conns, c)
-			}
-		}
-		s.mu.Unlock()
-		now := time.Now()
-		for _, c := range conns {
-			c.pingIfIdle(now, ka)
-		}
-		clear(conns)
-		conns = conns[:0]
+// 200 bytes for its whole life. Start runs it four times per interval
+// (keepAliveEvery), so a Ping goes out between one and 1.25 intervals after
+// the last write (well within ClientTimeout, which Validate keeps above the
+// interval).
+func (s *Server) keepAliveSweep() {
+	now := time.Now()
+	for _, c := range s.liveConns() {
+		c.pingIfIdle(now, s.cfg.KeepAliveInterval)
 	}
+}
+
+// keepAliveEvery is how often keepAliveSweep runs.
+func (s *Server) keepAliveEvery() time.Duration {
+	return max(s.cfg.KeepAliveInterval/4, time.Millisecond)
 }
 
 // pingIfIdle has a Ping written when the connection's writer runs and

@@ -153,12 +153,42 @@ func (s *Server) Start() error {
 	from := s.stream.Position().Last
 	s.wg.Add(4)
 	go s.dispatch(from)
-	go s.reapLoop() // reap.go
-	go s.checkpointLoop()
-	go s.keepAliveLoop() // conn.go
-	s.startJWKS()        // jwt.go
-	s.startEvents()      // events.go: after every Handle
+	go s.reapLoop()                                        // reap.go
+	go s.everyTick(statefulAckInterval, s.checkpointSweep) // stateful.go
+	go s.everyTick(s.keepAliveEvery(), s.keepAliveSweep)   // conn.go
+	s.startJWKS()                                          // jwt.go
+	s.startEvents()                                        // events.go: after every Handle
 	return nil
+}
+
+// everyTick runs fn every d until the server stops. It is a Server
+// goroutine: its starter adds it to s.wg.
+func (s *Server) everyTick(d time.Duration, fn func()) {
+	defer s.wg.Done()
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			fn()
+		}
+	}
+}
+
+// liveConns returns the local connections past their claim (s.conns holds
+// nil for a connection claimed and not yet serving).
+func (s *Server) liveConns() []*conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	conns := make([]*conn, 0, len(s.conns))
+	for _, c := range s.conns {
+		if c != nil {
+			conns = append(conns, c)
+		}
+	}
+	return conns
 }
 
 // Close stops accepting clients, closes every connection with a Close

@@ -294,48 +294,37 @@ func (c *conn) statefulAck(buf []byte) []byte {
 	return c.proto.appendAck(buf, applied)
 }
 
-// checkpointLoop writes the acknowledgement checkpoints of this node's
-// stateful connections into the log, once per statefulAckInterval, so that
-// another node taking one over replays from there.
-func (s *Server) checkpointLoop() {
-	defer s.wg.Done()
-	t := time.NewTicker(statefulAckInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.stop:
-			return
-		case <-t.C:
-		}
-		s.mu.Lock()
-		var due []*conn
-		for _, c := range s.conns {
-			if c != nil && c.sr != nil {
-				if _, _, ok := c.sr.checkpoint(); ok {
-					due = append(due, c)
-				}
+// checkpointSweep writes the acknowledgement checkpoints of this node's
+// stateful connections into the log (Start runs it once per
+// statefulAckInterval), so that another node taking one over replays from
+// there.
+func (s *Server) checkpointSweep() {
+	var due []*conn
+	for _, c := range s.liveConns() {
+		if c.sr != nil {
+			if _, _, ok := c.sr.checkpoint(); ok {
+				due = append(due, c)
 			}
 		}
-		s.mu.Unlock()
-		var wg sync.WaitGroup
-		sem := make(chan struct{}, 32)
-		for _, c := range due {
-			seq, at, _ := c.sr.checkpoint()
-			wg.Add(1)
-			sem <- struct{}{}
-			go func() {
-				defer wg.Done()
-				defer func() { <-sem }()
-				ctx, cancel := context.WithTimeout(context.Background(), s.cfg.PublishTimeout)
-				defer cancel()
-				cmd := fsm.ConnAck(c.hub, c.id, seq, at)
-				if _, err := s.pub.Publish(ctx, cmd); err == nil || isOutcome(err) {
-					c.sr.checkpointed(seq)
-				}
-			}()
-		}
-		wg.Wait()
 	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 32)
+	for _, c := range due {
+		seq, at, _ := c.sr.checkpoint()
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.PublishTimeout)
+			defer cancel()
+			cmd := fsm.ConnAck(c.hub, c.id, seq, at)
+			if _, err := s.pub.Publish(ctx, cmd); err == nil || isOutcome(err) {
+				c.sr.checkpointed(seq)
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // statefulReconnect continues a stateful-reconnect connection whose socket
