@@ -32,9 +32,11 @@ import (
 type release struct{ tag, commit string }
 
 // releases are tested newest first: the previous release (the upgrade
-// operators make) and the one before it (the log format it writes, 1, is
-// older, so the roll from it raises the format).
+// operators make; v0.3.0 writes log format 3, as the tree does) and those
+// before it (v0.2.0 writes format 2, v0.1.0 format 1: the roll from them
+// raises the format).
 var releases = []release{
+	{"v0.3.0", "0d42f2ba12a9eca07348ce367a62d8f8809a5e48"},
 	{"v0.2.0", "ce3272386287c08647a14a7770b374970ac5a82f"},
 	{"v0.1.0", "69b620c2ebaf7bce59a6bb431a88c865c59916d0"},
 }
