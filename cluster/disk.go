@@ -121,6 +121,18 @@ func (d *diskState) record(err error, clears bool) {
 	}
 }
 
+// write makes a write to the stores, unless the tests' hook fails it
+// (diskhook.go), and records its outcome; clears says whether its success
+// shows the space is back (record).
+func (d *diskState) write(clears bool, do func() error) error {
+	err := d.hook.err()
+	if err == nil {
+		err = do()
+	}
+	d.record(err, clears)
+	return err
+}
+
 // watchedLogs is the log store Raft writes through: every write's outcome
 // goes to the disk state.
 type watchedLogs struct {
@@ -129,30 +141,15 @@ type watchedLogs struct {
 }
 
 func (w watchedLogs) StoreLog(l *raft.Log) error {
-	err := w.d.hook.err()
-	if err == nil {
-		err = w.LogStore.StoreLog(l)
-	}
-	w.d.record(err, true)
-	return err
+	return w.d.write(true, func() error { return w.LogStore.StoreLog(l) })
 }
 
 func (w watchedLogs) StoreLogs(ls []*raft.Log) error {
-	err := w.d.hook.err()
-	if err == nil {
-		err = w.LogStore.StoreLogs(ls)
-	}
-	w.d.record(err, true)
-	return err
+	return w.d.write(true, func() error { return w.LogStore.StoreLogs(ls) })
 }
 
 func (w watchedLogs) DeleteRange(lo, hi uint64) error {
-	err := w.d.hook.err()
-	if err == nil {
-		err = w.LogStore.DeleteRange(lo, hi)
-	}
-	w.d.record(err, false)
-	return err
+	return w.d.write(false, func() error { return w.LogStore.DeleteRange(lo, hi) })
 }
 
 // IsMonotonic passes raft.MonotonicLogStore through, which Raft looks for.
@@ -168,21 +165,11 @@ type watchedStable struct {
 }
 
 func (w watchedStable) Set(k, v []byte) error {
-	err := w.d.hook.err()
-	if err == nil {
-		err = w.StableStore.Set(k, v)
-	}
-	w.d.record(err, false)
-	return err
+	return w.d.write(false, func() error { return w.StableStore.Set(k, v) })
 }
 
 func (w watchedStable) SetUint64(k []byte, v uint64) error {
-	err := w.d.hook.err()
-	if err == nil {
-		err = w.StableStore.SetUint64(k, v)
-	}
-	w.d.record(err, false)
-	return err
+	return w.d.write(false, func() error { return w.StableStore.SetUint64(k, v) })
 }
 
 // probeDisk tries a write every DiskProbeInterval while writes fail, until
@@ -199,11 +186,7 @@ func (n *Node) probeDisk() {
 		case <-t.C:
 		}
 		if n.disk.failing() {
-			err := n.disk.hook.err()
-			if err == nil {
-				err = n.probeWrite(buf)
-			}
-			n.disk.record(err, true)
+			_ = n.disk.write(true, func() error { return n.probeWrite(buf) })
 		}
 	}
 }
