@@ -182,6 +182,11 @@ func (s *Server) everyTick(d time.Duration, fn func()) {
 func (s *Server) liveConns() []*conn {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.liveConnsLocked()
+}
+
+// liveConnsLocked is liveConns with s.mu held.
+func (s *Server) liveConnsLocked() []*conn {
 	conns := make([]*conn, 0, len(s.conns))
 	for _, c := range s.conns {
 		if c != nil {
@@ -202,12 +207,7 @@ func (s *Server) Close(ctx context.Context) error {
 		t.Stop()
 		delete(s.detached, id)
 	}
-	conns := make([]*conn, 0, len(s.conns))
-	for _, c := range s.conns {
-		if c != nil { // nil: claimed, handshake not done yet
-			conns = append(conns, c)
-		}
-	}
+	conns := s.liveConnsLocked() // with closing set, under one lock
 	s.mu.Unlock()
 	for _, c := range conns {
 		if c.handshaking.Load() {
