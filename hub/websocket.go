@@ -211,8 +211,8 @@ func (r *wsReader) next(d time.Duration, fn func([]byte)) error {
 }
 
 // readMessage passes one message to fn, as it is read. The buffer is
-// borrowed for the length of a message: an idle connection, waiting in
-// NextReader, holds none (and its stack holds none of this frame).
+// borrowed for the length of a message: an idle connection, waiting for
+// its next message, holds none (and its stack holds none of this frame).
 func readMessage(rd io.Reader, fn func([]byte)) error {
 	bp := readBufs.Get().(*[]byte)
 	defer readBufs.Put(bp)
