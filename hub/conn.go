@@ -1,7 +1,6 @@
 package hub
 
 import (
-	"context"
 	"net/http"
 
 	"github.com/raftplane/raftplane/fsm"
@@ -34,8 +33,7 @@ type conn struct {
 	proto protocol
 	tr    transport
 
-	ctx    context.Context // ends when the connection ends
-	cancel func()          // ends c.ctx, then cancelled
+	ctx *connContext // ends when the connection ends (c.cancel)
 
 	mu    sync.Mutex
 	queue []outFrame
@@ -113,7 +111,6 @@ type conn struct {
 }
 
 func (s *Server) newConn(r *http.Request, id, hub, user string, tr transport) *conn {
-	ctx, cancel := context.WithCancel(context.Background())
 	ident := identityOf(r)
 	c := &conn{
 		noHeaders:  refusesHeaders(r),
@@ -126,17 +123,20 @@ func (s *Server) newConn(r *http.Request, id, hub, user string, tr transport) *c
 		user:       user,
 		proto:      jsonProtocol{},
 		tr:         tr,
-		ctx:        ctx,
+		ctx:        &connContext{},
 		writing:    true, // the serving goroutine's until startWriter
 		openID:     "open:" + newConnectionID(),
 		attached:   make(chan struct{}),
 		writerDone: make(chan struct{}),
 	}
-	c.cancel = func() {
-		cancel()
-		c.cancelled()
-	}
 	return c
+}
+
+// cancel ends the connection: c.ctx, then cancelled. Any goroutine may call
+// it, any number of times.
+func (c *conn) cancel() {
+	c.ctx.cancel()
+	c.cancelled()
 }
 
 // logger returns the connection's logger. It is made on demand: kept in
@@ -291,7 +291,7 @@ func (c *conn) startWriter() {
 	c.mu.Unlock()
 }
 
-// cancelled runs on every c.cancel: the connection is over. Before the
+// cancelled runs on every cancel: the connection is over. Before the
 // writer owns the transport (closeOnCancel armed) it closes the transport
 // to unblock the handshake's read; after, it has the writer end the
 // transport once it is done with what it is writing. (A callback rather

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/raftplane/raftplane/fsm"
@@ -167,5 +168,72 @@ func TestPipeline_ScrambledSubmissions(t *testing.T) {
 	}
 	if r := srv.Stats().PipelineResent; r == 0 {
 		t.Errorf("no command was sent again: the scrambler did not reorder anything")
+	}
+}
+
+// gate is a Submitter whose commands apply only once released, each when
+// the completer waits for it (in order).
+type gate struct {
+	*fakePublisher
+	release   chan struct{}
+	submitted atomic.Int64
+}
+
+type gatedPending struct {
+	g    *gate
+	cmds []fsm.Command
+}
+
+func (p gatedPending) Wait(ctx context.Context) ([]fsm.Result, error) {
+	select {
+	case <-p.g.release:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return p.g.PublishGroup(ctx, p.cmds)
+}
+
+func (g *gate) Submit(_ context.Context, cmds []fsm.Command) (Pending, error) {
+	g.submitted.Add(1)
+	return gatedPending{g, cmds}, nil
+}
+
+// TestPipeline_Bound: with MaxPipelinedInvocations at 2, a burst of 6
+// invocations whose commits do not come stops the handler after the one
+// the completer waits for and the 2 queued behind it (its fourth waits for
+// room, unsubmitted); once the commits come, all 6 complete in order.
+func TestPipeline_Bound(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.MaxPipelinedInvocations = 2
+	m := newTestMachine(t)
+	pub := newFakePublisher(t, m, true)
+	g := &gate{fakePublisher: pub, release: make(chan struct{})}
+	h := startTestHubWith(t, cfg, m, pub, g)
+
+	c := h.connect(testHubName, "u")
+	var burst strings.Builder
+	for i := 1; i <= 6; i++ {
+		burst.WriteString(invocationRecord(strconv.Itoa(i), "SendToGroup", "g", "m", i))
+	}
+	c.sendRaw(burst.String())
+	waitFor(t, "the handler to wait for room", func() bool {
+		return goroutinesIn("hub.(*conn).push") == 1 && g.submitted.Load() == 4
+	})
+	close(g.release)
+	c.completion("6")
+	var order []string
+	for _, msg := range c.messages() {
+		if msg.Type == typeCompletion {
+			if msg.Error != "" {
+				t.Errorf("completion %s", msg.Raw)
+			}
+			order = append(order, msg.InvocationID)
+		}
+	}
+	if got := strings.Join(order, ","); got != "1,2,3,4,5,6" {
+		t.Fatalf("Completions in the order %s", got)
+	}
+	if n := g.submitted.Load(); n != 6 {
+		t.Fatalf("%d submissions, want 6", n)
 	}
 }
