@@ -261,7 +261,7 @@ func Options() []Option {
 		opt("write-delay", GroupClients, "Hub.WriteDelay", dur(func(c *Config) *time.Duration { return &c.Hub.WriteDelay }),
 			"space a busy connection's writes this far apart so that messages share frames (fewer writes at high fan-out, up to this much more latency); 0: write at once"),
 		opt("ws-read-buffer", GroupClients, "Hub.WSReadBufferSize", num(func(c *Config) *int { return &c.Hub.WSReadBufferSize }),
-			"bytes of read buffer each WebSocket keeps for its whole life (1 KiB of the about 5.5 KB of heap an idle connection keeps); larger messages are read past it"),
+			"bytes of WebSocket read buffer: the socket is read in reads of up to this size (larger messages past it), into a buffer lent while it holds unread bytes, so an idle connection keeps none"),
 		opt("ws-write-buffer", GroupClients, "Hub.WSWriteBufferSize", num(func(c *Config) *int { return &c.Hub.WSWriteBufferSize }),
 			"bytes of WebSocket write buffer, lent per write: coalesced messages up to this size go out as one frame"),
 		opt("max-parallel-invocations", GroupClients, "Hub.MaxParallelInvocations", num(func(c *Config) *int { return &c.Hub.MaxParallelInvocations }),

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"encoding/json"
+	"sync"
 
 	"github.com/raftplane/raftplane/signalr"
 )
@@ -128,11 +129,13 @@ func scanRecordInvocationID(p protocol, rec []byte) (string, bool) {
 // a signalr.Splitter (codecSplitter) under the connection code's method name.
 type splitter interface {
 	feed(p []byte, emit func(rec []byte, info recordInfo))
+	resting() bool // no record in progress (signalr.Splitter's Resting)
 }
 
 type codecSplitter struct{ signalr.Splitter }
 
 func (s codecSplitter) feed(p []byte, emit func(rec []byte, info recordInfo)) { s.Feed(p, emit) }
+func (s codecSplitter) resting() bool                                         { return s.Resting() }
 
 // newSplitter returns the splitter for the protocol a handshake names
 // (JSON's for a name it does not know).
@@ -141,6 +144,14 @@ func newSplitter(protocolName string, max int) splitter {
 		return codecSplitter{p.NewSplitter(max)}
 	}
 	return newRecordSplitter(max)
+}
+
+// splitters returns the server's pool of resting splitters for protocol p.
+func (s *Server) splitters(p protocol) *sync.Pool {
+	if p.binary() {
+		return &s.msgpackSplits
+	}
+	return &s.jsonSplits
 }
 
 // newRecordSplitter returns a JSON splitter (the handshake's).

@@ -60,10 +60,14 @@ type Config struct {
 	// trades up to WriteDelay of latency for far fewer writes (and reads on
 	// the client) at high fan-out. 0 writes as soon as possible.
 	WriteDelay time.Duration
-	// WSReadBufferSize is each WebSocket's read buffer, held for the life
-	// of the connection, idle or not: 1 KiB of the about 5.5 KB of heap an
-	// idle connection keeps (docs/performance.md). Larger messages are read
-	// straight past it.
+	// WSReadBufferSize is the WebSocket read buffer: the socket is read in
+	// reads of up to this size, larger messages straight past it. From 257
+	// bytes it is lent from a pool while it holds unread bytes, and an idle
+	// connection keeps only gorilla's minimal 257-byte buffer
+	// (wsidle.go); where the reader cannot wait outside gorilla (TLS
+	// terminated by raftplane, no MSG_PEEK) it stays lent while the reader
+	// waits. Below 257, gorilla keeps a buffer of this size for the
+	// connection's life.
 	WSReadBufferSize int
 	// WSWriteBufferSize is the WebSocket write buffer, lent from a pool for
 	// the length of one write: a transport message (several coalesced hub

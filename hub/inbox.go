@@ -29,7 +29,12 @@ type inbox struct {
 	running bool // a handler goroutine is running
 
 	// split turns the chunks into records; set before the first chunk, then
-	// used by the handler only (one at a time, in order).
+	// used by the handler only (one at a time, in order). The handler gives
+	// it back to the server's pool for the protocol when it ends with the
+	// splitter resting (no record half read: any resting splitter splits
+	// what follows alike) and takes one at the next chunk: an idle
+	// connection holds no splitter (the JSON one is 400 bytes, and keeps
+	// the buffer of the last record that came in pieces).
 	split splitter
 	// broken: the stream could not be resynchronised (badFraming): what
 	// follows is dropped.
@@ -80,6 +85,10 @@ func (c *conn) handleInbox() {
 		if len(in.q) == 0 {
 			in.running = false
 			in.q = nil // an idle connection keeps no queue
+			if in.split != nil && in.split.resting() {
+				c.srv.splitters(c.proto).Put(in.split)
+				in.split = nil
+			}
 			in.cond.Broadcast()
 			in.mu.Unlock()
 			return
@@ -103,6 +112,9 @@ func (c *conn) handleItem(it inboxItem) {
 	case it.record:
 		c.handleRecord(it.p, it.info)
 	default:
+		if in.split == nil {
+			in.split = c.srv.splitters(c.proto).Get().(splitter)
+		}
 		in.split.feed(it.p, c.handleRecord)
 		if err := splitErr(in.split); err != nil {
 			in.broken = true

@@ -50,6 +50,28 @@ func TestIdleConnection_OnlyItsReader(t *testing.T) {
 			t.Errorf("%d goroutines wait in RawRead, want the %d idle readers", n, len(clients))
 		}
 	}
+	// Nor do they keep a splitter (the JSON one is 400 bytes): a new one
+	// is made when bytes come.
+	if n := splittersHeld(h.srv); n != 0 {
+		t.Errorf("%d idle connections hold a splitter, want 0", n)
+	}
+	// A record in three frames, the handler ending after each of the
+	// first two with the record half read: the splitter is kept then.
+	rec := `{"type":1,"target":"SendToGroup","arguments":["g","tack",7],"invocationId":"split1"}` + "\x1e"
+	for i, part := range []string{rec[:20], rec[20:50], rec[50:]} {
+		clients[2].sendRaw(part)
+		if i == 2 {
+			break
+		}
+		waitFor(t, "the handler to end with the record half read", func() bool {
+			return goroutinesIn("hub.(*conn).handleInbox") == 0 && splittersHeld(h.srv) == 1
+		})
+	}
+	clients[2].completion("split1")
+	for _, c := range clients {
+		c.waitInvocations("tack", 1)
+	}
+	waitFor(t, "the splitter to go with the handler", func() bool { return splittersHeld(h.srv) == 0 })
 	// Messages still flow after the handler ended, in order.
 	for i := range 3 {
 		clients[1].callOK("SendToGroup", "g", "tock", i)
@@ -62,4 +84,17 @@ func TestIdleConnection_OnlyItsReader(t *testing.T) {
 			}
 		}
 	}
+}
+
+// splittersHeld counts the connections of s that hold a splitter.
+func splittersHeld(s *Server) int {
+	n := 0
+	for _, c := range s.liveConns() {
+		c.in.mu.Lock()
+		if !c.in.running && c.in.split != nil { // running first: the handler writes split without the lock
+			n++
+		}
+		c.in.mu.Unlock()
+	}
+	return n
 }

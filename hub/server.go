@@ -26,6 +26,11 @@ type Server struct {
 	reg    Registry // connections, groups, users
 	mux    *http.ServeMux
 	ws     websocket.Upgrader
+	// readBufs lends WebSocket read buffers of WSReadBufferSize bytes
+	// (wsidle.go: lentReader).
+	readBufs sync.Pool
+	// jsonSplits and msgpackSplits hold resting splitters (inbox.go).
+	jsonSplits, msgpackSplits sync.Pool
 
 	mu       sync.Mutex
 	conns    map[string]*conn       // local connections by id, from handshake to cleanup
@@ -94,6 +99,9 @@ func New(cfg Config, pub Publisher, stream Stream) (*Server, error) {
 			WriteBufferPool: &sync.Pool{},
 		},
 	}
+	s.readBufs.New = func() any { b := make([]byte, cfg.WSReadBufferSize); return &b }
+	s.jsonSplits.New = func() any { return newSplitter(jsonProtocol{}.name(), cfg.MaxMessageSize) }
+	s.msgpackSplits.New = func() any { return newSplitter(msgpackProtocol{}.name(), cfg.MaxMessageSize) }
 	s.lim.init(cfg, lg)
 	s.pub = timedPublisher{Publisher: pub, st: &s.stats} // stats.go: every commit counted and timed
 	s.sub, _ = pub.(Submitter)                           // pipeline.go (counted there)

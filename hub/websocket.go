@@ -149,7 +149,7 @@ func (s *Server) claimUpgradeAs(w http.ResponseWriter, r *http.Request, a admiss
 	}
 	var capture *readBufferCapture
 	if s.ws.ReadBufferSize == 0 { // wsidle.go: gorilla reads through our buffer
-		capture = &readBufferCapture{ResponseWriter: w, size: s.cfg.WSReadBufferSize}
+		capture = &readBufferCapture{ResponseWriter: w, size: s.cfg.WSReadBufferSize, bufs: &s.readBufs}
 		w = capture
 	}
 	ws, err := s.ws.Upgrade(w, r, nil)
@@ -159,7 +159,7 @@ func (s *Server) claimUpgradeAs(w http.ResponseWriter, r *http.Request, a admiss
 	}
 	rd := &wsReader{ws: ws, srv: s, binary: true}
 	if capture != nil {
-		rd.idle = newIdleWait(capture.br, capture.raw)
+		rd.idle = newIdleWait(capture.br, capture.lr, capture.raw)
 	}
 	return rd, true
 }

@@ -3,8 +3,10 @@ package hub
 import (
 	"bufio"
 	"errors"
+	"io"
 	"net"
 	"net/http"
+	"sync"
 	"syscall"
 )
 
@@ -31,10 +33,19 @@ const minOwnReadBuffer = 257
 // readBufferCapture is the http.ResponseWriter gorilla's Upgrade is given:
 // its Hijack returns the hijacked connection with a read buffer of ours,
 // and keeps both for the connection's reader.
+//
+// The buffer gorilla keeps for the connection's life is the smallest it
+// takes (minOwnReadBuffer); under it a lentReader reads the socket into a
+// buffer of Config.WSReadBufferSize lent from bufs while it holds unread
+// bytes, as the write buffers are lent for a write. So an idle connection
+// keeps 288 bytes instead of its read buffer, and the socket is read in
+// reads as large as before.
 type readBufferCapture struct {
 	http.ResponseWriter
 	size int
+	bufs *sync.Pool // of *[]byte of size bytes
 	br   *bufio.Reader
+	lr   *lentReader
 	raw  syscall.RawConn
 }
 
@@ -47,7 +58,8 @@ func (h *readBufferCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil || brw.Reader.Buffered() > 0 {
 		return nc, brw, err // gorilla refuses data sent before the handshake's answer
 	}
-	h.br = bufio.NewReaderSize(nc, h.size)
+	h.lr = &lentReader{rd: nc, size: h.size, bufs: h.bufs}
+	h.br = bufio.NewReaderSize(h.lr, minOwnReadBuffer)
 	if sc, ok := nc.(syscall.Conn); ok && canPeek {
 		if raw, err := sc.SyscallConn(); err == nil {
 			h.raw = raw
@@ -60,16 +72,17 @@ func (h *readBufferCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // it cannot.
 type idleWait struct {
 	br       *bufio.Reader
+	lr       *lentReader
 	raw      syscall.RawConn
 	readable func(fd uintptr) bool // made once per connection: RawConn.Read keeps no reference
 	peek     [1]byte
 }
 
-func newIdleWait(br *bufio.Reader, raw syscall.RawConn) *idleWait {
+func newIdleWait(br *bufio.Reader, lr *lentReader, raw syscall.RawConn) *idleWait {
 	if raw == nil {
 		return nil
 	}
-	w := &idleWait{br: br, raw: raw}
+	w := &idleWait{br: br, lr: lr, raw: raw}
 	w.readable = w.peekReadable
 	return w
 }
@@ -78,8 +91,65 @@ func newIdleWait(br *bufio.Reader, raw syscall.RawConn) *idleWait {
 // buffered already, or a readable socket (data, its end, an error). It
 // obeys the connection's read deadline.
 func (w *idleWait) wait() error {
-	if w.br.Buffered() > 0 {
+	if w.br.Buffered() > 0 || w.lr.buffered() > 0 {
 		return nil
 	}
 	return w.raw.Read(w.readable)
+}
+
+// lentReader reads rd through a buffer of size bytes lent from bufs for as
+// long as it holds bytes not yet read (the connection's reader is its only
+// user). A read as large as the buffer goes straight to rd. A read that
+// blocks in rd holds the buffer (where the reader waits outside gorilla,
+// it reads only once the socket is readable, so an idle connection holds
+// none).
+type lentReader struct {
+	rd   io.Reader
+	size int
+	bufs *sync.Pool
+	buf  *[]byte // lent while r < w
+	r, w int
+	err  error // rd's error that came with bytes, returned once they are read
+}
+
+// Read implements io.Reader.
+func (l *lentReader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if l.buf == nil {
+		if err := l.err; err != nil {
+			l.err = nil
+			return 0, err
+		}
+		if len(p) >= l.size {
+			return l.rd.Read(p)
+		}
+		l.buf = l.bufs.Get().(*[]byte)
+		n, err := l.rd.Read((*l.buf)[:l.size])
+		if n <= 0 {
+			l.giveBack()
+			return 0, err
+		}
+		l.r, l.w, l.err = 0, n, err
+	}
+	n := copy(p, (*l.buf)[l.r:l.w])
+	l.r += n
+	if l.r == l.w {
+		l.giveBack()
+	}
+	return n, nil
+}
+
+// buffered returns how many bytes read from rd are not yet read from l.
+func (l *lentReader) buffered() int {
+	if l == nil || l.buf == nil {
+		return 0
+	}
+	return l.w - l.r
+}
+
+func (l *lentReader) giveBack() {
+	l.bufs.Put(l.buf)
+	l.buf, l.r, l.w = nil, 0, 0
 }

@@ -702,6 +702,9 @@ func (s *recordSplitter) emitOversized(size int, emit func([]byte, RecordInfo)) 
 // never more than max; while an oversized record is being skipped it is 0.
 func (s *recordSplitter) Pending() int { return len(s.buf) }
 
+// Resting reports whether no record is in progress (Splitter).
+func (s *recordSplitter) Resting() bool { return len(s.buf) == 0 && !s.over }
+
 // Err returns nil: 0x1E framing always resynchronises.
 func (s *recordSplitter) Err() error { return nil }
 

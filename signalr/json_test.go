@@ -779,3 +779,44 @@ func TestParseRecord_DoesNotAlias(t *testing.T) {
 		}
 	}
 }
+
+// Resting is true exactly between records: a splitter dropped then and
+// replaced by a new one splits what follows the same way.
+func TestSplitter_Resting(t *testing.T) {
+	jsonRec := []byte(`{"type":6}` + "\x1e")
+	framed := []byte{0x03, 0x91, 0x06, 0x00} // a MessagePack message of 3 bytes, with its length prefix
+	for _, tc := range []struct {
+		name   string
+		split  func() Splitter
+		chunks [][]byte
+		want   []bool // Resting after each chunk
+	}{
+		{"json whole", func() Splitter { return JSON.NewSplitter(64) }, [][]byte{jsonRec}, []bool{true}},
+		{"json in pieces", func() Splitter { return JSON.NewSplitter(64) },
+			[][]byte{jsonRec[:3], jsonRec[3:], jsonRec[:5]}, []bool{false, true, false}},
+		{"json oversized", func() Splitter { return JSON.NewSplitter(4) },
+			[][]byte{jsonRec[:3], jsonRec[3:8], jsonRec[8:]}, []bool{false, false, true}},
+		{"msgpack whole", func() Splitter { return MessagePack.NewSplitter(64) }, [][]byte{framed}, []bool{true}},
+		{"msgpack prefix only", func() Splitter { return MessagePack.NewSplitter(1 << 20) },
+			[][]byte{{0x80}, {0x01}}, []bool{false, false}},
+		{"msgpack body in pieces", func() Splitter { return MessagePack.NewSplitter(64) },
+			[][]byte{framed[:2], framed[2:]}, []bool{false, true}},
+		{"msgpack oversized", func() Splitter { return MessagePack.NewSplitter(2) },
+			[][]byte{framed[:2], framed[2:3], framed[3:]}, []bool{false, false, true}},
+		{"msgpack bad prefix", func() Splitter { return MessagePack.NewSplitter(64) },
+			[][]byte{{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}, []bool{false}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := tc.split()
+			if !s.Resting() {
+				t.Fatal("a new splitter is not resting")
+			}
+			for i, c := range tc.chunks {
+				s.Feed(c, func([]byte, RecordInfo) {})
+				if got := s.Resting(); got != tc.want[i] {
+					t.Fatalf("after chunk %d (% x): Resting() = %v, want %v", i, c, got, tc.want[i])
+				}
+			}
+		})
+	}
+}

@@ -773,6 +773,12 @@ func (s *binarySplitter) Err() error { return s.bad }
 // (never more than max; 0 while an oversized message is skipped).
 func (s *binarySplitter) Pending() int { return len(s.buf) }
 
+// Resting reports whether no message is in progress and no framing error
+// stopped the splitter (Splitter).
+func (s *binarySplitter) Resting() bool {
+	return s.bad == nil && s.pfxN == 0 && !s.inBody && !s.over
+}
+
 // feed consumes p and calls emit once per complete message, in order, with
 // the same contract as recordSplitter.feed: rec is the body without its
 // prefix, valid only during the call; an oversized message has rec == nil,

@@ -64,6 +64,12 @@ type Splitter interface {
 	// Pending returns how many bytes of an incomplete record are
 	// buffered: never more than max.
 	Pending() int
+	// Resting reports whether no record is in progress: nothing buffered,
+	// no oversized record being skipped, no stopping error. A new
+	// splitter would split what follows exactly as this one, so a caller
+	// may drop a resting splitter and make another when bytes come (an
+	// idle connection then holds none).
+	Resting() bool
 	// Err returns the error that stopped the splitter for good (a bad
 	// MessagePack length prefix: a binary stream cannot be
 	// resynchronised), or nil. The JSON splitter never stops.
