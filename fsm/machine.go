@@ -164,7 +164,7 @@ type state struct {
 	// the connection events of the entries up to it.
 	EventsDone Cursor
 
-	Entries []Entry // cached commands in cursor order
+	Entries []slot // cached commands in cursor order
 	Bytes   int64
 
 	Hubs map[string]*hubState
@@ -176,6 +176,43 @@ type state struct {
 	// two replicas at the same Last applied the same commands in the same
 	// order exactly when their digests match (the chaos suite compares it).
 	Digest uint64
+}
+
+// slot is one cached command, kept encoded: a decoded Command is some 300
+// bytes of string and slice headers plus its strings, an encoded one a few
+// dozen bytes, and the cache holds every connection's open and joins for as
+// long as CacheMaxAge (issue 17: the FSM's memory per idle connection).
+// Since decodes the slots it returns, outside the lock.
+type slot struct {
+	Cursor Cursor
+	Time   int64  // the command's, for CacheMaxAge
+	cmd    []byte // EncodeCommand of the command as applied, exactly its length
+	// user is a close's user, which the encoding does not carry (Apply sets
+	// it from the registry; see Command.User).
+	user   string
+	groups []string // a resume's: Entry.Groups
+	// size is Entry.size() at insert, so that CacheMaxBytes counts exactly
+	// what it counted when the cache held decoded entries (and what a
+	// replica of another version counts).
+	size uint32
+	err  uint8 // ErrorCode of the outcome
+}
+
+// entry decodes the slot back into the entry Apply cached. The bytes were
+// encoded by this process or validated by Restore, so an error is a bug.
+func (s *slot) entry() (Entry, error) {
+	c, err := DecodeCommand(s.cmd)
+	if err != nil {
+		return Entry{}, fmt.Errorf("fsm: cached entry %s does not decode: %w", s.Cursor, err)
+	}
+	e, ok := ErrorFromCode(s.err)
+	if !ok {
+		return Entry{}, fmt.Errorf("fsm: cached entry %s has unknown outcome code %d", s.Cursor, s.err)
+	}
+	if c.Kind == KindConnClose {
+		c.User = s.user
+	}
+	return Entry{Cursor: s.Cursor, Command: c, Err: e, Groups: s.groups}, nil
 }
 
 type hubState struct {
@@ -291,6 +328,10 @@ func (m *Machine) applyLocked(l *raft.Log) interface{} {
 	}
 	res := make([]Result, len(cmds))
 	groups := groupEnds(cmds)
+	// One scratch buffer per entry for the encoding of its commands; each
+	// cached command gets a copy of exactly its length (not a slice of
+	// l.Data, which would pin the whole entry and raft's buffers).
+	var scratch []byte
 	for off := 0; off < len(cmds); off++ {
 		c := &cmds[off]
 		cur := Cursor{Index: l.Index, Offset: uint32(off)}
@@ -320,7 +361,7 @@ func (m *Machine) applyLocked(l *raft.Log) interface{} {
 		if r, skip := st.dedup(t, Cursor{Index: l.Index, Offset: uint32(end)}); skip {
 			skipped(res, l.Index, off, end, r)
 		} else {
-			st.applyRange(cmds, l.Index, off, end, res)
+			scratch = st.applyRange(cmds, l.Index, off, end, res, scratch)
 		}
 		off = end
 	}
@@ -343,7 +384,8 @@ func skipped(res []Result, index uint64, off, end int, r Result) {
 
 // applyRange applies commands off to end of entry index, in order: each
 // changes the registry, joins the digest and the cache, and has its result.
-func (st *state) applyRange(cmds []Command, index uint64, off, end int, res []Result) {
+// scratch is a buffer to encode in; it returns it, grown.
+func (st *state) applyRange(cmds []Command, index uint64, off, end int, res []Result, scratch []byte) []byte {
 	for k := off; k <= end; k++ {
 		c := &cmds[k]
 		if c.Time > st.Newest {
@@ -352,11 +394,18 @@ func (st *state) applyRange(cmds []Command, index uint64, off, end int, res []Re
 		e := Entry{Cursor: Cursor{Index: index, Offset: uint32(k)}, Command: *c}
 		e.Err = st.apply(&e)
 		st.Digest = digest(st.Digest, &e)
-		st.Entries = append(st.Entries, e)
-		st.Bytes += int64(e.size())
+		scratch = appendCommand(scratch[:0], &e.Command)
+		s := slot{Cursor: e.Cursor, Time: e.Time, cmd: append(make([]byte, 0, len(scratch)), scratch...),
+			groups: e.Groups, size: uint32(e.size()), err: ErrorCode(e.Err)}
+		if e.Kind == KindConnClose {
+			s.user = e.User
+		}
+		st.Entries = append(st.Entries, s)
+		st.Bytes += int64(s.size)
 		st.Last = e.Cursor
 		res[k] = Result{Cursor: e.Cursor, Err: e.Err}
 	}
+	return scratch
 }
 
 // dedup decides whether command c, at cursor cur, is skipped: a duplicate
@@ -644,14 +693,14 @@ func (m *Machine) evictLocked() {
 	maxAge := m.cfg.CacheMaxAge.Nanoseconds()
 	n := 0
 	for n < len(st.Entries) {
-		e := &st.Entries[n]
+		s := &st.Entries[n]
 		over := len(st.Entries)-n > m.cfg.CacheMaxEntries || st.Bytes > m.cfg.CacheMaxBytes ||
-			olderThan(e.Time, st.Newest, maxAge)
+			olderThan(s.Time, st.Newest, maxAge)
 		if !over {
 			break
 		}
-		st.Bytes -= int64(e.size())
-		st.Floor = e.Cursor
+		st.Bytes -= int64(s.size)
+		st.Floor = s.Cursor
 		n++
 	}
 	if n > 0 {
@@ -701,6 +750,22 @@ func (m *Machine) Changed() <-chan struct{} {
 // Since returns up to max cached entries after cursor, in order. It returns
 // ErrCursorTooOld when entries after cursor have left the cache.
 func (m *Machine) Since(after Cursor, max int) ([]Entry, error) {
+	slots, err := m.since(after, max)
+	if len(slots) == 0 {
+		return nil, err
+	}
+	// Decoded without the lock: an Apply does not wait for it.
+	out := make([]Entry, len(slots))
+	for i := range slots {
+		if out[i], err = slots[i].entry(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// since copies, under the read lock, the slots Since returns.
+func (m *Machine) since(after Cursor, max int) ([]slot, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	st := m.st
@@ -715,7 +780,7 @@ func (m *Machine) Since(after Cursor, max int) ([]Entry, error) {
 	if i == j {
 		return nil, nil
 	}
-	return append([]Entry(nil), st.Entries[i:j]...), nil
+	return append([]slot(nil), st.Entries[i:j]...), nil
 }
 
 // Wait blocks until the command at cursor c has been applied on this node, or

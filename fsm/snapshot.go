@@ -81,7 +81,7 @@ type snapshotConn struct {
 // Persist.
 type snapshot struct {
 	data     snapshotData
-	entries  []Entry
+	entries  []slot
 	dedupQ   []dedupItem
 	m        *Machine
 	released atomic.Bool
@@ -113,7 +113,9 @@ func (m *Machine) Snapshot() (raft.FSMSnapshot, error) {
 	return &snapshot{data: d, entries: st.Entries, dedupQ: st.DedupQ, m: m}, nil
 }
 
-// fill encodes the captured cache and dedup queue into data.
+// fill lays the captured cache and dedup queue out as data: the cached
+// commands are already encoded, and their bytes are never written in place,
+// so they are shared, not copied.
 func (s *snapshot) fill() {
 	if s.data.Entries != nil || len(s.entries) == 0 && len(s.dedupQ) == 0 {
 		return
@@ -121,10 +123,7 @@ func (s *snapshot) fill() {
 	s.data.Entries = make([]snapshotEntry, len(s.entries))
 	for i := range s.entries {
 		e := &s.entries[i]
-		s.data.Entries[i] = snapshotEntry{Cursor: e.Cursor, Command: EncodeCommand(&e.Command), ErrCode: ErrorCode(e.Err), Groups: e.Groups}
-		if e.Kind == KindConnClose {
-			s.data.Entries[i].User = e.User
-		}
+		s.data.Entries[i] = snapshotEntry{Cursor: e.Cursor, Command: e.cmd, ErrCode: e.err, Groups: e.groups, User: e.user}
 	}
 	s.data.DedupQ = s.dedupQ
 	s.data.Dedup = make([]Cursor, len(s.dedupQ))
@@ -182,7 +181,7 @@ func (m *Machine) Restore(rc io.ReadCloser) error {
 	st.Epoch, st.Secret, st.Applied, st.Last, st.Floor, st.Newest = d.Epoch, d.Secret, d.Applied, d.Last, d.Floor, d.Newest
 	st.Format, st.EventsDone = d.Format, d.EventsDone
 	st.Digest = d.Digest
-	st.Entries = make([]Entry, len(d.Entries))
+	st.Entries = make([]slot, len(d.Entries))
 	for i, se := range d.Entries {
 		c, err := DecodeCommand(se.Command)
 		if err != nil {
@@ -196,11 +195,17 @@ func (m *Machine) Restore(rc io.ReadCloser) error {
 			// Since relies on the order; a snapshot this machine wrote has it.
 			return fmt.Errorf("fsm: restore entry %s: out of order (last %s)", se.Cursor, d.Last)
 		}
+		s := slot{Cursor: se.Cursor, Time: c.Time, cmd: se.Command, groups: se.Groups, err: se.ErrCode}
 		if c.Kind == KindConnClose {
 			c.User = se.User
+			s.user = se.User
 		}
-		st.Entries[i] = Entry{Cursor: se.Cursor, Command: c, Err: e, Groups: se.Groups}
-		st.Bytes += int64(st.Entries[i].size())
+		// The bytes are kept as the snapshot has them (gob gave each entry
+		// its own array); the decoded command only validates them and sizes
+		// the entry as Apply did.
+		s.size = uint32((&Entry{Cursor: se.Cursor, Command: c, Err: e, Groups: se.Groups}).size())
+		st.Entries[i] = s
+		st.Bytes += int64(s.size)
 	}
 	for _, ci := range d.Conns {
 		h := st.hub(ci.Hub)
