@@ -82,6 +82,19 @@ func applyRows(t *testing.T, a *applier, rows [][]cached) []Entry {
 	return want
 }
 
+// snapshotDataOf decodes a snapshot's data, as Restore reads it.
+func snapshotDataOf(t testing.TB, data []byte) snapshotData {
+	t.Helper()
+	var d snapshotData
+	if len(data) == 0 || data[0] != snapshotVersion {
+		t.Fatalf("not a snapshot of version %d", snapshotVersion)
+	}
+	if err := gob.NewDecoder(bytes.NewReader(data[1:])).Decode(&d); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
 func sizeOf(es []Entry) int64 {
 	var n int64
 	for i := range es {
@@ -143,10 +156,7 @@ func TestMachine_SinceReturnsWhatWasApplied(t *testing.T) {
 		data := snapshotBytes(t, a.m)
 		// The format holds each command's encoding and a close's user, as
 		// every version since v0.1.0 wrote and reads it.
-		var d snapshotData
-		if err := gob.NewDecoder(bytes.NewReader(data[1:])).Decode(&d); err != nil {
-			t.Fatal(err)
-		}
+		d := snapshotDataOf(t, data)
 		if len(d.Entries) != len(want) {
 			t.Fatalf("snapshot holds %d entries, want %d", len(d.Entries), len(want))
 		}

@@ -228,7 +228,12 @@ type connState struct {
 	User   string
 	Node   string
 	Opened Cursor
-	Groups map[string]struct{}
+	// Groups is the connection's groups, sorted, nil for none: a slice,
+	// not a set, since a connection is in one or a few groups and a map
+	// costs each connection some two hundred bytes on every node (issue
+	// 17). A binary search keeps a connection in thousands of groups
+	// cheap: O(log n) to look one up, a copy of the tail to change one.
+	Groups []string
 	// History records the membership changes after Base, so the groups at
 	// any cursor >= Base can be rebuilt (cursor resume). Base and BaseGroups
 	// hold the folded older part.
@@ -504,7 +509,7 @@ func (st *state) apply(e *Entry) error {
 			return ErrResumeDenied
 		}
 		cs.Node = c.Node
-		e.Groups = sortedKeys(cs.Groups)
+		e.Groups = cloneGroups(cs.Groups)
 	}
 	return nil
 }
@@ -536,7 +541,7 @@ func (st *state) applyClose(c *Command) error {
 	// The entry says whose connection ended (the disconnected event needs
 	// it).
 	c.User = cs.User
-	for g := range cs.Groups {
+	for _, g := range cs.Groups {
 		removeFrom(h.Groups, g, c.Conn)
 	}
 	if cs.User != "" {
@@ -559,15 +564,19 @@ func (st *state) applyGroupChange(e *Entry) error {
 	}
 	h := st.Hubs[c.Hub]
 	join := c.Kind == KindGroupJoin
-	_, member := cs.Groups[c.Group]
+	i, member := slices.BinarySearch(cs.Groups, c.Group)
 	if join {
-		if cs.Groups == nil {
-			cs.Groups = map[string]struct{}{}
+		if !member {
+			cs.Groups = slices.Insert(cs.Groups, i, c.Group)
 		}
-		cs.Groups[c.Group] = struct{}{}
 		addTo(h.Groups, c.Group, c.Conn)
 	} else {
-		delete(cs.Groups, c.Group)
+		if member {
+			cs.Groups = slices.Delete(cs.Groups, i, i+1)
+			if len(cs.Groups) == 0 {
+				cs.Groups = nil // drop the array
+			}
+		}
 		removeFrom(h.Groups, c.Group, c.Conn)
 	}
 	if member != join {
@@ -886,11 +895,7 @@ func (m *Machine) Connection(hub, id string) (ConnInfo, bool) {
 		return ConnInfo{}, false
 	}
 	ci := ConnInfo{ID: id, Hub: hub, User: cs.User, Node: cs.Node, Opened: cs.Opened,
-		ClientSeq: cs.ClientSeq, AckSeq: cs.AckSeq, AckAt: cs.AckAt}
-	for g := range cs.Groups {
-		ci.Groups = append(ci.Groups, g)
-	}
-	sort.Strings(ci.Groups)
+		ClientSeq: cs.ClientSeq, AckSeq: cs.AckSeq, AckAt: cs.AckAt, Groups: cloneGroups(cs.Groups)}
 	return ci, true
 }
 
@@ -923,6 +928,15 @@ func (m *Machine) ConnectionCount() int {
 		n += len(h.Conns)
 	}
 	return n
+}
+
+// cloneGroups copies a connection's sorted groups for a caller to keep
+// (applies change the registry's slice in place); nil for none.
+func cloneGroups(gs []string) []string {
+	if len(gs) == 0 {
+		return nil
+	}
+	return slices.Clone(gs)
 }
 
 func sortedKeys(s map[string]struct{}) []string {

@@ -194,3 +194,26 @@ func BenchmarkMachine_ConnMemory(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkMachine_GroupChurn measures a join and a leave of a connection
+// already in groups others: its groups are a sorted slice, and a
+// connection in thousands of groups must stay cheap to change.
+func BenchmarkMachine_GroupChurn(b *testing.B) {
+	for _, others := range []int{0, 10, 3000} {
+		b.Run(fmt.Sprintf("groups=%d", others), func(b *testing.B) {
+			m := newTestMachine(b, DefaultConfig())
+			cmds := []Command{ConnOpen("h", "c", "", "n")}
+			for i := range others {
+				cmds = append(cmds, GroupJoin("h", "c", fmt.Sprintf("g%05d", i)))
+			}
+			m.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: EncodeBatch(cmds)})
+			data := EncodeBatch([]Command{GroupJoin("h", "c", "g01500x"), GroupLeave("h", "c", "g01500x")})
+			idx := uint64(2)
+			b.ReportAllocs()
+			for b.Loop() {
+				m.Apply(&raft.Log{Index: idx, Type: raft.LogCommand, Data: data})
+				idx++
+			}
+		})
+	}
+}

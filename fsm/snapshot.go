@@ -5,6 +5,7 @@ import (
 	"encoding/gob"
 	"fmt"
 	"io"
+	"slices"
 	"sync/atomic"
 
 	"github.com/hashicorp/raft"
@@ -101,10 +102,7 @@ func (m *Machine) Snapshot() (raft.FSMSnapshot, error) {
 	for hubName, h := range st.Hubs {
 		for id, cs := range h.Conns {
 			ci := ConnInfo{ID: id, Hub: hubName, User: cs.User, Node: cs.Node, Opened: cs.Opened,
-				ClientSeq: cs.ClientSeq, AckSeq: cs.AckSeq, AckAt: cs.AckAt}
-			for g := range cs.Groups {
-				ci.Groups = append(ci.Groups, g)
-			}
+				ClientSeq: cs.ClientSeq, AckSeq: cs.AckSeq, AckAt: cs.AckAt, Groups: cloneGroups(cs.Groups)}
 			d.Conns = append(d.Conns, snapshotConn{ConnInfo: ci, History: append([]groupChange(nil), cs.History...),
 				Base: cs.Base, BaseGroups: cs.BaseGroups})
 		}
@@ -221,11 +219,12 @@ func (m *Machine) Restore(rc io.ReadCloser) error {
 			// would make a user with many connections cost quadratic time.
 			h.Users[ci.User] = append(h.Users[ci.User], ci.ID)
 		}
-		for _, g := range ci.Groups {
-			if cs.Groups == nil {
-				cs.Groups = map[string]struct{}{}
-			}
-			cs.Groups[g] = struct{}{}
+		// Sorted and without repeats whatever wrote the snapshot: older
+		// builds listed the groups in map order.
+		if len(ci.Groups) > 0 {
+			cs.Groups = slices.Compact(slices.Sorted(slices.Values(ci.Groups)))
+		}
+		for _, g := range cs.Groups {
 			addTo(h.Groups, g, ci.ID)
 		}
 	}
