@@ -171,6 +171,11 @@ type state struct {
 
 	Dedup  map[string]Cursor
 	DedupQ []dedupItem // in apply order, for eviction
+	// dedupPeak is the most ids Dedup held since it was last built: a Go
+	// map keeps the table of its peak after deletes, so evictLocked
+	// rebuilds it once it holds a quarter of that (not replicated: only
+	// memory depends on it).
+	dedupPeak int
 
 	// Digest chains every applied command (cursor, kind, ID, outcome), so
 	// two replicas at the same Last applied the same commands in the same
@@ -430,6 +435,7 @@ func (st *state) dedup(c *Command, cur Cursor) (Result, bool) {
 			return Result{Cursor: cur, Err: ErrExpired}, true
 		}
 		st.Dedup[c.ID] = cur
+		st.dedupPeak = max(st.dedupPeak, len(st.Dedup))
 		st.DedupQ = append(st.DedupQ, dedupItem{ID: c.ID, Time: c.Time, At: cur})
 	}
 	if !c.Origin.IsZero() {
@@ -729,10 +735,33 @@ func (m *Machine) evictLocked() {
 		k++
 	}
 	if k > 0 && k >= len(st.DedupQ)/2 {
-		st.DedupQ = append(st.DedupQ[:0:0], st.DedupQ[k:]...)
+		// A new array (nil for none): a slice of the old one, even an
+		// empty one, would keep it and the ids it holds alive.
+		st.DedupQ = append([]dedupItem(nil), st.DedupQ[k:]...)
 	} else if k > 0 {
 		st.DedupQ = st.DedupQ[k:]
 	}
+	if k > 0 && st.dedupPeak >= minDedupRebuild && len(st.Dedup) <= st.dedupPeak/4 {
+		st.Dedup = rebuiltDedup(st.Dedup)
+		st.dedupPeak = len(st.Dedup)
+	}
+}
+
+// minDedupRebuild is the smallest peak of the dedup index worth
+// rebuilding: below it, its table costs less than the churn.
+const minDedupRebuild = 1024
+
+// rebuiltDedup copies the dedup index into a map of its own size: after a
+// burst of commands (10,000 connections opening) has left the window, the
+// old map still holds its peak's table, some hundred bytes per id, for as
+// long as the node runs. The rebuild costs O(peak), once per shrink to a
+// quarter. The contents are the same, so replicas stay equal.
+func rebuiltDedup(old map[string]Cursor) map[string]Cursor {
+	m := make(map[string]Cursor, len(old))
+	for id, c := range old {
+		m[id] = c
+	}
+	return m
 }
 
 // olderThan reports whether stamp t is more than d nanoseconds before

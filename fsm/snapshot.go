@@ -236,6 +236,7 @@ func (m *Machine) Restore(rc io.ReadCloser) error {
 		st.Dedup[it.ID] = d.Dedup[i]
 		st.DedupQ[i].At = d.Dedup[i] // zero in a snapshot of an older build
 	}
+	st.dedupPeak = len(st.Dedup)
 	m.mu.Lock()
 	m.st = st
 	m.evictLocked() // this node's limits may be smaller than the snapshotter's
