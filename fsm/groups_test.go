@@ -179,3 +179,38 @@ func sortedSet(m map[string]bool) []string {
 	sort.Strings(out)
 	return out
 }
+
+// TestMachine_SnapshotConnBase: a connection keeps its history's base and
+// its acknowledgement state in pointers that most connections leave nil;
+// the snapshot still carries Base (Opened until a fold), BaseGroups and
+// the acks as before, and a base that is not Opened (a fold, or a
+// snapshot that wrote another) survives Restore.
+func TestMachine_SnapshotConnBase(t *testing.T) {
+	a := newApplier(t, testConfig(t))
+	a.apply1(withID(Command{Kind: KindClusterInit, ClusterID: "e"}, "init"))
+	opened := a.apply1(open("h", "plain", "u")).Cursor
+	a.apply1(join("h", "plain", "g"))
+	if cs, _ := a.m.st.conn("h", "plain"); cs.folded != nil || cs.acks != nil {
+		t.Fatalf("a plain connection holds %+v, %+v; want neither", cs.folded, cs.acks)
+	}
+	d := snapshotDataOf(t, snapshotBytes(t, a.m))
+	if sc := d.Conns[0]; sc.Base != opened || sc.BaseGroups != nil || sc.ClientSeq != 0 || sc.AckSeq != 0 {
+		t.Fatalf("snapshot of a plain connection: %+v; want Base %s", sc, opened)
+	}
+	// Another base, groups at it, acks: as another writer might have left them.
+	d.Conns[0].Base = Cursor{Index: 1}
+	d.Conns[0].BaseGroups = []string{"g0"}
+	d.Conns[0].ClientSeq, d.Conns[0].AckSeq, d.Conns[0].AckAt = 4, 3, Cursor{Index: 2}
+	m2 := newTestMachine(t, testConfig(t))
+	if err := restore(t, m2, snapshotOf(t, snapshotVersion, &d)); err != nil {
+		t.Fatal(err)
+	}
+	d2 := snapshotDataOf(t, snapshotBytes(t, m2))
+	if !reflect.DeepEqual(d2.Conns, d.Conns) {
+		t.Fatalf("restored and snapshotted again: %+v, want %+v", d2.Conns, d.Conns)
+	}
+	ci, _ := m2.Connection("h", "plain")
+	if ci.ClientSeq != 4 || ci.AckSeq != 3 || ci.AckAt != (Cursor{Index: 2}) {
+		t.Fatalf("Connection after restore = %+v", ci)
+	}
+}

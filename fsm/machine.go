@@ -239,16 +239,57 @@ type connState struct {
 	// 17). A binary search keeps a connection in thousands of groups
 	// cheap: O(log n) to look one up, a copy of the tail to change one.
 	Groups []string
-	// History records the membership changes after Base, so the groups at
-	// any cursor >= Base can be rebuilt (cursor resume). Base and BaseGroups
-	// hold the folded older part.
-	History    []groupChange
-	Base       Cursor
-	BaseGroups []string
+	// History records the membership changes after the base (base), so
+	// the groups at any cursor >= the base can be rebuilt (cursor resume).
+	History []groupChange
+	// folded holds the base once the history has folded its older part
+	// into it; nil before, when the base is Opened, with no groups. acks is
+	// nil until the connection's first client message or acknowledgement
+	// (stateful reconnect). Both are pointers because most connections
+	// need neither, and every byte of a connState is on every node, for
+	// every connection, for its whole life (issue 17).
+	folded *historyBase
+	acks   *ackState
+}
 
-	ClientSeq uint64 // stateful reconnect: see ConnInfo
+// historyBase is a connection's membership folded up to Base: the groups
+// it had right after Base.
+type historyBase struct {
+	Base   Cursor
+	Groups []string
+}
+
+// ackState is a stateful-reconnect connection's progress: see ConnInfo.
+type ackState struct {
+	ClientSeq uint64
 	AckSeq    uint64
 	AckAt     Cursor
+}
+
+// base returns the cursor the connection's history starts after, and its
+// groups there.
+func (cs *connState) base() (Cursor, []string) {
+	if cs.folded == nil {
+		return cs.Opened, nil
+	}
+	return cs.folded.Base, cs.folded.Groups
+}
+
+// acked returns the connection's progress, zero for none.
+func (cs *connState) acked() ackState {
+	if cs.acks == nil {
+		return ackState{}
+	}
+	return *cs.acks
+}
+
+// progress returns the connection's progress to change, allocating it on
+// the first change.
+func (cs *connState) progress() *ackState {
+	if cs.acks == nil {
+		cs.acks = &ackState{}
+	}
+	return cs.acks
 }
 
 // groupChange is one effective join or leave of a connection.
@@ -440,10 +481,10 @@ func (st *state) dedup(c *Command, cur Cursor) (Result, bool) {
 	}
 	if !c.Origin.IsZero() {
 		if cs, ok := st.conn(c.Hub, c.Origin.Conn); ok {
-			if c.Origin.Seq <= cs.ClientSeq && !skipDedup {
+			if c.Origin.Seq <= cs.acked().ClientSeq && !skipDedup {
 				return Result{Cursor: cur, Duplicate: true}, true
 			}
-			cs.ClientSeq = c.Origin.Seq
+			cs.progress().ClientSeq = c.Origin.Seq
 		}
 	}
 	return Result{}, false
@@ -458,7 +499,7 @@ func (st *state) outOfOrder(c *Command) bool {
 		return false
 	}
 	cs, ok := st.conn(c.Hub, c.Origin.Conn)
-	if !ok || c.Origin.Seq <= cs.ClientSeq+1 {
+	if !ok || c.Origin.Seq <= cs.acked().ClientSeq+1 {
 		return false
 	}
 	if c.ID != "" {
@@ -503,8 +544,9 @@ func (st *state) apply(e *Entry) error {
 		if !ok {
 			return ErrUnknownConnection
 		}
-		if c.AckSeq > cs.AckSeq {
-			cs.AckSeq, cs.AckAt = c.AckSeq, c.From
+		if c.AckSeq > cs.acked().AckSeq {
+			p := cs.progress()
+			p.AckSeq, p.AckAt = c.AckSeq, c.From
 		}
 	case KindConnResume:
 		cs, ok := st.conn(c.Hub, c.Conn)
@@ -529,7 +571,7 @@ func (st *state) applyOpen(e *Entry) error {
 	}
 	// Groups stays nil until the first join: most connections of a large
 	// hub are in few groups or none.
-	h.Conns[c.Conn] = &connState{User: c.User, Node: c.Node, Opened: e.Cursor, Base: e.Cursor}
+	h.Conns[c.Conn] = &connState{User: c.User, Node: c.Node, Opened: e.Cursor}
 	if c.User != "" {
 		addUser(h.Users, c.User, c.Conn)
 	}
@@ -600,7 +642,8 @@ func (cs *connState) record(ch groupChange) {
 	}
 	fold := len(cs.History) - maxHistory/2
 	set := map[string]struct{}{}
-	for _, g := range cs.BaseGroups {
+	_, baseGroups := cs.base()
+	for _, g := range baseGroups {
 		set[g] = struct{}{}
 	}
 	for _, h := range cs.History[:fold] {
@@ -610,18 +653,18 @@ func (cs *connState) record(ch groupChange) {
 			delete(set, h.Group)
 		}
 	}
-	cs.Base = cs.History[fold-1].Cursor
-	cs.BaseGroups = sortedKeys(set)
+	cs.folded = &historyBase{Base: cs.History[fold-1].Cursor, Groups: sortedKeys(set)}
 	cs.History = append([]groupChange(nil), cs.History[fold:]...)
 }
 
 // groupsAt rebuilds the groups the connection had right after cursor c.
 func (cs *connState) groupsAt(c Cursor) ([]string, bool) {
-	if c.Less(cs.Base) {
+	base, baseGroups := cs.base()
+	if c.Less(base) {
 		return nil, false
 	}
 	set := map[string]struct{}{}
-	for _, g := range cs.BaseGroups {
+	for _, g := range baseGroups {
 		set[g] = struct{}{}
 	}
 	for _, h := range cs.History {
@@ -924,7 +967,9 @@ func (m *Machine) Connection(hub, id string) (ConnInfo, bool) {
 		return ConnInfo{}, false
 	}
 	ci := ConnInfo{ID: id, Hub: hub, User: cs.User, Node: cs.Node, Opened: cs.Opened,
-		ClientSeq: cs.ClientSeq, AckSeq: cs.AckSeq, AckAt: cs.AckAt, Groups: cloneGroups(cs.Groups)}
+		Groups: cloneGroups(cs.Groups)}
+	ack := cs.acked()
+	ci.ClientSeq, ci.AckSeq, ci.AckAt = ack.ClientSeq, ack.AckSeq, ack.AckAt
 	return ci, true
 }
 
@@ -1036,7 +1081,8 @@ func (m *Machine) GroupsAt(hub, id string, c Cursor) (groups []string, user stri
 	}
 	g, ok := cs.groupsAt(c)
 	if !ok {
-		return nil, "", fmt.Errorf("%w (history starts at %s)", ErrHistoryTooOld, cs.Base)
+		base, _ := cs.base()
+		return nil, "", fmt.Errorf("%w (history starts at %s)", ErrHistoryTooOld, base)
 	}
 	return g, cs.User, nil
 }

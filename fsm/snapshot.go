@@ -101,10 +101,14 @@ func (m *Machine) Snapshot() (raft.FSMSnapshot, error) {
 	d := snapshotData{Epoch: st.Epoch, Secret: st.Secret, Applied: st.Applied, Last: st.Last, Floor: st.Floor, Newest: st.Newest, Digest: st.Digest, Format: st.Format, EventsDone: st.EventsDone}
 	for hubName, h := range st.Hubs {
 		for id, cs := range h.Conns {
+			ack := cs.acked()
 			ci := ConnInfo{ID: id, Hub: hubName, User: cs.User, Node: cs.Node, Opened: cs.Opened,
-				ClientSeq: cs.ClientSeq, AckSeq: cs.AckSeq, AckAt: cs.AckAt, Groups: cloneGroups(cs.Groups)}
+				ClientSeq: ack.ClientSeq, AckSeq: ack.AckSeq, AckAt: ack.AckAt, Groups: cloneGroups(cs.Groups)}
+			// The base's groups are shared: a fold replaces them, never
+			// writes them.
+			base, baseGroups := cs.base()
 			d.Conns = append(d.Conns, snapshotConn{ConnInfo: ci, History: append([]groupChange(nil), cs.History...),
-				Base: cs.Base, BaseGroups: cs.BaseGroups})
+				Base: base, BaseGroups: baseGroups})
 		}
 	}
 	m.pins.Add(1)
@@ -210,9 +214,13 @@ func (m *Machine) Restore(rc io.ReadCloser) error {
 		if _, dup := h.Conns[ci.ID]; dup {
 			return fmt.Errorf("fsm: restore: connection %q of hub %q listed twice", ci.ID, ci.Hub)
 		}
-		cs := &connState{User: ci.User, Node: ci.Node, Opened: ci.Opened,
-			History: ci.History, Base: ci.Base, BaseGroups: ci.BaseGroups,
-			ClientSeq: ci.ClientSeq, AckSeq: ci.AckSeq, AckAt: ci.AckAt}
+		cs := &connState{User: ci.User, Node: ci.Node, Opened: ci.Opened, History: ci.History}
+		if ci.Base != ci.Opened || len(ci.BaseGroups) > 0 {
+			cs.folded = &historyBase{Base: ci.Base, Groups: ci.BaseGroups}
+		}
+		if ack := (ackState{ClientSeq: ci.ClientSeq, AckSeq: ci.AckSeq, AckAt: ci.AckAt}); ack != (ackState{}) {
+			cs.acks = &ack
+		}
 		h.Conns[ci.ID] = cs
 		if ci.User != "" {
 			// Not addUser: ids are unique (checked above), and its search
