@@ -240,3 +240,22 @@ func TestMachine_SinceCorruptSlot(t *testing.T) {
 		t.Fatalf("Since before the corrupt slot = %v, %v; want the open", es, err)
 	}
 }
+
+// TestMachine_ScratchBounded: the buffer applies encode in is kept between
+// calls, but not after a command bigger than maxScratch.
+func TestMachine_ScratchBounded(t *testing.T) {
+	a := newApplier(t, testConfig(t))
+	a.apply1(publish("h", AudienceAll, "", `[1]`))
+	if c := cap(a.m.scratch); c == 0 || c > maxScratch {
+		t.Fatalf("scratch of %d bytes after a small command; want it kept", c)
+	}
+	big := `["` + string(bytes.Repeat([]byte{'x'}, 2*maxScratch)) + `"]`
+	a.apply1(publish("h", AudienceAll, "", big))
+	if a.m.scratch != nil {
+		t.Fatalf("scratch of %d bytes kept after a %d-byte command", cap(a.m.scratch), len(big))
+	}
+	es := mustSince(t, a.m, Cursor{Index: 1}, 0)
+	if len(es) != 1 || string(es[0].Args) != big {
+		t.Fatalf("the big command reads back as %d entries", len(es))
+	}
+}

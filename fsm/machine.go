@@ -149,6 +149,11 @@ type Machine struct {
 	// pins counts snapshots captured and not yet released: while any is,
 	// eviction does not clear the cache slots they read (snapshot.go).
 	pins atomic.Int32
+	// scratch is where applies encode the commands they cache (under mu),
+	// reused across calls; each cached command gets a copy of exactly its
+	// length (not a slice of raft's l.Data, which would pin the whole
+	// entry and raft's buffers).
+	scratch []byte
 }
 
 // state is everything a snapshot carries; Restore swaps it whole.
@@ -346,10 +351,16 @@ func (m *Machine) ApplyBatch(logs []*raft.Log) []interface{} {
 		// forget IDs at the same entry everywhere.
 		m.evictLocked()
 	}
+	if cap(m.scratch) > maxScratch {
+		m.scratch = nil // one huge command does not keep its size
+	}
 	m.notifyLocked()
 	m.mu.Unlock()
 	return out
 }
+
+// maxScratch bounds the encoding buffer ApplyBatch keeps between calls.
+const maxScratch = 64 << 10
 
 func (m *Machine) applyLocked(l *raft.Log) interface{} {
 	st := m.st
@@ -379,10 +390,6 @@ func (m *Machine) applyLocked(l *raft.Log) interface{} {
 	}
 	res := make([]Result, len(cmds))
 	groups := groupEnds(cmds)
-	// One scratch buffer per entry for the encoding of its commands; each
-	// cached command gets a copy of exactly its length (not a slice of
-	// l.Data, which would pin the whole entry and raft's buffers).
-	var scratch []byte
 	for off := 0; off < len(cmds); off++ {
 		c := &cmds[off]
 		cur := Cursor{Index: l.Index, Offset: uint32(off)}
@@ -412,7 +419,7 @@ func (m *Machine) applyLocked(l *raft.Log) interface{} {
 		if r, skip := st.dedup(t, Cursor{Index: l.Index, Offset: uint32(end)}); skip {
 			skipped(res, l.Index, off, end, r)
 		} else {
-			scratch = st.applyRange(cmds, l.Index, off, end, res, scratch)
+			m.scratch = st.applyRange(cmds, l.Index, off, end, res, m.scratch)
 		}
 		off = end
 	}
