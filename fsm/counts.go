@@ -1,5 +1,7 @@
 package fsm
 
+import "slices"
+
 // Counts over the registry, for the hub's limits (hub/limits.go): they
 // answer in O(1) without copying the sets that GroupConnections,
 // UserConnections and Connection return, so checking a limit on every
@@ -35,6 +37,6 @@ func (m *Machine) ConnectionGroupCount(hub, id, group string) (n int, member, ok
 	if !ok {
 		return 0, false, false
 	}
-	_, member = cs.Groups[group]
+	_, member = slices.BinarySearch(cs.Groups, group)
 	return len(cs.Groups), member, true
 }

@@ -149,6 +149,11 @@ type Machine struct {
 	// pins counts snapshots captured and not yet released: while any is,
 	// eviction does not clear the cache slots they read (snapshot.go).
 	pins atomic.Int32
+	// scratch is where applies encode the commands they cache (under mu),
+	// reused across calls; each cached command gets a copy of exactly its
+	// length (not a slice of raft's l.Data, which would pin the whole
+	// entry and raft's buffers).
+	scratch []byte
 }
 
 // state is everything a snapshot carries; Restore swaps it whole.
@@ -164,18 +169,60 @@ type state struct {
 	// the connection events of the entries up to it.
 	EventsDone Cursor
 
-	Entries []Entry // cached commands in cursor order
+	Entries []slot // cached commands in cursor order
 	Bytes   int64
 
 	Hubs map[string]*hubState
 
 	Dedup  map[string]Cursor
 	DedupQ []dedupItem // in apply order, for eviction
+	// dedupPeak is the most ids Dedup held since it was last built: a Go
+	// map keeps the table of its peak after deletes, so evictLocked
+	// rebuilds it once it holds a quarter of that (not replicated: only
+	// memory depends on it).
+	dedupPeak int
 
 	// Digest chains every applied command (cursor, kind, ID, outcome), so
 	// two replicas at the same Last applied the same commands in the same
 	// order exactly when their digests match (the chaos suite compares it).
 	Digest uint64
+}
+
+// slot is one cached command, kept encoded: a decoded Command is some 300
+// bytes of string and slice headers plus its strings, an encoded one a few
+// dozen bytes, and the cache holds every connection's open and joins for as
+// long as CacheMaxAge (issue 17: the FSM's memory per idle connection).
+// Since decodes the slots it returns, outside the lock.
+type slot struct {
+	Cursor Cursor
+	Time   int64  // the command's, for CacheMaxAge
+	cmd    []byte // EncodeCommand of the command as applied, exactly its length
+	// user is a close's user, which the encoding does not carry (Apply sets
+	// it from the registry; see Command.User).
+	user   string
+	groups []string // a resume's: Entry.Groups
+	// size is Entry.size() at insert, so that CacheMaxBytes counts exactly
+	// what it counted when the cache held decoded entries (and what a
+	// replica of another version counts).
+	size uint32
+	err  uint8 // ErrorCode of the outcome
+}
+
+// entry decodes the slot back into the entry Apply cached. The bytes were
+// encoded by this process or validated by Restore, so an error is a bug.
+func (s *slot) entry() (Entry, error) {
+	c, err := DecodeCommand(s.cmd)
+	if err != nil {
+		return Entry{}, fmt.Errorf("fsm: cached entry %s does not decode: %w", s.Cursor, err)
+	}
+	e, ok := ErrorFromCode(s.err)
+	if !ok {
+		return Entry{}, fmt.Errorf("fsm: cached entry %s has unknown outcome code %d", s.Cursor, s.err)
+	}
+	if c.Kind == KindConnClose {
+		c.User = s.user
+	}
+	return Entry{Cursor: s.Cursor, Command: c, Err: e, Groups: s.groups}, nil
 }
 
 type hubState struct {
@@ -191,17 +238,63 @@ type connState struct {
 	User   string
 	Node   string
 	Opened Cursor
-	Groups map[string]struct{}
-	// History records the membership changes after Base, so the groups at
-	// any cursor >= Base can be rebuilt (cursor resume). Base and BaseGroups
-	// hold the folded older part.
-	History    []groupChange
-	Base       Cursor
-	BaseGroups []string
+	// Groups is the connection's groups, sorted, nil for none: a slice,
+	// not a set, since a connection is in one or a few groups and a map
+	// costs each connection some two hundred bytes on every node (issue
+	// 17). A binary search keeps a connection in thousands of groups
+	// cheap: O(log n) to look one up, a copy of the tail to change one.
+	Groups []string
+	// History records the membership changes after the base (base), so
+	// the groups at any cursor >= the base can be rebuilt (cursor resume).
+	History []groupChange
+	// folded holds the base once the history has folded its older part
+	// into it; nil before, when the base is Opened, with no groups. acks is
+	// nil until the connection's first client message or acknowledgement
+	// (stateful reconnect). Both are pointers because most connections
+	// need neither, and every byte of a connState is on every node, for
+	// every connection, for its whole life (issue 17).
+	folded *historyBase
+	acks   *ackState
+}
 
-	ClientSeq uint64 // stateful reconnect: see ConnInfo
+// historyBase is a connection's membership folded up to Base: the groups
+// it had right after Base.
+type historyBase struct {
+	Base   Cursor
+	Groups []string
+}
+
+// ackState is a stateful-reconnect connection's progress: see ConnInfo.
+type ackState struct {
+	ClientSeq uint64
 	AckSeq    uint64
 	AckAt     Cursor
+}
+
+// base returns the cursor the connection's history starts after, and its
+// groups there.
+func (cs *connState) base() (Cursor, []string) {
+	if cs.folded == nil {
+		return cs.Opened, nil
+	}
+	return cs.folded.Base, cs.folded.Groups
+}
+
+// acked returns the connection's progress, zero for none.
+func (cs *connState) acked() ackState {
+	if cs.acks == nil {
+		return ackState{}
+	}
+	return *cs.acks
+}
+
+// progress returns the connection's progress to change, allocating it on
+// the first change.
+func (cs *connState) progress() *ackState {
+	if cs.acks == nil {
+		cs.acks = &ackState{}
+	}
+	return cs.acks
 }
 
 // groupChange is one effective join or leave of a connection.
@@ -258,10 +351,16 @@ func (m *Machine) ApplyBatch(logs []*raft.Log) []interface{} {
 		// forget IDs at the same entry everywhere.
 		m.evictLocked()
 	}
+	if cap(m.scratch) > maxScratch {
+		m.scratch = nil // one huge command does not keep its size
+	}
 	m.notifyLocked()
 	m.mu.Unlock()
 	return out
 }
+
+// maxScratch bounds the encoding buffer ApplyBatch keeps between calls.
+const maxScratch = 64 << 10
 
 func (m *Machine) applyLocked(l *raft.Log) interface{} {
 	st := m.st
@@ -320,7 +419,7 @@ func (m *Machine) applyLocked(l *raft.Log) interface{} {
 		if r, skip := st.dedup(t, Cursor{Index: l.Index, Offset: uint32(end)}); skip {
 			skipped(res, l.Index, off, end, r)
 		} else {
-			st.applyRange(cmds, l.Index, off, end, res)
+			m.scratch = st.applyRange(cmds, l.Index, off, end, res, m.scratch)
 		}
 		off = end
 	}
@@ -343,7 +442,8 @@ func skipped(res []Result, index uint64, off, end int, r Result) {
 
 // applyRange applies commands off to end of entry index, in order: each
 // changes the registry, joins the digest and the cache, and has its result.
-func (st *state) applyRange(cmds []Command, index uint64, off, end int, res []Result) {
+// scratch is a buffer to encode in; it returns it, grown.
+func (st *state) applyRange(cmds []Command, index uint64, off, end int, res []Result, scratch []byte) []byte {
 	for k := off; k <= end; k++ {
 		c := &cmds[k]
 		if c.Time > st.Newest {
@@ -352,11 +452,18 @@ func (st *state) applyRange(cmds []Command, index uint64, off, end int, res []Re
 		e := Entry{Cursor: Cursor{Index: index, Offset: uint32(k)}, Command: *c}
 		e.Err = st.apply(&e)
 		st.Digest = digest(st.Digest, &e)
-		st.Entries = append(st.Entries, e)
-		st.Bytes += int64(e.size())
+		scratch = appendCommand(scratch[:0], &e.Command)
+		s := slot{Cursor: e.Cursor, Time: e.Time, cmd: append(make([]byte, 0, len(scratch)), scratch...),
+			groups: e.Groups, size: uint32(e.size()), err: ErrorCode(e.Err)}
+		if e.Kind == KindConnClose {
+			s.user = e.User
+		}
+		st.Entries = append(st.Entries, s)
+		st.Bytes += int64(s.size)
 		st.Last = e.Cursor
 		res[k] = Result{Cursor: e.Cursor, Err: e.Err}
 	}
+	return scratch
 }
 
 // dedup decides whether command c, at cursor cur, is skipped: a duplicate
@@ -376,14 +483,15 @@ func (st *state) dedup(c *Command, cur Cursor) (Result, bool) {
 			return Result{Cursor: cur, Err: ErrExpired}, true
 		}
 		st.Dedup[c.ID] = cur
+		st.dedupPeak = max(st.dedupPeak, len(st.Dedup))
 		st.DedupQ = append(st.DedupQ, dedupItem{ID: c.ID, Time: c.Time, At: cur})
 	}
 	if !c.Origin.IsZero() {
 		if cs, ok := st.conn(c.Hub, c.Origin.Conn); ok {
-			if c.Origin.Seq <= cs.ClientSeq && !skipDedup {
+			if c.Origin.Seq <= cs.acked().ClientSeq && !skipDedup {
 				return Result{Cursor: cur, Duplicate: true}, true
 			}
-			cs.ClientSeq = c.Origin.Seq
+			cs.progress().ClientSeq = c.Origin.Seq
 		}
 	}
 	return Result{}, false
@@ -398,7 +506,7 @@ func (st *state) outOfOrder(c *Command) bool {
 		return false
 	}
 	cs, ok := st.conn(c.Hub, c.Origin.Conn)
-	if !ok || c.Origin.Seq <= cs.ClientSeq+1 {
+	if !ok || c.Origin.Seq <= cs.acked().ClientSeq+1 {
 		return false
 	}
 	if c.ID != "" {
@@ -443,8 +551,9 @@ func (st *state) apply(e *Entry) error {
 		if !ok {
 			return ErrUnknownConnection
 		}
-		if c.AckSeq > cs.AckSeq {
-			cs.AckSeq, cs.AckAt = c.AckSeq, c.From
+		if c.AckSeq > cs.acked().AckSeq {
+			p := cs.progress()
+			p.AckSeq, p.AckAt = c.AckSeq, c.From
 		}
 	case KindConnResume:
 		cs, ok := st.conn(c.Hub, c.Conn)
@@ -455,7 +564,7 @@ func (st *state) apply(e *Entry) error {
 			return ErrResumeDenied
 		}
 		cs.Node = c.Node
-		e.Groups = sortedKeys(cs.Groups)
+		e.Groups = cloneGroups(cs.Groups)
 	}
 	return nil
 }
@@ -469,7 +578,7 @@ func (st *state) applyOpen(e *Entry) error {
 	}
 	// Groups stays nil until the first join: most connections of a large
 	// hub are in few groups or none.
-	h.Conns[c.Conn] = &connState{User: c.User, Node: c.Node, Opened: e.Cursor, Base: e.Cursor}
+	h.Conns[c.Conn] = &connState{User: c.User, Node: c.Node, Opened: e.Cursor}
 	if c.User != "" {
 		addUser(h.Users, c.User, c.Conn)
 	}
@@ -487,7 +596,7 @@ func (st *state) applyClose(c *Command) error {
 	// The entry says whose connection ended (the disconnected event needs
 	// it).
 	c.User = cs.User
-	for g := range cs.Groups {
+	for _, g := range cs.Groups {
 		removeFrom(h.Groups, g, c.Conn)
 	}
 	if cs.User != "" {
@@ -510,15 +619,19 @@ func (st *state) applyGroupChange(e *Entry) error {
 	}
 	h := st.Hubs[c.Hub]
 	join := c.Kind == KindGroupJoin
-	_, member := cs.Groups[c.Group]
+	i, member := slices.BinarySearch(cs.Groups, c.Group)
 	if join {
-		if cs.Groups == nil {
-			cs.Groups = map[string]struct{}{}
+		if !member {
+			cs.Groups = slices.Insert(cs.Groups, i, c.Group)
 		}
-		cs.Groups[c.Group] = struct{}{}
 		addTo(h.Groups, c.Group, c.Conn)
 	} else {
-		delete(cs.Groups, c.Group)
+		if member {
+			cs.Groups = slices.Delete(cs.Groups, i, i+1)
+			if len(cs.Groups) == 0 {
+				cs.Groups = nil // drop the array
+			}
+		}
 		removeFrom(h.Groups, c.Group, c.Conn)
 	}
 	if member != join {
@@ -536,7 +649,8 @@ func (cs *connState) record(ch groupChange) {
 	}
 	fold := len(cs.History) - maxHistory/2
 	set := map[string]struct{}{}
-	for _, g := range cs.BaseGroups {
+	_, baseGroups := cs.base()
+	for _, g := range baseGroups {
 		set[g] = struct{}{}
 	}
 	for _, h := range cs.History[:fold] {
@@ -546,18 +660,18 @@ func (cs *connState) record(ch groupChange) {
 			delete(set, h.Group)
 		}
 	}
-	cs.Base = cs.History[fold-1].Cursor
-	cs.BaseGroups = sortedKeys(set)
+	cs.folded = &historyBase{Base: cs.History[fold-1].Cursor, Groups: sortedKeys(set)}
 	cs.History = append([]groupChange(nil), cs.History[fold:]...)
 }
 
 // groupsAt rebuilds the groups the connection had right after cursor c.
 func (cs *connState) groupsAt(c Cursor) ([]string, bool) {
-	if c.Less(cs.Base) {
+	base, baseGroups := cs.base()
+	if c.Less(base) {
 		return nil, false
 	}
 	set := map[string]struct{}{}
-	for _, g := range cs.BaseGroups {
+	for _, g := range baseGroups {
 		set[g] = struct{}{}
 	}
 	for _, h := range cs.History {
@@ -644,14 +758,14 @@ func (m *Machine) evictLocked() {
 	maxAge := m.cfg.CacheMaxAge.Nanoseconds()
 	n := 0
 	for n < len(st.Entries) {
-		e := &st.Entries[n]
+		s := &st.Entries[n]
 		over := len(st.Entries)-n > m.cfg.CacheMaxEntries || st.Bytes > m.cfg.CacheMaxBytes ||
-			olderThan(e.Time, st.Newest, maxAge)
+			olderThan(s.Time, st.Newest, maxAge)
 		if !over {
 			break
 		}
-		st.Bytes -= int64(e.size())
-		st.Floor = e.Cursor
+		st.Bytes -= int64(s.size)
+		st.Floor = s.Cursor
 		n++
 	}
 	if n > 0 {
@@ -671,10 +785,33 @@ func (m *Machine) evictLocked() {
 		k++
 	}
 	if k > 0 && k >= len(st.DedupQ)/2 {
-		st.DedupQ = append(st.DedupQ[:0:0], st.DedupQ[k:]...)
+		// A new array (nil for none): a slice of the old one, even an
+		// empty one, would keep it and the ids it holds alive.
+		st.DedupQ = append([]dedupItem(nil), st.DedupQ[k:]...)
 	} else if k > 0 {
 		st.DedupQ = st.DedupQ[k:]
 	}
+	if k > 0 && st.dedupPeak >= minDedupRebuild && len(st.Dedup) <= st.dedupPeak/4 {
+		st.Dedup = rebuiltDedup(st.Dedup)
+		st.dedupPeak = len(st.Dedup)
+	}
+}
+
+// minDedupRebuild is the smallest peak of the dedup index worth
+// rebuilding: below it, its table costs less than the churn.
+const minDedupRebuild = 1024
+
+// rebuiltDedup copies the dedup index into a map of its own size: after a
+// burst of commands (10,000 connections opening) has left the window, the
+// old map still holds its peak's table, some hundred bytes per id, for as
+// long as the node runs. The rebuild costs O(peak), once per shrink to a
+// quarter. The contents are the same, so replicas stay equal.
+func rebuiltDedup(old map[string]Cursor) map[string]Cursor {
+	m := make(map[string]Cursor, len(old))
+	for id, c := range old {
+		m[id] = c
+	}
+	return m
 }
 
 // olderThan reports whether stamp t is more than d nanoseconds before
@@ -701,6 +838,22 @@ func (m *Machine) Changed() <-chan struct{} {
 // Since returns up to max cached entries after cursor, in order. It returns
 // ErrCursorTooOld when entries after cursor have left the cache.
 func (m *Machine) Since(after Cursor, max int) ([]Entry, error) {
+	slots, err := m.since(after, max)
+	if len(slots) == 0 {
+		return nil, err
+	}
+	// Decoded without the lock: an Apply does not wait for it.
+	out := make([]Entry, len(slots))
+	for i := range slots {
+		if out[i], err = slots[i].entry(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// since copies, under the read lock, the slots Since returns.
+func (m *Machine) since(after Cursor, max int) ([]slot, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	st := m.st
@@ -715,7 +868,7 @@ func (m *Machine) Since(after Cursor, max int) ([]Entry, error) {
 	if i == j {
 		return nil, nil
 	}
-	return append([]Entry(nil), st.Entries[i:j]...), nil
+	return append([]slot(nil), st.Entries[i:j]...), nil
 }
 
 // Wait blocks until the command at cursor c has been applied on this node, or
@@ -821,11 +974,9 @@ func (m *Machine) Connection(hub, id string) (ConnInfo, bool) {
 		return ConnInfo{}, false
 	}
 	ci := ConnInfo{ID: id, Hub: hub, User: cs.User, Node: cs.Node, Opened: cs.Opened,
-		ClientSeq: cs.ClientSeq, AckSeq: cs.AckSeq, AckAt: cs.AckAt}
-	for g := range cs.Groups {
-		ci.Groups = append(ci.Groups, g)
-	}
-	sort.Strings(ci.Groups)
+		Groups: cloneGroups(cs.Groups)}
+	ack := cs.acked()
+	ci.ClientSeq, ci.AckSeq, ci.AckAt = ack.ClientSeq, ack.AckSeq, ack.AckAt
 	return ci, true
 }
 
@@ -858,6 +1009,15 @@ func (m *Machine) ConnectionCount() int {
 		n += len(h.Conns)
 	}
 	return n
+}
+
+// cloneGroups copies a connection's sorted groups for a caller to keep
+// (applies change the registry's slice in place); nil for none.
+func cloneGroups(gs []string) []string {
+	if len(gs) == 0 {
+		return nil
+	}
+	return slices.Clone(gs)
 }
 
 func sortedKeys(s map[string]struct{}) []string {
@@ -928,7 +1088,8 @@ func (m *Machine) GroupsAt(hub, id string, c Cursor) (groups []string, user stri
 	}
 	g, ok := cs.groupsAt(c)
 	if !ok {
-		return nil, "", fmt.Errorf("%w (history starts at %s)", ErrHistoryTooOld, cs.Base)
+		base, _ := cs.base()
+		return nil, "", fmt.Errorf("%w (history starts at %s)", ErrHistoryTooOld, base)
 	}
 	return g, cs.User, nil
 }

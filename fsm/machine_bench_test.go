@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
+	"strconv"
 	"testing"
 
 	"github.com/hashicorp/raft"
@@ -113,5 +115,105 @@ func BenchmarkMachine_SnapshotCapture(b *testing.B) {
 			b.Fatal(err)
 		}
 		s.Release()
+	}
+}
+
+// benchConnPairs returns the entries of n connections that open and join a
+// group, one command per entry as the cluster's batcher often writes them
+// under a light load, with the field sizes of the hub's: 22-character
+// connection ids, cluster command ids, a hundred rooms.
+func benchConnPairs(n int, t int64) [][]*raft.Log {
+	var batches [][]*raft.Log
+	var logs []*raft.Log
+	idx := uint64(0)
+	add := func(c Command) {
+		idx++
+		c.ID = fmt.Sprintf("5f1c0a9e7d3b2a41-%s", strconv.FormatUint(idx, 36))
+		c.Time = t
+		logs = append(logs, &raft.Log{Index: idx, Type: raft.LogCommand, Data: EncodeBatch([]Command{c})})
+		if len(logs) == 64 {
+			batches = append(batches, logs)
+			logs = nil
+		}
+	}
+	for i := range n {
+		conn := fmt.Sprintf("Qm9vbGVhbkNvbm5lY3Rp%02x", i%256) + strconv.Itoa(i)
+		add(ConnOpen("chat", conn, fmt.Sprintf("user-%d", i), "node-1"))
+		add(GroupJoin("chat", conn, fmt.Sprintf("room-%d", i%100)))
+	}
+	if len(logs) > 0 {
+		batches = append(batches, logs)
+	}
+	return batches
+}
+
+// BenchmarkMachine_ConnMemory reports the live heap the FSM keeps per idle
+// connection (its ConnOpen and GroupJoin cached, its registry entry), the
+// figure that bounds a node's RSS per connection (issue 17): "fresh" while
+// the dedup window still holds the two command ids, "idle" once a later
+// command has moved time past it.
+func BenchmarkMachine_ConnMemory(b *testing.B) {
+	const n = 10_000
+	for _, idle := range []bool{false, true} {
+		name := "fresh"
+		if idle {
+			name = "idle"
+		}
+		b.Run(name, func(b *testing.B) {
+			var perConn float64
+			b.ReportAllocs()
+			for b.Loop() {
+				b.StopTimer()
+				// The entries are built after the first reading and
+				// garbage by the second: both see the machine alone.
+				var ms0, ms1 runtime.MemStats
+				runtime.GC()
+				runtime.ReadMemStats(&ms0)
+				batches := benchConnPairs(n, t0)
+				last := uint64(2 * n)
+				b.StartTimer()
+				m := newTestMachine(b, DefaultConfig())
+				for _, logs := range batches {
+					m.ApplyBatch(logs)
+				}
+				if idle {
+					late := EncodeBatch([]Command{at(EventsDone(Cursor{Index: last}), t0+2*DedupWindow.Nanoseconds())})
+					m.Apply(&raft.Log{Index: last + 1, Type: raft.LogCommand, Data: late})
+				}
+				b.StopTimer()
+				runtime.GC()
+				runtime.ReadMemStats(&ms1)
+				if got := m.ConnectionCount(); got != n {
+					b.Fatalf("%d connections, want %d", got, n)
+				}
+				runtime.KeepAlive(m)
+				perConn = float64(int64(ms1.HeapAlloc)-int64(ms0.HeapAlloc)) / n
+				b.StartTimer()
+			}
+			b.ReportMetric(perConn, "B/conn")
+		})
+	}
+}
+
+// BenchmarkMachine_GroupChurn measures a join and a leave of a connection
+// already in groups others: its groups are a sorted slice, and a
+// connection in thousands of groups must stay cheap to change.
+func BenchmarkMachine_GroupChurn(b *testing.B) {
+	for _, others := range []int{0, 10, 3000} {
+		b.Run(fmt.Sprintf("groups=%d", others), func(b *testing.B) {
+			m := newTestMachine(b, DefaultConfig())
+			cmds := []Command{ConnOpen("h", "c", "", "n")}
+			for i := range others {
+				cmds = append(cmds, GroupJoin("h", "c", fmt.Sprintf("g%05d", i)))
+			}
+			m.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: EncodeBatch(cmds)})
+			data := EncodeBatch([]Command{GroupJoin("h", "c", "g01500x"), GroupLeave("h", "c", "g01500x")})
+			idx := uint64(2)
+			b.ReportAllocs()
+			for b.Loop() {
+				m.Apply(&raft.Log{Index: idx, Type: raft.LogCommand, Data: data})
+				idx++
+			}
+		})
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/gob"
 	"fmt"
 	"io"
+	"slices"
 	"sync/atomic"
 
 	"github.com/hashicorp/raft"
@@ -81,7 +82,7 @@ type snapshotConn struct {
 // Persist.
 type snapshot struct {
 	data     snapshotData
-	entries  []Entry
+	entries  []slot
 	dedupQ   []dedupItem
 	m        *Machine
 	released atomic.Bool
@@ -100,20 +101,23 @@ func (m *Machine) Snapshot() (raft.FSMSnapshot, error) {
 	d := snapshotData{Epoch: st.Epoch, Secret: st.Secret, Applied: st.Applied, Last: st.Last, Floor: st.Floor, Newest: st.Newest, Digest: st.Digest, Format: st.Format, EventsDone: st.EventsDone}
 	for hubName, h := range st.Hubs {
 		for id, cs := range h.Conns {
+			ack := cs.acked()
 			ci := ConnInfo{ID: id, Hub: hubName, User: cs.User, Node: cs.Node, Opened: cs.Opened,
-				ClientSeq: cs.ClientSeq, AckSeq: cs.AckSeq, AckAt: cs.AckAt}
-			for g := range cs.Groups {
-				ci.Groups = append(ci.Groups, g)
-			}
+				ClientSeq: ack.ClientSeq, AckSeq: ack.AckSeq, AckAt: ack.AckAt, Groups: cloneGroups(cs.Groups)}
+			// The base's groups are shared: a fold replaces them, never
+			// writes them.
+			base, baseGroups := cs.base()
 			d.Conns = append(d.Conns, snapshotConn{ConnInfo: ci, History: append([]groupChange(nil), cs.History...),
-				Base: cs.Base, BaseGroups: cs.BaseGroups})
+				Base: base, BaseGroups: baseGroups})
 		}
 	}
 	m.pins.Add(1)
 	return &snapshot{data: d, entries: st.Entries, dedupQ: st.DedupQ, m: m}, nil
 }
 
-// fill encodes the captured cache and dedup queue into data.
+// fill lays the captured cache and dedup queue out as data: the cached
+// commands are already encoded, and their bytes are never written in place,
+// so they are shared, not copied.
 func (s *snapshot) fill() {
 	if s.data.Entries != nil || len(s.entries) == 0 && len(s.dedupQ) == 0 {
 		return
@@ -121,10 +125,7 @@ func (s *snapshot) fill() {
 	s.data.Entries = make([]snapshotEntry, len(s.entries))
 	for i := range s.entries {
 		e := &s.entries[i]
-		s.data.Entries[i] = snapshotEntry{Cursor: e.Cursor, Command: EncodeCommand(&e.Command), ErrCode: ErrorCode(e.Err), Groups: e.Groups}
-		if e.Kind == KindConnClose {
-			s.data.Entries[i].User = e.User
-		}
+		s.data.Entries[i] = snapshotEntry{Cursor: e.Cursor, Command: e.cmd, ErrCode: e.err, Groups: e.groups, User: e.user}
 	}
 	s.data.DedupQ = s.dedupQ
 	s.data.Dedup = make([]Cursor, len(s.dedupQ))
@@ -182,7 +183,7 @@ func (m *Machine) Restore(rc io.ReadCloser) error {
 	st.Epoch, st.Secret, st.Applied, st.Last, st.Floor, st.Newest = d.Epoch, d.Secret, d.Applied, d.Last, d.Floor, d.Newest
 	st.Format, st.EventsDone = d.Format, d.EventsDone
 	st.Digest = d.Digest
-	st.Entries = make([]Entry, len(d.Entries))
+	st.Entries = make([]slot, len(d.Entries))
 	for i, se := range d.Entries {
 		c, err := DecodeCommand(se.Command)
 		if err != nil {
@@ -196,31 +197,42 @@ func (m *Machine) Restore(rc io.ReadCloser) error {
 			// Since relies on the order; a snapshot this machine wrote has it.
 			return fmt.Errorf("fsm: restore entry %s: out of order (last %s)", se.Cursor, d.Last)
 		}
+		s := slot{Cursor: se.Cursor, Time: c.Time, cmd: se.Command, groups: se.Groups, err: se.ErrCode}
 		if c.Kind == KindConnClose {
 			c.User = se.User
+			s.user = se.User
 		}
-		st.Entries[i] = Entry{Cursor: se.Cursor, Command: c, Err: e, Groups: se.Groups}
-		st.Bytes += int64(st.Entries[i].size())
+		// The bytes are kept as the snapshot has them (gob gave each entry
+		// its own array); the decoded command only validates them and sizes
+		// the entry as Apply did.
+		s.size = uint32((&Entry{Cursor: se.Cursor, Command: c, Err: e, Groups: se.Groups}).size())
+		st.Entries[i] = s
+		st.Bytes += int64(s.size)
 	}
 	for _, ci := range d.Conns {
 		h := st.hub(ci.Hub)
 		if _, dup := h.Conns[ci.ID]; dup {
 			return fmt.Errorf("fsm: restore: connection %q of hub %q listed twice", ci.ID, ci.Hub)
 		}
-		cs := &connState{User: ci.User, Node: ci.Node, Opened: ci.Opened,
-			History: ci.History, Base: ci.Base, BaseGroups: ci.BaseGroups,
-			ClientSeq: ci.ClientSeq, AckSeq: ci.AckSeq, AckAt: ci.AckAt}
+		cs := &connState{User: ci.User, Node: ci.Node, Opened: ci.Opened, History: ci.History}
+		if ci.Base != ci.Opened || len(ci.BaseGroups) > 0 {
+			cs.folded = &historyBase{Base: ci.Base, Groups: ci.BaseGroups}
+		}
+		if ack := (ackState{ClientSeq: ci.ClientSeq, AckSeq: ci.AckSeq, AckAt: ci.AckAt}); ack != (ackState{}) {
+			cs.acks = &ack
+		}
 		h.Conns[ci.ID] = cs
 		if ci.User != "" {
 			// Not addUser: ids are unique (checked above), and its search
 			// would make a user with many connections cost quadratic time.
 			h.Users[ci.User] = append(h.Users[ci.User], ci.ID)
 		}
-		for _, g := range ci.Groups {
-			if cs.Groups == nil {
-				cs.Groups = map[string]struct{}{}
-			}
-			cs.Groups[g] = struct{}{}
+		// Sorted and without repeats whatever wrote the snapshot: older
+		// builds listed the groups in map order.
+		if len(ci.Groups) > 0 {
+			cs.Groups = slices.Compact(slices.Sorted(slices.Values(ci.Groups)))
+		}
+		for _, g := range cs.Groups {
 			addTo(h.Groups, g, ci.ID)
 		}
 	}
@@ -232,6 +244,7 @@ func (m *Machine) Restore(rc io.ReadCloser) error {
 		st.Dedup[it.ID] = d.Dedup[i]
 		st.DedupQ[i].At = d.Dedup[i] // zero in a snapshot of an older build
 	}
+	st.dedupPeak = len(st.Dedup)
 	m.mu.Lock()
 	m.st = st
 	m.evictLocked() // this node's limits may be smaller than the snapshotter's
