@@ -6,6 +6,7 @@ import (
 	"github.com/raftplane/raftplane/fsm"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -113,14 +114,17 @@ type conn struct {
 func (s *Server) newConn(r *http.Request, id, hub, user string, tr transport) *conn {
 	ident := identityOf(r)
 	c := &conn{
-		noHeaders:  refusesHeaders(r),
-		claims:     ident.claims,
-		expires:    ident.expires,
-		query:      s.clientQuery(r),
-		srv:        s,
-		id:         id,
-		hub:        hub,
-		user:       user,
+		noHeaders: refusesHeaders(r),
+		claims:    ident.claims,
+		expires:   ident.expires,
+		query:     s.clientQuery(r),
+		srv:       s,
+		// Copies: these may be substrings of the request line (the path's
+		// hub, the query's user or id), which they would keep whole for the
+		// connection's life (about 250 bytes).
+		id:         strings.Clone(id),
+		hub:        strings.Clone(hub),
+		user:       strings.Clone(user),
 		proto:      jsonProtocol{},
 		tr:         tr,
 		ctx:        &connContext{},

@@ -219,7 +219,9 @@ type admission struct {
 
 // admissionFor builds the admission of a request.
 func (s *Server) admissionFor(r *http.Request, hub, user string, resume bool) admission {
-	return admission{hub: hub, user: user, ip: s.clientIP(r), resume: resume}
+	// Copies, as in newConn: the per-user count keeps them for the
+	// connection's life, and they may be substrings of the request line.
+	return admission{hub: strings.Clone(hub), user: strings.Clone(user), ip: s.clientIP(r), resume: resume}
 }
 
 // clientIP returns the address a connection counts against for
