@@ -356,9 +356,9 @@ func (c *conn) kickLocked() {
 // (keepAliveEvery), so a Ping goes out between one and 1.25 intervals after
 // the last write (well within ClientTimeout, which Validate keeps above the
 // interval).
-func (s *Server) keepAliveSweep() {
+func (s *Server) keepAliveSweep(conns []*conn) {
 	now := time.Now()
-	for _, c := range s.liveConns() {
+	for _, c := range conns {
 		c.pingIfIdle(now, s.cfg.KeepAliveInterval)
 	}
 }

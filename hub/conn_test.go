@@ -230,7 +230,7 @@ func TestConn_IdleHasNoWriter(t *testing.T) {
 	s.conns[c.id] = c
 	s.mu.Unlock()
 	s.wg.Add(1)
-	go s.everyTick(s.keepAliveEvery(), s.keepAliveSweep)
+	go s.everyTick(s.keepAliveEvery(), s.sweeper(s.keepAliveSweep))
 	t.Cleanup(func() {
 		close(s.stop)
 		s.wg.Wait()

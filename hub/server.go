@@ -29,6 +29,8 @@ type Server struct {
 	// readBufs lends WebSocket read buffers of WSReadBufferSize bytes
 	// (wsidle.go: lentReader).
 	readBufs sync.Pool
+	// connBufs lends connectionStats its list of connections (*[]*conn).
+	connBufs sync.Pool
 	// jsonSplits and msgpackSplits hold resting splitters (inbox.go).
 	jsonSplits, msgpackSplits sync.Pool
 
@@ -100,6 +102,7 @@ func New(cfg Config, pub Publisher, stream Stream) (*Server, error) {
 		},
 	}
 	s.readBufs.New = func() any { b := make([]byte, cfg.WSReadBufferSize); return &b }
+	s.connBufs.New = func() any { return new([]*conn) }
 	s.jsonSplits.New = func() any { return newSplitter(jsonProtocol{}.name(), cfg.MaxMessageSize) }
 	s.msgpackSplits.New = func() any { return newSplitter(msgpackProtocol{}.name(), cfg.MaxMessageSize) }
 	s.lim.init(cfg, lg)
@@ -161,11 +164,11 @@ func (s *Server) Start() error {
 	from := s.stream.Position().Last
 	s.wg.Add(4)
 	go s.dispatch(from)
-	go s.reapLoop()                                        // reap.go
-	go s.everyTick(statefulAckInterval, s.checkpointSweep) // stateful.go
-	go s.everyTick(s.keepAliveEvery(), s.keepAliveSweep)   // conn.go
-	s.startJWKS()                                          // jwt.go
-	s.startEvents()                                        // events.go: after every Handle
+	go s.reapLoop()                                                   // reap.go
+	go s.everyTick(statefulAckInterval, s.sweeper(s.checkpointSweep)) // stateful.go
+	go s.everyTick(s.keepAliveEvery(), s.sweeper(s.keepAliveSweep))   // conn.go
+	s.startJWKS()                                                     // jwt.go
+	s.startEvents()                                                   // events.go: after every Handle
 	return nil
 }
 
@@ -190,18 +193,32 @@ func (s *Server) everyTick(d time.Duration, fn func()) {
 func (s *Server) liveConns() []*conn {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.liveConnsLocked()
+	return s.appendLiveLocked(make([]*conn, 0, len(s.conns)))
 }
 
-// liveConnsLocked is liveConns with s.mu held.
-func (s *Server) liveConnsLocked() []*conn {
-	conns := make([]*conn, 0, len(s.conns))
+// appendLiveLocked appends liveConns to dst; s.mu is held.
+func (s *Server) appendLiveLocked(dst []*conn) []*conn {
 	for _, c := range s.conns {
 		if c != nil {
-			conns = append(conns, c)
+			dst = append(dst, c)
 		}
 	}
-	return conns
+	return dst
+}
+
+// sweeper returns, for everyTick, a tick that hands fn the live
+// connections in a slice it keeps from tick to tick: the sweeps run every
+// second or so over every connection, and a fresh copy of the list each
+// time was most of what an idle node allocated.
+func (s *Server) sweeper(fn func(conns []*conn)) func() {
+	var buf []*conn
+	return func() {
+		s.mu.Lock()
+		buf = s.appendLiveLocked(buf[:0])
+		s.mu.Unlock()
+		fn(buf)
+		clear(buf) // keeps no connection alive between ticks
+	}
 }
 
 // Close stops accepting clients, closes every connection with a Close
@@ -215,7 +232,7 @@ func (s *Server) Close(ctx context.Context) error {
 		t.Stop()
 		delete(s.detached, id)
 	}
-	conns := s.liveConnsLocked() // with closing set, under one lock
+	conns := s.appendLiveLocked(nil) // with closing set, under one lock
 	s.mu.Unlock()
 	for _, c := range conns {
 		if c.handshaking.Load() {

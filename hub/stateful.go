@@ -298,9 +298,9 @@ func (c *conn) statefulAck(buf []byte) []byte {
 // stateful connections into the log (Start runs it once per
 // statefulAckInterval), so that another node taking one over replays from
 // there.
-func (s *Server) checkpointSweep() {
+func (s *Server) checkpointSweep(conns []*conn) {
 	var due []*conn
-	for _, c := range s.liveConns() {
+	for _, c := range conns {
 		if c.sr != nil {
 			if _, _, ok := c.sr.checkpoint(); ok {
 				due = append(due, c)

@@ -233,13 +233,19 @@ func (s *Server) Stats() Stats {
 
 // connectionStats fills in the open connections and their queues.
 func (s *Server) connectionStats(out *Stats) {
+	// The list is in a buffer lent by connBufs: the dashboard and the
+	// metrics call this every few seconds, and a fresh copy of it each
+	// time was most of what an idle node with many connections allocated.
+	bp := s.connBufs.Get().(*[]*conn)
+	defer func() { clear(*bp); *bp = (*bp)[:0]; s.connBufs.Put(bp) }()
 	s.mu.Lock()
-	conns := make([]*conn, 0, len(s.conns))
+	conns := *bp
 	for _, c := range s.conns {
 		if c != nil && !c.handshaking.Load() {
 			conns = append(conns, c)
 		}
 	}
+	*bp = conns
 	s.mu.Unlock()
 	type key struct{ hub, tr, proto string }
 	counts := map[key]int{}
