@@ -338,15 +338,23 @@ func (c *conn) disarmCloseOnCancel() bool {
 // kickLocked starts a drain goroutine if there is work and no one owns the
 // transport. c.mu is held.
 func (c *conn) kickLocked() {
+	if c.claimWriterLocked() {
+		go c.drain()
+	}
+}
+
+// claimWriterLocked makes the caller the connection's writer if there is
+// work and no one owns the transport: it must then run drain. c.mu is held.
+func (c *conn) claimWriterLocked() bool {
 	if c.writing || c.ended {
-		return
+		return false
 	}
 	work := c.closing || c.readerGone || c.pingDue || c.ackDue || (len(c.queue) > 0 && !c.holding)
 	if !work {
-		return
+		return false
 	}
 	c.writing = true
-	go c.drain()
+	return true
 }
 
 // keepAliveSweep has a Ping sent on every local connection that has
@@ -356,10 +364,73 @@ func (c *conn) kickLocked() {
 // (keepAliveEvery), so a Ping goes out between one and 1.25 intervals after
 // the last write (well within ClientTimeout, which Validate keeps above the
 // interval).
+//
+// The Pings are written by pingWorkers goroutines that the sweep hands
+// the connections to, not by a writer goroutine each: on a node of idle
+// connections every one of them is due in the same sweep, and as many
+// writers at once meant as many goroutines, each with its stack, for a
+// moment; the runtime keeps every goroutine's descriptor for good and the
+// stacks' memory until the scavenger returns it. A worker writes one
+// connection at a time, so a client that does not read holds up its
+// worker: when none takes a connection within pingHandoff, the rest of
+// the sweep starts a writer per connection as before, and a few stuck
+// clients cannot hold back everyone's Pings for more than that.
 func (s *Server) keepAliveSweep(conns []*conn) {
 	now := time.Now()
+	var late *time.Timer
+	direct := false
 	for _, c := range conns {
-		c.pingIfIdle(now, s.cfg.KeepAliveInterval)
+		if !c.pingIfIdle(now, s.cfg.KeepAliveInterval) {
+			continue
+		}
+		if direct {
+			go c.drain()
+			continue
+		}
+		select {
+		case s.pings <- c:
+			continue
+		default:
+		}
+		// A worker is writing: wait for one, up to pingHandoff each time.
+		if late == nil {
+			late = time.NewTimer(pingHandoff)
+			defer late.Stop()
+		} else {
+			late.Reset(pingHandoff) // since Go 1.23 no stale tick survives a Reset
+		}
+		select {
+		case s.pings <- c:
+		case <-late.C:
+			direct = true
+			go c.drain()
+		case <-s.stop:
+			direct = true
+			go c.drain()
+		}
+	}
+}
+
+// pingWorkers is how many goroutines write the sweep's Pings, and
+// pingHandoff how long a sweep waits for one of them before it starts a
+// writer per connection for the rest.
+const (
+	pingWorkers = 8
+	pingHandoff = 100 * time.Millisecond
+)
+
+// pingWorker writes the Pings (and whatever else is due) of the
+// connections the sweep hands it, until the server stops. Start runs
+// pingWorkers of them.
+func (s *Server) pingWorker() {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case c := <-s.pings:
+			c.drain()
+		}
 	}
 }
 
@@ -368,16 +439,18 @@ func (s *Server) keepAliveEvery() time.Duration {
 	return max(s.cfg.KeepAliveInterval/4, time.Millisecond)
 }
 
-// pingIfIdle has a Ping written when the connection's writer runs and
-// nothing was written for ka.
-func (c *conn) pingIfIdle(now time.Time, ka time.Duration) {
+// pingIfIdle marks a Ping due when nothing was written for ka, and
+// reports whether the caller became the connection's writer (it must run
+// drain); false when a writer is running already (it writes the Ping) or
+// nothing is due.
+func (c *conn) pingIfIdle(now time.Time, ka time.Duration) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.ended || !c.keepAlive || now.Sub(c.lastWrite) < ka {
-		return
+		return false
 	}
 	c.pingDue = true
-	c.kickLocked()
+	return c.claimWriterLocked()
 }
 
 func (c *conn) ackTick() {

@@ -229,8 +229,9 @@ func TestConn_IdleHasNoWriter(t *testing.T) {
 	s.mu.Lock()
 	s.conns[c.id] = c
 	s.mu.Unlock()
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.everyTick(s.keepAliveEvery(), s.sweeper(s.keepAliveSweep))
+	go s.pingWorker()
 	t.Cleanup(func() {
 		close(s.stop)
 		s.wg.Wait()
@@ -261,6 +262,46 @@ func TestConn_IdleHasNoWriter(t *testing.T) {
 	c.cancel()
 	waitChan(t, "the transport to close once the reader is gone", tr.closed)
 	waitChan(t, "the writer to end", c.writerDone)
+}
+
+// The sweep hands due connections to the ping workers; a client that does
+// not read holds up its worker, and the others' Pings go out all the same,
+// by a writer of their own once no worker takes them.
+func TestKeepAliveSweep_StuckWorker(t *testing.T) {
+	t.Parallel()
+	stuck, fine := newGateTransport(true), newGateTransport(false)
+	c1 := newUnitConn(t, 100, stuck)
+	s := c1.srv
+	c2 := s.newConn(nil, "conn-2", testHubName, "u", fine)
+	c2.startWriter()
+	t.Cleanup(func() {
+		c2.cancel()
+		<-c2.writerDone
+	})
+	long := time.Now().Add(-time.Hour)
+	for _, c := range []*conn{c1, c2} {
+		c.mu.Lock()
+		c.lastWrite = long
+		c.mu.Unlock()
+	}
+	s.wg.Add(1)
+	go s.pingWorker() // one worker: c1's write will hold it
+	t.Cleanup(func() {
+		close(stuck.release) // lets the worker go, then stop
+		close(s.stop)
+		s.wg.Wait()
+	})
+	s.keepAliveSweep([]*conn{c1})
+	waitChan(t, "the worker to be stuck in c1's write", stuck.entered)
+	s.keepAliveSweep([]*conn{c2}) // no worker takes it within pingHandoff
+	ping := `{"type":6}` + "\x1e"
+	waitFor(t, "c2's Ping", func() bool {
+		w := fine.written()
+		return len(w) == 1 && string(w[0]) == ping
+	})
+	if n := len(stuck.written()); n != 0 {
+		t.Fatalf("c1's blocked write completed (%d writes)", n)
+	}
 }
 
 // With WriteDelay, a busy connection's messages share a write; a quiet one

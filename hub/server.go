@@ -29,6 +29,9 @@ type Server struct {
 	// readBufs lends WebSocket read buffers of WSReadBufferSize bytes
 	// (wsidle.go: lentReader).
 	readBufs sync.Pool
+	// pings hands the keep-alive sweep's connections to the ping workers
+	// (conn.go); unbuffered, so none is left in it when they stop.
+	pings chan *conn
 	// connBufs lends connectionStats its list of connections (*[]*conn).
 	connBufs sync.Pool
 	// jsonSplits and msgpackSplits hold resting splitters (inbox.go).
@@ -93,6 +96,7 @@ func New(cfg Config, pub Publisher, stream Stream) (*Server, error) {
 		apps:     map[string]*app{},
 		stop:     make(chan struct{}),
 		dispCh:   make(chan struct{}),
+		pings:    make(chan *conn),
 		ws: websocket.Upgrader{
 			ReadBufferSize:  upgraderReadBuffer(cfg.WSReadBufferSize),
 			WriteBufferSize: cfg.WSWriteBufferSize,
@@ -162,7 +166,10 @@ func (s *Server) Start() error {
 	}
 	s.started = true
 	from := s.stream.Position().Last
-	s.wg.Add(4)
+	s.wg.Add(4 + pingWorkers)
+	for range pingWorkers {
+		go s.pingWorker() // conn.go
+	}
 	go s.dispatch(from)
 	go s.reapLoop()                                                   // reap.go
 	go s.everyTick(statefulAckInterval, s.sweeper(s.checkpointSweep)) // stateful.go
