@@ -29,7 +29,7 @@ func TestDeliver_AttachesAtItsOwnEntry(t *testing.T) {
 	}
 	attached := func() bool {
 		select {
-		case <-c.attached:
+		case <-c.wait(&c.attached):
 			return true
 		default:
 			return false

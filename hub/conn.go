@@ -91,10 +91,10 @@ type conn struct {
 	// applied late (it timed out during a partition, say); attaching at
 	// that one would deliver twice what the replay also sends.
 	openID     string
-	attached   chan struct{} // closed by the dispatcher when ConnOpen applies
-	opened     atomic.Bool   // ConnOpen committed: a ConnClose is owed
-	removed    atomic.Bool   // ConnClose applied: nothing is owed
-	writerDone chan struct{}
+	attached   signal      // fired by the dispatcher when ConnOpen applies; under mu
+	opened     atomic.Bool // ConnOpen committed: a ConnClose is owed
+	removed    atomic.Bool // ConnClose applied: nothing is owed
+	writerDone signal      // fired when the writer has ended the transport; under mu
 
 	// parallel, when MaxParallelInvocations > 1 (and not a stateful
 	// connection), holds a token per invocation running; invocations
@@ -122,16 +122,14 @@ func (s *Server) newConn(r *http.Request, id, hub, user string, tr transport) *c
 		// Copies: these may be substrings of the request line (the path's
 		// hub, the query's user or id), which they would keep whole for the
 		// connection's life (about 250 bytes).
-		id:         strings.Clone(id),
-		hub:        strings.Clone(hub),
-		user:       strings.Clone(user),
-		proto:      jsonProtocol{},
-		tr:         tr,
-		ctx:        &connContext{},
-		writing:    true, // the serving goroutine's until startWriter
-		openID:     "open:" + newConnectionID(),
-		attached:   make(chan struct{}),
-		writerDone: make(chan struct{}),
+		id:      strings.Clone(id),
+		hub:     strings.Clone(hub),
+		user:    strings.Clone(user),
+		proto:   jsonProtocol{},
+		tr:      tr,
+		ctx:     &connContext{},
+		writing: true, // the serving goroutine's until startWriter
+		openID:  "open:" + newConnectionID(),
 	}
 	return c
 }
@@ -666,5 +664,56 @@ func (c *conn) end() {
 	}
 	c.mu.Unlock()
 	c.cancel()
-	close(c.writerDone)
+	c.fire(&c.writerDone)
 }
+
+// signal is a one-time event under a lock of its owner's: its channel is
+// made only for a waiter that comes before it fires, and let go once it
+// has (a waiter keeps its own reference). A connection has two (attached,
+// writerDone) for its whole life, and a channel is 96 bytes: an idle
+// connection keeps none.
+type signal struct {
+	ch    chan struct{}
+	fired bool
+}
+
+// waitLocked returns a channel closed once the signal has fired.
+func (s *signal) waitLocked() <-chan struct{} {
+	if s.ch == nil {
+		if s.fired {
+			return closedChan
+		}
+		s.ch = make(chan struct{})
+	}
+	return s.ch
+}
+
+// fireLocked fires the signal; only the first call does anything.
+func (s *signal) fireLocked() {
+	if s.fired {
+		return
+	}
+	s.fired = true
+	if s.ch != nil {
+		close(s.ch)
+		s.ch = nil
+	}
+}
+
+// fire fires one of c's signals.
+func (c *conn) fire(s *signal) {
+	c.mu.Lock()
+	s.fireLocked()
+	c.mu.Unlock()
+}
+
+// wait returns a channel closed once one of c's signals has fired.
+func (c *conn) wait(s *signal) <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return s.waitLocked()
+}
+
+// writerEnded returns a channel closed once the writer has ended the
+// transport.
+func (c *conn) writerEnded() <-chan struct{} { return c.wait(&c.writerDone) }

@@ -101,7 +101,7 @@ func newUnitConn(t *testing.T, maxQueued int, tr transport, opts ...func(*Config
 	c.startWriter()
 	t.Cleanup(func() {
 		c.cancel()
-		<-c.writerDone
+		<-c.writerEnded()
 	})
 	return c
 }
@@ -139,7 +139,7 @@ func TestConn_Enqueue(t *testing.T) {
 		})
 		close(tr.release)
 		waitChan(t, "the transport to close", tr.closed)
-		waitChan(t, "the writer to end", c.writerDone)
+		waitChan(t, "the writer to end", c.writerEnded())
 
 		w := tr.written()
 		if len(w) != 2 {
@@ -261,7 +261,7 @@ func TestConn_IdleHasNoWriter(t *testing.T) {
 	}
 	c.cancel()
 	waitChan(t, "the transport to close once the reader is gone", tr.closed)
-	waitChan(t, "the writer to end", c.writerDone)
+	waitChan(t, "the writer to end", c.writerEnded())
 }
 
 // The sweep hands due connections to the ping workers; a client that does
@@ -276,7 +276,7 @@ func TestKeepAliveSweep_StuckWorker(t *testing.T) {
 	c2.startWriter()
 	t.Cleanup(func() {
 		c2.cancel()
-		<-c2.writerDone
+		<-c2.writerEnded()
 	})
 	long := time.Now().Add(-time.Hour)
 	for _, c := range []*conn{c1, c2} {

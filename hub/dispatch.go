@@ -191,7 +191,7 @@ func (s *Server) attachOpened(e *fsm.Entry) {
 		return
 	}
 	s.localHub(e.Hub, true).attach(c)
-	close(c.attached)
+	c.fire(&c.attached)
 }
 
 // detachClosed unindexes a connection the log closed and ends it, if this
@@ -234,7 +234,7 @@ func (s *Server) attachResumed(e *fsm.Entry) {
 	for _, g := range e.Groups {
 		h.join(c, g)
 	}
-	close(c.attached)
+	c.fire(&c.attached)
 }
 
 // changeGroup applies a join or leave of a connection this node holds.

@@ -58,7 +58,7 @@ func benchFanout(b *testing.B, subs, batch int) {
 	b.Cleanup(func() {
 		for _, c := range conns {
 			c.cancel()
-			<-c.writerDone
+			<-c.writerEnded()
 		}
 	})
 	args, _ := json.Marshal([]any{1, 2, 3, string(make([]byte, 120))})

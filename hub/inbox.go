@@ -22,8 +22,11 @@ import "sync"
 // handling blocks (a full pipeline, a slow upstream) stops reading, as it
 // did when it handled on its own goroutine.
 type inbox struct {
-	mu      sync.Mutex
-	cond    *sync.Cond // on mu: the handler took the queue, or stopped
+	mu sync.Mutex
+	// wake, made by a wait (under mu), is closed when the handler takes
+	// the queue or stops: a channel only while someone waits, rather than a
+	// sync.Cond kept for the connection's life.
+	wake    chan struct{}
 	q       []inboxItem
 	bytes   int
 	running bool // a handler goroutine is running
@@ -60,11 +63,8 @@ func (c *conn) receive(p []byte) {
 func (c *conn) put(it inboxItem) {
 	in := &c.in
 	in.mu.Lock()
-	if in.cond == nil {
-		in.cond = sync.NewCond(&in.mu)
-	}
 	for in.bytes > 0 && in.bytes+len(it.p) > c.srv.cfg.MaxMessageSize && c.ctx.Err() == nil {
-		in.cond.Wait()
+		in.waitLocked()
 	}
 	in.q = append(in.q, it)
 	in.bytes += len(it.p)
@@ -89,13 +89,13 @@ func (c *conn) handleInbox() {
 				c.srv.splitters(c.proto).Put(in.split)
 				in.split = nil
 			}
-			in.cond.Broadcast()
+			in.wakeLocked()
 			in.mu.Unlock()
 			return
 		}
 		batch, in.q = in.q, batch[:0]
 		in.bytes = 0
-		in.cond.Broadcast()
+		in.wakeLocked()
 		in.mu.Unlock()
 		for i := range batch {
 			c.handleItem(batch[i])
@@ -131,7 +131,27 @@ func (c *conn) awaitInbox() {
 	in := &c.in
 	in.mu.Lock()
 	for in.running {
-		in.cond.Wait()
+		in.waitLocked()
 	}
 	in.mu.Unlock()
+}
+
+// waitLocked waits, with in.mu held, until the handler takes the queue or
+// stops (wakeLocked); the caller checks again what it waits for.
+func (in *inbox) waitLocked() {
+	if in.wake == nil {
+		in.wake = make(chan struct{})
+	}
+	wake := in.wake
+	in.mu.Unlock()
+	<-wake
+	in.mu.Lock()
+}
+
+// wakeLocked wakes every waitLocked; in.mu is held.
+func (in *inbox) wakeLocked() {
+	if in.wake != nil {
+		close(in.wake)
+		in.wake = nil
+	}
 }

@@ -480,7 +480,7 @@ func TestLimits_SlowConsumerOthersUnaffected(t *testing.T) {
 	fast.startWriter()
 	t.Cleanup(func() {
 		fast.cancel()
-		<-fast.writerDone
+		<-fast.writerEnded()
 	})
 	frame := appendInvocation(nil, "t", []byte(`["`+strings.Repeat("z", 8<<10)+`"]`), testEpoch+":1:1")
 	slowClosed := false

@@ -463,7 +463,7 @@ func (s *Server) begin(c *conn, leftover []pendingRecord) {
 func (s *Server) finish(c *conn) {
 	c.cancel()
 	c.invocations.Wait() // ended by the context: Publish returns
-	<-c.writerDone
+	<-c.writerEnded()
 	s.stats.disconnected(c) // stats.go
 	s.release(c)
 }
@@ -491,7 +491,7 @@ func (s *Server) badFraming(c *conn, err error) {
 	c.goodbye.Store(true) // a broken client: nothing to resume
 	c.close(disconnect{reason: "Connection closed with an error: " + err.Error(), flush: true, cause: endProtocolError})
 	select {
-	case <-c.writerDone:
+	case <-c.writerEnded():
 	case <-time.After(s.cfg.SendTimeout):
 	}
 }
@@ -508,7 +508,7 @@ func (s *Server) readEnded(c *conn, err error) {
 		c.close(disconnect{reason: fmt.Sprintf("Connection closed: nothing received from the client for %s.", s.cfg.ClientTimeout),
 			allowReconnect: true, cause: endClientTimeout})
 		select {
-		case <-c.writerDone:
+		case <-c.writerEnded():
 		case <-time.After(s.cfg.SendTimeout):
 		}
 	case errors.As(err, &ce):
@@ -616,7 +616,7 @@ func (s *Server) open(c *conn) (fsm.Cursor, error) {
 	}
 	c.opened.Store(true)
 	select {
-	case <-c.attached:
+	case <-c.wait(&c.attached):
 	case <-ctx.Done():
 		s.release(c)
 		return cur, wireError("Connection refused: timed out waiting for delivery to start. Retry.")
