@@ -652,6 +652,13 @@ func labelledGoroutines(test string) (int, string) {
 		if !strings.Contains(rec, "# labels: ") || !strings.Contains(rec, want) {
 			continue
 		}
+		if strings.Contains(rec, "cluster.(*Node).await.func1") {
+			// The one goroutine a closed node leaves by design: the waiter
+			// of a future raft never answers because it shut down between
+			// the commit and the FSM's apply (see Node.await). It holds
+			// nothing but the future.
+			continue
+		}
 		var k int
 		if _, err := fmt.Sscanf(rec, "%d @", &k); err == nil {
 			n += k
