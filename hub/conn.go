@@ -296,9 +296,9 @@ func (c *conn) startWriter() {
 // cancelled runs on every cancel: the connection is over. Before the
 // writer owns the transport (closeOnCancel armed) it closes the transport
 // to unblock the handshake's read; after, it has the writer end the
-// transport once it is done with what it is writing. (A callback rather
-// than a context.AfterFunc: every registration on c.ctx costs each
-// connection memory for its whole life.)
+// transport once it is done with what it is writing. (Called by cancel
+// rather than registered with context.AfterFunc: a registration that lasts
+// the connection's life would cost it memory for its whole life.)
 func (c *conn) cancelled() {
 	c.mu.Lock()
 	closeNow := c.closeOnCancel
