@@ -667,37 +667,48 @@ func (c *conn) end() {
 	c.fire(&c.writerDone)
 }
 
-// signal is a one-time event under a lock of its owner's: its channel is
-// made only for a waiter that comes before it fires, and let go once it
-// has (a waiter keeps its own reference). A connection has two (attached,
-// writerDone) for its whole life, and a channel is 96 bytes: an idle
-// connection keeps none.
+// wakeup wakes whoever waits, under a lock of its owner's: its channel
+// is made by the first waiter and closed and dropped by wake, so that an
+// owner nobody waits on keeps none (a channel is 96 bytes, and a
+// connection has several such waits for its whole life: its inbox, its
+// pipeline, its signals).
+type wakeup struct{ ch chan struct{} }
+
+// chanLocked returns the channel the next wake closes.
+func (w *wakeup) chanLocked() <-chan struct{} {
+	if w.ch == nil {
+		w.ch = make(chan struct{})
+	}
+	return w.ch
+}
+
+// wakeLocked wakes every waiter since the last wake.
+func (w *wakeup) wakeLocked() {
+	if w.ch != nil {
+		close(w.ch)
+		w.ch = nil
+	}
+}
+
+// signal is a one-time event (attached, writerDone) under a lock of its
+// owner's: a wakeup that stays woken.
 type signal struct {
-	ch    chan struct{}
+	w     wakeup
 	fired bool
 }
 
 // waitLocked returns a channel closed once the signal has fired.
 func (s *signal) waitLocked() <-chan struct{} {
-	if s.ch == nil {
-		if s.fired {
-			return closedChan
-		}
-		s.ch = make(chan struct{})
+	if s.fired {
+		return closedChan
 	}
-	return s.ch
+	return s.w.chanLocked()
 }
 
 // fireLocked fires the signal; only the first call does anything.
 func (s *signal) fireLocked() {
-	if s.fired {
-		return
-	}
 	s.fired = true
-	if s.ch != nil {
-		close(s.ch)
-		s.ch = nil
-	}
+	s.w.wakeLocked()
 }
 
 // fire fires one of c's signals.

@@ -23,10 +23,10 @@ import "sync"
 // did when it handled on its own goroutine.
 type inbox struct {
 	mu sync.Mutex
-	// wake, made by a wait (under mu), is closed when the handler takes
-	// the queue or stops: a channel only while someone waits, rather than a
+	// wake wakes the waits (waitLocked) when the handler takes the queue
+	// or stops: a channel only while someone waits, rather than a
 	// sync.Cond kept for the connection's life.
-	wake    chan struct{}
+	wake    wakeup
 	q       []inboxItem
 	bytes   int
 	running bool // a handler goroutine is running
@@ -89,13 +89,13 @@ func (c *conn) handleInbox() {
 				c.srv.splitters(c.proto).Put(in.split)
 				in.split = nil
 			}
-			in.wakeLocked()
+			in.wake.wakeLocked()
 			in.mu.Unlock()
 			return
 		}
 		batch, in.q = in.q, batch[:0]
 		in.bytes = 0
-		in.wakeLocked()
+		in.wake.wakeLocked()
 		in.mu.Unlock()
 		for i := range batch {
 			c.handleItem(batch[i])
@@ -137,21 +137,10 @@ func (c *conn) awaitInbox() {
 }
 
 // waitLocked waits, with in.mu held, until the handler takes the queue or
-// stops (wakeLocked); the caller checks again what it waits for.
+// stops (in.wake); the caller checks again what it waits for.
 func (in *inbox) waitLocked() {
-	if in.wake == nil {
-		in.wake = make(chan struct{})
-	}
-	wake := in.wake
+	wake := in.wake.chanLocked()
 	in.mu.Unlock()
 	<-wake
 	in.mu.Lock()
-}
-
-// wakeLocked wakes every waitLocked; in.mu is held.
-func (in *inbox) wakeLocked() {
-	if in.wake != nil {
-		close(in.wake)
-		in.wake = nil
-	}
 }

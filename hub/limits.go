@@ -219,9 +219,7 @@ type admission struct {
 
 // admissionFor builds the admission of a request.
 func (s *Server) admissionFor(r *http.Request, hub, user string, resume bool) admission {
-	// Copies, as in newConn: the per-user count keeps them for the
-	// connection's life, and they may be substrings of the request line.
-	return admission{hub: strings.Clone(hub), user: strings.Clone(user), ip: s.clientIP(r), resume: resume}
+	return admission{hub: hub, user: user, ip: s.clientIP(r), resume: resume}
 }
 
 // clientIP returns the address a connection counts against for
@@ -350,7 +348,9 @@ func (s *Server) holdLocked(id string, a admission) {
 		l.perIP[a.ip]++
 	}
 	if s.cfg.MaxConnectionsPerUser > 0 && a.user != "" {
-		h.user = userKey{a.hub, a.user}
+		// Copies, as in newConn: the count keeps them for the
+		// connection's life, and they may be substrings of the request line.
+		h.user = userKey{strings.Clone(a.hub), strings.Clone(a.user)}
 		l.perUser[h.user]++
 	}
 	if h.ip.IsValid() || h.user.user != "" {

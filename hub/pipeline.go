@@ -66,10 +66,10 @@ type pipeline struct {
 	// MaxPipelinedInvocations: push waits while it is full.
 	q       []*pipeItem
 	running bool // a completer goroutine is draining q
-	// space, made by a push that finds q full, is closed by the completer
-	// when it takes an item. (Made on demand, not a channel of tokens held
-	// for the connection's life: an idle connection keeps 96 bytes less.)
-	space chan struct{}
+	// space wakes a push that found q full when the completer takes an
+	// item (a wakeup, not a channel of tokens held for the connection's
+	// life: an idle connection keeps 96 bytes less).
+	space wakeup
 }
 
 // pipelined reports whether m, an invocation, goes through the pipeline:
@@ -101,10 +101,7 @@ func (c *conn) push(it *pipeItem) bool {
 	p := c.pipe
 	p.mu.Lock()
 	for len(p.q) >= c.srv.cfg.MaxPipelinedInvocations {
-		if p.space == nil {
-			p.space = make(chan struct{})
-		}
-		space := p.space
+		space := p.space.chanLocked()
 		p.mu.Unlock()
 		select {
 		case <-space:
@@ -140,10 +137,7 @@ func (p *pipeline) next() (*pipeItem, bool) {
 	it := p.q[0]
 	p.q[0] = nil
 	p.q = p.q[1:]
-	if p.space != nil {
-		close(p.space)
-		p.space = nil
-	}
+	p.space.wakeLocked()
 	return it, true
 }
 

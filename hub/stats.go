@@ -237,24 +237,19 @@ func (s *Server) connectionStats(out *Stats) {
 	// metrics call this every few seconds, and a fresh copy of it each
 	// time was most of what an idle node with many connections allocated.
 	bp := s.connBufs.Get().(*[]*conn)
-	defer func() { clear(*bp); *bp = (*bp)[:0]; s.connBufs.Put(bp) }()
+	defer func() { clear(*bp); s.connBufs.Put(bp) }()
 	s.mu.Lock()
-	conns := *bp
-	for _, c := range s.conns {
-		if c != nil && !c.handshaking.Load() {
-			conns = append(conns, c)
-		}
-	}
-	*bp = conns
+	*bp = s.appendLiveLocked((*bp)[:0])
 	s.mu.Unlock()
+	conns := *bp
 	type key struct{ hub, tr, proto string }
 	counts := map[key]int{}
 	depth := make([]uint64, len(queueDepthBounds)+1)
 	var queued, bytes uint64
 	var behind []ConnectionQueue
 	for _, c := range conns {
-		if c.ctx.Err() != nil {
-			continue // ended, being cleaned up
+		if c.handshaking.Load() || c.ctx.Err() != nil {
+			continue // not open yet; or ended, being cleaned up
 		}
 		c.mu.Lock()
 		proto, n, b := c.proto.name(), len(c.queue), c.queuedBytes+c.inflight
