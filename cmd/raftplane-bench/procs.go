@@ -200,6 +200,7 @@ func startCluster(ctx context.Context, bin string, n int, extra []string, profil
 		cmd := exec.Command(bin, args...)
 		cmd.Stdout, cmd.Stderr = lf, lf
 		cmd.Env = os.Environ()
+		dieWithTool(cmd)
 		if err := cmd.Start(); err != nil {
 			lf.Close()
 			return nil, fmt.Errorf("%s: start: %w", nd.name, err)

@@ -1,0 +1,9 @@
+//go:build !linux
+
+package main
+
+import "os/exec"
+
+// dieWithTool does nothing where the kernel offers no parent-death signal:
+// the tool stops its nodes itself when it ends normally or is interrupted.
+func dieWithTool(*exec.Cmd) {}
