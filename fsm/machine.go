@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -1037,7 +1038,21 @@ func sortedKeys(s map[string]struct{}) []string {
 func (m *Machine) ConnectionsOn(node string) []ConnInfo {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	var out []ConnInfo
+	// Counted first and made to size: a node lists its own many thousands
+	// of connections once after a restart (the hub's reapOwn), and doubling
+	// growth would leave several times the list as garbage.
+	n := 0
+	for _, h := range m.st.Hubs {
+		for _, cs := range h.Conns {
+			if cs.Node == node {
+				n++
+			}
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	out := make([]ConnInfo, 0, n)
 	for hubName, h := range m.st.Hubs {
 		for id, cs := range h.Conns {
 			if cs.Node == node {
@@ -1045,11 +1060,11 @@ func (m *Machine) ConnectionsOn(node string) []ConnInfo {
 			}
 		}
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Hub != out[j].Hub {
-			return out[i].Hub < out[j].Hub
+	slices.SortFunc(out, func(a, b ConnInfo) int {
+		if c := strings.Compare(a.Hub, b.Hub); c != 0 {
+			return c
 		}
-		return out[i].ID < out[j].ID
+		return strings.Compare(a.ID, b.ID)
 	})
 	return out
 }

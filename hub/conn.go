@@ -195,7 +195,7 @@ func (c *conn) enqueueKick(frame []byte, at fsm.Cursor, kick bool) bool {
 	}
 	defer c.mu.Unlock()
 	if c.queue == nil {
-		c.queue = (*queues.Get().(*[]outFrame))[:0]
+		c.queue = takeQueue()
 	}
 	c.queue = append(c.queue, outFrame{frame, at})
 	c.queuedBytes += len(frame)
@@ -477,14 +477,32 @@ func (c *conn) endHold() {
 // one for every batch.
 var queues = sync.Pool{New: func() any { q := make([]outFrame, 0, 16); return &q }}
 
+// queueBoxes keeps the boxes queues hands its arrays out in, so that giving
+// an array back allocates no new box: an idle connection's every
+// keep-alive write otherwise left one behind.
+var queueBoxes sync.Pool
+
+// takeQueue takes an empty queue from queues.
+func takeQueue() []outFrame {
+	bp := queues.Get().(*[]outFrame)
+	q := (*bp)[:0]
+	*bp = nil
+	queueBoxes.Put(bp)
+	return q
+}
+
 // recycleQueue gives a drained queue back to queues.
 func recycleQueue(q []outFrame) {
 	if cap(q) == 0 || cap(q) > 1<<14 {
 		return
 	}
 	clear(q[:cap(q)]) // the frames are shared with other connections: let them go
-	q = q[:0]
-	queues.Put(&q)
+	bp, _ := queueBoxes.Get().(*[]outFrame)
+	if bp == nil {
+		bp = new([]outFrame)
+	}
+	*bp = q[:0]
+	queues.Put(bp)
 }
 
 // writeBufs lends drain its coalescing buffers.

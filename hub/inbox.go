@@ -26,8 +26,10 @@ type inbox struct {
 	// wake wakes the waits (waitLocked) when the handler takes the queue
 	// or stops: a channel only while someone waits, rather than a
 	// sync.Cond kept for the connection's life.
-	wake    wakeup
-	q       []inboxItem
+	wake wakeup
+	// q is what the reader queued for the handler: lent from inboxQueues
+	// while the connection has something to handle, nil when idle.
+	q       *inboxQueue
 	bytes   int
 	running bool // a handler goroutine is running
 
@@ -52,6 +54,28 @@ type inboxItem struct {
 	info   recordInfo
 }
 
+// inboxQueue is a queue array, boxed so that lending it from inboxQueues
+// and giving it back allocates nothing.
+type inboxQueue struct{ items []inboxItem }
+
+// inboxQueues lends the inboxes their queues: an idle connection keeps
+// none, and one that wakes for a keep-alive Ping now and then takes one
+// back from here instead of making a new one each time, which left a
+// connection's every incoming message as garbage and, with the collector
+// idle too, grew an idle node's memory.
+var inboxQueues = sync.Pool{New: func() any { return new(inboxQueue) }}
+
+// putQueue gives q back to inboxQueues, empty; a queue grown past a burst's
+// size goes to the collector instead.
+func putQueue(q *inboxQueue) {
+	if cap(q.items) > 256 {
+		return
+	}
+	clear(q.items) // the chunks are the handler's to let go
+	q.items = q.items[:0]
+	inboxQueues.Put(q)
+}
+
 // receive queues a copy of chunk p (the transport reuses its buffer) for the
 // handler.
 func (c *conn) receive(p []byte) {
@@ -66,7 +90,10 @@ func (c *conn) put(it inboxItem) {
 	for in.bytes > 0 && in.bytes+len(it.p) > c.srv.cfg.MaxMessageSize && c.ctx.Err() == nil {
 		in.waitLocked()
 	}
-	in.q = append(in.q, it)
+	if in.q == nil {
+		in.q = inboxQueues.Get().(*inboxQueue)
+	}
+	in.q.items = append(in.q.items, it)
 	in.bytes += len(it.p)
 	if !in.running {
 		in.running = true
@@ -79,28 +106,37 @@ func (c *conn) put(it inboxItem) {
 // is empty, then ends. It is the only caller of handleRecord while it runs.
 func (c *conn) handleInbox() {
 	in := &c.in
-	var batch []inboxItem
+	var batch *inboxQueue // the queue the handler works through
 	for {
 		in.mu.Lock()
-		if len(in.q) == 0 {
+		if in.q == nil || len(in.q.items) == 0 {
 			in.running = false
-			in.q = nil // an idle connection keeps no queue
+			if in.q != nil {
+				putQueue(in.q) // an idle connection keeps no queue
+				in.q = nil
+			}
 			if in.split != nil && in.split.resting() {
 				c.srv.splitters(c.proto).Put(in.split)
 				in.split = nil
 			}
 			in.wake.wakeLocked()
 			in.mu.Unlock()
+			if batch != nil {
+				putQueue(batch)
+			}
 			return
 		}
-		batch, in.q = in.q, batch[:0]
+		// The handled queue goes back to the reader; nil makes put take
+		// one from the pool.
+		batch, in.q = in.q, batch
 		in.bytes = 0
 		in.wake.wakeLocked()
 		in.mu.Unlock()
-		for i := range batch {
-			c.handleItem(batch[i])
-			batch[i] = inboxItem{}
+		for i := range batch.items {
+			c.handleItem(batch.items[i])
+			batch.items[i] = inboxItem{}
 		}
+		batch.items = batch.items[:0]
 	}
 }
 
