@@ -69,6 +69,17 @@ type Config struct {
 	// waits. Below 257, gorilla keeps a buffer of this size for the
 	// connection's life.
 	WSReadBufferSize int
+	// NoReaderParking keeps a reader goroutine waiting in the socket of
+	// every idle WebSocket, as before parking (wspark.go): for a kernel or
+	// sandbox that refuses epoll, or to compare. Parking needs Linux and a
+	// reader that waits outside gorilla (see WSReadBufferSize); elsewhere
+	// readers wait in their sockets anyway.
+	NoReaderParking bool
+	// ReaderParkAfter is how long an idle WebSocket's reader waits in its
+	// socket after the last message before it parks: a busy connection's
+	// reader stays (parking and waking cost a few system calls and a
+	// goroutine), an idle one parks. 0 parks at once.
+	ReaderParkAfter time.Duration
 	// WSWriteBufferSize is the WebSocket write buffer, lent from a pool for
 	// the length of one write: a transport message (several coalesced hub
 	// messages) up to this size goes out as one frame and one write, a
@@ -287,6 +298,7 @@ func DefaultConfig() Config {
 		MaxPipelinedInvocations: 256,
 		SendTimeout:             10 * time.Second,
 		WSReadBufferSize:        1024,
+		ReaderParkAfter:         time.Second,
 		WSWriteBufferSize:       16 << 10,
 		PublishTimeout:          10 * time.Second,
 		NegotiateTTL:            60 * time.Second,
@@ -326,6 +338,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxMessageSize < 256 {
 		errs = append(errs, fmt.Errorf("MaxMessageSize (%d) must be at least 256", c.MaxMessageSize))
+	}
+	if c.ReaderParkAfter < 0 {
+		errs = append(errs, fmt.Errorf("ReaderParkAfter (%s) must not be negative", c.ReaderParkAfter))
 	}
 	if c.WSReadBufferSize < 256 || c.WSWriteBufferSize < 256 {
 		errs = append(errs, fmt.Errorf("WSReadBufferSize (%d) and WSWriteBufferSize (%d) must be at least 256", c.WSReadBufferSize, c.WSWriteBufferSize))

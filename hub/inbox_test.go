@@ -20,13 +20,27 @@ func goroutinesIn(fn string) int {
 	return n
 }
 
-// TestIdleConnection_OnlyItsReader: once its messages are handled and
-// its answers written, a WebSocket connection keeps one goroutine, its
-// reader, started after the handshake (its stack stays small: inbox.go);
-// the handler and the writer are gone until something is due, and come
-// back for the next message. Not parallel: it counts goroutines.
-func TestIdleConnection_OnlyItsReader(t *testing.T) {
-	h := newTestHub(t)
+// TestIdleConnection_NoGoroutine: once its messages are handled and its
+// answers written, a WebSocket connection keeps no goroutine on Linux: its
+// reader parks in the server's poller (wspark.go); the handler and the
+// writer are gone until something is due, and all come back for the next
+// message. With NoReaderParking, or elsewhere, it keeps one, its reader,
+// started after the handshake (its stack stays small: inbox.go). Not
+// parallel: it counts goroutines.
+func TestIdleConnection_NoGoroutine(t *testing.T) {
+	for _, parking := range []bool{true, false} {
+		t.Run(fmt.Sprintf("parking=%v", parking), func(t *testing.T) {
+			testIdleConnection(t, parking)
+		})
+	}
+}
+
+func testIdleConnection(t *testing.T, parking bool) {
+	h := newTestHub(t, func(c *Config) { c.NoReaderParking = !parking })
+	parks := parking && h.srv.idlePoll.Load() != nil
+	if parking && canPeek && h.srv.idlePoll.Load() == nil {
+		t.Fatal("no poller on Linux")
+	}
 	const n = 8
 	var clients []*wsClient
 	for i := range n {
@@ -38,14 +52,22 @@ func TestIdleConnection_OnlyItsReader(t *testing.T) {
 	for _, c := range clients {
 		c.waitInvocations("tick", 1)
 	}
+	readers := n
+	if parks {
+		readers = 0
+	}
 	waitFor(t, "the connections to go idle", func() bool {
 		return goroutinesIn("hub.(*conn).handleInbox") == 0 &&
 			goroutinesIn("hub.(*conn).drain") == 0 &&
-			goroutinesIn("hub.(*Server).readWebSocket") == n
+			goroutinesIn("hub.(*Server).readWebSocketFrom") == readers
 	})
-	// On Linux they wait for their sockets outside gorilla's read path
-	// (wsidle.go), where their stacks stay small.
-	if canPeek {
+	if parks {
+		if got := parkedReaders(h.srv); got != n {
+			t.Errorf("%d readers parked, want %d", got, n)
+		}
+	} else if canPeek {
+		// Unparked on Linux, they wait for their sockets outside gorilla's
+		// read path (wsidle.go), where their stacks stay small.
 		if n := goroutinesIn("internal/poll.(*FD).RawRead"); n < len(clients) {
 			t.Errorf("%d goroutines wait in RawRead, want the %d idle readers", n, len(clients))
 		}
@@ -84,6 +106,17 @@ func TestIdleConnection_OnlyItsReader(t *testing.T) {
 			}
 		}
 	}
+}
+
+// parkedReaders counts the connections of s whose reader is parked.
+func parkedReaders(s *Server) int {
+	n := 0
+	for _, c := range s.liveConns() {
+		if tr, ok := c.tr.(*wsTransport); ok && tr.rd != nil && tr.rd.park != nil && tr.rd.park.state.Load() == parkParked {
+			n++
+		}
+	}
+	return n
 }
 
 // splittersHeld counts the connections of s that hold a splitter.

@@ -36,6 +36,9 @@ type Server struct {
 	connBufs sync.Pool
 	// jsonSplits and msgpackSplits hold resting splitters (inbox.go).
 	jsonSplits, msgpackSplits sync.Pool
+	// idlePoll is where idle WebSocket readers park (wspark.go); nil: they
+	// wait in their sockets. Set by Start; a handler may run before it.
+	idlePoll atomic.Pointer[poller]
 
 	mu       sync.Mutex
 	conns    map[string]*conn       // local connections by id, from handshake to cleanup
@@ -170,6 +173,16 @@ func (s *Server) Start() error {
 	for range pingWorkers {
 		go s.pingWorker() // conn.go
 	}
+	if !s.cfg.NoReaderParking && canPeek {
+		p, err := newPoller(s, parkTick(s.cfg.ClientTimeout))
+		if err != nil {
+			s.log.Warn("idle WebSocket readers wait in their sockets", "err", err)
+		} else {
+			s.idlePoll.Store(p)
+			s.wg.Add(1)
+			go p.run() // wspark_linux.go
+		}
+	}
 	go s.dispatch(from)
 	go s.reapLoop()                                                   // reap.go
 	go s.everyTick(statefulAckInterval, s.sweeper(s.checkpointSweep)) // stateful.go
@@ -274,6 +287,9 @@ func (s *Server) Close(ctx context.Context) error {
 // end signals the server's goroutines to stop.
 func (s *Server) end() {
 	close(s.stop)
+	if p := s.idlePoll.Load(); p != nil {
+		p.close()
+	}
 	s.endLife()
 	s.fwd.closeIdle()
 }

@@ -362,7 +362,7 @@ func (s *Server) statefulReconnect(w http.ResponseWriter, r *http.Request, tok c
 		s.stats.reattach(outcomeRefused) // stats.go
 		return
 	}
-	c := s.newConn(r, tok.ID, hub, tok.User, &wsTransport{ws: rd.ws, timeout: s.cfg.SendTimeout})
+	c := s.newConn(r, tok.ID, hub, tok.User, &wsTransport{ws: rd.ws, rd: rd, timeout: s.cfg.SendTimeout})
 	c.statefulOK = true
 	c.sr = newStateful()
 	c.sr.clientSpoke()

@@ -19,6 +19,7 @@ import (
 // wsTransport writes hub messages as WebSocket messages.
 type wsTransport struct {
 	ws      *websocket.Conn
+	rd      *wsReader // its reader, to wake when parked (nil in tests)
 	binary  bool
 	timeout time.Duration
 	abrupt  atomic.Bool
@@ -38,6 +39,7 @@ func (t *wsTransport) write(p []byte) error {
 func (t *wsTransport) setBinary(on bool) { t.binary = on }
 
 func (t *wsTransport) close() error {
+	t.rd.unpark() // before the socket closes: wspark.go
 	if !t.abrupt.Load() {
 		_ = t.ws.WriteControl(websocket.CloseMessage,
 			websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
@@ -122,7 +124,7 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	tr := &wsTransport{ws: rd.ws, timeout: s.cfg.SendTimeout}
+	tr := &wsTransport{ws: rd.ws, rd: rd, timeout: s.cfg.SendTimeout}
 	c := s.newConn(r, id, hub, user, tr)
 	c.resume = rr
 	c.statefulOK = statefulOK
@@ -160,6 +162,9 @@ func (s *Server) claimUpgradeAs(w http.ResponseWriter, r *http.Request, a admiss
 	rd := &wsReader{ws: ws, srv: s, binary: true}
 	if capture != nil {
 		rd.idle = newIdleWait(capture.br, capture.lr, capture.raw)
+		if p := s.idlePoll.Load(); p != nil && rd.idle != nil {
+			rd.park = &parking{p: p, r: rd}
+		}
 	}
 	return rd, true
 }
@@ -194,6 +199,9 @@ type wsReader struct {
 	// idle, when set, is where the reader waits between messages
 	// (wsidle.go).
 	idle *idleWait
+	// park is the reader's registration with the server's poller, when it
+	// can park (wspark.go); nil: it waits in its socket.
+	park *parking
 }
 
 // canBinary reports the binary capability (msgpack.go: canBinary).
@@ -314,15 +322,28 @@ func (s *Server) startReading(c *conn, rd *wsReader, split splitter, leftover []
 // idle readers are most of a busy node's goroutines, and a goroutine parked
 // in gorilla's read already uses most of the 2 KB stack it starts with; a
 // few more frames under it, and every idle connection holds 4 KB instead.
-func (s *Server) readWebSocket(c *conn, r *wsReader) {
+func (s *Server) readWebSocket(c *conn, r *wsReader) { s.readWebSocketFrom(c, r, false) }
+
+// readWebSocketFrom is readWebSocket, resumed (wspark.go: wake) by a reader
+// that parked: its read deadline is set and its socket was readable (or the
+// deadline passed, or the transport closed), so it reads at once.
+func (s *Server) readWebSocketFrom(c *conn, r *wsReader, resumed bool) {
 	var err error
 	for c.ctx.Err() == nil {
-		_ = r.ws.SetReadDeadline(time.Now().Add(s.cfg.ClientTimeout))
-		if r.idle != nil {
-			if err = r.idle.wait(); err != nil {
-				break
+		if !resumed {
+			deadline := time.Now().Add(s.cfg.ClientTimeout)
+			_ = r.ws.SetReadDeadline(deadline)
+			if r.idle != nil {
+				var parked bool
+				if parked, err = s.awaitReadable(c, r, deadline); parked {
+					return // a new reader continues when there is something to read
+				}
+				if err != nil {
+					break
+				}
 			}
 		}
+		resumed = false
 		var typ int
 		var rd io.Reader
 		if typ, rd, err = r.ws.NextReader(); err != nil {

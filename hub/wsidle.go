@@ -87,11 +87,26 @@ func newIdleWait(br *bufio.Reader, lr *lentReader, raw syscall.RawConn) *idleWai
 	return w
 }
 
+// buffered reports whether gorilla or the lent buffer holds bytes read from
+// the socket and not yet parsed: the reader must not wait for the socket
+// then.
+func (w *idleWait) buffered() bool { return w.br.Buffered() > 0 || w.lr.buffered() > 0 }
+
+// readableNow reports whether the socket has something to read (data, its
+// end, an error) without waiting.
+func (w *idleWait) readableNow() bool {
+	ready := false
+	if err := w.raw.Control(func(fd uintptr) { ready = w.peekReadable(fd) }); err != nil {
+		return true // the socket is closed: the read says so
+	}
+	return ready
+}
+
 // wait returns when the connection has something to read: bytes gorilla
 // buffered already, or a readable socket (data, its end, an error). It
 // obeys the connection's read deadline.
 func (w *idleWait) wait() error {
-	if w.br.Buffered() > 0 || w.lr.buffered() > 0 {
+	if w.buffered() {
 		return nil
 	}
 	return w.raw.Read(w.readable)
