@@ -56,6 +56,7 @@ type parking struct {
 	p        *poller
 	c        *conn
 	r        *wsReader
+	lastWait int64 // when the reader last waited (Unix nanoseconds); the reader's own
 }
 
 // wake takes pk from parked to running and starts its reader; it reports
@@ -69,10 +70,14 @@ func (s *Server) wake(pk *parking) bool {
 }
 
 // awaitReadable waits until reader r of c has something to read, its read
-// deadline set to deadline: in its socket for ReaderParkAfter, then parked
-// (parked: the caller ends, and a new reader continues). A busy
-// connection's reader thus stays, and does not go through the poller for
-// every message; an idle one parks soon after its last message.
+// deadline set to deadline, and parks it (parked: the caller ends, and a new
+// reader continues) when nothing comes. A reader whose last message came
+// less than ReaderParkAfter after the one before first waits that long in
+// its socket: a busy connection's reader thus stays, and does not go
+// through the poller for every message. One whose messages come further
+// apart (an idle connection's keep-alive Pings) parks at once: it does not
+// wait in the socket, whose timeout would cost a timer and an error value
+// each time.
 func (s *Server) awaitReadable(c *conn, r *wsReader, deadline time.Time) (parked bool, err error) {
 	if r.park == nil {
 		return false, r.idle.wait()
@@ -80,8 +85,11 @@ func (s *Server) awaitReadable(c *conn, r *wsReader, deadline time.Time) (parked
 	if r.idle.buffered() {
 		return false, nil
 	}
-	if linger := s.cfg.ReaderParkAfter; linger > 0 {
-		until := time.Now().Add(linger)
+	now := time.Now()
+	gap := now.UnixNano() - r.park.lastWait
+	r.park.lastWait = now.UnixNano()
+	if linger := s.cfg.ReaderParkAfter; linger > 0 && gap < int64(linger) {
+		until := now.Add(linger)
 		if !until.Before(deadline) {
 			return false, r.idle.wait() // the deadline comes first
 		}
