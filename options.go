@@ -265,7 +265,7 @@ func Options() []Option {
 		opt("no-reader-parking", GroupClients, "Hub.NoReaderParking", flag(func(c *Config) *bool { return &c.Hub.NoReaderParking }),
 			"keep a reader goroutine waiting in the socket of every idle WebSocket instead of parking it in the server's epoll set (Linux; parking saves the reader's stack, 2 KB or more per idle connection); for a kernel or sandbox that refuses epoll, or to compare"),
 		opt("reader-park-after", GroupClients, "Hub.ReaderParkAfter", dur(func(c *Config) *time.Duration { return &c.Hub.ReaderParkAfter }),
-			"how long an idle WebSocket's reader waits in its socket after the last message before it parks (a busy connection's reader stays; 0: park at once)"),
+			"a WebSocket reader whose messages come less than this apart waits this long in its socket for the next before it parks (a busy connection's reader stays); one whose messages come further apart parks at once; 0: always at once"),
 		opt("ws-write-buffer", GroupClients, "Hub.WSWriteBufferSize", num(func(c *Config) *int { return &c.Hub.WSWriteBufferSize }),
 			"bytes of WebSocket write buffer, lent per write: coalesced messages up to this size go out as one frame"),
 		opt("max-parallel-invocations", GroupClients, "Hub.MaxParallelInvocations", num(func(c *Config) *int { return &c.Hub.MaxParallelInvocations }),

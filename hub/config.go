@@ -75,10 +75,12 @@ type Config struct {
 	// reader that waits outside gorilla (see WSReadBufferSize); elsewhere
 	// readers wait in their sockets anyway.
 	NoReaderParking bool
-	// ReaderParkAfter is how long an idle WebSocket's reader waits in its
-	// socket after the last message before it parks: a busy connection's
-	// reader stays (parking and waking cost a few system calls and a
-	// goroutine), an idle one parks. 0 parks at once.
+	// ReaderParkAfter: a WebSocket reader whose last message came less than
+	// this after the one before waits this long in its socket for the next
+	// before it parks, so a busy connection's reader stays (parking and
+	// waking cost a few system calls and a goroutine); one whose messages
+	// come further apart (an idle connection's Pings) parks at once. 0
+	// parks at once always.
 	ReaderParkAfter time.Duration
 	// WSWriteBufferSize is the WebSocket write buffer, lent from a pool for
 	// the length of one write: a transport message (several coalesced hub
