@@ -23,11 +23,24 @@ func parkingHub(t *testing.T, opts ...func(*Config)) *testHub {
 	return h
 }
 
+// connectJoined connects n clients, users prefix0.., each joined to group g.
+func connectJoined(h *testHub, prefix string, n int) []*wsClient {
+	h.t.Helper()
+	var out []*wsClient
+	for i := range n {
+		c := h.connect(testHubName, fmt.Sprintf("%s%d", prefix, i))
+		c.callOK("JoinGroup", "g")
+		out = append(out, c)
+	}
+	return out
+}
+
 // TestParking_SilentClientTimesOut: a parked reader's read deadline still
 // holds: the poller wakes it when the deadline passes, and the client gets
 // the Close message a reader waiting in its socket sent (ASP.NET Core's
-// wording, reconnect allowed). The reader first waits in its socket for
-// ReaderParkAfter, then parks.
+// wording, reconnect allowed). ReaderParkAfter is set, but a reader whose
+// messages are that far apart (here: the handshake, then nothing) parks at
+// once.
 func TestParking_SilentClientTimesOut(t *testing.T) {
 	t.Parallel()
 	h := parkingHub(t, func(c *Config) {
@@ -50,12 +63,7 @@ func TestParking_SilentClientTimesOut(t *testing.T) {
 // the poller stops: the test's goroutine check finds nothing left.
 func TestParking_ServerCloseWakesReaders(t *testing.T) {
 	h := parkingHub(t)
-	var clients []*wsClient
-	for i := range 5 {
-		c := h.connect(testHubName, fmt.Sprintf("p%d", i))
-		c.callOK("JoinGroup", "g")
-		clients = append(clients, c)
-	}
+	clients := connectJoined(h, "p", 5)
 	waitFor(t, "the readers to park", func() bool { return parkedReaders(h.srv) == len(clients) })
 	ctx, cancel := context.WithTimeout(context.Background(), testWait)
 	defer cancel()
@@ -80,19 +88,9 @@ func TestParking_ServerCloseWakesReaders(t *testing.T) {
 func TestParking_Churn(t *testing.T) {
 	t.Parallel()
 	h := parkingHub(t)
-	var stay []*wsClient
-	for i := range 4 {
-		c := h.connect(testHubName, fmt.Sprintf("stay%d", i))
-		c.callOK("JoinGroup", "g")
-		stay = append(stay, c)
-	}
+	stay := connectJoined(h, "stay", 4)
 	for round := range 20 {
-		var churn []*wsClient
-		for i := range 3 {
-			c := h.connect(testHubName, fmt.Sprintf("churn%d-%d", round, i))
-			c.callOK("JoinGroup", "g")
-			churn = append(churn, c)
-		}
+		churn := connectJoined(h, fmt.Sprintf("churn%d-", round), 3)
 		waitFor(t, "every reader to park", func() bool { return parkedReaders(h.srv) == len(stay)+len(churn) })
 		// One closed by its client, one by the server (the server's
 		// close of a parked connection: Abort), one left to the end.
