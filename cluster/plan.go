@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -233,6 +234,9 @@ func (p *planner) remove(id, why string, forget bool) {
 // member plans for one gossip member other than this node.
 func (p *planner) member(id string, m gossip.Member) {
 	srv, inCfg := p.servers[id]
+	if inCfg && p.removed(id) {
+		return // earlier in this pass (its address was taken)
+	}
 	switch {
 	case p.in.foreign(m):
 		if present(m) {
@@ -274,6 +278,23 @@ func (p *planner) alive(id string, m gossip.Member, srv raft.Server, inCfg bool)
 		// does not know.
 		p.emit(action{Kind: actHold, ID: id, Why: fmt.Sprintf("it knows log format %d, the cluster writes %d: upgrade it", memberFormat(m), p.in.Format)})
 	case !inCfg:
+		if old, ok := p.addressHolder(id, m.RaftAddr); ok {
+			if om, known := p.members[old]; known && om.State == gossip.StateAlive && !om.Leaving {
+				// Two live members name one address: a misconfigured
+				// advertise address, not a replacement.
+				p.emit(action{Kind: actHold, ID: id, Why: fmt.Sprintf("its Raft address %s is the address of %s, which is alive", m.RaftAddr, old)})
+				return
+			}
+			// A new process at a gone server's address (a replaced
+			// node): the leader's replication to the old id would reach
+			// it, and feed it another server's stream (an older
+			// snapshot, entries from another position). So the old id
+			// goes first.
+			p.remove(old, fmt.Sprintf("its Raft address %s is now %s's", m.RaftAddr, id), true)
+			if p.servers[old].Suffrage == raft.Voter {
+				p.voters--
+			}
+		}
 		p.emit(action{Kind: actAdd, ID: id, Addr: m.RaftAddr})
 		p.after[id] = raft.Nonvoter
 	case string(srv.Address) != m.RaftAddr:
@@ -283,9 +304,31 @@ func (p *planner) alive(id string, m gossip.Member, srv raft.Server, inCfg bool)
 	}
 }
 
+// addressHolder returns the server other than id, still in the
+// configuration this pass plans, whose Raft address is addr.
+func (p *planner) addressHolder(id, addr string) (string, bool) {
+	for _, s := range p.in.Servers {
+		if sid := string(s.ID); sid != id && string(s.Address) == addr {
+			if _, kept := p.after[sid]; kept {
+				return sid, true
+			}
+		}
+	}
+	return "", false
+}
+
+// removed reports whether id was removed earlier in this pass.
+func (p *planner) removed(id string) bool {
+	_, kept := p.after[id]
+	return !kept
+}
+
 // dead notes a server dead for ReapAfter as one to reap.
 func (p *planner) dead(s raft.Server) {
 	id := string(s.ID)
+	if p.removed(id) {
+		return // earlier in this pass
+	}
 	since, ok := p.in.DeadSince[id]
 	if !ok {
 		since = p.in.Now
@@ -315,6 +358,10 @@ func (p *planner) missing() {
 // spare can take their place.
 func (p *planner) reap(candidates []string) {
 	why := fmt.Sprintf("dead for more than %s", p.in.Limits.ReapAfter)
+	// Those removed earlier in this pass (their address was taken) are
+	// not removed twice.
+	p.deadNonvoters = slices.DeleteFunc(p.deadNonvoters, p.removed)
+	p.deadVoters = slices.DeleteFunc(p.deadVoters, p.removed)
 	sort.Strings(p.deadNonvoters)
 	for _, id := range p.deadNonvoters {
 		p.remove(id, why, true)

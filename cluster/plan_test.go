@@ -136,6 +136,38 @@ func TestPlan_Add(t *testing.T) {
 	})
 }
 
+// A replaced node: a new id at the Raft address of a server that is gone.
+// The leader's replication to the old id would reach the new process and
+// feed it another server's stream (the chaos suite's replace-voter once
+// saw the new node install an older snapshot meant for the old id), so the
+// old id is removed before the new one is added; two live members naming
+// one address is a misconfiguration, and the newcomer waits. As when a
+// voter leaves, the voter count is then kept odd until the newcomer has
+// caught up and is promoted.
+func TestPlan_AddressTaken(t *testing.T) {
+	t.Parallel()
+	at := raftAddr("b:7000")
+	runPlan(t, []planCase{
+		{name: "a new id at a dead voter's address: the old voter goes first, whatever its reap time",
+			servers: []raft.Server{voter("a"), voter("b"), voter("c")},
+			members: []gossip.Member{member("a"), member("b", dead), member("c"), member("b2", at)},
+			want:    []string{"remove b (its Raft address b:7000 is now b2's) forget=true", "add b2 b:7000", "demote c voters=2"}},
+		{name: "a suspect old holder goes too (its address answers for another process now)",
+			servers: []raft.Server{voter("a"), voter("b"), voter("c")},
+			members: []gossip.Member{member("a"), member("b", suspect), member("c"), member("b2", at)},
+			want:    []string{"remove b (its Raft address b:7000 is now b2's) forget=true", "add b2 b:7000", "demote c voters=2"}},
+		{name: "an old holder gossip no longer knows goes, and is not reaped twice",
+			servers: []raft.Server{voter("a"), nonvoter("b"), voter("c"), voter("d")},
+			members: []gossip.Member{member("a"), member("c"), member("d"), member("b2", at)},
+			tweak:   deadFor(time.Hour, "b"),
+			want:    []string{"remove b (its Raft address b:7000 is now b2's) forget=true", "add b2 b:7000"}},
+		{name: "a live holder of the address: the newcomer is held",
+			servers: []raft.Server{voter("a"), voter("b"), voter("c")},
+			members: []gossip.Member{member("a"), member("b"), member("c"), member("b2", at)},
+			want:    []string{"hold b2"}},
+	})
+}
+
 func TestPlan_Readdress(t *testing.T) {
 	t.Parallel()
 	runPlan(t, []planCase{
