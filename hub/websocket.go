@@ -331,11 +331,11 @@ func (s *Server) readWebSocketFrom(c *conn, r *wsReader, resumed bool) {
 	var err error
 	for c.ctx.Err() == nil {
 		if !resumed {
-			deadline := time.Now().Add(s.cfg.ClientTimeout)
-			_ = r.ws.SetReadDeadline(deadline)
-			if r.idle != nil {
+			if r.idle == nil {
+				_ = r.ws.SetReadDeadline(time.Now().Add(s.cfg.ClientTimeout))
+			} else {
 				var parked bool
-				if parked, err = s.awaitReadable(c, r, deadline); parked {
+				if parked, err = s.awaitReadable(c, r); parked {
 					return // a new reader continues when there is something to read
 				}
 				if err != nil {

@@ -69,35 +69,37 @@ func (s *Server) wake(pk *parking) bool {
 	return true
 }
 
-// awaitReadable waits until reader r of c has something to read, its read
-// deadline set to deadline, and parks it (parked: the caller ends, and a new
-// reader continues) when nothing comes. A reader whose last message came
+// awaitReadable sets reader r's read deadline (ClientTimeout from now),
+// waits until it has something to read, and parks it (parked: the caller
+// ends, and a new reader continues) when nothing comes. A reader whose last message came
 // less than ReaderParkAfter after the one before first waits that long in
 // its socket: a busy connection's reader thus stays, and does not go
 // through the poller for every message. One whose messages come further
 // apart (an idle connection's keep-alive Pings) parks at once: it does not
 // wait in the socket, whose timeout would cost a timer and an error value
 // each time.
-func (s *Server) awaitReadable(c *conn, r *wsReader, deadline time.Time) (parked bool, err error) {
-	if r.park == nil {
-		return false, r.idle.wait()
-	}
-	if r.idle.buffered() {
-		return false, nil
-	}
+func (s *Server) awaitReadable(c *conn, r *wsReader) (parked bool, err error) {
 	now := time.Now()
+	deadline := now.Add(s.cfg.ClientTimeout)
+	if r.park == nil || r.idle.buffered() {
+		_ = r.ws.SetReadDeadline(deadline)
+		return false, r.idle.wait() // at once when buffered
+	}
 	gap := now.UnixNano() - r.park.lastWait
 	r.park.lastWait = now.UnixNano()
-	if linger := s.cfg.ReaderParkAfter; linger > 0 && gap < int64(linger) {
-		until := now.Add(linger)
-		if !until.Before(deadline) {
-			return false, r.idle.wait() // the deadline comes first
-		}
-		_ = r.ws.SetReadDeadline(until)
+	linger := s.cfg.ReaderParkAfter
+	if busy := linger > 0 && gap < int64(linger); busy && now.Add(linger).Before(deadline) {
+		// Each deadline set once: the linger's, then the read's.
+		_ = r.ws.SetReadDeadline(now.Add(linger))
 		err := r.idle.wait()
 		_ = r.ws.SetReadDeadline(deadline)
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
 			return false, err // readable, or the socket failed
+		}
+	} else {
+		_ = r.ws.SetReadDeadline(deadline)
+		if busy {
+			return false, r.idle.wait() // the read deadline comes first
 		}
 	}
 	if r.idle.readableNow() {

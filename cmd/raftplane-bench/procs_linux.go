@@ -9,7 +9,9 @@ import (
 // it exits: a tool killed by a signal it does not catch (SIGPIPE, when its
 // output is piped into a reader that stops early, or SIGKILL) has no chance
 // to stop its nodes, which then ran on and loaded the machine for the next
-// measurement.
+// measurement. (The kernel ties the signal to the thread that started the
+// node; the Go runtime ends a thread only when a goroutine locked to it
+// exits, which the tool's starters never are.)
 func dieWithTool(cmd *exec.Cmd) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 }
