@@ -14,6 +14,7 @@ import (
 	"github.com/raftplane/raftplane/cluster"
 	"github.com/raftplane/raftplane/fsm"
 	"github.com/raftplane/raftplane/hub"
+	"github.com/raftplane/raftplane/internal/testnet"
 )
 
 // startStack runs a real one-node raftplane (fsm, Raft over loopback TCP,
@@ -149,15 +150,7 @@ func (ts *trackedServer) CutConnections() {
 	}
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+func freeAddr(t *testing.T) string { return testnet.Addr(t) }
 
 // testWriter sends server logs to t.Log until the test is over.
 type testWriter struct {

@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/raftplane/raftplane/internal/testnet"
 	"github.com/raftplane/raftplane/internal/testproc"
 )
 
@@ -54,16 +54,9 @@ func buildServer(t *testing.T) string {
 	return testproc.Build(t, testproc.Main)
 }
 
-// freePort returns a loopback TCP port that was free a moment ago (listen on :0 and close).
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen 127.0.0.1:0: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+// freePort returns a loopback TCP port that was free a moment ago and that
+// no outgoing connection can take (internal/testnet).
+func freePort(t *testing.T) int { return testnet.Port(t) }
 
 // randomKey returns a random hex string, for API and JWT keys.
 func randomKey(t *testing.T) string {

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -24,6 +23,7 @@ import (
 
 	"github.com/raftplane/raftplane/client"
 	"github.com/raftplane/raftplane/fsm"
+	"github.com/raftplane/raftplane/internal/testnet"
 )
 
 // release is an earlier release the current tree must take over from: its
@@ -146,12 +146,7 @@ func run(t *testing.T, dir, name string, args ...string) {
 func freeAddr(t *testing.T, taken map[string]bool) string {
 	t.Helper()
 	for {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("listen 127.0.0.1:0: %v", err)
-		}
-		a := l.Addr().String()
-		l.Close()
+		a := testnet.Addr(t) // no outgoing connection can take it
 		if !taken[a] {
 			taken[a] = true
 			return a

@@ -17,6 +17,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/raftplane/raftplane/internal/testnet"
 )
 
 // Bounds of the cluster's life cycle.
@@ -133,22 +135,21 @@ func resolveBin(ctx context.Context, bin string, logw io.Writer) (string, string
 	return out, tmp, nil
 }
 
-// freeAddrs returns n distinct 127.0.0.1 ports that were free a moment ago.
+// pickAddrs is freeAddrs; a test makes it hand out a taken port.
+var pickAddrs = freeAddrs
+
+// freeAddrs returns n distinct 127.0.0.1 ports that were free a moment ago,
+// from below the kernel's ephemeral range where the system has one
+// (internal/testnet), so no outgoing connection takes one before the node
+// binds it.
 func freeAddrs(n int) ([]string, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
 	out := make([]string, 0, n)
 	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		p, err := testnet.Free()
 		if err != nil {
 			return nil, err
 		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().String())
+		out = append(out, net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
 	}
 	return out, nil
 }
@@ -168,58 +169,20 @@ func startCluster(ctx context.Context, bin string, n int, extra []string, profil
 			e.stop()
 		}
 	}()
-	addrs, err := freeAddrs(4 * n)
-	if err != nil {
-		return nil, err
-	}
 	for i := range n {
-		nd := &node{name: fmt.Sprintf("n%d", i+1), httpAddr: addrs[4*i], raftAddr: addrs[4*i+1], gossip: addrs[4*i+2]}
-		nd.url = "http://" + nd.httpAddr
-		nd.dir = filepath.Join(root, nd.name)
-		nd.dataPath = filepath.Join(nd.dir, "data")
-		nd.logPath = filepath.Join(root, nd.name+".log")
-		args := []string{"-data", nd.dataPath, "-http", nd.httpAddr, "-raft", nd.raftAddr, "-gossip", nd.gossip,
-			"-log-level", "warn", "-shutdown-timeout", "5s",
-			// Every load client comes from this machine as one user.
-			"-max-connections-per-ip", "0", "-max-connections-per-user", "0"}
-		if i > 0 {
-			args = append(args, "-join", e.nodes[0].gossip)
-		}
-		if profiling {
-			nd.debugURL = "http://" + addrs[4*i+3]
-			args = append(args, "-debug-http", addrs[4*i+3])
-		}
-		args = append(args, extra...)
-		if err := os.MkdirAll(nd.dir, 0o750); err != nil {
-			return nil, err
-		}
-		lf, err := os.Create(nd.logPath)
-		if err != nil {
-			return nil, err
-		}
-		cmd := exec.Command(bin, args...)
-		cmd.Stdout, cmd.Stderr = lf, lf
-		cmd.Env = os.Environ()
-		dieWithTool(cmd)
-		if err := cmd.Start(); err != nil {
-			lf.Close()
-			return nil, fmt.Errorf("%s: start: %w", nd.name, err)
-		}
-		nd.cmd, nd.exited = cmd, make(chan struct{})
-		go func() {
-			_ = cmd.Wait()
-			lf.Close()
-			close(nd.exited)
-		}()
+		nd := &node{name: fmt.Sprintf("n%d", i+1)}
 		e.nodes = append(e.nodes, nd)
+		if err := e.startNode(nd, bin, extra, profiling); err != nil {
+			return nil, err
+		}
 		if i == 0 { // the others join it: it must be up first
-			if err := e.waitReady(ctx, nd); err != nil {
+			if err := e.waitStarted(ctx, nd, bin, extra, profiling); err != nil {
 				return nil, err
 			}
 		}
 	}
 	for _, nd := range e.nodes[1:] {
-		if err := e.waitReady(ctx, nd); err != nil {
+		if err := e.waitStarted(ctx, nd, bin, extra, profiling); err != nil {
 			return nil, err
 		}
 	}
@@ -228,6 +191,83 @@ func startCluster(ctx context.Context, bin string, n int, extra []string, profil
 	}
 	ok = true
 	return e, nil
+}
+
+// portRetries is how often a node whose port was taken is started again on
+// fresh ports.
+const portRetries = 5
+
+// waitStarted waits until nd answers. A port picked by freeAddrs is free
+// only until someone binds it, and the kernel hands the same ports out to
+// every process's outgoing connections too (CI saw a node's Raft port
+// taken by another test package in the moment between): a node that exits
+// with "address already in use" is started again on fresh ports, with a
+// fresh data directory.
+func (e *env) waitStarted(ctx context.Context, nd *node, bin string, extra []string, profiling bool) error {
+	for attempt := 1; ; attempt++ {
+		err := e.waitReady(ctx, nd)
+		if err == nil || nd.running() || attempt > portRetries {
+			return err
+		}
+		b, rerr := os.ReadFile(nd.logPath)
+		if rerr != nil || !bytes.Contains(b, []byte("address already in use")) {
+			return err
+		}
+		fmt.Fprintf(e.logw, "raftplane-bench: %s: a port was taken before it bound it; starting it again on fresh ports\n", nd.name)
+		if err := e.startNode(nd, bin, extra, profiling); err != nil {
+			return err
+		}
+	}
+}
+
+// startNode starts nd on fresh loopback ports, in a fresh data directory,
+// joining the first node's gossip address unless it is the first node.
+func (e *env) startNode(nd *node, bin string, extra []string, profiling bool) error {
+	addrs, err := pickAddrs(4)
+	if err != nil {
+		return err
+	}
+	nd.httpAddr, nd.raftAddr, nd.gossip = addrs[0], addrs[1], addrs[2]
+	nd.url = "http://" + nd.httpAddr
+	nd.dir, err = os.MkdirTemp(e.root, nd.name+"-")
+	if err != nil {
+		return err
+	}
+	nd.dataPath = filepath.Join(nd.dir, "data")
+	nd.logPath = nd.dir + ".log"
+	args := []string{"-data", nd.dataPath, "-http", nd.httpAddr, "-raft", nd.raftAddr, "-gossip", nd.gossip,
+		"-log-level", "warn", "-shutdown-timeout", "5s",
+		// Every load client comes from this machine as one user.
+		"-max-connections-per-ip", "0", "-max-connections-per-user", "0"}
+	if first := e.nodes[0]; first != nd {
+		args = append(args, "-join", first.gossip)
+	}
+	nd.debugURL = ""
+	if profiling {
+		nd.debugURL = "http://" + addrs[3]
+		args = append(args, "-debug-http", addrs[3])
+	}
+	args = append(args, extra...)
+	lf, err := os.Create(nd.logPath)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = lf, lf
+	cmd.Env = os.Environ()
+	dieWithTool(cmd)
+	if err := cmd.Start(); err != nil {
+		lf.Close()
+		return fmt.Errorf("%s: start: %w", nd.name, err)
+	}
+	exited := make(chan struct{})
+	nd.cmd, nd.exited = cmd, exited
+	go func() {
+		_ = cmd.Wait()
+		lf.Close()
+		close(exited)
+	}()
+	return nil
 }
 
 func (e *env) logTail(nd *node) string {

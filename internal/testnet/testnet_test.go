@@ -31,3 +31,17 @@ func TestPort_NeverTwice(t *testing.T) {
 	}
 	l.Close()
 }
+
+// TestPort_BelowEphemeral: where the kernel's ephemeral range leaves room
+// below it, ports come from there, so no outgoing connection can hold one.
+func TestPort_BelowEphemeral(t *testing.T) {
+	lo := ephemeralLow()
+	if lo <= lowest+1000 {
+		t.Skipf("ephemeral range starts at %d: no room below it", lo)
+	}
+	for range 100 {
+		if p := Port(t); p < lowest || p >= lo {
+			t.Fatalf("port %d outside [%d, %d)", p, lowest, lo)
+		}
+	}
+}
