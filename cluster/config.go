@@ -49,6 +49,10 @@ type Config struct {
 	TrailingLogs       uint64
 	// NoSync turns fsync off: faster and unsafe; for benchmarks only.
 	NoSync bool
+	// NoCommitNotices turns the leader's commit notices off (notice.go):
+	// followers then learn of a commit only from the next AppendEntries,
+	// which under a steady stream is the next entry's.
+	NoCommitNotices bool
 
 	// MaxBatch caps the commands packed into one log entry.
 	MaxBatch int

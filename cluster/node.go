@@ -29,7 +29,8 @@ type Node struct {
 
 	raft      *raft.Raft
 	transport *raft.NetworkTransport
-	stores    nodeStores // its closer is nil with injected stores: their caller closes them
+	notices   *commitNotices // notice.go; nil with Config.NoCommitNotices
+	stores    nodeStores     // its closer is nil with injected stores: their caller closes them
 
 	idPrefix string    // unique per process start, for command ids
 	idSeq    uint64    // guarded by submitMu
@@ -162,12 +163,21 @@ func (n *Node) Open() (err error) {
 	if err != nil {
 		return err
 	}
-	r, err := raft.NewRaft(rc, n.machine, watched, watchedStable{st.stable, &n.disk},
-		timedSnapshots{st.snaps, &n.stats}, trans) // stats.go: snapshots timed
+	var machine raft.FSM = n.machine
+	var rtrans raft.Transport = trans
+	if !n.cfg.NoCommitNotices { // notice.go
+		n.notices = newCommitNotices(trans, rc, n.log, n.stop, &n.wg)
+		machine, rtrans = noticeFSM{n.machine, n.notices}, noticeTransport{trans, n.notices}
+	}
+	r, err := raft.NewRaft(rc, machine, watched, watchedStable{st.stable, &n.disk},
+		timedSnapshots{st.snaps, &n.stats}, rtrans) // stats.go: snapshots timed
 	if err != nil {
 		return fmt.Errorf("cluster: start raft: %w", err)
 	}
 	n.raft, n.transport, n.stores = r, trans, st
+	if n.notices != nil {
+		n.notices.raft.Store(r)
+	}
 	n.observeLeaders() // stats.go
 	if hasState {
 		// Known before the log replays: raft restored the latest snapshot

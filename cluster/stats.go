@@ -79,6 +79,9 @@ type Stats struct {
 	Stages          map[string]Histogram
 	PeerTLSFailures uint64
 	RejectedEntries uint64
+	// CommitNotices counts the commit notices this node sent as leader
+	// (notice.go), by result: "sent" (answered) and "failed".
+	CommitNotices map[string]uint64
 }
 
 // Histogram is a snapshot of a histogram (status.Histogram).
@@ -100,6 +103,9 @@ func (n *Node) Stats() Stats {
 	}
 	for i, name := range forwardResultNames {
 		out.Forwards[name] = st.forwards[i].Load()
+	}
+	if c := n.notices; c != nil {
+		out.CommitNotices = map[string]uint64{"sent": c.sent.Load(), "failed": c.failed.Load()}
 	}
 	st.snapMu.Lock()
 	out.SnapshotDuration = Histogram{Count: st.snapCount, Sum: st.snapSum, Buckets: make(map[float64]uint64, len(snapshotBounds))}

@@ -34,7 +34,7 @@ type collector struct {
 	// cluster
 	raftState, term, commitIndex, appliedIndex, lastLogIndex, lastSnapIndex *prometheus.Desc
 	fsmPending, lastContact, leaderChanges, servers                         *prometheus.Desc
-	snapDuration, snapFailures, forwards, peerTLSFailures                   *prometheus.Desc
+	snapDuration, snapFailures, forwards, peerTLSFailures, commitNotices    *prometheus.Desc
 }
 
 func newCollector(cfg Config) *collector {
@@ -93,6 +93,7 @@ func newCollector(cfg Config) *collector {
 	c.snapFailures = d("raft_snapshot_failures_total", "Raft snapshots cancelled or failed.")
 	c.forwards = d("forward_rpcs_total", "Attempts to forward a batch to the leader, by result.", "result")
 	c.peerTLSFailures = d("peer_tls_failures_total", "TLS handshakes the Raft port refused.")
+	c.commitNotices = d("raft_commit_notices_total", "Commit notices this node sent to followers as leader, by result (sent, failed).", "result")
 	return c
 }
 
@@ -246,6 +247,7 @@ func (c *collector) collectCluster(ch chan<- prometheus.Metric, cs *cluster.Stat
 	counter(ch, c.snapFailures, cs.SnapshotFailures)
 	counters(ch, c.forwards, cs.Forwards)
 	counter(ch, c.peerTLSFailures, cs.PeerTLSFailures)
+	counters(ch, c.commitNotices, cs.CommitNotices)
 }
 
 // capHubs keeps the max hubs with the most connections (ties by name) and

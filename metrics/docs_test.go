@@ -43,7 +43,7 @@ func exported(t *testing.T) map[string]string {
 		LimitRefusals:      one("max_connections"),
 	}}, hub.UpstreamStats{Enabled: true, Calls: map[string]map[string]uint64{"messages": one("ok")}}}
 	// LastContact 0: present, as on a leader.
-	cfg.Cluster = fixedCluster{cluster.Stats{State: "Leader", Forwards: one(cluster.ForwardOK),
+	cfg.Cluster = fixedCluster{cluster.Stats{State: "Leader", Forwards: one(cluster.ForwardOK), CommitNotices: one("sent"),
 		Stages: map[string]cluster.Histogram{cluster.StageCommit: {Count: 1, Sum: 0.001, Buckets: map[float64]uint64{0.001: 1}}}}}
 	m, err := metrics.New(cfg)
 	if err != nil {

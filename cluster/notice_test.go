@@ -1,0 +1,108 @@
+package cluster
+
+import (
+	"fmt"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// TestNode_CommitNotices: with CommitTimeout an hour, raft itself would
+// tell a follower of a commit only with the next entry. Every publish is
+// applied on every follower while the leader's log holds nothing after it:
+// only a commit notice can have told them.
+func TestNode_CommitNotices(t *testing.T) {
+	t.Parallel()
+	checkGoroutines(t)
+	slow := func(c *Config) { c.CommitTimeout = time.Hour }
+	n1 := startNode(t, nodeOpts{id: "n1", tweak: slow})
+	waitReady(t, n1)
+	n2 := startNode(t, nodeOpts{id: "n2", seeds: []string{n1.gossipAddr}, tweak: slow})
+	n3 := startNode(t, nodeOpts{id: "n3", seeds: []string{n1.gossipAddr}, tweak: slow})
+	nodes := []*testNode{n1, n2, n3}
+	waitMembership(t, nodes, 3, 0)
+	waitReady(t, nodes...)
+	l := waitLeader(t, nodes)
+	refused := func(f *testNode) int {
+		return len(f.logs.matching("failed to get previous log")) + len(f.logs.matching("previous log term mis-match"))
+	}
+	before := map[string]int{}
+	for _, f := range followers(nodes, l) {
+		before[f.id] = refused(f) // raft's own probes when it joined
+	}
+	for i := range 20 {
+		cur := mustPublish(t, l, fmt.Sprintf("p%d", i))
+		waitApplied(t, nodes, cur)
+		if last := l.node.raft.LastIndex(); last != cur.Index {
+			// Something else was appended meanwhile; it may have carried
+			// the commit. Does not happen in a settled cluster.
+			t.Fatalf("publish %d at %d, but the leader's log goes on to %d", i, cur.Index, last)
+		}
+	}
+	if sent := l.node.notices.sent.Load(); sent < 20 {
+		t.Errorf("leader sent %d commit notices for 20 publishes to 2 followers", sent)
+	}
+	for _, f := range followers(nodes, l) {
+		if got := refused(f) - before[f.id]; got > 0 {
+			t.Errorf("%s refused %d notices", f.id, got)
+		}
+	}
+}
+
+// TestCommitNotices_Terms: acknowledgements of an older term are ignored,
+// a newer term starts afresh and ends the old term's goroutines, and only
+// an index both acknowledged and applied is announced.
+func TestCommitNotices_Terms(t *testing.T) {
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	c := &commitNotices{log: slog.New(slog.DiscardHandler), stop: stop, wg: &wg,
+		peers: map[raft.ServerID]*noticePeer{}, ended: make(chan struct{})}
+	req := func(term, prev, prevTerm uint64, entries ...uint64) *raft.AppendEntriesRequest {
+		r := &raft.AppendEntriesRequest{Term: term, PrevLogEntry: prev, PrevLogTerm: prevTerm}
+		for _, e := range entries {
+			r.Entries = append(r.Entries, &raft.Log{Index: e, Term: term})
+		}
+		return r
+	}
+	target := func(id raft.ServerID) uint64 {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		p := c.peers[id]
+		if p == nil {
+			return 0
+		}
+		return min(c.applied, p.acked)
+	}
+
+	c.stored("a", "x", req(2, 0, 0)) // a heartbeat: nothing stored
+	if len(c.peers) != 0 {
+		t.Fatalf("a heartbeat made a peer: %v", c.peers)
+	}
+	c.stored("a", "x", req(2, 4, 2, 5, 6))
+	if got := target("a"); got != 0 {
+		t.Errorf("nothing applied yet, target %d", got)
+	}
+	old := c.ended
+	c.committed(5, 2)
+	if got := target("a"); got != 5 {
+		t.Errorf("acked 6, applied 5: target %d, want 5", got)
+	}
+	c.stored("a", "x", req(1, 9, 1, 10)) // an answer from an older term
+	if got := c.peers["a"].acked; got != 6 {
+		t.Errorf("an older term's answer moved acked to %d", got)
+	}
+	c.stored("b", "y", req(3, 6, 2, 7)) // a newer term
+	select {
+	case <-old:
+	default:
+		t.Error("a newer term did not end the old term's goroutines")
+	}
+	if _, ok := c.peers["a"]; ok || c.term != 3 || c.peers["b"].acked != 7 || c.peers["b"].ackedTerm != 3 {
+		t.Errorf("after term 3: term %d, peers %+v", c.term, c.peers)
+	}
+	close(stop)
+	wg.Wait() // goroutines started by poke end with stop (their sends fail fast: no transport is needed, isLeader is false)
+}
