@@ -49,7 +49,6 @@ const noticeBackoff = 100 * time.Millisecond
 type commitNotices struct {
 	trans  *raft.NetworkTransport
 	header raft.RPCHeader
-	leader []byte                    // the deprecated Leader field: the encoded local address
 	raft   atomic.Pointer[raft.Raft] // set once raft runs
 	log    *slog.Logger
 	stop   <-chan struct{}
@@ -85,7 +84,6 @@ func newCommitNotices(trans *raft.NetworkTransport, rc *raft.Config, lg *slog.Lo
 	return &commitNotices{
 		trans:  trans,
 		header: raft.RPCHeader{ProtocolVersion: rc.ProtocolVersion, ID: []byte(rc.LocalID), Addr: addr},
-		leader: addr,
 		log:    lg,
 		stop:   stop,
 		wg:     wg,
@@ -231,7 +229,6 @@ func (c *commitNotices) send(id raft.ServerID, p *noticePeer) bool {
 	req := &raft.AppendEntriesRequest{
 		RPCHeader:         c.header,
 		Term:              leaderTerm,
-		Leader:            c.leader,
 		PrevLogEntry:      idx,
 		PrevLogTerm:       term,
 		LeaderCommitIndex: idx,
