@@ -20,10 +20,10 @@ import (
 // cross-node latency.
 //
 // The leader therefore tells each follower of a commit as soon as it
-// applies it, with an AppendEntries of its own: no entries, PrevLogEntry =
-// PrevLogTerm's entry = the commit index C it announces, Term = the
-// leader's term. It sends one only for an index the follower has already
-// acknowledged storing in this term (seen in the responses to the
+// applies it, with an AppendEntries of its own: no entries, PrevLogEntry and
+// LeaderCommitIndex both the index C it announces, PrevLogTerm the term of
+// entry C, Term the leader's term. C is never past the last index the
+// follower acknowledged storing in this term (seen in the answers to the
 // library's own AppendEntries, below), so the follower's consistency check
 // passes: its entry C has the leader's term for C, so by Raft's log
 // matching its log up to C is the leader's, and everything up to C is
