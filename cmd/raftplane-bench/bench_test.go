@@ -11,6 +11,21 @@ import (
 	"time"
 )
 
+// testBin builds raftplane from this module (resolveBin) for a test,
+// removing it when the test ends.
+func testBin(ctx context.Context, t *testing.T) string {
+	t.Helper()
+	var logw bytes.Buffer
+	bin, tmp, err := resolveBin(ctx, "", &logw)
+	if err != nil {
+		t.Fatalf("building raftplane: %v\n%s", err, logw.String())
+	}
+	if tmp != "" {
+		t.Cleanup(func() { os.RemoveAll(tmp) })
+	}
+	return bin
+}
+
 // TestScenarios_Smoke runs every scenario once, with tiny parameters,
 // against real raftplane processes (built once from this module), and
 // checks that the figures are sane: everything delivered at a low rate, in
@@ -23,13 +38,7 @@ func TestScenarios_Smoke(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var logw bytes.Buffer
-	bin, tmp, err := resolveBin(ctx, "", &logw)
-	if err != nil {
-		t.Fatalf("building raftplane: %v\n%s", err, logw.String())
-	}
-	if tmp != "" {
-		t.Cleanup(func() { os.RemoveAll(tmp) })
-	}
+	bin := testBin(ctx, t)
 	base := []string{"-bin", bin, "-nodes", "3", "-duration", "2s", "-payload", "64", "-timeout", "90s"}
 	scenario := func(t *testing.T, args ...string) []Result {
 		t.Helper()

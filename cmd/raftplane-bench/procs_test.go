@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"net"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -19,14 +18,8 @@ func TestStartCluster_PortTaken(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	bin := testBin(ctx, t)
 	var logw bytes.Buffer
-	bin, tmp, err := resolveBin(ctx, "", &logw)
-	if err != nil {
-		t.Fatalf("building raftplane: %v\n%s", err, logw.String())
-	}
-	if tmp != "" {
-		t.Cleanup(func() { os.RemoveAll(tmp) })
-	}
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
