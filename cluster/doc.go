@@ -5,7 +5,8 @@
 // the entry is applied on this node; PublishGroup keeps several commands in
 // one entry (a hub method's effects). The leader also turns gossip members
 // into the Raft configuration (plan.go) and raises the log format once
-// every server knows it (leader.go). Alive tells the hub which nodes are
+// every server knows it (leader.go), and tells each follower of a commit as
+// soon as it applies it (notice.go), not with the next entry. Alive tells the hub which nodes are
 // alive; closing a gone node's connections is the hub's (hub/reap.go).
 //
 // Operations: Stats is the node's Raft view for metrics; backup.go takes a
