@@ -56,7 +56,7 @@ func (f *floorFSM) Apply(l *raft.Log) interface{} {
 }
 
 func (f *floorFSM) Snapshot() (raft.FSMSnapshot, error) { return floorSnapshot{}, nil }
-func (f *floorFSM) Restore(rc io.ReadCloser) error     { return rc.Close() }
+func (f *floorFSM) Restore(rc io.ReadCloser) error      { return rc.Close() }
 
 type floorSnapshot struct{}
 
