@@ -359,7 +359,7 @@ func TestPeerTLS_Rotation(t *testing.T) {
 			default:
 			}
 			id := fmt.Sprintf("p-%d", i)
-			if err := publishRetrying(t, nodes, i, id); err != nil {
+			if _, err := publishRetrying(t, nodes, i, id); err != nil {
 				mu.Lock()
 				pubErr = err
 				mu.Unlock()
@@ -475,16 +475,16 @@ func TestPeerTLS_Rotation(t *testing.T) {
 // handshakes, which it checks on its own, and the FSM's duplicate window
 // makes a retry of a command that did commit a no-op, which the test's
 // "once in the stream" check holds it to.
-func publishRetrying(t *testing.T, nodes []*testNode, i int, id string) error {
+func publishRetrying(t *testing.T, nodes []*testNode, i int, id string) (fsm.Cursor, error) {
 	deadline := time.Now().Add(waitTimeout)
 	for attempt := 0; ; attempt++ {
 		n := nodes[(i+attempt)%len(nodes)]
-		_, err := publish(n, id)
+		cur, err := publish(n, id)
 		if err == nil {
-			return nil
+			return cur, nil
 		}
 		if errors.Is(err, ErrClosed) || time.Now().After(deadline) {
-			return fmt.Errorf("publish %s through %s (attempt %d): %w", id, n.id, attempt+1, err)
+			return fsm.Cursor{}, fmt.Errorf("publish %s through %s (attempt %d): %w", id, n.id, attempt+1, err)
 		}
 		t.Logf("publish %s through %s: %v; retrying through the next node", id, n.id, err)
 		time.Sleep(pollEvery) // a pause between attempts, as a client's backoff
