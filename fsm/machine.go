@@ -46,6 +46,9 @@ var (
 	// the newest applied one: a copy that late might no longer be known as
 	// a duplicate, so it is not applied at all.
 	ErrExpired = errors.New("command expired: it reached the log too late to be applied safely; it may or may not have been applied before")
+	// ErrStaleSnapshot: Restore was given a snapshot older than what the
+	// machine applied.
+	ErrStaleSnapshot = errors.New("stale snapshot: older than what this node applied")
 	// ErrOutOfOrder refuses a command whose Origin sequence number is past
 	// the next one its connection expects (log format FormatOrdered): an
 	// earlier command of the same origin has not been applied yet (it is

@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"testing"
@@ -10,9 +11,11 @@ import (
 )
 
 // A follower that applied past a snapshot and is then sent that older
-// snapshot (raft installs it and applies the entries after it again) must
-// end with the same cache as a replica that never went back.
-func TestMachine_RestoreOlderThenReapply(t *testing.T) {
+// snapshot (a leader replicating to a removed server whose address it took)
+// refuses it and keeps its state: raft then keeps its applied index, and the
+// entries after it apply as on a replica that never saw the snapshot. A
+// snapshot at or past what it applied is restored.
+func TestMachine_RestoreOlderRefused(t *testing.T) {
 	cfg := testConfig(t)
 	var logs []*raft.Log
 	gen := newApplier(t, cfg)
@@ -31,16 +34,19 @@ func TestMachine_RestoreOlderThenReapply(t *testing.T) {
 		old.Apply(l)
 	}
 	snap := snapshotBytes(t, old)
-	// The follower applied up to 30, restores the snapshot at 20, then
-	// gets 21.. again.
+	// The follower applied up to 30 and is sent the snapshot at 20.
 	f := newTestMachine(t, cfg)
 	for _, l := range logs[:30] {
 		f.Apply(l)
 	}
-	if err := f.Restore(io.NopCloser(bytes.NewReader(snap))); err != nil {
-		t.Fatal(err)
+	before := f.Position()
+	if err := f.Restore(io.NopCloser(bytes.NewReader(snap))); !errors.Is(err, ErrStaleSnapshot) {
+		t.Fatalf("Restore of an older snapshot: %v, want ErrStaleSnapshot", err)
 	}
-	for _, l := range logs[20:] {
+	if after := f.Position(); after != before {
+		t.Fatalf("a refused restore changed the machine: %+v, was %+v", after, before)
+	}
+	for _, l := range logs[30:] {
 		f.Apply(l)
 	}
 	if a, b := f.Position(), ref.Position(); a.Last != b.Last || a.Digest != b.Digest {
@@ -49,5 +55,19 @@ func TestMachine_RestoreOlderThenReapply(t *testing.T) {
 	got, want := mustSince(t, f, Cursor{}, 0), mustSince(t, ref, Cursor{}, 0)
 	if len(got) != len(want) {
 		t.Fatalf("%d cached entries, want %d (last %v)", len(got), len(want), got[len(got)-1].Cursor)
+	}
+
+	// A fresh machine, and one at the snapshot's own index, restore it.
+	for _, n := range []int{0, 20} {
+		m := newTestMachine(t, cfg)
+		for _, l := range logs[:n] {
+			m.Apply(l)
+		}
+		if err := m.Restore(io.NopCloser(bytes.NewReader(snap))); err != nil {
+			t.Fatalf("Restore on a machine that applied %d entries: %v", n, err)
+		}
+		if a, b := m.Position(), old.Position(); a.Last != b.Last || a.Digest != b.Digest {
+			t.Fatalf("after restore on a machine at %d: %+v, want %+v", n, a, b)
+		}
 	}
 }

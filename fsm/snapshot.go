@@ -162,6 +162,14 @@ func (s *snapshot) Release() {
 // aside and swaps it in under the lock, then wakes every reader, because
 // raft's "no Apply during Restore" does not cover readers on other
 // goroutines.
+//
+// A snapshot older than what the machine applied is refused
+// (ErrStaleSnapshot) and the machine is left as it was: raft then keeps its
+// own applied index too. raft installs whatever snapshot a leader sends; a
+// leader replicating to a removed server whose address a new node took
+// (chaos, replace-voter) sent one older than the new node had applied, raft
+// set its applied index back to it, and the next commit index made it look
+// for entries it had already compacted: "panic: log not found".
 func (m *Machine) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
 	br := bufio.NewReader(rc)
@@ -178,6 +186,12 @@ func (m *Machine) Restore(rc io.ReadCloser) error {
 	}
 	if d.Last.Index > d.Applied {
 		return fmt.Errorf("fsm: restore: last command %s after the applied index %d", d.Last, d.Applied)
+	}
+	m.mu.RLock()
+	applied := m.st.Applied
+	m.mu.RUnlock()
+	if d.Applied < applied {
+		return fmt.Errorf("fsm: restore: %w: the snapshot is at index %d, this machine applied %d", ErrStaleSnapshot, d.Applied, applied)
 	}
 	st := newState()
 	st.Epoch, st.Secret, st.Applied, st.Last, st.Floor, st.Newest = d.Epoch, d.Secret, d.Applied, d.Last, d.Floor, d.Newest
