@@ -1,0 +1,15 @@
+//go:build !unix
+
+package wal
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+)
+
+func lockDir(path string) (*os.File, error) {
+	return nil, fmt.Errorf("wal: no folder lock on %s (needs flock)", runtime.GOOS)
+}
+
+func syncDir(dir string) error { return nil }
