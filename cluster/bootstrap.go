@@ -23,7 +23,8 @@ import (
 // served clients as a second cluster. So:
 //
 //   - the bootstrap writes the cluster-init entry together with the
-//     configuration, in one transaction of raft.db: data that was ever
+//     configuration, in one append to the log (cluster/wal keeps an
+//     append whole or cuts it off after a crash): data that was ever
 //     bootstrapped names its cluster, and CheckPeers can refuse a foreign
 //     one with both ids;
 //   - a first start that fails before anyone could see the node removes
@@ -47,7 +48,7 @@ func newClusterInit(now int64) (fsm.Command, error) {
 // withInit is the log store a bootstrap writes through: raft.BootstrapCluster
 // stores the configuration entry (index 1) with StoreLog, and this stores
 // the cluster-init entry right after it (index 2, same term) in the same
-// StoreLogs call, so one bbolt transaction holds both or neither (with
+// StoreLogs call, so the log holds both or neither (with
 // injected stores, as atomic as their StoreLogs is; raft's in-memory store
 // holds one lock across it). Raft
 // reads the last index from the store when it starts, and its first
@@ -84,7 +85,7 @@ func (n *Node) bootstrap(rc *raft.Config, st nodeStores, trans raft.Transport) (
 // when it opened, or that did not open.
 var ErrNotFresh = errors.New("cluster: not a fresh node")
 
-// DiscardFresh removes the Raft state (raft.db and the snapshots folder)
+// DiscardFresh removes the Raft state (wal/, raft.db and the snapshots folder)
 // of a node that found none when it opened: the first start of a node that
 // failed before any other node could see it (before gossip started). What
 // such a start wrote, a bootstrap or nothing at all, serves nobody, and left
@@ -111,8 +112,10 @@ func (n *Node) DiscardFresh() error {
 	if err := os.Remove(filepath.Join(n.cfg.DataDir, "raft.db")); err != nil && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, err)
 	}
-	if err := os.RemoveAll(filepath.Join(n.cfg.DataDir, "snapshots")); err != nil {
-		errs = append(errs, err)
+	for _, dir := range []string{walDir, walMigrating, "snapshots"} {
+		if err := os.RemoveAll(filepath.Join(n.cfg.DataDir, dir)); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("cluster: discard the state of a failed first start: %w", err)

@@ -17,8 +17,8 @@ import (
 // rather than accept them slowly or not at all (issue 15, disk faults).
 // Raft already never acknowledges what it did not persist: a leader that
 // cannot store its entries fails them and steps down, a follower that
-// cannot store them does not acknowledge them, and bbolt commits a
-// transaction whole or not at all. What this file adds is the node's own
+// cannot store them does not acknowledge them, and the log store keeps an
+// append whole or not at all (cluster/wal cuts a failed append back off). What this file adds is the node's own
 // view: every write to the Raft stores is watched, and from the first that
 // fails with an error from the operating system (ENOSPC, EIO, EROFS,
 // EDQUOT, ...) until one succeeds again, the node
@@ -39,8 +39,8 @@ import (
 // failed once would refuse writes for ever: no entry would come to clear
 // the failure.
 // Small writes (the term, a vote, a log compaction) do not clear the
-// failure: bbolt may fit them in pages it already has on a full disk,
-// where an append that needs new pages would still fail. A disk whose
+// failure: bbolt may fit them in pages it already has on a full disk, and
+// a compaction frees space, where an append would still fail. A disk whose
 // every write fails (EIO) fails those too, and hashicorp/raft panics when
 // it cannot save its term or vote: the node stops (fail-stop) and its
 // supervisor starts it again; nothing it did not persist was acknowledged.

@@ -18,7 +18,8 @@
 // What a node is given rather than builds (network.go), as hashicorp/raft's
 // NewRaft is given its stores and transport: Config.Network, the network
 // its one port lives on (nil: TCP), and Config.RaftStores, its Raft log,
-// stable and snapshot stores (nil: raft.db and snapshots/ in DataDir).
+// stable and snapshot stores (nil: the log in wal/ (package cluster/wal),
+// the stable store in raft.db and snapshots/ in DataDir: stores.go).
 // Raft's transport and the node's RPC share that port behind a mux (one
 // address per node, one thing for a partition to cut), so an injected
 // network carries both; peer TLS is layered on it either way. Tests run

@@ -13,10 +13,10 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// BenchmarkRaftFloor measures what hashicorp/raft and raft-boltdb give on
+// BenchmarkRaftFloor measures what hashicorp/raft and the log store give on
 // this machine with none of raftplane's code in the way: three nodes in
 // this process over loopback TCP, stores opened as a node opens them
-// (OpenStores, raft's log cache), raftplane's Raft timings, a trivial FSM;
+// (OpenStores: cluster/wal behind raft's log cache, raft.db's stable store), raftplane's Raft timings, a trivial FSM;
 // the leader applies one 120-byte entry every millisecond (S2's rate) and
 // the figure is the time from that Apply to a follower's FSM applying the
 // entry (p50, p99; one clock). With and without fsync, with and without

@@ -246,7 +246,7 @@ type nodeStores struct {
 	base   raft.LogStore // what Raft's log cache writes through (disk.go watches it)
 	stable raft.StableStore
 	snaps  raft.SnapshotStore
-	closer io.Closer // raft.db; nil for injected stores: their caller closes them
+	closer io.Closer // wal/ and raft.db; nil for injected stores: their caller closes them
 }
 
 // openStores opens the stores in DataDir as the offline recovery and
@@ -263,7 +263,7 @@ func (n *Node) openStores() (nodeStores, error) {
 		return nodeStores{}, err
 	}
 	// Raft gets its own cache over the bare store (disk.go says why).
-	return nodeStores{logs: st.Logs, base: st.Bolt, stable: st.Bolt, snaps: st.Snaps, closer: st}, nil
+	return nodeStores{logs: st.Logs, base: st.WAL, stable: st.Bolt, snaps: st.Snaps, closer: st}, nil
 }
 
 // storesLabel names the node's stores in logs and errors.

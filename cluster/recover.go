@@ -15,65 +15,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"github.com/raftplane/raftplane/fsm"
-	"go.etcd.io/bbolt"
-	bolterrors "go.etcd.io/bbolt/errors"
 )
-
-// Stores are a node's Raft stores in its data folder: raft.db (the log and
-// the stable store, one bbolt file) and the snapshots folder. Node.Open
-// (unless given Config.RaftStores), the offline recovery and the restore of
-// a backup all open them here, so they agree on the file names, the bbolt
-// options and the snapshots kept.
-type Stores struct {
-	Bolt  *raftboltdb.BoltStore
-	Logs  raft.LogStore // Bolt behind a cache of the newest entries
-	Snaps *raft.FileSnapshotStore
-}
-
-// snapshotsRetained is how many snapshots the store keeps.
-const snapshotsRetained = 2
-
-// OpenStores opens (creating them if missing) the Raft stores of dataDir.
-// A second process on the same folder fails after a second instead of
-// waiting for the first to exit. Close releases them.
-func OpenStores(dataDir string, noSync bool, lg *slog.Logger) (*Stores, error) {
-	if lg == nil {
-		lg = slog.New(slog.DiscardHandler)
-	}
-	store, err := raftboltdb.New(raftboltdb.Options{
-		Path:   filepath.Join(dataDir, "raft.db"),
-		NoSync: noSync,
-		// bbolt rewrites its whole free list on every commit unless told
-		// not to; a Raft log commits per batch and frees pages at every
-		// compaction, so that list is a large part of each fsync'd write.
-		// Without it bbolt rebuilds the list by scanning at open (Consul
-		// offers the same as raft_boltdb NoFreelistSync). The timeout makes
-		// a second process on the same data folder fail instead of hang.
-		BoltOptions: &bbolt.Options{Timeout: time.Second, NoFreelistSync: true, FreelistType: bbolt.FreelistMapType},
-	})
-	if err != nil {
-		if errors.Is(err, bolterrors.ErrTimeout) {
-			return nil, fmt.Errorf("cluster: open raft.db: %w (is a raftplane process still running on %s?)", err, dataDir)
-		}
-		return nil, fmt.Errorf("cluster: open raft.db: %w", err)
-	}
-	logs, err := raft.NewLogCache(1024, store)
-	if err != nil {
-		store.Close()
-		return nil, err
-	}
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(dataDir, snapshotsRetained, newHCLog(lg, "snapshot"))
-	if err != nil {
-		store.Close()
-		return nil, fmt.Errorf("cluster: snapshot store: %w", err)
-	}
-	return &Stores{Bolt: store, Logs: logs, Snaps: snaps}, nil
-}
-
-// Close closes raft.db (the snapshot store holds no open file).
-func (s *Stores) Close() error { return s.Bolt.Close() }
 
 // LatestConfiguration reads the newest Raft configuration in the stores
 // without starting Raft: the latest snapshot's, replaced by any

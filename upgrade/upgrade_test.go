@@ -579,6 +579,14 @@ func restartOnOldData(t *testing.T, b builds) {
 	if s.Stream.LastCursor != last || s.Stream.Epoch != before.Stream.Epoch {
 		t.Errorf("after a send: last cursor %s epoch %s, want %s in epoch %s", s.Stream.LastCursor, s.Stream.Epoch, last, before.Stream.Epoch)
 	}
+	// Every release so far kept the log in raft.db; this one moved it to
+	// wal/ (cluster/stores.go), and replayed it from there above.
+	if fi, err := os.Stat(filepath.Join(n.data, "wal")); err != nil || !fi.IsDir() {
+		t.Errorf("no wal/ folder in the data after the upgrade: %v", err)
+	}
+	if out, err := os.ReadFile(n.logPath); err != nil || !bytes.Contains(out, []byte("moved the Raft log from raft.db")) {
+		t.Errorf("the new build did not log moving the log out of raft.db (%v)", err)
+	}
 }
 
 // tick is one numbered broadcast as the subscriber received it.
