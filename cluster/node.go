@@ -163,11 +163,21 @@ func (n *Node) Open() (err error) {
 	if err != nil {
 		return err
 	}
-	var machine raft.FSM = n.machine
+	machine := nodeFSM{Machine: n.machine}
+	if n.cfg.RaftStores == nil { // snapshots.go
+		if err := dropStaleSnapshots(n.cfg.DataDir, st.snaps, n.log); err != nil {
+			return err
+		}
+		machine.onStale = func() {
+			if err := dropStaleSnapshots(n.cfg.DataDir, st.snaps, n.log); err != nil {
+				n.log.Error("could not remove a snapshot this node refused", "err", err)
+			}
+		}
+	}
 	var rtrans raft.Transport = trans
 	if !n.cfg.NoCommitNotices { // notice.go
 		n.notices = newCommitNotices(trans, rc, n.log, n.stop, &n.wg)
-		machine, rtrans = noticeFSM{n.machine, n.notices}, noticeTransport{trans, n.notices}
+		machine.c, rtrans = n.notices, noticeTransport{trans, n.notices}
 	}
 	r, err := raft.NewRaft(rc, machine, watched, watchedStable{st.stable, &n.disk},
 		timedSnapshots{st.snaps, &n.stats}, rtrans) // stats.go: snapshots timed

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-	"github.com/raftplane/raftplane/fsm"
 )
 
 // Commit notices. A hashicorp/raft follower learns that an entry is
@@ -316,29 +315,7 @@ func (w *watchedPipeline) Close() error {
 	return err
 }
 
-// noticeFSM is the FSM raft is given when commit notices are on: the
-// machine, telling the notices what it applied.
-type noticeFSM struct {
-	*fsm.Machine
-	c *commitNotices
-}
-
-// Apply implements raft.FSM.
-func (f noticeFSM) Apply(l *raft.Log) interface{} {
-	return f.ApplyBatch([]*raft.Log{l})[0]
-}
-
-// ApplyBatch implements raft.BatchingFSM.
-func (f noticeFSM) ApplyBatch(logs []*raft.Log) []interface{} {
-	out := f.Machine.ApplyBatch(logs)
-	if n := len(logs); n > 0 {
-		f.c.committed(logs[n-1].Index, logs[n-1].Term)
-	}
-	return out
-}
-
 var (
-	_ raft.BatchingFSM    = noticeFSM{}
 	_ raft.Transport      = noticeTransport{}
 	_ raft.WithClose      = noticeTransport{}
 	_ raft.WithPreVote    = noticeTransport{}
