@@ -93,8 +93,16 @@ func Open(dir string, o Options) (*Log, error) {
 	if o.SegmentSize <= 0 {
 		o.SegmentSize = DefaultSegmentSize
 	}
+	_, err := os.Stat(dir)
+	created := errors.Is(err, os.ErrNotExist)
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("wal: %w", err)
+	}
+	if created && !o.NoSync {
+		// The folder's own name must survive a crash as its files do.
+		if err := syncDir(filepath.Dir(dir)); err != nil {
+			return nil, fmt.Errorf("wal: %w", err)
+		}
 	}
 	lock, err := lockDir(filepath.Join(dir, "LOCK"))
 	if err != nil {
