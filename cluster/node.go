@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/raftplane/raftplane/cluster/wal"
 	"github.com/raftplane/raftplane/fsm"
 	"github.com/raftplane/raftplane/status"
 )
@@ -257,6 +258,7 @@ type nodeStores struct {
 	stable raft.StableStore
 	snaps  raft.SnapshotStore
 	closer io.Closer // wal/ and raft.db; nil for injected stores: their caller closes them
+	wal    *wal.Log  // the log in wal/ (Stats); nil for injected stores
 }
 
 // openStores opens the stores in DataDir as the offline recovery and
@@ -273,7 +275,7 @@ func (n *Node) openStores() (nodeStores, error) {
 		return nodeStores{}, err
 	}
 	// Raft gets its own cache over the bare store (disk.go says why).
-	return nodeStores{logs: st.Logs, base: st.WAL, stable: st.Bolt, snaps: st.Snaps, closer: st}, nil
+	return nodeStores{logs: st.Logs, base: st.WAL, stable: st.Bolt, snaps: st.Snaps, closer: st, wal: st.WAL}, nil
 }
 
 // storesLabel names the node's stores in logs and errors.

@@ -82,6 +82,9 @@ type Stats struct {
 	// CommitNotices counts the commit notices this node sent as leader
 	// (notice.go), by result: "sent" (answered) and "failed".
 	CommitNotices map[string]uint64
+	// LogBytes is the size of the log's files (wal/); -1 with injected
+	// stores or before Open.
+	LogBytes int64
 }
 
 // Histogram is a snapshot of a histogram (status.Histogram).
@@ -100,6 +103,7 @@ func (n *Node) Stats() Stats {
 		RejectedEntries:  n.machine.Rejected(),
 		Forwards:         make(map[string]uint64, numForwardResults),
 		Stages:           n.stages(),
+		LogBytes:         -1,
 	}
 	for i, name := range forwardResultNames {
 		out.Forwards[name] = st.forwards[i].Load()
@@ -117,6 +121,9 @@ func (n *Node) Stats() Stats {
 	st.snapMu.Unlock()
 	if n.raft == nil {
 		return out
+	}
+	if w := n.stores.wal; w != nil {
+		out.LogBytes = w.Size()
 	}
 	rs := n.raft.Stats()
 	num := func(k string) uint64 { v, _ := strconv.ParseUint(rs[k], 10, 64); return v }

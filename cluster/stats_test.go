@@ -39,6 +39,9 @@ func TestNode_Stats(t *testing.T) {
 	if st.LastContact < 0 {
 		t.Errorf("follower last contact %s: it has heard from the leader", st.LastContact)
 	}
+	if st.LogBytes <= 0 {
+		t.Errorf("follower's log is %d bytes on disk after %d publishes", st.LogBytes, N)
+	}
 	if st.LeaderChanges < 1 {
 		t.Errorf("follower saw %d leaders", st.LeaderChanges)
 	}

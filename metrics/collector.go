@@ -32,9 +32,9 @@ type collector struct {
 	// upstream webhooks and connection events (hub/upstream.go, events.go)
 	upstreamCalls, eventsDelivered, eventGaps, eventsLeading *prometheus.Desc
 	// cluster
-	raftState, term, commitIndex, appliedIndex, lastLogIndex, lastSnapIndex *prometheus.Desc
-	fsmPending, lastContact, leaderChanges, servers                         *prometheus.Desc
-	snapDuration, snapFailures, forwards, peerTLSFailures, commitNotices    *prometheus.Desc
+	raftState, term, commitIndex, appliedIndex, lastLogIndex, lastSnapIndex, logBytes *prometheus.Desc
+	fsmPending, lastContact, leaderChanges, servers                                   *prometheus.Desc
+	snapDuration, snapFailures, forwards, peerTLSFailures, commitNotices              *prometheus.Desc
 }
 
 func newCollector(cfg Config) *collector {
@@ -85,6 +85,7 @@ func newCollector(cfg Config) *collector {
 	c.appliedIndex = d("raft_applied_index", "Raft index applied on this node.")
 	c.lastLogIndex = d("raft_last_log_index", "Last index in this node's Raft log.")
 	c.lastSnapIndex = d("raft_last_snapshot_index", "Index of this node's latest Raft snapshot.")
+	c.logBytes = d("raft_log_bytes", "Size of this node's Raft log files (wal/ in the data folder).")
 	c.fsmPending = d("raft_fsm_pending", "Committed batches waiting for this node's state machine.")
 	c.lastContact = d("raft_last_contact_seconds", "Time since this node last heard from the leader (0 on the leader; absent if never).")
 	c.leaderChanges = d("raft_leader_changes_total", "Leaders this node has seen elected.")
@@ -232,6 +233,9 @@ func (c *collector) collectCluster(ch chan<- prometheus.Metric, cs *cluster.Stat
 	gauge(ch, c.appliedIndex, float64(cs.AppliedIndex))
 	gauge(ch, c.lastLogIndex, float64(cs.LastLogIndex))
 	gauge(ch, c.lastSnapIndex, float64(cs.LastSnapshotIndex))
+	if cs.LogBytes >= 0 {
+		gauge(ch, c.logBytes, float64(cs.LogBytes))
+	}
 	gauge(ch, c.fsmPending, float64(cs.FSMPending))
 	if cs.LastContact >= 0 {
 		gauge(ch, c.lastContact, cs.LastContact.Seconds())

@@ -299,6 +299,17 @@ func (l *Log) Len() int {
 	return n
 }
 
+// Size returns the bytes the log's segment files hold.
+func (l *Log) Size() int64 {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	var n int64
+	for _, s := range l.segs {
+		n += s.size
+	}
+	return n
+}
+
 // Repaired returns the bytes Open cut from a torn tail of the last segment.
 func (l *Log) Repaired() int64 { return l.repaired }
 

@@ -883,3 +883,30 @@ func TestTornBatch(t *testing.T) {
 		}
 	})
 }
+
+// Size counts the segment files' bytes: it grows with appends and shrinks
+// when a prefix delete removes segments.
+func TestSize(t *testing.T) {
+	l := open(t, t.TempDir(), Options{SegmentSize: 200})
+	if n := l.Size(); n != 0 {
+		t.Fatalf("empty log: Size %d", n)
+	}
+	store(t, l, 1, 40, 1)
+	var files int64
+	for _, f := range segFiles(t, l.dir) {
+		fi, err := os.Stat(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files += fi.Size()
+	}
+	if n := l.Size(); n != files {
+		t.Fatalf("Size %d, the files hold %d", n, files)
+	}
+	if err := l.DeleteRange(1, 30); err != nil {
+		t.Fatal(err)
+	}
+	if n := l.Size(); n >= files || n <= 0 {
+		t.Fatalf("Size %d after a prefix delete, was %d", n, files)
+	}
+}
