@@ -29,16 +29,23 @@ import (
 // release is an earlier release the current tree must take over from: its
 // tag, and its commit as the fallback (CI runs in a fresh clone that may
 // lack tags; the commit is in main's history). Neither is ever skipped.
-type release struct{ tag, commit string }
+// logInBolt says its data folder keeps the Raft log in raft.db (before
+// v0.4.0), which the current tree moves to wal/ at its first start.
+type release struct {
+	tag, commit string
+	logInBolt   bool
+}
 
 // releases are tested newest first: the previous release (the upgrade
-// operators make; v0.3.0 writes log format 3, as the tree does) and those
-// before it (v0.2.0 writes format 2, v0.1.0 format 1: the roll from them
+// operators make; v0.4.0 writes log format 3, as the tree does, and keeps
+// the log in wal/) and those before it (v0.3.0 writes format 3 with the
+// log in raft.db, v0.2.0 format 2, v0.1.0 format 1: the roll from them
 // raises the format).
 var releases = []release{
-	{"v0.3.0", "0d42f2ba12a9eca07348ce367a62d8f8809a5e48"},
-	{"v0.2.0", "ce3272386287c08647a14a7770b374970ac5a82f"},
-	{"v0.1.0", "69b620c2ebaf7bce59a6bb431a88c865c59916d0"},
+	{"v0.4.0", "57c751dd00ec5fef8b584507f1c8b20c8f989bc9", false},
+	{"v0.3.0", "0d42f2ba12a9eca07348ce367a62d8f8809a5e48", true},
+	{"v0.2.0", "ce3272386287c08647a14a7770b374970ac5a82f", true},
+	{"v0.1.0", "69b620c2ebaf7bce59a6bb431a88c865c59916d0", true},
 }
 
 const (
@@ -49,8 +56,11 @@ const (
 	hub          = "chat"
 )
 
-// builds are the two binaries under test.
-type builds struct{ old, cur string }
+// builds are the two binaries under test, and the release of the old one.
+type builds struct {
+	old, cur string
+	rel      release
+}
 
 // binCache holds the binaries built by this test process, each built once
 // (the current tree and every release), in binDir; TestMain removes it.
@@ -72,7 +82,7 @@ func TestMain(m *testing.M) {
 // process each).
 func buildBoth(t *testing.T, rel release) builds {
 	t.Helper()
-	return builds{old: build(t, rel), cur: build(t, release{})}
+	return builds{old: build(t, rel), cur: build(t, release{}), rel: rel}
 }
 
 // build builds rel (the current tree for the zero release) and returns
@@ -579,13 +589,17 @@ func restartOnOldData(t *testing.T, b builds) {
 	if s.Stream.LastCursor != last || s.Stream.Epoch != before.Stream.Epoch {
 		t.Errorf("after a send: last cursor %s epoch %s, want %s in epoch %s", s.Stream.LastCursor, s.Stream.Epoch, last, before.Stream.Epoch)
 	}
-	// Every release so far kept the log in raft.db; this one moved it to
-	// wal/ (cluster/stores.go), and replayed it from there above.
+	// Releases before v0.4.0 kept the log in raft.db; the tree moves it to
+	// wal/ (cluster/stores.go) and replayed it from there above.
 	if fi, err := os.Stat(filepath.Join(n.data, "wal")); err != nil || !fi.IsDir() {
 		t.Errorf("no wal/ folder in the data after the upgrade: %v", err)
 	}
-	if out, err := os.ReadFile(n.logPath); err != nil || !bytes.Contains(out, []byte("moved the Raft log from raft.db")) {
-		t.Errorf("the new build did not log moving the log out of raft.db (%v)", err)
+	out, err := os.ReadFile(n.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if moved := bytes.Contains(out, []byte("moved the Raft log from raft.db")); moved != b.rel.logInBolt {
+		t.Errorf("the new build logged moving the log out of raft.db: %v, want %v (%s)", moved, b.rel.logInBolt, b.rel.tag)
 	}
 }
 
