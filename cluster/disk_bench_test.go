@@ -17,7 +17,7 @@ import (
 // append + fdatasync of a 200-byte record (the least a log can do per
 // batch), the node's log store's StoreLogs of one 200-byte entry
 // (cluster/wal: one write, one fdatasync) and raft-boltdb's (the log store
-// until v0.3: a bbolt transaction, whose commit writes its pages and syncs
+// through v0.3.0: a bbolt transaction, whose commit writes its pages and syncs
 // twice). Each reports p50 and p99 besides the mean:
 //
 //	go test -run '^$' -bench 'Durable' -benchtime 3000x ./cluster/

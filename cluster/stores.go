@@ -23,7 +23,7 @@ import (
 // a backup all open them here, so they agree on the file names, the options
 // and the snapshots kept.
 //
-// Until v0.3 the log lived in raft.db too. bbolt commits a batch with two
+// Through v0.3.0 the log lived in raft.db too. bbolt commits a batch with two
 // fdatasyncs and rewrites pages all over the file; an append-only file
 // commits with one fdatasync of the bytes appended, which is most of a
 // commit's time on the leader and on each follower (docs/performance.md).
