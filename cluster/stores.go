@@ -54,6 +54,10 @@ func OpenStores(dataDir string, noSync bool, lg *slog.Logger) (*Stores, error) {
 		lg = slog.New(slog.DiscardHandler)
 	}
 	dbPath, logDir := filepath.Join(dataDir, "raft.db"), filepath.Join(dataDir, walDir)
+	// A compaction that stopped (compactBolt) left raft.db as it was.
+	if err := os.Remove(dbPath + compactSuffix); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
 	haveWAL, err := exists(logDir)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: open the log: %w", err)
@@ -85,9 +89,24 @@ func OpenStores(dataDir string, noSync bool, lg *slog.Logger) (*Stores, error) {
 		lg.Warn("cut a half-written batch off the end of the log (the process stopped while writing it; Raft had not acknowledged it)",
 			"log", logDir, "bytes", n)
 	}
-	if err := dropMigrated(store, log, lg); err != nil {
+	dropped, err := dropMigrated(store, log, lg)
+	if err != nil {
 		log.Close()
 		return fail(err)
+	}
+	if dropped {
+		// bbolt never returns pages to the file system: without a rewrite
+		// raft.db would keep the old log's size for good.
+		store.Close()
+		if before, after, err := compactBolt(dbPath, noSync); err != nil {
+			lg.Warn("could not compact raft.db after moving the log out of it; it keeps its size", "err", err)
+		} else {
+			lg.Info("compacted raft.db after moving the log out of it", "bytes_before", before, "bytes_after", after)
+		}
+		if store, err = openBolt(dbPath, noSync, dataDir); err != nil {
+			log.Close()
+			return nil, err
+		}
 	}
 	logs, err := raft.NewLogCache(logCacheSize, log)
 	if err != nil {
@@ -223,31 +242,78 @@ func migrateLog(store *raftboltdb.BoltStore, indexes []uint64, dataDir string, n
 // not hold the same (a release before v0.4 ran on this folder after it
 // was migrated and wrote to raft.db's log) are not dropped: opening fails
 // and says so, since which log is right is for an operator to decide.
-func dropMigrated(store *raftboltdb.BoltStore, log *wal.Log, lg *slog.Logger) error {
+func dropMigrated(store *raftboltdb.BoltStore, log *wal.Log, lg *slog.Logger) (dropped bool, err error) {
 	first, err := store.FirstIndex()
 	if err != nil {
-		return err
+		return false, err
 	}
 	last, err := store.LastIndex()
 	if err != nil || last == 0 {
-		return err
+		return false, err
 	}
 	for _, i := range []uint64{first, last} {
 		var old, cur raft.Log
 		if err := store.GetLog(i, &old); err != nil {
-			return fmt.Errorf("cluster: read entry %d of raft.db: %w", i, err)
+			return false, fmt.Errorf("cluster: read entry %d of raft.db: %w", i, err)
 		}
 		if err := log.GetLog(i, &cur); err != nil || cur.Term != old.Term || cur.Type != old.Type {
-			return fmt.Errorf("cluster: raft.db holds log entries %d-%d that %s/ does not hold the same "+
+			return false, fmt.Errorf("cluster: raft.db holds log entries %d-%d that %s/ does not hold the same "+
 				"(was a raftplane release before v0.4 run on this data folder after a newer one?); "+
 				"move %s/ away to go back to raft.db's log", first, last, walDir, walDir)
 		}
 	}
 	if err := store.DeleteRange(first, last); err != nil {
-		return fmt.Errorf("cluster: drop the moved log from raft.db: %w", err)
+		return false, fmt.Errorf("cluster: drop the moved log from raft.db: %w", err)
 	}
-	lg.Info("dropped the copy of the log left in raft.db by a move to "+walDir+"/ that stopped", "first", first, "last", last)
-	return nil
+	lg.Info("dropped raft.db's copy of the log moved to "+walDir+"/", "first", first, "last", last)
+	return true, nil
+}
+
+// compactSuffix names the file compactBolt writes beside raft.db.
+const compactSuffix = ".compact"
+
+// compactBolt rewrites the bbolt file at path into a new file without its
+// free pages and renames it over path. When it fails before the rename,
+// path is as it was.
+func compactBolt(path string, noSync bool) (before, after int64, err error) {
+	tmp := path + compactSuffix
+	defer func() {
+		if err != nil {
+			os.Remove(tmp)
+		}
+	}()
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0, 0, err
+	}
+	src, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err != nil {
+		return 0, 0, err
+	}
+	defer src.Close()
+	dst, err := bbolt.Open(tmp, 0o600, &bbolt.Options{Timeout: time.Second, NoSync: noSync,
+		NoFreelistSync: true, FreelistType: bbolt.FreelistMapType})
+	if err != nil {
+		return 0, 0, err
+	}
+	err = bbolt.Compact(dst, src, 1<<20) // each transaction commits (and syncs) itself
+	if cerr := dst.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err == nil && !noSync {
+		err = syncDir(filepath.Dir(path))
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	nfi, err := os.Stat(path)
+	if err != nil {
+		return 0, 0, err
+	}
+	return fi.Size(), nfi.Size(), nil
 }
 
 // exists says whether path exists.

@@ -175,3 +175,54 @@ func TestOpenStores_Fresh(t *testing.T) {
 		t.Fatal("a second open of the same folder succeeded")
 	}
 }
+
+// bbolt keeps the pages it frees: the move compacts raft.db, or it would
+// keep the old log's size for good. A compaction that stopped is left
+// behind as raft.db.compact and removed at the next open.
+func TestOpenStores_MigrationCompactsRaftDB(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "raft.db")
+	b, err := raftboltdb.New(raftboltdb.Options{Path: path, NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := make([]byte, 8<<10)
+	for i := uint64(1); i <= 400; i++ {
+		if err := b.StoreLog(&raft.Log{Index: i, Term: 1, Type: raft.LogCommand, Data: big}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.SetUint64([]byte("CurrentTerm"), 3); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	before, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path+compactSuffix, []byte("left by a compaction that stopped"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	st, err := OpenStores(dir, true, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	after, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Size() >= before.Size()/4 {
+		t.Fatalf("raft.db is %d bytes after the move, %d before", after.Size(), before.Size())
+	}
+	if term, err := st.Bolt.GetUint64([]byte("CurrentTerm")); err != nil || term != 3 {
+		t.Fatalf("stable store after the compaction: term %d, %v", term, err)
+	}
+	if st.WAL.Len() != 400 {
+		t.Fatalf("the log holds %d entries, want 400", st.WAL.Len())
+	}
+	if _, err := os.Stat(path + compactSuffix); !os.IsNotExist(err) {
+		t.Fatalf("%s left behind: %v", compactSuffix, err)
+	}
+}

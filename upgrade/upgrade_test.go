@@ -601,6 +601,9 @@ func restartOnOldData(t *testing.T, b builds) {
 	if moved := bytes.Contains(out, []byte("moved the Raft log from raft.db")); moved != b.rel.logInBolt {
 		t.Errorf("the new build logged moving the log out of raft.db: %v, want %v (%s)", moved, b.rel.logInBolt, b.rel.tag)
 	}
+	if compacted := bytes.Contains(out, []byte("compacted raft.db after moving the log")); compacted != b.rel.logInBolt {
+		t.Errorf("the new build logged compacting raft.db: %v, want %v (%s)", compacted, b.rel.logInBolt, b.rel.tag)
+	}
 }
 
 // tick is one numbered broadcast as the subscriber received it.
