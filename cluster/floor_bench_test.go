@@ -95,7 +95,7 @@ func raftFloor(b *testing.B, noSync, notices bool) {
 		rc.LeaderLeaseTimeout, rc.CommitTimeout = cfg.LeaderLeaseTimeout, cfg.CommitTimeout
 		rc.MaxAppendEntries = cfg.MaxAppendEntries
 		rc.Logger = newHCLog(slog.New(slog.DiscardHandler), "raft")
-		logs, err := raft.NewLogCache(logCacheSize, m.st.Logs)
+		logs, err := raft.NewLogCache(logCacheSize, m.st.WAL) // as a node does: one cache, over the bare log
 		if err != nil {
 			b.Fatal(err)
 		}

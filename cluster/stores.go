@@ -227,7 +227,7 @@ func migrateLog(store *raftboltdb.BoltStore, indexes []uint64, dataDir string, n
 		err = os.Rename(tmp, filepath.Join(dataDir, walDir))
 	}
 	if err == nil && !noSync {
-		err = syncDir(dataDir)
+		err = wal.SyncDir(dataDir)
 	}
 	if err != nil {
 		return fmt.Errorf("cluster: move the log to %s: %w", walDir, err)
@@ -304,7 +304,7 @@ func compactBolt(path string, noSync bool) (before, after int64, err error) {
 		err = os.Rename(tmp, path)
 	}
 	if err == nil && !noSync {
-		err = syncDir(filepath.Dir(path))
+		err = wal.SyncDir(filepath.Dir(path))
 	}
 	if err != nil {
 		return 0, 0, err
@@ -323,14 +323,4 @@ func exists(path string) (bool, error) {
 		return false, nil
 	}
 	return err == nil, err
-}
-
-// syncDir makes the names in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -27,9 +27,9 @@ func lockDir(path string) (*os.File, error) {
 	return f, nil
 }
 
-// syncDir makes the folder's entries (created, renamed, removed files)
+// SyncDir makes the folder's entries (created, renamed, removed files)
 // durable.
-func syncDir(dir string) error {
+func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err

@@ -100,7 +100,7 @@ func Open(dir string, o Options) (*Log, error) {
 	}
 	if created && !o.NoSync {
 		// The folder's own name must survive a crash as its files do.
-		if err := syncDir(filepath.Dir(dir)); err != nil {
+		if err := SyncDir(filepath.Dir(dir)); err != nil {
 			return nil, fmt.Errorf("wal: %w", err)
 		}
 	}
@@ -625,5 +625,5 @@ func (l *Log) syncDir() error {
 	if l.opt.NoSync {
 		return nil
 	}
-	return syncDir(l.dir)
+	return SyncDir(l.dir)
 }
