@@ -120,11 +120,11 @@ func (s *Server) parseToken(tok string) (connToken, error) {
 		return connToken{}, errBadToken
 	}
 	p = p[n:]
-	var fields [4]string // the fourth, the node, may be absent (older tokens)
+	// Every release (v0.1.0 on) writes all four fields, so all four are
+	// required: a token has one spelling, and a signed token from before the
+	// node field existed is refused rather than read with no node.
+	var fields [4]string
 	for i := range fields {
-		if i == 3 && len(p) == 0 {
-			break
-		}
 		l, n := binary.Uvarint(p)
 		if n <= 0 || l > uint64(len(p)-n) {
 			return connToken{}, errBadToken

@@ -1,6 +1,8 @@
 package hub
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
 	"net/http"
 	"net/url"
 	"strings"
@@ -202,7 +204,7 @@ func TestServer_ParseToken(t *testing.T) {
 }
 
 // newFuzzServer builds an unstarted server signing with secret.
-func newFuzzServer(f *testing.F, secret string) *Server {
+func newFuzzServer(f testing.TB, secret string) *Server {
 	cfg := DefaultConfig()
 	cfg.NodeID = "fuzz"
 	cfg.TokenSecret = []byte(secret)
@@ -248,6 +250,7 @@ func FuzzParseToken(f *testing.F) {
 	f.Add(payload + "=." + sig)
 	f.Add(payload + "." + sig + "==")
 	f.Add(flipLowBit(payload) + "." + sig) // same bytes if the last character carries padding bits
+	f.Add(srv.signedWithoutNode(good))     // correctly signed, but the node field missing
 
 	f.Fuzz(func(t *testing.T, s string) {
 		ct, err := srv.parseToken(s)
@@ -262,4 +265,30 @@ func FuzzParseToken(f *testing.F) {
 			t.Fatalf("parseToken accepted %q, which signToken does not produce (it gives %q for %+v)", s, again, ct)
 		}
 	})
+}
+
+// signedWithoutNode re-signs tok (a signToken output with an empty node)
+// without its last field, as tokens were written before the node field
+// existed: such a token is refused, though its signature is good.
+func (s *Server) signedWithoutNode(tok string) string {
+	payload, _, _ := strings.Cut(tok, ".")
+	p, err := b64.DecodeString(payload)
+	if err != nil || len(p) == 0 || p[len(p)-1] != 0 {
+		panic("signedWithoutNode: not a token with an empty node")
+	}
+	p = p[:len(p)-1]
+	mac := hmac.New(sha256.New, s.secret())
+	mac.Write(p)
+	return b64.EncodeToString(p) + "." + b64.EncodeToString(mac.Sum(nil)[:18])
+}
+
+func TestParseToken_NodeFieldRequired(t *testing.T) {
+	srv := newFuzzServer(t, "0123456789abcdef-fuzz-secret")
+	good := srv.signToken(connToken{ID: "AAAAAAAAAAAAAAAAAAAAAA", Hub: "chat", User: "alice", Issued: time.UnixMilli(1_700_000_000_000)})
+	if _, err := srv.parseToken(good); err != nil {
+		t.Fatalf("own token refused: %v", err)
+	}
+	if ct, err := srv.parseToken(srv.signedWithoutNode(good)); err == nil {
+		t.Fatalf("a token without the node field was accepted as %+v", ct)
+	}
 }
