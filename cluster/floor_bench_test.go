@@ -20,15 +20,18 @@ import (
 // the leader applies one 120-byte entry every millisecond (S2's rate) and
 // the figure is the time from that Apply to a follower's FSM applying the
 // entry (p50, p99; one clock). With and without fsync, with and without
-// commit notices (notice.go): the floor S2's cross-node latency stands on.
+// commit notices (notice.go), with fsync with and without the leader's
+// parallel append (leaderlog.go): the floor S2's cross-node latency stands
+// on.
 //
 //	go test -run '^$' -bench RaftFloor -benchtime 5000x ./cluster/
 func BenchmarkRaftFloor(b *testing.B) {
-	for _, sync := range []bool{true, false} {
-		for _, notices := range []bool{true, false} {
-			name := fmt.Sprintf("fsync=%t/notices=%t", sync, notices)
-			b.Run(name, func(b *testing.B) { raftFloor(b, !sync, notices) })
-		}
+	for _, c := range []struct{ sync, notices, parallel bool }{
+		{true, true, true}, {true, true, false}, {true, false, false},
+		{false, true, false}, {false, false, false},
+	} {
+		name := fmt.Sprintf("fsync=%t/notices=%t/parallel=%t", c.sync, c.notices, c.parallel)
+		b.Run(name, func(b *testing.B) { raftFloor(b, !c.sync, c.notices, c.parallel) })
 	}
 }
 
@@ -38,9 +41,15 @@ type floorFSM struct {
 	mu      sync.Mutex
 	applied []time.Time
 	notices *commitNotices // nil: off
+	durable *leaderLog     // nil: no parallel append
 }
 
 func (f *floorFSM) Apply(l *raft.Log) interface{} {
+	if f.durable != nil {
+		if err := f.durable.waitDurable(l.Index); err != nil {
+			panic(err)
+		}
+	}
 	if l.Type == raft.LogCommand && len(l.Data) >= 8 {
 		seq := binary.BigEndian.Uint64(l.Data)
 		f.mu.Lock()
@@ -63,7 +72,7 @@ type floorSnapshot struct{}
 func (floorSnapshot) Persist(s raft.SnapshotSink) error { return s.Close() }
 func (floorSnapshot) Release()                          {}
 
-func raftFloor(b *testing.B, noSync, notices bool) {
+func raftFloor(b *testing.B, noSync, notices, parallel bool) {
 	const n = 3
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -95,14 +104,21 @@ func raftFloor(b *testing.B, noSync, notices bool) {
 		rc.LeaderLeaseTimeout, rc.CommitTimeout = cfg.LeaderLeaseTimeout, cfg.CommitTimeout
 		rc.MaxAppendEntries = cfg.MaxAppendEntries
 		rc.Logger = newHCLog(slog.New(slog.DiscardHandler), "raft")
-		logs, err := raft.NewLogCache(logCacheSize, m.st.WAL) // as a node does: one cache, over the bare log
+		var base raft.LogStore = m.st.WAL
+		if parallel {
+			m.fsm.durable = newLeaderLog(m.st.WAL, nil)
+			base = m.fsm.durable
+		}
+		logs, err := raft.NewLogCache(logCacheSize, base) // as a node does: one cache, over the bare log
 		if err != nil {
 			b.Fatal(err)
 		}
 		var trans raft.Transport = m.trans
 		if notices {
 			m.fsm.notices = newCommitNotices(m.trans, rc, slog.New(slog.DiscardHandler), stop, &wg)
-			trans = noticeTransport{m.trans, m.fsm.notices}
+		}
+		if notices || parallel {
+			trans = noticeTransport{m.trans, m.fsm.notices, m.fsm.durable}
 		}
 		if i == 0 {
 			if err := raft.BootstrapCluster(rc, logs, m.st.Bolt, raft.NewInmemSnapshotStore(), m.trans,
@@ -116,6 +132,9 @@ func raftFloor(b *testing.B, noSync, notices bool) {
 		if notices {
 			m.fsm.notices.raft.Store(m.r)
 		}
+		if m.fsm.durable != nil {
+			m.fsm.durable.attach(m.r)
+		}
 	}
 	defer func() {
 		close(stop)
@@ -124,6 +143,9 @@ func raftFloor(b *testing.B, noSync, notices bool) {
 		}
 		wg.Wait()
 		for _, m := range ms {
+			if m.fsm.durable != nil {
+				m.fsm.durable.close()
+			}
 			m.st.Close()
 		}
 	}()

@@ -31,6 +31,7 @@ type Node struct {
 	raft      *raft.Raft
 	transport *raft.NetworkTransport
 	notices   *commitNotices // notice.go; nil with Config.NoCommitNotices
+	leaderLog *leaderLog     // leaderlog.go; nil when the leader writes before it replicates
 	stores    nodeStores     // its closer is nil with injected stores: their caller closes them
 
 	idPrefix string    // unique per process start, for command ids
@@ -157,6 +158,15 @@ func (n *Node) Open() (err error) {
 		n.localCluster = id
 		n.log.Info("bootstrapped a new one-node cluster", "raft", trans.LocalAddr(), "cluster_id", id)
 	}
+	// leaderlog.go: the leader writes its log while it replicates it.
+	if st.wal != nil && !n.cfg.NoSync && !n.cfg.NoParallelAppend {
+		n.leaderLog = newLeaderLog(st.wal, func(err error) {
+			n.log.Error("could not sync the Raft log to disk; this node stops: entries the cluster may count as "+
+				"committed are not persisted here", "err", err)
+		})
+		st.base = n.leaderLog
+		undo = append(undo, n.leaderLog.close)
+	}
 	// disk.go: every write to the stores is watched, below the cache
 	// (which flattens its store's errors into text).
 	n.disk.log, n.disk.where = n.log, n.storesLabel()
@@ -164,7 +174,7 @@ func (n *Node) Open() (err error) {
 	if err != nil {
 		return err
 	}
-	machine := nodeFSM{Machine: n.machine}
+	machine := nodeFSM{Machine: n.machine, durable: n.leaderLog}
 	if n.cfg.RaftStores == nil { // snapshots.go
 		if err := dropStaleSnapshots(n.cfg.DataDir, st.snaps, n.log); err != nil {
 			return err
@@ -178,7 +188,10 @@ func (n *Node) Open() (err error) {
 	var rtrans raft.Transport = trans
 	if !n.cfg.NoCommitNotices { // notice.go
 		n.notices = newCommitNotices(trans, rc, n.log, n.stop, &n.wg)
-		machine.c, rtrans = n.notices, noticeTransport{trans, n.notices}
+		machine.c = n.notices
+	}
+	if n.notices != nil || n.leaderLog != nil {
+		rtrans = noticeTransport{trans, n.notices, n.leaderLog}
 	}
 	r, err := raft.NewRaft(rc, machine, watched, watchedStable{st.stable, &n.disk},
 		timedSnapshots{st.snaps, &n.stats}, rtrans) // stats.go: snapshots timed
@@ -188,6 +201,9 @@ func (n *Node) Open() (err error) {
 	n.raft, n.transport, n.stores = r, trans, st
 	if n.notices != nil {
 		n.notices.raft.Store(r)
+	}
+	if n.leaderLog != nil {
+		n.leaderLog.attach(r)
 	}
 	n.observeLeaders() // stats.go
 	if hasState {
@@ -484,6 +500,9 @@ func (n *Node) Close(ctx context.Context) error {
 			}
 			n.closeRPC()
 			n.wg.Wait()
+			if n.leaderLog != nil { // after raft: its FSM may wait for the syncer
+				n.leaderLog.close()
+			}
 			if n.transport != nil {
 				// Close alone leaves the pooled outbound connections open,
 				// and each peer's handler for one blocks reading forever.

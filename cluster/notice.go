@@ -242,19 +242,33 @@ func (c *commitNotices) send(id raft.ServerID, p *noticePeer) bool {
 	return true
 }
 
-// noticeTransport is the transport raft is given when commit notices are
-// on: the node's NetworkTransport, with every successful AppendEntries
-// answer seen on its way back to raft.
+// noticeTransport is the transport raft is given when commit notices or the
+// parallel append are on: the node's NetworkTransport, with every
+// successful AppendEntries answer seen on its way back to raft (notices),
+// and the commit index it carries held to what is durable on this leader
+// (durable; leaderlog.go).
 type noticeTransport struct {
 	*raft.NetworkTransport
-	c *commitNotices
+	c       *commitNotices // nil: notices off
+	durable *leaderLog     // nil: the leader writes before it replicates
+}
+
+// hold lowers args' commit index to what this node has on disk.
+func (t noticeTransport) hold(args *raft.AppendEntriesRequest) {
+	if t.durable != nil {
+		if d := t.durable.durable.Load(); args.LeaderCommitIndex > d {
+			args.LeaderCommitIndex = d
+			t.durable.held.Add(1)
+		}
+	}
 }
 
 // AppendEntries implements raft.Transport.
 func (t noticeTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress,
 	args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	t.hold(args)
 	err := t.NetworkTransport.AppendEntries(id, target, args, resp)
-	if err == nil && resp.Success {
+	if err == nil && resp.Success && t.c != nil {
 		t.c.stored(id, target, args)
 	}
 	return err
@@ -266,10 +280,26 @@ func (t noticeTransport) AppendEntriesPipeline(id raft.ServerID, target raft.Ser
 	if err != nil {
 		return nil, err
 	}
-	w := &watchedPipeline{AppendPipeline: p, out: make(chan raft.AppendFuture, cap(p.Consumer())),
+	if t.c == nil {
+		return heldPipeline{p, t}, nil
+	}
+	w := &watchedPipeline{AppendPipeline: p, t: t, out: make(chan raft.AppendFuture, cap(p.Consumer())),
 		stop: make(chan struct{}), done: make(chan struct{})}
 	go w.watch(id, target, t.c)
 	return w, nil
+}
+
+// heldPipeline is a pipeline whose requests' commit index is held to what
+// is durable (noticeTransport.hold), without notices.
+type heldPipeline struct {
+	raft.AppendPipeline
+	t noticeTransport
+}
+
+// AppendEntries implements raft.AppendPipeline.
+func (p heldPipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) (raft.AppendFuture, error) {
+	p.t.hold(args)
+	return p.AppendPipeline.AppendEntries(args, resp)
 }
 
 // watchedPipeline passes a pipeline's answered requests on to raft, seeing
@@ -277,6 +307,7 @@ func (t noticeTransport) AppendEntriesPipeline(id raft.ServerID, target raft.Ser
 // raft closes the pipeline.
 type watchedPipeline struct {
 	raft.AppendPipeline
+	t         noticeTransport
 	out       chan raft.AppendFuture
 	stop      chan struct{}
 	done      chan struct{}
@@ -303,6 +334,12 @@ func (w *watchedPipeline) watch(id raft.ServerID, target raft.ServerAddress, c *
 	}
 }
 
+// AppendEntries implements raft.AppendPipeline.
+func (w *watchedPipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) (raft.AppendFuture, error) {
+	w.t.hold(args)
+	return w.AppendPipeline.AppendEntries(args, resp)
+}
+
 // Consumer implements raft.AppendPipeline.
 func (w *watchedPipeline) Consumer() <-chan raft.AppendFuture { return w.out }
 
@@ -320,4 +357,5 @@ var (
 	_ raft.WithClose      = noticeTransport{}
 	_ raft.WithPreVote    = noticeTransport{}
 	_ raft.AppendPipeline = (*watchedPipeline)(nil)
+	_ raft.AppendPipeline = heldPipeline{}
 )

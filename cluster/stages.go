@@ -17,8 +17,12 @@ const (
 	// answer (the leader's commit included).
 	StageForward = "forward"
 	// StageLeaderStore: the leader writing new entries to its log store
-	// (append and fsync; raft's raft.leader.dispatchLog).
+	// (raft's raft.leader.dispatchLog): the append and the fsync, or, with
+	// the parallel append (leaderlog.go), the append only.
 	StageLeaderStore = "leader_store"
+	// StageLeaderSync: the leader's fsync of entries it appended, in
+	// parallel with their replication (leaderlog.go; this node's).
+	StageLeaderSync = "leader_sync"
 	// StageReplicate: an AppendEntries round trip from the leader to a
 	// follower, the follower's store included
 	// (raft.replication.appendEntries.rpc).
@@ -106,12 +110,16 @@ func stageSample(key []string, val float32) {
 	}
 }
 
-// stages is Stats.Stages: the raft stages and this node's forwards.
+// stages is Stats.Stages: the raft stages, this node's forwards and its
+// leader syncs.
 func (n *Node) stages() map[string]Histogram {
 	out := make(map[string]Histogram, len(raftStageNames)+1)
 	for st, h := range raftTimings.hists {
 		out[st] = h.Snapshot()
 	}
 	out[StageForward] = n.stats.forwardRTT.Snapshot()
+	if n.leaderLog != nil {
+		out[StageLeaderSync] = n.leaderLog.syncs.Snapshot()
+	}
 	return out
 }

@@ -22,6 +22,12 @@
 //   - An entry exists once its StoreLogs returned: records are written, then
 //     fdatasynced, then shown to readers; a new segment's name is made
 //     durable (directory fsync) before that.
+//   - Append writes without the fdatasync (readers see the entries at once)
+//     and Sync makes what was written durable later: only the last segment
+//     ever holds unsynced records (an Append that starts a segment syncs as
+//     StoreLogs does), and Open syncs what it finds, so entries that
+//     outlived a crash of the process in the page cache are durable before
+//     anyone acts on them.
 //   - A crash can tear the last batch. A batch counts only once its last
 //     record (the marked one) is whole, so the log keeps a StoreLogs whole
 //     or not at all. Open cuts the end of the last segment after its last
@@ -75,10 +81,17 @@ type Log struct {
 	lock     *os.File
 	repaired int64
 
-	wmu    sync.Mutex // serializes writers (StoreLogs, DeleteRange, Close)
+	// smu is held across an fdatasync of records that Append wrote (Sync)
+	// and by whatever changes which files exist or syncs itself
+	// (StoreLogs, DeleteRange, Close), so a Sync's file stays open and one
+	// Sync's result never claims another's pending work. Order: smu, wmu,
+	// mu. Append takes wmu only: it never waits for a sync.
+	smu    sync.Mutex
+	wmu    sync.Mutex // serializes writers (Append, StoreLogs, DeleteRange, Close)
 	buf    []byte     // records being written, reused across calls
 	offs   []int64    // their offsets, reused across calls
 	failed error      // set when the disk may not match memory: refuse writes
+	dirty  bool       // the last segment holds records Append wrote and no sync covered yet
 
 	// mu guards what readers use: segs, each segment's offs and size, first
 	// and closed. Writers hold it only to publish, never across a sync.
@@ -186,10 +199,16 @@ func (l *Log) load() error {
 	var doomed []*segment
 	if len(live) < len(l.segs) {
 		doomed = append(doomed, l.segs[len(live)])
-	} else if cut >= 0 {
+	} else if len(live) > 0 {
+		// Synced even when whole: records written before a crash of the
+		// process (not of the machine) may still be only in the page cache,
+		// and this node will treat them as stored. Only the last segment
+		// can hold such records (see Append).
 		s := live[len(live)-1]
-		if err := s.f.Truncate(cut); err != nil {
-			return fmt.Errorf("wal: cutting the torn tail of %s: %w", s.f.Name(), err)
+		if cut >= 0 {
+			if err := s.f.Truncate(cut); err != nil {
+				return fmt.Errorf("wal: cutting the torn tail of %s: %w", s.f.Name(), err)
+			}
 		}
 		if err := l.datasync(s.f); err != nil {
 			return fmt.Errorf("wal: %s: %w", s.f.Name(), err)
@@ -374,15 +393,80 @@ func (l *Log) find(index uint64) *segment {
 func (l *Log) StoreLog(e *raft.Log) error { return l.StoreLogs([]*raft.Log{e}) }
 
 // StoreLogs appends consecutive entries after the last one (or anywhere in
-// an empty log; past a gap in a new segment), with one write and one sync.
+// an empty log; past a gap in a new segment), with one write and one sync,
+// which also covers what Append wrote before.
 func (l *Log) StoreLogs(es []*raft.Log) error {
+	l.smu.Lock()
+	defer l.smu.Unlock()
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	return l.store(es, true)
+}
+
+// Append appends as StoreLogs does, but returns once the records are
+// written, before they reach the disk: they are readable at once, and
+// durable only once a later Sync (or StoreLogs) returns. An Append that
+// would start a segment syncs as StoreLogs does, so that only the last
+// segment ever holds unsynced records.
+func (l *Log) Append(es []*raft.Log) error {
+	l.wmu.Lock()
+	if !l.startsSegment(es) {
+		defer l.wmu.Unlock()
+		return l.store(es, false)
+	}
+	l.wmu.Unlock()
+	return l.StoreLogs(es)
+}
+
+// Sync makes every record written so far durable and returns the last
+// index it covers (0 for an empty log). A failed sync makes the log refuse
+// writes: what reached the disk is unknown.
+func (l *Log) Sync() (uint64, error) {
+	l.smu.Lock()
+	defer l.smu.Unlock()
+	l.wmu.Lock()
+	if err := l.writable(); err != nil {
+		l.wmu.Unlock()
+		return 0, err
+	}
+	last, dirty := l.lastLocked(), l.dirty
+	var f *os.File
+	if dirty {
+		f = l.segs[len(l.segs)-1].f // open until smu is released
+	}
+	l.dirty = false
+	l.wmu.Unlock()
+	if !dirty {
+		return last, nil
+	}
+	if err := l.datasync(f); err != nil {
+		err = fmt.Errorf("wal: syncing %s: %w", f.Name(), err)
+		l.wmu.Lock()
+		l.failed = err
+		l.wmu.Unlock()
+		return 0, err
+	}
+	return last, nil
+}
+
+// startsSegment reports whether es would go to a new segment. Under wmu.
+func (l *Log) startsSegment(es []*raft.Log) bool {
+	n := len(l.segs)
+	if n == 0 || len(es) == 0 {
+		return true
+	}
+	cur := l.segs[n-1]
+	return es[0].Index > cur.last()+1 || cur.size >= l.opt.SegmentSize
+}
+
+// store writes es and, when sync is set, syncs. Under wmu, and under smu
+// when sync is set or es starts a segment.
+func (l *Log) store(es []*raft.Log, sync bool) error {
 	for i := 1; i < len(es); i++ {
 		if es[i].Index != es[i-1].Index+1 {
 			return fmt.Errorf("wal: batch not consecutive: index %d follows %d", es[i].Index, es[i-1].Index)
 		}
 	}
-	l.wmu.Lock()
-	defer l.wmu.Unlock()
 	if err := l.writable(); err != nil || len(es) == 0 {
 		return err
 	}
@@ -401,6 +485,16 @@ func (l *Log) StoreLogs(es []*raft.Log) error {
 		}
 	}
 	fresh := cur == nil
+	hadDirty := l.dirty
+	if fresh && hadDirty {
+		// The segment being left behind holds unsynced records: they go to
+		// the disk first, so that only the last segment may be torn.
+		prev := l.segs[len(l.segs)-1]
+		if err := l.datasync(prev.f); err != nil {
+			return l.fail(fmt.Errorf("wal: syncing %s: %w", prev.f.Name(), err))
+		}
+		l.dirty, hadDirty = false, false
+	}
 	var at int64 // where buf goes in the file
 	buf := l.buf[:0]
 	if fresh {
@@ -428,8 +522,9 @@ func (l *Log) StoreLogs(es []*raft.Log) error {
 		cur = &segment{base: es[0].Index, f: f}
 	}
 	_, err := cur.f.WriteAt(buf, at)
-	if err == nil {
-		err = l.datasync(cur.f)
+	synced := false
+	if err == nil && (sync || fresh) {
+		err, synced = l.datasync(cur.f), true
 	}
 	if err == nil && fresh {
 		err = l.syncDir()
@@ -445,11 +540,13 @@ func (l *Log) StoreLogs(es []*raft.Log) error {
 		} else {
 			undo = cur.f.Truncate(at)
 		}
-		if undo != nil {
+		// A failed sync leaves earlier unsynced records of unknown fate.
+		if undo != nil || (synced && hadDirty) {
 			l.failed = err
 		}
 		return err
 	}
+	l.dirty = !synced
 
 	l.mu.Lock()
 	if fresh {
@@ -468,10 +565,20 @@ func (l *Log) StoreLogs(es []*raft.Log) error {
 // raft uses: a prefix, a suffix, or everything; a hole is refused. A range
 // that holds no entry deletes nothing.
 func (l *Log) DeleteRange(lo, hi uint64) error {
+	l.smu.Lock()
+	defer l.smu.Unlock()
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
 	if err := l.writable(); err != nil {
 		return err
+	}
+	if l.dirty {
+		// Deletes keep their crash rules only over synced records.
+		s := l.segs[len(l.segs)-1]
+		if err := l.datasync(s.f); err != nil {
+			return l.fail(fmt.Errorf("wal: syncing %s: %w", s.f.Name(), err))
+		}
+		l.dirty = false
 	}
 	first, last := l.first, l.lastLocked()
 	switch {
@@ -591,9 +698,11 @@ func (l *Log) writable() error {
 	return nil
 }
 
-// Close closes the files and releases the lock. Later calls return nil;
-// other methods then return an error.
+// Close syncs what Append wrote, closes the files and releases the lock.
+// Later calls return nil; other methods then return an error.
 func (l *Log) Close() error {
+	l.smu.Lock()
+	defer l.smu.Unlock()
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
 	l.mu.Lock()
@@ -605,6 +714,10 @@ func (l *Log) Close() error {
 	l.segs, l.first, l.closed = nil, 0, true
 	l.mu.Unlock()
 	var err error
+	if l.dirty && l.failed == nil { // what Append wrote goes to the disk
+		err = l.datasync(segs[len(segs)-1].f)
+		l.dirty = false
+	}
 	for _, s := range segs {
 		err = errors.Join(err, s.f.Close())
 	}

@@ -910,3 +910,176 @@ func TestSize(t *testing.T) {
 		t.Fatalf("Size %d after a prefix delete, was %d", n, files)
 	}
 }
+
+// appendLogs Appends lo..hi in term, in batches of up to three.
+func appendLogs(t testing.TB, l *Log, lo, hi, term uint64) {
+	t.Helper()
+	for i := lo; i <= hi; {
+		var es []*raft.Log
+		for ; i <= hi && len(es) < 3; i++ {
+			es = append(es, entry(i, term))
+		}
+		if err := l.Append(es); err != nil {
+			t.Fatalf("Append %d..%d: %v", es[0].Index, i-1, err)
+		}
+	}
+}
+
+// Append writes without syncing: readable at once, durable after Sync; an
+// Append that starts a segment, a StoreLogs, a DeleteRange and Close each
+// sync what Append left, so only the last segment holds unsynced records.
+func TestAppendSync(t *testing.T) {
+	dir := t.TempDir()
+	l := open(t, dir, Options{SegmentSize: 512})
+	if got, err := l.Sync(); err != nil || got != 0 {
+		t.Fatalf("Sync of an empty log = %d, %v", got, err)
+	}
+	appendLogs(t, l, 1, 4, 1)
+	check(t, l, 1, 4, term(1))
+	if !l.dirty {
+		t.Fatal("Append left nothing to sync")
+	}
+	if got, err := l.Sync(); err != nil || got != 4 {
+		t.Fatalf("Sync = %d, %v; want 4", got, err)
+	}
+	if l.dirty {
+		t.Fatal("dirty after Sync")
+	}
+	if got, err := l.Sync(); err != nil || got != 4 { // nothing new
+		t.Fatalf("second Sync = %d, %v; want 4", got, err)
+	}
+
+	// Across segment rolls: the segment left behind is synced by the
+	// Append that starts the next.
+	appendLogs(t, l, 5, 60, 1)
+	if len(l.segs) < 3 {
+		t.Fatalf("%d segments; the test wants rolls", len(l.segs))
+	}
+	check(t, l, 1, 60, term(1))
+
+	store(t, l, 61, 61, 1) // StoreLogs syncs the Appends before it
+	if l.dirty {
+		t.Fatal("dirty after StoreLogs")
+	}
+	appendLogs(t, l, 62, 70, 2)
+	if err := l.DeleteRange(66, 70); err != nil { // a suffix, over unsynced records
+		t.Fatal(err)
+	}
+	if l.dirty {
+		t.Fatal("dirty after DeleteRange")
+	}
+	appendLogs(t, l, 66, 68, 3)
+	terms := func(i uint64) uint64 {
+		switch {
+		case i >= 66:
+			return 3
+		case i >= 62:
+			return 2
+		}
+		return 1
+	}
+	check(t, l, 1, 68, terms)
+	l = reopen(t, l) // Close syncs
+	check(t, l, 1, 68, terms)
+	if l.Repaired() != 0 {
+		t.Fatalf("Repaired = %d after a clean close", l.Repaired())
+	}
+}
+
+// A failed sync of appended records makes the log refuse writes: what
+// reached the disk is unknown.
+func TestAppendSyncFailureStops(t *testing.T) {
+	l := open(t, t.TempDir(), Options{})
+	store(t, l, 1, 5, 1)
+	appendLogs(t, l, 6, 7, 1)
+	l.segs[0].f.Close() // the sync fails
+	if _, err := l.Sync(); err == nil {
+		t.Fatal("Sync of a closed file worked")
+	}
+	if err := l.Append([]*raft.Log{entry(8, 1)}); err == nil || !strings.Contains(err.Error(), "refusing") {
+		t.Fatalf("Append after a failed Sync = %v", err)
+	}
+	if _, err := l.Sync(); err == nil {
+		t.Fatal("Sync after a failed Sync worked")
+	}
+}
+
+// One goroutine appends, another syncs, others read: a Sync never claims
+// an index that was not appended, and its answers never go back. Run with
+// -race.
+func TestAppendSyncConcurrent(t *testing.T) {
+	l := open(t, t.TempDir(), Options{SegmentSize: 4096})
+	const total = 2000
+	var started, appended atomic.Uint64 // before and after each Append
+	done := make(chan struct{})
+	errs := make(chan error, 4)
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		defer close(done)
+		for i := uint64(1); i <= total; i++ {
+			started.Store(i)
+			if err := l.Append([]*raft.Log{entry(i, 1)}); err != nil {
+				errs <- err
+				return
+			}
+			appended.Store(i)
+			if i%500 == 0 {
+				if err := l.DeleteRange(1, i-100); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		var prev uint64
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			got, err := l.Sync()
+			if err != nil {
+				errs <- err
+				return
+			}
+			if got < prev || got > started.Load() {
+				errs <- fmt.Errorf("Sync = %d after %d, with %d appended", got, prev, started.Load())
+				return
+			}
+			prev = got
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		var out raft.Log
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if last := appended.Load(); last > 0 {
+				if err := l.GetLog(last, &out); err != nil || out.Index != last {
+					errs <- fmt.Errorf("GetLog(%d) = %d, %v", last, out.Index, err)
+					return
+				}
+			}
+		}
+	}()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if got, err := l.Sync(); err != nil || got != total {
+		t.Fatalf("final Sync = %d, %v", got, err)
+	}
+	first, _ := l.FirstIndex()
+	l = reopen(t, l)
+	check(t, l, first, total, term(1))
+}

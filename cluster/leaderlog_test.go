@@ -1,0 +1,300 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/raftplane/raftplane/cluster/wal"
+	"github.com/raftplane/raftplane/fsm"
+)
+
+// syncGate blocks a leaderLog's syncs of appended entries while closed.
+type syncGate struct {
+	entered atomic.Int64
+	open    chan struct{}
+}
+
+func blockSyncs(ll *leaderLog) *syncGate {
+	g := &syncGate{open: make(chan struct{})}
+	h := func() { g.entered.Add(1); <-g.open }
+	ll.testBeforeSync.Store(&h)
+	return g
+}
+
+func (g *syncGate) release() { close(g.open) }
+
+func TestLeaderLog_Durable(t *testing.T) {
+	w, err := wal.Open(filepath.Join(t.TempDir(), "wal"), wal.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	var leads atomic.Bool
+	ll := newLeaderLog(w, nil)
+	defer ll.close()
+	ll.testLeading = leads.Load
+	ent := func(i uint64, typ raft.LogType) *raft.Log {
+		return &raft.Log{Index: i, Term: 1, Type: typ, Data: []byte(strconv.FormatUint(i, 10))}
+	}
+	store := func(typ raft.LogType, idx ...uint64) {
+		t.Helper()
+		var es []*raft.Log
+		for _, i := range idx {
+			es = append(es, ent(i, typ))
+		}
+		if err := ll.StoreLogs(es); err != nil {
+			t.Fatal(err)
+		}
+	}
+	durable := func(want uint64) {
+		t.Helper()
+		if got := ll.durable.Load(); got != want {
+			t.Fatalf("durable = %d, want %d", got, want)
+		}
+	}
+
+	store(raft.LogCommand, 1, 2, 3) // a follower's write: synced before it returns
+	durable(3)
+
+	leads.Store(true)
+	gate := blockSyncs(ll)
+	store(raft.LogCommand, 4, 5, 6) // the leader's: written, the sync behind it
+	var got raft.Log
+	if err := ll.GetLog(6, &got); err != nil || got.Index != 6 {
+		t.Fatalf("GetLog(6) after the append = %d, %v", got.Index, err)
+	}
+	waitFor(t, "the syncer to take the append", func() error {
+		if gate.entered.Load() == 0 {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	durable(3) // its sync is held at the gate
+	waited := make(chan error, 1)
+	go func() { waited <- ll.waitDurable(6) }()
+	gate.release()
+	if err := <-waited; err != nil {
+		t.Fatal(err)
+	}
+	durable(6)
+
+	// A configuration is stored synchronously even by the leader.
+	gate = blockSyncs(ll)
+	store(raft.LogConfiguration, 7)
+	durable(7)
+	gate.release()
+
+	// Deleting the tail lowers durable below the cut; what raft writes there
+	// next is durable only once synced.
+	leads.Store(false)
+	store(raft.LogCommand, 8, 9, 10)
+	durable(10)
+	if err := ll.DeleteRange(9, 10); err != nil {
+		t.Fatal(err)
+	}
+	durable(8)
+	store(raft.LogCommand, 9)
+	durable(9)
+	// A prefix delete leaves it.
+	if err := ll.DeleteRange(1, 4); err != nil {
+		t.Fatal(err)
+	}
+	durable(9)
+
+	// Stepping down syncs what the leader appended, at once.
+	leads.Store(true)
+	gate = blockSyncs(ll)
+	store(raft.LogCommand, 10, 11)
+	leads.Store(false)
+	stepped := make(chan struct{})
+	go func() { ll.stepDown(); close(stepped) }()
+	waitFor(t, "the syncer and stepDown both at the gate", func() error {
+		if n := gate.entered.Load(); n < 2 {
+			return fmt.Errorf("%d at the gate", n)
+		}
+		return nil
+	})
+	durable(9)
+	gate.release()
+	<-stepped
+	durable(11)
+
+	ll.close()
+	if err := ll.waitDurable(12); !errors.Is(err, ErrClosed) {
+		t.Fatalf("waitDurable past the end after close = %v", err)
+	}
+}
+
+// fsynced makes a test node sync its log, so the leader appends in
+// parallel (the harness turns fsync off).
+func fsynced(c *Config) { c.NoSync = false }
+
+// startSynced starts three fsyncing nodes and returns them with the leader.
+func startSynced(t *testing.T) ([]*testNode, *testNode) {
+	n1 := startNode(t, nodeOpts{id: "n1", tweak: fsynced})
+	waitReady(t, n1)
+	n2 := startNode(t, nodeOpts{id: "n2", seeds: []string{n1.gossipAddr}, tweak: fsynced})
+	n3 := startNode(t, nodeOpts{id: "n3", seeds: []string{n1.gossipAddr}, tweak: fsynced})
+	nodes := []*testNode{n1, n2, n3}
+	waitMembership(t, nodes, 3, 0)
+	waitReady(t, nodes...)
+	l := waitLeader(t, nodes)
+	for _, n := range nodes {
+		if n.node.leaderLog == nil {
+			t.Fatalf("%s: no parallel append with fsync on", n.id)
+		}
+	}
+	waitApplied(t, nodes, mustPublish(t, l, "warm-up"))
+	return nodes, l
+}
+
+func commitIndex(r *raft.Raft) uint64 {
+	c, _ := strconv.ParseUint(r.Stats()["commit_index"], 10, 64)
+	return c
+}
+
+// While the leader's own copy of an entry is not on disk, nothing of its
+// commit shows anywhere, though raft committed it: the leader's FSM does
+// not apply it (so the publish does not return), and the AppendEntries the
+// leader sends carry a commit index held below it, so no follower applies
+// it. Once the sync is let through, it applies everywhere.
+func TestLeaderLog_CommitHeldUntilDurable(t *testing.T) {
+	t.Parallel()
+	checkGoroutines(t)
+	nodes, l := startSynced(t)
+	ll := l.node.leaderLog
+	gate := blockSyncs(ll)
+	defer func() {
+		select {
+		case <-gate.open:
+		default:
+			gate.release()
+		}
+	}()
+
+	idx := l.node.raft.LastIndex() + 1
+	type result struct {
+		cur fsm.Cursor
+		err error
+	}
+	published := make(chan result, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		cur, err := l.node.Publish(ctx, testCommand("held"))
+		published <- result{cur, err}
+	}()
+	// Raft counts the leader and the followers that stored it: committed.
+	waitFor(t, fmt.Sprintf("raft on %s to commit index %d", l.id, idx), func() error {
+		for _, f := range followers(nodes, l) {
+			if last := f.node.raft.LastIndex(); last < idx {
+				return fmt.Errorf("%s stored up to %d", f.id, last)
+			}
+		}
+		if c := commitIndex(l.node.raft); c < idx {
+			return fmt.Errorf("commit index %d", c)
+		}
+		return nil
+	})
+	// And an AppendEntries has gone out since that would have told the
+	// followers (raft sends one CommitTimeout after the last entry).
+	held := ll.held.Load()
+	waitFor(t, "an AppendEntries with its commit index held back", func() error {
+		if ll.held.Load() <= held {
+			return errors.New("none yet")
+		}
+		return nil
+	})
+	for _, n := range nodes {
+		if got := n.machine.Position().Last.Index; got >= idx {
+			t.Fatalf("%s applied index %d before the leader's copy of %d was on disk", n.id, got, idx)
+		}
+	}
+	select {
+	case r := <-published:
+		t.Fatalf("the publish returned (%v, %v) before the leader's copy was on disk", r.cur, r.err)
+	default:
+	}
+
+	gate.release()
+	r := <-published
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if r.cur.Index != idx {
+		t.Fatalf("published at %d, want %d", r.cur.Index, idx)
+	}
+	waitApplied(t, nodes, r.cur)
+}
+
+// A leader that loses its leadership with appended entries not yet on disk
+// syncs them before raft handles anything else: stepDown runs on raft's
+// goroutine inside the change of state, so the node is no longer leader
+// while it waits at the gate.
+func TestLeaderLog_StepDownSyncs(t *testing.T) {
+	t.Parallel()
+	checkGoroutines(t)
+	nodes, l := startSynced(t)
+	ll := l.node.leaderLog
+	gate := blockSyncs(ll)
+	released := false
+	defer func() {
+		if !released {
+			gate.release()
+		}
+	}()
+	idx := l.node.raft.LastIndex() + 1
+	published := make(chan error, 1)
+	go func() {
+		_, err := publish(l, "pending")
+		published <- err
+	}()
+	waitFor(t, "the followers to store the entry", func() error {
+		for _, f := range followers(nodes, l) {
+			if last := f.node.raft.LastIndex(); last < idx {
+				return fmt.Errorf("%s stored up to %d", f.id, last)
+			}
+		}
+		return nil
+	})
+	// The transfer's own answer may be a timeout: the old leader's raft
+	// goroutine waits at the gate once it steps down, as it should.
+	transferred := make(chan error, 1)
+	go func() { transferred <- l.node.raft.LeadershipTransfer().Error() }()
+	waitFor(t, "the old leader to wait at the gate as a follower", func() error {
+		if s := l.node.raft.State(); s == raft.Leader {
+			return errors.New("still leader")
+		}
+		if n := gate.entered.Load(); n < 2 {
+			return fmt.Errorf("%d syncs at the gate (the syncer's and stepDown's)", n)
+		}
+		return nil
+	})
+	if d := ll.durable.Load(); d >= idx {
+		t.Fatalf("durable %d past the held entry %d", d, idx)
+	}
+	released = true
+	gate.release()
+	waitFor(t, "the old leader's log to be durable", func() error {
+		if d, last := ll.durable.Load(), l.node.raft.LastIndex(); d < last {
+			return fmt.Errorf("durable %d of %d", d, last)
+		}
+		return nil
+	})
+	select {
+	case err := <-published:
+		t.Logf("the publish on the old leader: %v", err)
+	case <-time.After(waitTimeout):
+		t.Fatal("the publish on the old leader never returned")
+	}
+	t.Logf("the leadership transfer: %v", <-transferred)
+	nl := waitLeader(t, nodes)
+	waitApplied(t, nodes, mustPublish(t, nl, "after"))
+}
