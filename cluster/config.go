@@ -55,7 +55,7 @@ type Config struct {
 	NoCommitNotices bool
 	// NoParallelAppend makes the leader store each batch durably before it
 	// replicates it, as hashicorp/raft does by itself, instead of writing
-	// it while it replicates (leaderlog.go). Without fsync (NoSync) the
+	// it while it replicates (asynclog.go). Without fsync (NoSync) the
 	// order does not matter and this has no effect.
 	NoParallelAppend bool
 

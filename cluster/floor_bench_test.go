@@ -21,7 +21,7 @@ import (
 // the figure is the time from that Apply to a follower's FSM applying the
 // entry (p50, p99; one clock). With and without fsync, with and without
 // commit notices (notice.go), with fsync with and without the leader's
-// parallel append (leaderlog.go): the floor S2's cross-node latency stands
+// parallel append (asynclog.go): the floor S2's cross-node latency stands
 // on.
 //
 //	go test -run '^$' -bench RaftFloor -benchtime 5000x ./cluster/
@@ -41,7 +41,7 @@ type floorFSM struct {
 	mu      sync.Mutex
 	applied []time.Time
 	notices *commitNotices // nil: off
-	durable *leaderLog     // nil: no parallel append
+	durable *asyncLog      // nil: no parallel append
 }
 
 func (f *floorFSM) Apply(l *raft.Log) interface{} {
@@ -81,6 +81,7 @@ func raftFloor(b *testing.B, noSync, notices, parallel bool) {
 		fsm   *floorFSM
 		trans *raft.NetworkTransport
 		st    *Stores
+		gate  *ackGate
 	}
 	ms := make([]*member, n)
 	var servers []raft.Server
@@ -106,20 +107,18 @@ func raftFloor(b *testing.B, noSync, notices, parallel bool) {
 		rc.Logger = newHCLog(slog.New(slog.DiscardHandler), "raft")
 		var base raft.LogStore = m.st.WAL
 		if parallel {
-			m.fsm.durable = newLeaderLog(m.st.WAL, nil)
+			m.fsm.durable = newAsyncLog(m.st.WAL, nil)
 			base = m.fsm.durable
 		}
 		logs, err := raft.NewLogCache(logCacheSize, base) // as a node does: one cache, over the bare log
 		if err != nil {
 			b.Fatal(err)
 		}
-		var trans raft.Transport = m.trans
 		if notices {
 			m.fsm.notices = newCommitNotices(m.trans, rc, slog.New(slog.DiscardHandler), stop, &wg)
 		}
-		if notices || parallel {
-			trans = noticeTransport{m.trans, m.fsm.notices, m.fsm.durable}
-		}
+		trans, gate := raftTransport(m.trans, m.fsm.notices, m.fsm.durable)
+		m.gate = gate
 		if i == 0 {
 			if err := raft.BootstrapCluster(rc, logs, m.st.Bolt, raft.NewInmemSnapshotStore(), m.trans,
 				raft.Configuration{Servers: servers}); err != nil {
@@ -132,9 +131,6 @@ func raftFloor(b *testing.B, noSync, notices, parallel bool) {
 		if notices {
 			m.fsm.notices.raft.Store(m.r)
 		}
-		if m.fsm.durable != nil {
-			m.fsm.durable.attach(m.r)
-		}
 	}
 	defer func() {
 		close(stop)
@@ -143,6 +139,9 @@ func raftFloor(b *testing.B, noSync, notices, parallel bool) {
 		}
 		wg.Wait()
 		for _, m := range ms {
+			if m.gate != nil {
+				m.gate.close()
+			}
 			if m.fsm.durable != nil {
 				m.fsm.durable.close()
 			}

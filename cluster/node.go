@@ -31,7 +31,8 @@ type Node struct {
 	raft      *raft.Raft
 	transport *raft.NetworkTransport
 	notices   *commitNotices // notice.go; nil with Config.NoCommitNotices
-	leaderLog *leaderLog     // leaderlog.go; nil when the leader writes before it replicates
+	asyncLog  *asyncLog      // asynclog.go; nil when writes sync before raft goes on
+	gate      *ackGate       // asynclog.go: with asyncLog, between the transport and raft
 	stores    nodeStores     // its closer is nil with injected stores: their caller closes them
 
 	idPrefix string    // unique per process start, for command ids
@@ -158,14 +159,14 @@ func (n *Node) Open() (err error) {
 		n.localCluster = id
 		n.log.Info("bootstrapped a new one-node cluster", "raft", trans.LocalAddr(), "cluster_id", id)
 	}
-	// leaderlog.go: the leader writes its log while it replicates it.
+	// asynclog.go: the leader writes its log while it replicates it.
 	if st.wal != nil && !n.cfg.NoSync && !n.cfg.NoParallelAppend {
-		n.leaderLog = newLeaderLog(st.wal, func(err error) {
+		n.asyncLog = newAsyncLog(st.wal, func(err error) {
 			n.log.Error("could not sync the Raft log to disk; this node stops: entries the cluster may count as "+
 				"committed are not persisted here", "err", err)
 		})
-		st.base = n.leaderLog
-		undo = append(undo, n.leaderLog.close)
+		st.base = n.asyncLog
+		undo = append(undo, n.asyncLog.close)
 	}
 	// disk.go: every write to the stores is watched, below the cache
 	// (which flattens its store's errors into text).
@@ -174,7 +175,7 @@ func (n *Node) Open() (err error) {
 	if err != nil {
 		return err
 	}
-	machine := nodeFSM{Machine: n.machine, durable: n.leaderLog}
+	machine := nodeFSM{Machine: n.machine, durable: n.asyncLog}
 	if n.cfg.RaftStores == nil { // snapshots.go
 		if err := dropStaleSnapshots(n.cfg.DataDir, st.snaps, n.log); err != nil {
 			return err
@@ -185,13 +186,13 @@ func (n *Node) Open() (err error) {
 			}
 		}
 	}
-	var rtrans raft.Transport = trans
 	if !n.cfg.NoCommitNotices { // notice.go
 		n.notices = newCommitNotices(trans, rc, n.log, n.stop, &n.wg)
 		machine.c = n.notices
 	}
-	if n.notices != nil || n.leaderLog != nil {
-		rtrans = noticeTransport{trans, n.notices, n.leaderLog}
+	var rtrans raft.Transport
+	if rtrans, n.gate = raftTransport(trans, n.notices, n.asyncLog); n.gate != nil {
+		undo = append(undo, n.gate.close)
 	}
 	r, err := raft.NewRaft(rc, machine, watched, watchedStable{st.stable, &n.disk},
 		timedSnapshots{st.snaps, &n.stats}, rtrans) // stats.go: snapshots timed
@@ -201,9 +202,6 @@ func (n *Node) Open() (err error) {
 	n.raft, n.transport, n.stores = r, trans, st
 	if n.notices != nil {
 		n.notices.raft.Store(r)
-	}
-	if n.leaderLog != nil {
-		n.leaderLog.attach(r)
 	}
 	n.observeLeaders() // stats.go
 	if hasState {
@@ -500,8 +498,11 @@ func (n *Node) Close(ctx context.Context) error {
 			}
 			n.closeRPC()
 			n.wg.Wait()
-			if n.leaderLog != nil { // after raft: its FSM may wait for the syncer
-				n.leaderLog.close()
+			if n.asyncLog != nil { // after raft: its FSM may wait for the syncer
+				n.asyncLog.close() // a last sync; then nothing waits for one
+			}
+			if n.gate != nil {
+				n.gate.close()
 			}
 			if n.transport != nil {
 				// Close alone leaves the pooled outbound connections open,

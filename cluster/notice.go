@@ -246,11 +246,35 @@ func (c *commitNotices) send(id raft.ServerID, p *noticePeer) bool {
 // parallel append are on: the node's NetworkTransport, with every
 // successful AppendEntries answer seen on its way back to raft (notices),
 // and the commit index it carries held to what is durable on this leader
-// (durable; leaderlog.go).
+// (durable; asynclog.go).
 type noticeTransport struct {
 	*raft.NetworkTransport
 	c       *commitNotices // nil: notices off
-	durable *leaderLog     // nil: the leader writes before it replicates
+	durable *asyncLog      // nil: writes sync before raft goes on
+	gate    *ackGate       // with durable: raft reads its RPCs from here
+}
+
+// Consumer implements raft.Transport.
+func (t noticeTransport) Consumer() <-chan raft.RPC {
+	if t.gate != nil {
+		return t.gate.out
+	}
+	return t.NetworkTransport.Consumer()
+}
+
+// raftTransport is the transport raft is given: trans itself, or a
+// noticeTransport over it when notices (c) or an asyncLog (al) are on; with
+// al it also starts the ackGate raft reads its RPCs from, which the caller
+// closes after raft shut down.
+func raftTransport(trans *raft.NetworkTransport, c *commitNotices, al *asyncLog) (raft.Transport, *ackGate) {
+	if c == nil && al == nil {
+		return trans, nil
+	}
+	t := noticeTransport{NetworkTransport: trans, c: c, durable: al}
+	if al != nil {
+		t.gate = newAckGate(al, trans.Consumer())
+	}
+	return t, t.gate
 }
 
 // hold lowers args' commit index to what this node has on disk.

@@ -36,7 +36,7 @@ type nodeFSM struct {
 	*fsm.Machine
 	c       *commitNotices // nil: notices off
 	onStale func()         // nil: the stores are not the node's files
-	durable *leaderLog     // nil: the leader writes before it replicates
+	durable *asyncLog      // nil: the leader writes before it replicates
 }
 
 // Apply implements raft.FSM.
@@ -48,7 +48,7 @@ func (f nodeFSM) Apply(l *raft.Log) interface{} {
 func (f nodeFSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	if n := len(logs); n > 0 && f.durable != nil {
 		// Nothing of a commit is seen before the leader's own copy is on
-		// disk (leaderlog.go). If it never will be, this node stops: raft
+		// disk (asynclog.go). If it never will be, this node stops: raft
 		// may count the entries as committed, and an FSM cannot skip them.
 		if err := f.durable.waitDurable(logs[n-1].Index); err != nil {
 			panic(fmt.Sprintf("raftplane: the Raft log could not be synced to disk up to index %d; stopping this node: %v",

@@ -18,11 +18,11 @@ const (
 	StageForward = "forward"
 	// StageLeaderStore: the leader writing new entries to its log store
 	// (raft's raft.leader.dispatchLog): the append and the fsync, or, with
-	// the parallel append (leaderlog.go), the append only.
+	// the parallel append (asynclog.go), the append only.
 	StageLeaderStore = "leader_store"
-	// StageLeaderSync: the leader's fsync of entries it appended, in
-	// parallel with their replication (leaderlog.go; this node's).
-	StageLeaderSync = "leader_sync"
+	// StageLogSync: the leader's fsync of entries it appended, in
+	// parallel with their replication (asynclog.go; this node's).
+	StageLogSync = "log_sync"
 	// StageReplicate: an AppendEntries round trip from the leader to a
 	// follower, the follower's store included
 	// (raft.replication.appendEntries.rpc).
@@ -118,8 +118,8 @@ func (n *Node) stages() map[string]Histogram {
 		out[st] = h.Snapshot()
 	}
 	out[StageForward] = n.stats.forwardRTT.Snapshot()
-	if n.leaderLog != nil {
-		out[StageLeaderSync] = n.leaderLog.syncs.Snapshot()
+	if n.asyncLog != nil {
+		out[StageLogSync] = n.asyncLog.syncs.Snapshot()
 	}
 	return out
 }

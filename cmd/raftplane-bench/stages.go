@@ -18,14 +18,14 @@ import (
 // only that rate's observations count. The stages, in the order a message
 // passes them: publish (the publisher's node: accepted to committed and
 // applied there; for a follower it includes forward), forward,
-// leader_store, leader_sync, replicate, follower_store, commit, fsm_apply (the commit
+// leader_store, log_sync, replicate, follower_store, commit, fsm_apply (the commit
 // path, cluster/stages.go), dispatch (the leader's stamp to the dispatcher
 // queueing it on this node) and write (queued to written).
 var stageMetrics = []struct{ name, family, stage string }{
 	{"publish", "raftplane_publish_duration_seconds", ""},
 	{"forward", "raftplane_commit_stage_seconds", "forward"},
 	{"leader_store", "raftplane_commit_stage_seconds", "leader_store"},
-	{"leader_sync", "raftplane_commit_stage_seconds", "leader_sync"},
+	{"log_sync", "raftplane_commit_stage_seconds", "log_sync"},
 	{"replicate", "raftplane_commit_stage_seconds", "replicate"},
 	{"follower_store", "raftplane_commit_stage_seconds", "follower_store"},
 	{"commit", "raftplane_commit_stage_seconds", "commit"},
@@ -131,7 +131,7 @@ func stageResults(e *env, before, after []stageSnapshot, rate float64) []Result 
 			r.metric(sm.name+"_p50_ms", 1000*d.Quantile(0.5))
 			r.metric(sm.name+"_p99_ms", 1000*d.Quantile(0.99))
 		}
-		r.note("per node, over this rate only: the stages a message passes (publish on the publisher's node; forward on a follower; leader_store, leader_sync, replicate and commit on the leader; follower_store on followers; fsm_apply, dispatch and write on every node); quantiles estimated from the histograms' buckets")
+		r.note("per node, over this rate only: the stages a message passes (publish on the publisher's node; forward on a follower; leader_store, log_sync, replicate and commit on the leader; follower_store on followers; fsm_apply, dispatch and write on every node); quantiles estimated from the histograms' buckets")
 		out = append(out, r)
 	}
 	return out

@@ -15,13 +15,13 @@ import (
 	"github.com/raftplane/raftplane/fsm"
 )
 
-// syncGate blocks a leaderLog's syncs of appended entries while closed.
+// syncGate blocks a asyncLog's syncs of appended entries while closed.
 type syncGate struct {
 	entered atomic.Int64
 	open    chan struct{}
 }
 
-func blockSyncs(ll *leaderLog) *syncGate {
+func blockSyncs(ll *asyncLog) *syncGate {
 	g := &syncGate{open: make(chan struct{})}
 	h := func() { g.entered.Add(1); <-g.open }
 	ll.testBeforeSync.Store(&h)
@@ -30,24 +30,19 @@ func blockSyncs(ll *leaderLog) *syncGate {
 
 func (g *syncGate) release() { close(g.open) }
 
-func TestLeaderLog_Durable(t *testing.T) {
+func TestAsyncLog_Durable(t *testing.T) {
 	w, err := wal.Open(filepath.Join(t.TempDir(), "wal"), wal.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	var leads atomic.Bool
-	ll := newLeaderLog(w, nil)
+	ll := newAsyncLog(w, nil)
 	defer ll.close()
-	ll.testLeading = leads.Load
-	ent := func(i uint64, typ raft.LogType) *raft.Log {
-		return &raft.Log{Index: i, Term: 1, Type: typ, Data: []byte(strconv.FormatUint(i, 10))}
-	}
 	store := func(typ raft.LogType, idx ...uint64) {
 		t.Helper()
 		var es []*raft.Log
 		for _, i := range idx {
-			es = append(es, ent(i, typ))
+			es = append(es, &raft.Log{Index: i, Term: 1, Type: typ, Data: []byte(strconv.FormatUint(i, 10))})
 		}
 		if err := ll.StoreLogs(es); err != nil {
 			t.Fatal(err)
@@ -59,13 +54,19 @@ func TestLeaderLog_Durable(t *testing.T) {
 			t.Fatalf("durable = %d, want %d", got, want)
 		}
 	}
+	wait := func(i uint64) {
+		t.Helper()
+		if err := ll.waitDurable(i); err != nil {
+			t.Fatal(err)
+		}
+	}
 
-	store(raft.LogCommand, 1, 2, 3) // a follower's write: synced before it returns
+	store(raft.LogCommand, 1, 2, 3)
+	wait(3)
 	durable(3)
 
-	leads.Store(true)
 	gate := blockSyncs(ll)
-	store(raft.LogCommand, 4, 5, 6) // the leader's: written, the sync behind it
+	store(raft.LogCommand, 4, 5, 6) // written; its sync is held at the gate
 	var got raft.Log
 	if err := ll.GetLog(6, &got); err != nil || got.Index != 6 {
 		t.Fatalf("GetLog(6) after the append = %d, %v", got.Index, err)
@@ -76,7 +77,7 @@ func TestLeaderLog_Durable(t *testing.T) {
 		}
 		return nil
 	})
-	durable(3) // its sync is held at the gate
+	durable(3)
 	waited := make(chan error, 1)
 	go func() { waited <- ll.waitDurable(6) }()
 	gate.release()
@@ -85,7 +86,7 @@ func TestLeaderLog_Durable(t *testing.T) {
 	}
 	durable(6)
 
-	// A configuration is stored synchronously even by the leader.
+	// A configuration is stored synchronously.
 	gate = blockSyncs(ll)
 	store(raft.LogConfiguration, 7)
 	durable(7)
@@ -93,43 +94,104 @@ func TestLeaderLog_Durable(t *testing.T) {
 
 	// Deleting the tail lowers durable below the cut; what raft writes there
 	// next is durable only once synced.
-	leads.Store(false)
 	store(raft.LogCommand, 8, 9, 10)
-	durable(10)
+	wait(10)
 	if err := ll.DeleteRange(9, 10); err != nil {
 		t.Fatal(err)
 	}
 	durable(8)
 	store(raft.LogCommand, 9)
-	durable(9)
+	wait(9)
 	// A prefix delete leaves it.
 	if err := ll.DeleteRange(1, 4); err != nil {
 		t.Fatal(err)
 	}
 	durable(9)
 
-	// Stepping down syncs what the leader appended, at once.
-	leads.Store(true)
-	gate = blockSyncs(ll)
-	store(raft.LogCommand, 10, 11)
-	leads.Store(false)
-	stepped := make(chan struct{})
-	go func() { ll.stepDown(); close(stepped) }()
-	waitFor(t, "the syncer and stepDown both at the gate", func() error {
-		if n := gate.entered.Load(); n < 2 {
-			return fmt.Errorf("%d at the gate", n)
-		}
-		return nil
-	})
-	durable(9)
-	gate.release()
-	<-stepped
-	durable(11)
-
 	ll.close()
 	if err := ll.waitDurable(12); !errors.Is(err, ErrClosed) {
 		t.Fatalf("waitDurable past the end after close = %v", err)
 	}
+}
+
+// The gate passes every RPC to raft in order and holds raft's successful
+// answer to an AppendEntries with entries until they are on disk; other
+// answers go straight back.
+func TestAckGate(t *testing.T) {
+	w, err := wal.Open(filepath.Join(t.TempDir(), "wal"), wal.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	ll := newAsyncLog(w, nil)
+	defer ll.close()
+	in := make(chan raft.RPC)
+	g := newAckGate(ll, in)
+	defer g.close()
+
+	// rpc sends cmd through the gate; raft (this test) answers it with resp.
+	rpc := func(cmd any, resp any) chan raft.RPCResponse {
+		t.Helper()
+		orig := make(chan raft.RPCResponse, 1)
+		in <- raft.RPC{Command: cmd, RespChan: orig}
+		got := <-g.out
+		if got.Command != cmd {
+			t.Fatalf("raft got %T, want %T", got.Command, cmd)
+		}
+		got.Respond(resp, nil)
+		return orig
+	}
+	ae := func(idx ...uint64) *raft.AppendEntriesRequest {
+		req := &raft.AppendEntriesRequest{}
+		for _, i := range idx {
+			req.Entries = append(req.Entries, &raft.Log{Index: i, Term: 1, Type: raft.LogCommand})
+		}
+		return req
+	}
+
+	// A vote and an AppendEntries without entries are answered at once.
+	vote := &raft.RequestVoteResponse{Granted: true}
+	if r := <-rpc(&raft.RequestVoteRequest{}, vote); r.Response != vote {
+		t.Fatalf("vote answer %+v", r)
+	}
+	hb := &raft.AppendEntriesResponse{Success: true}
+	if r := <-rpc(ae(), hb); r.Response != hb {
+		t.Fatalf("empty AppendEntries answer %+v", r)
+	}
+
+	// Entries 1..2 written but not synced: the success waits.
+	gate := blockSyncs(ll)
+	if err := ll.StoreLogs([]*raft.Log{{Index: 1, Term: 1}, {Index: 2, Term: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	ok := &raft.AppendEntriesResponse{Success: true, LastLog: 2}
+	held := rpc(ae(1, 2), ok)
+	waitFor(t, "the answer to wait for the disk", func() error {
+		if g.waiting.Load() != 1 {
+			return errors.New("not waiting")
+		}
+		return nil
+	})
+	select {
+	case r := <-held:
+		t.Fatalf("answered %+v before the entries were on disk", r)
+	default:
+	}
+	gate.release()
+	if r := <-held; r.Response != ok || r.Error != nil {
+		t.Fatalf("held answer %+v", r)
+	}
+
+	// A refusal is not held.
+	gate = blockSyncs(ll)
+	if err := ll.StoreLogs([]*raft.Log{{Index: 3, Term: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	no := &raft.AppendEntriesResponse{Success: false}
+	if r := <-rpc(ae(3), no); r.Response != no {
+		t.Fatalf("refusal %+v", r)
+	}
+	gate.release()
 }
 
 // fsynced makes a test node sync its log, so the leader appends in
@@ -147,7 +209,7 @@ func startSynced(t *testing.T) ([]*testNode, *testNode) {
 	waitReady(t, nodes...)
 	l := waitLeader(t, nodes)
 	for _, n := range nodes {
-		if n.node.leaderLog == nil {
+		if n.node.asyncLog == nil {
 			t.Fatalf("%s: no parallel append with fsync on", n.id)
 		}
 	}
@@ -165,11 +227,11 @@ func commitIndex(r *raft.Raft) uint64 {
 // not apply it (so the publish does not return), and the AppendEntries the
 // leader sends carry a commit index held below it, so no follower applies
 // it. Once the sync is let through, it applies everywhere.
-func TestLeaderLog_CommitHeldUntilDurable(t *testing.T) {
+func TestAsyncLog_CommitHeldUntilDurable(t *testing.T) {
 	t.Parallel()
 	checkGoroutines(t)
 	nodes, l := startSynced(t)
-	ll := l.node.leaderLog
+	ll := l.node.asyncLog
 	gate := blockSyncs(ll)
 	defer func() {
 		select {
@@ -234,15 +296,14 @@ func TestLeaderLog_CommitHeldUntilDurable(t *testing.T) {
 	waitApplied(t, nodes, r.cur)
 }
 
-// A leader that loses its leadership with appended entries not yet on disk
-// syncs them before raft handles anything else: stepDown runs on raft's
-// goroutine inside the change of state, so the node is no longer leader
-// while it waits at the gate.
-func TestLeaderLog_StepDownSyncs(t *testing.T) {
+// A leader that loses its leadership with entries written but not yet on
+// disk acknowledges nothing to the next leader until they are: its answers
+// wait at the ack gate while its syncs are held.
+func TestAsyncLog_DeposedLeaderAcksDurable(t *testing.T) {
 	t.Parallel()
 	checkGoroutines(t)
 	nodes, l := startSynced(t)
-	ll := l.node.leaderLog
+	ll := l.node.asyncLog
 	gate := blockSyncs(ll)
 	released := false
 	defer func() {
@@ -264,16 +325,16 @@ func TestLeaderLog_StepDownSyncs(t *testing.T) {
 		}
 		return nil
 	})
-	// The transfer's own answer may be a timeout: the old leader's raft
-	// goroutine waits at the gate once it steps down, as it should.
+	// The transfer's own answer may be a timeout: the old leader cannot
+	// answer for what it has not synced.
 	transferred := make(chan error, 1)
 	go func() { transferred <- l.node.raft.LeadershipTransfer().Error() }()
-	waitFor(t, "the old leader to wait at the gate as a follower", func() error {
+	waitFor(t, "the deposed leader to hold an answer to the new one", func() error {
 		if s := l.node.raft.State(); s == raft.Leader {
 			return errors.New("still leader")
 		}
-		if n := gate.entered.Load(); n < 2 {
-			return fmt.Errorf("%d syncs at the gate (the syncer's and stepDown's)", n)
+		if n := l.node.gate.waiting.Load(); n == 0 {
+			return errors.New("no answer waiting")
 		}
 		return nil
 	})
@@ -282,9 +343,12 @@ func TestLeaderLog_StepDownSyncs(t *testing.T) {
 	}
 	released = true
 	gate.release()
-	waitFor(t, "the old leader's log to be durable", func() error {
+	waitFor(t, "the old leader's log to be durable and its answers sent", func() error {
 		if d, last := ll.durable.Load(), l.node.raft.LastIndex(); d < last {
 			return fmt.Errorf("durable %d of %d", d, last)
+		}
+		if n := l.node.gate.waiting.Load(); n != 0 {
+			return fmt.Errorf("%d answers waiting", n)
 		}
 		return nil
 	})
