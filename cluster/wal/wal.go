@@ -92,6 +92,14 @@ type Log struct {
 	offs   []int64    // their offsets, reused across calls
 	failed error      // set when the disk may not match memory: refuse writes
 	dirty  bool       // the last segment holds records Append wrote and no sync covered yet
+	synced int64      // bytes of the last segment known to be on disk
+
+	// A simulated power cut (SimulatePowerCut, for tests): from then on
+	// nothing syncs, and Close leaves the files as they were on disk then.
+	cut     bool
+	cutSegs map[string]bool // the segments that existed
+	cutLast string          // the last of them, whose synced bytes were
+	cutSize int64
 
 	// mu guards what readers use: segs, each segment's offs and size, first
 	// and closed. Writers hold it only to publish, never across a sync.
@@ -213,6 +221,7 @@ func (l *Log) load() error {
 		if err := l.datasync(s.f); err != nil {
 			return fmt.Errorf("wal: %s: %w", s.f.Name(), err)
 		}
+		l.synced = s.size
 	}
 	l.repaired = torn
 	k := 0 // segments wholly below meta are left from an interrupted delete
@@ -431,21 +440,25 @@ func (l *Log) Sync() (uint64, error) {
 	}
 	last, dirty := l.lastLocked(), l.dirty
 	var f *os.File
+	var size int64
 	if dirty {
-		f = l.segs[len(l.segs)-1].f // open until smu is released
+		s := l.segs[len(l.segs)-1] // the last until smu is released
+		f, size = s.f, s.size
 	}
 	l.dirty = false
 	l.wmu.Unlock()
 	if !dirty {
 		return last, nil
 	}
-	if err := l.datasync(f); err != nil {
+	err := l.datasync(f)
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	if err != nil {
 		err = fmt.Errorf("wal: syncing %s: %w", f.Name(), err)
-		l.wmu.Lock()
 		l.failed = err
-		l.wmu.Unlock()
 		return 0, err
 	}
+	l.markSynced(size)
 	return last, nil
 }
 
@@ -547,6 +560,9 @@ func (l *Log) store(es []*raft.Log, sync bool) error {
 		return err
 	}
 	l.dirty = !synced
+	if synced {
+		defer l.markSynced(at + int64(len(buf)))
+	}
 
 	l.mu.Lock()
 	if fresh {
@@ -579,6 +595,7 @@ func (l *Log) DeleteRange(lo, hi uint64) error {
 			return l.fail(fmt.Errorf("wal: syncing %s: %w", s.f.Name(), err))
 		}
 		l.dirty = false
+		l.markSynced(s.size)
 	}
 	first, last := l.first, l.lastLocked()
 	switch {
@@ -640,6 +657,7 @@ func (l *Log) deleteSuffix(lo uint64) error {
 			return l.fail(fmt.Errorf("wal: %s: %w", s.f.Name(), err))
 		}
 	}
+	l.markSynced(cut) // s is the last segment now, all of it synced
 	return nil
 }
 
@@ -651,6 +669,7 @@ func (l *Log) deleteAll(last uint64) error {
 	doomed := l.segs
 	l.mu.Lock()
 	l.segs, l.first = nil, 0
+	l.markSynced(0)
 	l.mu.Unlock()
 	if err := l.removeSegs(doomed); err != nil {
 		return l.fail(err)
@@ -721,6 +740,9 @@ func (l *Log) Close() error {
 	for _, s := range segs {
 		err = errors.Join(err, s.f.Close())
 	}
+	if l.cut {
+		err = errors.Join(err, l.powerCut())
+	}
 	if err = errors.Join(err, l.lock.Close()); err != nil {
 		return fmt.Errorf("wal: close: %w", err)
 	}
@@ -728,15 +750,77 @@ func (l *Log) Close() error {
 }
 
 func (l *Log) datasync(f *os.File) error {
-	if l.opt.NoSync {
+	if l.opt.NoSync || l.cut {
 		return nil
 	}
 	return datasync(f)
 }
 
 func (l *Log) syncDir() error {
-	if l.opt.NoSync {
+	if l.opt.NoSync || l.cut {
 		return nil
 	}
 	return SyncDir(l.dir)
+}
+
+// markSynced records that the last segment is on disk up to size bytes.
+// Under wmu.
+func (l *Log) markSynced(size int64) {
+	if !l.cut {
+		l.synced = size
+	}
+}
+
+// SimulatePowerCut is for crash tests. From now on the log works as before
+// but syncs nothing, and Close then leaves its folder as a power cut at
+// this moment could have: segments made since are removed, and the last
+// segment of the moment is cut back to what had been synced of it, as if
+// the disk had kept none of the writes that were not synced (the worst a
+// power cut may do; a real one may keep some). Entries the log reported
+// durable before the cut survive it.
+func (l *Log) SimulatePowerCut() {
+	l.smu.Lock() // no sync in flight: what it covers is either counted or not
+	defer l.smu.Unlock()
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	if l.cut || l.closed {
+		return
+	}
+	l.cut = true
+	l.cutSegs = map[string]bool{}
+	for _, s := range l.segs {
+		l.cutSegs[filepath.Base(s.f.Name())] = true
+	}
+	if n := len(l.segs); n > 0 {
+		l.cutLast, l.cutSize = l.segs[n-1].f.Name(), l.synced
+	}
+}
+
+// powerCut makes the folder what SimulatePowerCut promised. After Close.
+func (l *Log) powerCut() error {
+	ents, err := os.ReadDir(l.dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if _, ok := parseSegName(e.Name()); ok && !l.cutSegs[e.Name()] {
+			if err := os.Remove(filepath.Join(l.dir, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	if l.cutLast == "" {
+		return nil
+	}
+	st, err := os.Stat(l.cutLast)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // deleted since
+	}
+	if err != nil {
+		return err
+	}
+	if st.Size() > l.cutSize {
+		return os.Truncate(l.cutLast, l.cutSize)
+	}
+	return nil
 }

@@ -1083,3 +1083,34 @@ func TestAppendSyncConcurrent(t *testing.T) {
 	l = reopen(t, l)
 	check(t, l, first, total, term(1))
 }
+
+// After a simulated power cut, what was synced before it survives and
+// nothing else: not the appends that were not synced, nor anything written
+// or "synced" after the cut, in the last segment or in new ones.
+func TestSimulatePowerCut(t *testing.T) {
+	dir := t.TempDir()
+	l := open(t, dir, Options{SegmentSize: 512})
+	store(t, l, 1, 5, 1) // synced
+	appendLogs(t, l, 6, 7, 1)
+	if got, err := l.Sync(); err != nil || got != 7 {
+		t.Fatalf("Sync = %d, %v", got, err)
+	}
+	appendLogs(t, l, 8, 9, 1) // not synced: lost
+	l.SimulatePowerCut()
+	appendLogs(t, l, 10, 40, 1) // after the cut, across new segments: lost
+	store(t, l, 41, 41, 1)
+	if _, err := l.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	check(t, l, 1, 41, term(1)) // the running log sees it all
+	l = reopen(t, l)
+	check(t, l, 1, 7, term(1))
+	// It goes on from there.
+	store(t, l, 8, 9, 2)
+	check(t, l, 1, 9, func(i uint64) uint64 {
+		if i >= 8 {
+			return 2
+		}
+		return 1
+	})
+}
