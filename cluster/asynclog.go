@@ -114,10 +114,7 @@ func (ll *asyncLog) StoreLogs(es []*raft.Log) error {
 		if err := ll.Log.Append(es); err != nil {
 			return err
 		}
-		select {
-		case ll.kick <- struct{}{}:
-		default:
-		}
+		ll.kickSyncer()
 		return nil
 	}
 	if err := ll.Log.StoreLogs(es); err != nil {
@@ -129,32 +126,42 @@ func (ll *asyncLog) StoreLogs(es []*raft.Log) error {
 
 // DeleteRange implements raft.LogStore. wal.Log syncs before it deletes.
 // Deleting the tail lowers durable below the cut: raft may write new
-// entries at those indexes, which are not on disk until synced.
+// entries at those indexes, which are not on disk until synced; a sync in
+// flight then covered the log before the delete, so its result is dropped
+// (gen). Every delete ends with a kick: the syncer's next round moves
+// durable on, with no append needed.
 func (ll *asyncLog) DeleteRange(lo, hi uint64) error {
-	ll.mu.Lock()
-	ll.gen++ // a sync in flight covered the log before this delete
-	ll.mu.Unlock()
 	last, err := ll.Log.LastIndex()
 	if err != nil {
 		return err
 	}
-	if err := ll.Log.DeleteRange(lo, hi); err != nil {
-		return err
+	// An append after this read can only make the delete a prefix one,
+	// which this then treats as the tail: durable lower than it need be,
+	// until the kick below.
+	tail := hi >= last
+	if tail {
+		ll.mu.Lock()
+		ll.gen++
+		ll.mu.Unlock()
 	}
-	if hi >= last && lo > 0 {
+	err = ll.Log.DeleteRange(lo, hi)
+	if err == nil && tail && lo > 0 {
 		ll.mu.Lock()
 		if lo-1 < ll.durable.Load() {
 			ll.durable.Store(lo - 1)
 		}
 		ll.mu.Unlock()
-		// What is left (or appended since) is durable after the next sync;
-		// the FSM may be waiting for it.
-		select {
-		case ll.kick <- struct{}{}:
-		default:
-		}
 	}
-	return nil
+	ll.kickSyncer()
+	return err
+}
+
+// kickSyncer asks the syncer for a round.
+func (ll *asyncLog) kickSyncer() {
+	select {
+	case ll.kick <- struct{}{}:
+	default:
+	}
 }
 
 func hasConfiguration(es []*raft.Log) bool {
@@ -217,13 +224,18 @@ func (ll *asyncLog) syncNow() error {
 	}
 	ll.syncs.Observe(time.Since(start))
 	ll.mu.Lock()
-	// A write or delete since the sync began set durable itself, from a
-	// newer state of the log than the one this sync covered.
-	if gen == ll.gen && last > ll.durable.Load() {
+	stale := gen != ll.gen
+	// The tail was deleted since the sync began: it covered a log that is
+	// gone, and raft may have written new entries at its indexes. Another
+	// round covers what is there now.
+	if !stale && last > ll.durable.Load() {
 		ll.durable.Store(last)
 	}
 	ll.changed.Broadcast()
 	ll.mu.Unlock()
+	if stale {
+		ll.kickSyncer()
+	}
 	return nil
 }
 

@@ -483,3 +483,80 @@ func TestAsyncLog_PowerCut(t *testing.T) {
 	t.Logf("%d publishes acknowledged before the cut, %d in the stream after it (%d lost, %d duplicated)",
 		total.Load(), len(order), lost, dups)
 }
+
+// A delete while a sync is in flight must not leave durable behind with
+// nothing left to move it: raft's compaction runs beside the appends, and
+// when no entry comes after, whatever waits for the disk (the FSM, the ack
+// gate) would wait until one does. Here the sync is held at the gate while
+// a prefix is deleted; once it is let through, durable reaches the last
+// entry with no further append.
+func TestAsyncLog_DeleteDuringSync(t *testing.T) {
+	w, err := wal.Open(filepath.Join(t.TempDir(), "wal"), wal.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	ll := newAsyncLog(w, nil)
+	defer ll.close()
+	ents := func(lo, hi, term uint64) []*raft.Log {
+		var es []*raft.Log
+		for i := lo; i <= hi; i++ {
+			es = append(es, &raft.Log{Index: i, Term: term, Type: raft.LogCommand})
+		}
+		return es
+	}
+	store := func(es []*raft.Log) {
+		t.Helper()
+		if err := ll.StoreLogs(es); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// durableWithin fails unless the log is durable up to want without
+	// another append.
+	durableWithin := func(what string, want uint64) {
+		t.Helper()
+		done := make(chan error, 1)
+		go func() { done <- ll.waitDurable(want) }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(waitTimeout):
+			t.Fatalf("%s: durable stays at %d of %d", what, ll.durable.Load(), want)
+		}
+	}
+	// heldSync appends es with the sync held at the gate, runs del, then
+	// lets the sync through.
+	heldSync := func(es []*raft.Log, del func()) {
+		t.Helper()
+		gate := blockSyncs(ll)
+		defer gate.release()
+		store(es)
+		waitFor(t, "the syncer at the gate", func() error {
+			if gate.entered.Load() == 0 {
+				return errors.New("not yet")
+			}
+			return nil
+		})
+		del()
+	}
+	store(ents(1, 5, 1))
+	durableWithin("the first entries", 5)
+
+	heldSync(ents(6, 10, 1), func() {
+		if err := ll.DeleteRange(1, 3); err != nil { // a prefix, as compaction does
+			t.Fatal(err)
+		}
+	})
+	durableWithin("after a prefix delete during a sync", 10)
+
+	heldSync(ents(11, 12, 1), func() {
+		if err := ll.DeleteRange(11, 12); err != nil { // the tail, as a follower's conflict does
+			t.Fatal(err)
+		}
+	})
+	durableWithin("after a tail delete during a sync", 10)
+	store(ents(11, 12, 2))
+	durableWithin("what was stored after the tail delete", 12)
+}
