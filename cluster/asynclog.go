@@ -78,7 +78,7 @@ type asyncLog struct {
 
 	mu      sync.Mutex
 	changed *sync.Cond // durable, err or closed changed
-	gen     uint64     // bumped by writes and deletes that set durable themselves
+	gen     uint64     // bumped by a delete of the tail: syncs begun before it count for nothing
 	err     error      // a sync failed: the log is broken
 	closed  bool
 
@@ -126,28 +126,26 @@ func (ll *asyncLog) StoreLogs(es []*raft.Log) error {
 
 // DeleteRange implements raft.LogStore. wal.Log syncs before it deletes.
 // Deleting the tail lowers durable below the cut: raft may write new
-// entries at those indexes, which are not on disk until synced; a sync in
-// flight then covered the log before the delete, so its result is dropped
-// (gen). Every delete ends with a kick: the syncer's next round moves
-// durable on, with no append needed.
+// entries at those indexes, which are not on disk until synced. A sync
+// that began before the delete was done covered the log before it, so its
+// result is dropped (gen, bumped with the lowering). Every delete ends with
+// a kick: the syncer's next round moves durable on, with no append needed.
 func (ll *asyncLog) DeleteRange(lo, hi uint64) error {
 	last, err := ll.Log.LastIndex()
 	if err != nil {
 		return err
 	}
-	// An append after this read can only make the delete a prefix one,
-	// which this then treats as the tail: durable lower than it need be,
-	// until the kick below.
+	// Raft deletes the tail on its own goroutine, the one that appends, so
+	// last holds for it. A prefix delete (compaction) runs beside appends:
+	// one that covered everything when last was read and no longer does is
+	// taken for the tail here, which only leaves durable lower than it need
+	// be until the kick below.
 	tail := hi >= last
-	if tail {
+	err = ll.Log.DeleteRange(lo, hi)
+	if err == nil && tail {
 		ll.mu.Lock()
 		ll.gen++
-		ll.mu.Unlock()
-	}
-	err = ll.Log.DeleteRange(lo, hi)
-	if err == nil && tail && lo > 0 {
-		ll.mu.Lock()
-		if lo-1 < ll.durable.Load() {
+		if lo > 0 && lo-1 < ll.durable.Load() {
 			ll.durable.Store(lo - 1)
 		}
 		ll.mu.Unlock()
@@ -225,9 +223,9 @@ func (ll *asyncLog) syncNow() error {
 	ll.syncs.Observe(time.Since(start))
 	ll.mu.Lock()
 	stale := gen != ll.gen
-	// The tail was deleted since the sync began: it covered a log that is
-	// gone, and raft may have written new entries at its indexes. Another
-	// round covers what is there now.
+	// The tail was deleted since the sync began: it may have covered a log
+	// that is gone, and raft may have written new entries at its indexes.
+	// Another round covers what is there now.
 	if !stale && last > ll.durable.Load() {
 		ll.durable.Store(last)
 	}

@@ -292,8 +292,8 @@ func TestAsyncLog_CommitHeldUntilDurable(t *testing.T) {
 	if r.err != nil {
 		t.Fatal(r.err)
 	}
-	if r.cur.Index != idx {
-		t.Fatalf("published at %d, want %d", r.cur.Index, idx)
+	if r.cur.Index < idx { // later if a leader duty's entry came first
+		t.Fatalf("published at %d, before the held index %d", r.cur.Index, idx)
 	}
 	waitApplied(t, nodes, r.cur)
 }
