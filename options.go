@@ -163,7 +163,7 @@ func Options() []Option {
 		opt("no-sync", GroupCluster, "Cluster.NoSync", flag(func(c *Config) *bool { return &c.Cluster.NoSync }),
 			"do not fsync the Raft log (unsafe; benchmarks only)"),
 		opt("no-parallel-append", GroupCluster, "Cluster.NoParallelAppend", flag(func(c *Config) *bool { return &c.Cluster.NoParallelAppend }),
-			"the leader fsyncs each batch before it replicates it, instead of while it replicates (slower commits)"),
+			"every node fsyncs each write of its log on raft's loop (the leader before replicating, a follower before answering) instead of behind it (slower commits)"),
 		opt("no-commit-notices", GroupCluster, "Cluster.NoCommitNotices", flag(func(c *Config) *bool { return &c.Cluster.NoCommitNotices }),
 			"the leader does not tell followers of each commit at once: they learn it with the next entry (slower delivery on followers)"),
 

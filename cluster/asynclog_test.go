@@ -32,14 +32,21 @@ func blockSyncs(ll *asyncLog) *syncGate {
 
 func (g *syncGate) release() { close(g.open) }
 
-func TestAsyncLog_Durable(t *testing.T) {
+// openAsyncLog opens an asyncLog over a new wal, both closed when t ends.
+func openAsyncLog(t *testing.T) *asyncLog {
+	t.Helper()
 	w, err := wal.Open(filepath.Join(t.TempDir(), "wal"), wal.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer w.Close()
+	t.Cleanup(func() { w.Close() })
 	ll := newAsyncLog(w, nil)
-	defer ll.close()
+	t.Cleanup(ll.close) // first: its last sync needs the wal
+	return ll
+}
+
+func TestAsyncLog_Durable(t *testing.T) {
+	ll := openAsyncLog(t)
 	store := func(typ raft.LogType, idx ...uint64) {
 		t.Helper()
 		var es []*raft.Log
@@ -120,13 +127,7 @@ func TestAsyncLog_Durable(t *testing.T) {
 // answer to an AppendEntries with entries until they are on disk; other
 // answers go straight back.
 func TestAckGate(t *testing.T) {
-	w, err := wal.Open(filepath.Join(t.TempDir(), "wal"), wal.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	ll := newAsyncLog(w, nil)
-	defer ll.close()
+	ll := openAsyncLog(t)
 	in := make(chan raft.RPC)
 	g := newAckGate(ll, in)
 	defer g.close()
@@ -491,13 +492,7 @@ func TestAsyncLog_PowerCut(t *testing.T) {
 // a prefix is deleted; once it is let through, durable reaches the last
 // entry with no further append.
 func TestAsyncLog_DeleteDuringSync(t *testing.T) {
-	w, err := wal.Open(filepath.Join(t.TempDir(), "wal"), wal.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	ll := newAsyncLog(w, nil)
-	defer ll.close()
+	ll := openAsyncLog(t)
 	ents := func(lo, hi, term uint64) []*raft.Log {
 		var es []*raft.Log
 		for i := lo; i <= hi; i++ {

@@ -53,10 +53,11 @@ type Config struct {
 	// followers then learn of a commit only from the next AppendEntries,
 	// which under a steady stream is the next entry's.
 	NoCommitNotices bool
-	// NoParallelAppend makes the leader store each batch durably before it
-	// replicates it, as hashicorp/raft does by itself, instead of writing
-	// it while it replicates (asynclog.go). Without fsync (NoSync) the
-	// order does not matter and this has no effect.
+	// NoParallelAppend makes every node sync each write on raft's loop, as
+	// hashicorp/raft does by itself (the leader before it replicates, a
+	// follower before it answers), instead of syncing behind the write
+	// while raft goes on (asynclog.go). Without fsync (NoSync) there is
+	// nothing to move and this has no effect.
 	NoParallelAppend bool
 
 	// MaxBatch caps the commands packed into one log entry.

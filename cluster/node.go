@@ -159,7 +159,7 @@ func (n *Node) Open() (err error) {
 		n.localCluster = id
 		n.log.Info("bootstrapped a new one-node cluster", "raft", trans.LocalAddr(), "cluster_id", id)
 	}
-	// asynclog.go: the leader writes its log while it replicates it.
+	// asynclog.go: the log is written off raft's loop, synced behind it.
 	if st.wal != nil && !n.cfg.NoSync && !n.cfg.NoParallelAppend {
 		n.asyncLog = newAsyncLog(st.wal, func(err error) {
 			n.log.Error("could not sync the Raft log to disk; this node stops: entries the cluster may count as "+

@@ -36,7 +36,7 @@ type nodeFSM struct {
 	*fsm.Machine
 	c       *commitNotices // nil: notices off
 	onStale func()         // nil: the stores are not the node's files
-	durable *asyncLog      // nil: the leader writes before it replicates
+	durable *asyncLog      // nil: writes sync before raft goes on
 }
 
 // Apply implements raft.FSM.
