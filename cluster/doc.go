@@ -6,8 +6,11 @@
 // one entry (a hub method's effects). The leader also turns gossip members
 // into the Raft configuration (plan.go) and raises the log format once
 // every server knows it (leader.go), and tells each follower of a commit as
-// soon as it applies it (notice.go), not with the next entry. Alive tells the hub which nodes are
-// alive; closing a gone node's connections is the hub's (hub/reap.go).
+// soon as it applies it (notice.go), not with the next entry. Every node
+// writes its log off raft's loop and syncs it behind, with nothing of a
+// write seen before it is on disk (asynclog.go). Alive tells the hub which
+// nodes are alive; closing a gone node's connections is the hub's
+// (hub/reap.go).
 //
 // Operations: Stats is the node's Raft view for metrics; backup.go takes a
 // consistent copy of the state for GET /api/v1/snapshot and seeds a new
