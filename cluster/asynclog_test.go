@@ -21,6 +21,7 @@ import (
 type syncGate struct {
 	entered atomic.Int64
 	open    chan struct{}
+	once    sync.Once
 }
 
 func blockSyncs(ll *asyncLog) *syncGate {
@@ -30,7 +31,9 @@ func blockSyncs(ll *asyncLog) *syncGate {
 	return g
 }
 
-func (g *syncGate) release() { close(g.open) }
+// release lets the held syncs through; later calls do nothing, so a test
+// may defer it and release earlier.
+func (g *syncGate) release() { g.once.Do(func() { close(g.open) }) }
 
 // openAsyncLog opens an asyncLog over a new wal, both closed when t ends.
 func openAsyncLog(t *testing.T) *asyncLog {
@@ -236,13 +239,7 @@ func TestAsyncLog_CommitHeldUntilDurable(t *testing.T) {
 	nodes, l := startSynced(t)
 	ll := l.node.asyncLog
 	gate := blockSyncs(ll)
-	defer func() {
-		select {
-		case <-gate.open:
-		default:
-			gate.release()
-		}
-	}()
+	defer gate.release()
 
 	idx := l.node.raft.LastIndex() + 1
 	type result struct {
@@ -308,12 +305,7 @@ func TestAsyncLog_DeposedLeaderAcksDurable(t *testing.T) {
 	nodes, l := startSynced(t)
 	ll := l.node.asyncLog
 	gate := blockSyncs(ll)
-	released := false
-	defer func() {
-		if !released {
-			gate.release()
-		}
-	}()
+	defer gate.release()
 	idx := l.node.raft.LastIndex() + 1
 	published := make(chan error, 1)
 	go func() {
@@ -344,7 +336,6 @@ func TestAsyncLog_DeposedLeaderAcksDurable(t *testing.T) {
 	if d := ll.durable.Load(); d >= idx {
 		t.Fatalf("durable %d past the held entry %d", d, idx)
 	}
-	released = true
 	gate.release()
 	waitFor(t, "the old leader's log to be durable and its answers sent", func() error {
 		if d, last := ll.durable.Load(), l.node.raft.LastIndex(); d < last {

@@ -561,7 +561,7 @@ func (l *Log) store(es []*raft.Log, sync bool) error {
 	}
 	l.dirty = !synced
 	if synced {
-		defer l.markSynced(at + int64(len(buf)))
+		l.markSynced(at + int64(len(buf)))
 	}
 
 	l.mu.Lock()
