@@ -271,14 +271,17 @@ func (ll *asyncLog) close() {
 	})
 }
 
-// ackGate stands between the transport and raft on a node whose log is an
-// asyncLog: it passes every RPC on to raft, and holds raft's answer to an
-// AppendEntries that carried entries until they are durable (rule 2 above).
-// Raft handles RPCs one at a time, in the order ackGate passes them, so the
-// answers it holds are released in that order, by one goroutine. Its two
-// goroutines end with close.
+// ackGate stands between the transport and raft: it passes every RPC on
+// to raft and sees raft's answer to each AppendEntries that carried
+// entries. On a node whose log is an asyncLog (log) it holds a successful
+// answer until the entries are durable (rule 2 above); with follower
+// commits (commits; followercommit.go) it then tells of the entries this
+// node holds. Raft handles RPCs one at a time, in the order ackGate passes
+// them, so the answers it sees are released in that order, by one
+// goroutine. Its goroutines end with close.
 type ackGate struct {
-	log       *asyncLog
+	log       *asyncLog        // nil: stored means written
+	commits   *followerCommits // nil: off
 	in        <-chan raft.RPC
 	out       chan raft.RPC
 	pending   chan heldAck
@@ -293,21 +296,24 @@ type ackGate struct {
 type heldAck struct {
 	mine chan raft.RPCResponse
 	orig chan<- raft.RPCResponse
-	last uint64 // the last entry it carried
+	req  *raft.AppendEntriesRequest
 }
 
 // newAckGate starts the gate between in (the transport's Consumer) and the
-// channel raft is to read.
-func newAckGate(log *asyncLog, in <-chan raft.RPC) *ackGate {
-	g := &ackGate{log: log, in: in, out: make(chan raft.RPC), pending: make(chan heldAck, 256), stop: make(chan struct{})}
+// channel raft is to read. log or commits may be nil, not both.
+func newAckGate(log *asyncLog, commits *followerCommits, in <-chan raft.RPC) *ackGate {
+	g := &ackGate{log: log, commits: commits, in: in, out: make(chan raft.RPC),
+		pending: make(chan heldAck, 256), stop: make(chan struct{})}
 	g.wg.Add(2)
 	go func() { defer g.wg.Done(); g.forward() }()
 	go func() { defer g.wg.Done(); g.answer() }()
+	if commits != nil {
+		g.wg.Add(1)
+		go func() { defer g.wg.Done(); commits.run(g.out, g.stop) }()
+	}
 	return g
 }
 
-// close stops the gate's goroutines; answers it held are dropped (the
-// transport's handlers end with the transport).
 func (g *ackGate) close() {
 	g.closeOnce.Do(func() { close(g.stop) })
 	g.wg.Wait()
@@ -322,7 +328,7 @@ func (g *ackGate) forward() {
 		case rpc = <-g.in:
 		}
 		if req, ok := rpc.Command.(*raft.AppendEntriesRequest); ok && len(req.Entries) > 0 {
-			a := heldAck{mine: make(chan raft.RPCResponse, 1), orig: rpc.RespChan, last: req.Entries[len(req.Entries)-1].Index}
+			a := heldAck{mine: make(chan raft.RPCResponse, 1), orig: rpc.RespChan, req: req}
 			rpc.RespChan = a.mine
 			select {
 			case g.pending <- a:
@@ -352,13 +358,19 @@ func (g *ackGate) answer() {
 		case <-g.stop:
 			return
 		}
-		if resp, ok := r.Response.(*raft.AppendEntriesResponse); ok && r.Error == nil && resp.Success {
+		resp, ok := r.Response.(*raft.AppendEntriesResponse)
+		stored := ok && r.Error == nil && resp.Success
+		if stored && g.log != nil {
 			g.waiting.Add(1)
-			if err := g.log.waitDurable(a.last); err != nil {
+			if err := g.log.waitDurable(a.req.Entries[len(a.req.Entries)-1].Index); err != nil {
 				r.Error = err // not stored: the leader must not count it
+				stored = false
 			}
 			g.waiting.Add(-1)
 		}
 		a.orig <- r // the transport's channel has room for its one answer
+		if stored && g.commits != nil {
+			g.commits.stored(a.req)
+		}
 	}
 }

@@ -132,7 +132,7 @@ func TestAsyncLog_Durable(t *testing.T) {
 func TestAckGate(t *testing.T) {
 	ll := openAsyncLog(t)
 	in := make(chan raft.RPC)
-	g := newAckGate(ll, in)
+	g := newAckGate(ll, nil, in)
 	defer g.close()
 
 	// rpc sends cmd through the gate; raft (this test) answers it with resp.

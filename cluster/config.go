@@ -43,10 +43,20 @@ type Config struct {
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration
 	CommitTimeout      time.Duration
-	MaxAppendEntries   int
-	SnapshotInterval   time.Duration
-	SnapshotThreshold  uint64
-	TrailingLogs       uint64
+	// MaxAppendEntries caps the entries of one AppendEntries, of one
+	// leader-loop drain and of one FSM batch. hashicorp/raft allocates a
+	// slice of this capacity for every AppendEntries it sends and every
+	// batch it commits, used or not: at 1024, two thirds of what a node
+	// allocates at 1,000 msg/s, and so of its garbage collections, which
+	// made most of the cross-node p99. An entry carries up to MaxBatch
+	// commands and a node has at most MaxInflight entries on their way,
+	// so 128 holds everything in flight, and a follower behind catches up
+	// at 128 entries per CommitTimeout (25,600 entries/s) when nothing new
+	// comes (docs/performance.md, "Follower commits").
+	MaxAppendEntries  int
+	SnapshotInterval  time.Duration
+	SnapshotThreshold uint64
+	TrailingLogs      uint64
 	// NoSync turns fsync off: faster and unsafe; for benchmarks only.
 	NoSync bool
 	// NoCommitNotices turns the leader's commit notices off (notice.go):
@@ -59,6 +69,12 @@ type Config struct {
 	// while raft goes on (asynclog.go). Without fsync (NoSync) there is
 	// nothing to move and this has no effect.
 	NoParallelAppend bool
+	// NoFollowerCommits turns follower commits off (followercommit.go): with
+	// two or three voters, a follower without fsync (NoSync) takes the
+	// commit of entries it stored from the leader of its term by itself
+	// instead of waiting to hear of it from the leader. It has no effect
+	// with fsync.
+	NoFollowerCommits bool
 
 	// MaxBatch caps the commands packed into one log entry.
 	MaxBatch int
@@ -127,7 +143,7 @@ func DefaultConfig() Config {
 		ElectionTimeout:    500 * time.Millisecond,
 		LeaderLeaseTimeout: 250 * time.Millisecond,
 		CommitTimeout:      5 * time.Millisecond,
-		MaxAppendEntries:   1024,
+		MaxAppendEntries:   128,
 		SnapshotInterval:   20 * time.Second,
 		SnapshotThreshold:  16384,
 		TrailingLogs:       10240,

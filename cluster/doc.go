@@ -6,9 +6,11 @@
 // one entry (a hub method's effects). The leader also turns gossip members
 // into the Raft configuration (plan.go) and raises the log format once
 // every server knows it (leader.go), and tells each follower of a commit as
-// soon as it applies it (notice.go), not with the next entry. Every node
-// writes its log off raft's loop and syncs it behind, with nothing of a
-// write seen before it is on disk (asynclog.go). Alive tells the hub which
+// soon as it applies it (notice.go), not with the next entry; without
+// fsync, a follower that with the leader makes a quorum takes the commit
+// of what it stored by itself (followercommit.go). Every node writes its
+// log off raft's loop and syncs it behind, with nothing of a write seen
+// before it is on disk (asynclog.go). Alive tells the hub which
 // nodes are alive; closing a gone node's connections is the hub's
 // (hub/reap.go).
 //

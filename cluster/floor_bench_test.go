@@ -117,7 +117,7 @@ func raftFloor(b *testing.B, noSync, notices, parallel bool) {
 		if notices {
 			m.fsm.notices = newCommitNotices(m.trans, rc, slog.New(slog.DiscardHandler), stop, &wg)
 		}
-		trans, gate := raftTransport(m.trans, m.fsm.notices, m.fsm.durable)
+		trans, gate := raftTransport(m.trans, m.fsm.notices, m.fsm.durable, nil)
 		m.gate = gate
 		if i == 0 {
 			if err := raft.BootstrapCluster(rc, logs, m.st.Bolt, raft.NewInmemSnapshotStore(), m.trans,

@@ -78,6 +78,13 @@ func (n *Node) reconcile(ls *leaderState, stop <-chan struct{}) {
 	if !n.isLeader() {
 		return
 	}
+	if n.notices != nil {
+		// notice.go: no notices to followers that commit themselves, as the
+		// configuration stands after this pass's changes.
+		defer func() {
+			n.notices.setOwnCommits(n.cfg.Members.Members(), n.raft.GetConfiguration().Configuration())
+		}()
+	}
 	now := time.Now()
 	in, err := n.planInput(now)
 	if err != nil {

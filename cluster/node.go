@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/raftplane/raftplane/cluster/wal"
 	"github.com/raftplane/raftplane/fsm"
+	"github.com/raftplane/raftplane/gossip"
 	"github.com/raftplane/raftplane/status"
 )
 
@@ -30,10 +31,11 @@ type Node struct {
 
 	raft      *raft.Raft
 	transport *raft.NetworkTransport
-	notices   *commitNotices // notice.go; nil with Config.NoCommitNotices
-	asyncLog  *asyncLog      // asynclog.go; nil when writes sync before raft goes on
-	gate      *ackGate       // asynclog.go: with asyncLog, between the transport and raft
-	stores    nodeStores     // its closer is nil with injected stores: their caller closes them
+	notices   *commitNotices   // notice.go; nil with Config.NoCommitNotices
+	asyncLog  *asyncLog        // asynclog.go; nil when writes sync before raft goes on
+	gate      *ackGate         // asynclog.go: with asyncLog or commits, between the transport and raft
+	commits   *followerCommits // followercommit.go; nil unless NoSync
+	stores    nodeStores       // its closer is nil with injected stores: their caller closes them
 
 	idPrefix string    // unique per process start, for command ids
 	idSeq    uint64    // guarded by submitMu
@@ -190,8 +192,11 @@ func (n *Node) Open() (err error) {
 		n.notices = newCommitNotices(trans, rc, n.log, n.stop, &n.wg)
 		machine.c = n.notices
 	}
+	if n.cfg.TakesFollowerCommits() { // followercommit.go: only where stored means written
+		n.commits = newFollowerCommits(rc.LocalID)
+	}
 	var rtrans raft.Transport
-	if rtrans, n.gate = raftTransport(trans, n.notices, n.asyncLog); n.gate != nil {
+	if rtrans, n.gate = raftTransport(trans, n.notices, n.asyncLog, n.commits); n.gate != nil {
 		undo = append(undo, n.gate.close)
 	}
 	r, err := raft.NewRaft(rc, machine, watched, watchedStable{st.stable, &n.disk},
@@ -202,6 +207,14 @@ func (n *Node) Open() (err error) {
 	n.raft, n.transport, n.stores = r, trans, st
 	if n.notices != nil {
 		n.notices.raft.Store(r)
+	}
+	if n.commits != nil {
+		n.commits.raft.Store(r)
+		if n.cfg.Members != nil { // a leader sends this node no commit notices it would not need
+			if err := n.cfg.Members.UpdateMeta(func(m *gossip.Meta) { m.FollowerCommits = true }); err != nil {
+				n.log.Warn("could not advertise follower commits; the leader will announce this node's commits", "err", err)
+			}
+		}
 	}
 	n.observeLeaders() // stats.go
 	if hasState {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/raftplane/raftplane/gossip"
 )
 
 // Commit notices. A hashicorp/raft follower learns that an entry is
@@ -54,6 +55,10 @@ type commitNotices struct {
 	wg     *sync.WaitGroup
 
 	sent, failed atomic.Uint64
+	skipped      atomic.Uint64 // acknowledgements whose follower commits them itself
+
+	local      raft.ServerID
+	ownCommits atomic.Pointer[map[raft.ServerID]bool] // followers that take their own commits
 
 	mu sync.Mutex
 	// term is the leader term the acknowledgements below were given in: the
@@ -83,6 +88,7 @@ func newCommitNotices(trans *raft.NetworkTransport, rc *raft.Config, lg *slog.Lo
 	return &commitNotices{
 		trans:  trans,
 		header: raft.RPCHeader{ProtocolVersion: rc.ProtocolVersion, ID: []byte(rc.LocalID), Addr: addr},
+		local:  rc.LocalID,
 		log:    lg,
 		stop:   stop,
 		wg:     wg,
@@ -108,6 +114,7 @@ func (c *commitNotices) stored(id raft.ServerID, addr raft.ServerAddress, req *r
 	if idx == 0 {
 		return // a heartbeat
 	}
+	takes := c.takesOwn(id, req)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch {
@@ -127,7 +134,43 @@ func (c *commitNotices) stored(id raft.ServerID, addr raft.ServerAddress, req *r
 		return
 	}
 	p.acked, p.ackedTerm = idx, term
+	if takes {
+		// It commits these itself (followercommit.go): telling it would
+		// cost a round trip each and change nothing.
+		p.notified = max(p.notified, idx)
+		c.skipped.Add(1)
+		return
+	}
 	c.poke(id, p)
+}
+
+// takesOwn reports whether follower id takes the commit of req's entries
+// itself (followercommit.go): it says so in gossip, it and this leader are
+// a quorum, and these entries are ones it takes. The set comes from the
+// leader loop's last pass, so it may be a second behind a change of the
+// voters or of the follower's flags; that costs the follower only the
+// wait for the next AppendEntries, never a wrong commit (the follower
+// decides on its own configuration).
+func (c *commitNotices) takesOwn(id raft.ServerID, req *raft.AppendEntriesRequest) bool {
+	own := c.ownCommits.Load()
+	if own == nil || !(*own)[id] {
+		return false
+	}
+	n := len(req.Entries)
+	return n > 0 && req.Entries[n-1].Term == req.Term && !hasConfiguration(req.Entries)
+}
+
+// setOwnCommits records which followers take their own commits, from the
+// gossip members and the configuration of one pass of the leader loop:
+// those that say so and make a quorum with this leader.
+func (c *commitNotices) setOwnCommits(members []gossip.Member, conf raft.Configuration) {
+	own := map[raft.ServerID]bool{}
+	for _, m := range members {
+		if id := raft.ServerID(m.ID); m.FollowerCommits && twoAreQuorum(conf, c.local, id) {
+			own[id] = true
+		}
+	}
+	c.ownCommits.Store(&own)
 }
 
 // committed records that this node's FSM applied the entry at index (of
@@ -251,7 +294,7 @@ type noticeTransport struct {
 	*raft.NetworkTransport
 	c       *commitNotices // nil: notices off
 	durable *asyncLog      // nil: writes sync before raft goes on
-	gate    *ackGate       // with durable: raft reads its RPCs from here
+	gate    *ackGate       // with durable or follower commits: raft reads its RPCs from here
 }
 
 // Consumer implements raft.Transport.
@@ -263,16 +306,16 @@ func (t noticeTransport) Consumer() <-chan raft.RPC {
 }
 
 // raftTransport is the transport raft is given: trans itself, or a
-// noticeTransport over it when notices (c) or an asyncLog (al) are on; with
-// al it also starts the ackGate raft reads its RPCs from, which the caller
-// closes after raft shut down.
-func raftTransport(trans *raft.NetworkTransport, c *commitNotices, al *asyncLog) (raft.Transport, *ackGate) {
-	if c == nil && al == nil {
+// noticeTransport over it when notices (c), an asyncLog (al) or follower
+// commits (fc) are on; with al or fc it also starts the ackGate raft reads
+// its RPCs from, which the caller closes after raft shut down.
+func raftTransport(trans *raft.NetworkTransport, c *commitNotices, al *asyncLog, fc *followerCommits) (raft.Transport, *ackGate) {
+	if c == nil && al == nil && fc == nil {
 		return trans, nil
 	}
 	t := noticeTransport{NetworkTransport: trans, c: c, durable: al}
-	if al != nil {
-		t.gate = newAckGate(al, trans.Consumer())
+	if al != nil || fc != nil {
+		t.gate = newAckGate(al, fc, trans.Consumer())
 	}
 	return t, t.gate
 }

@@ -17,7 +17,9 @@ import (
 func TestNode_CommitNotices(t *testing.T) {
 	t.Parallel()
 	checkGoroutines(t)
-	slow := func(c *Config) { c.CommitTimeout = time.Hour }
+	// Followers that take their own commits (followercommit.go) get no
+	// notices: these do not.
+	slow := func(c *Config) { c.CommitTimeout, c.NoFollowerCommits = time.Hour, true }
 	n1 := startNode(t, nodeOpts{id: "n1", tweak: slow})
 	waitReady(t, n1)
 	n2 := startNode(t, nodeOpts{id: "n2", seeds: []string{n1.gossipAddr}, tweak: slow})

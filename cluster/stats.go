@@ -80,8 +80,13 @@ type Stats struct {
 	PeerTLSFailures uint64
 	RejectedEntries uint64
 	// CommitNotices counts the commit notices this node sent as leader
-	// (notice.go), by result: "sent" (answered) and "failed".
+	// (notice.go), by result: "sent" (answered) and "failed", and the
+	// acknowledgements it sent none for, "skipped": their follower commits
+	// them itself (followercommit.go).
 	CommitNotices map[string]uint64
+	// FollowerCommits counts the commits this node took by itself as a
+	// follower (followercommit.go); -1 when they are off.
+	FollowerCommits int64
 	// LogBytes is the size of the log's files (wal/); -1 with injected
 	// stores or before Open.
 	LogBytes int64
@@ -104,12 +109,16 @@ func (n *Node) Stats() Stats {
 		Forwards:         make(map[string]uint64, numForwardResults),
 		Stages:           n.stages(),
 		LogBytes:         -1,
+		FollowerCommits:  -1,
 	}
 	for i, name := range forwardResultNames {
 		out.Forwards[name] = st.forwards[i].Load()
 	}
 	if c := n.notices; c != nil {
-		out.CommitNotices = map[string]uint64{"sent": c.sent.Load(), "failed": c.failed.Load()}
+		out.CommitNotices = map[string]uint64{"sent": c.sent.Load(), "failed": c.failed.Load(), "skipped": c.skipped.Load()}
+	}
+	if f := n.commits; f != nil {
+		out.FollowerCommits = int64(f.taken.Load())
 	}
 	st.snapMu.Lock()
 	out.SnapshotDuration = Histogram{Count: st.snapCount, Sum: st.snapSum, Buckets: make(map[float64]uint64, len(snapshotBounds))}

@@ -40,6 +40,10 @@ type Meta struct {
 	// LogFormat is the newest Raft log format the node's build applies (0
 	// from builds that did not say: the cluster package reads it as 1).
 	LogFormat int `json:"fmt,omitempty"`
+	// FollowerCommits is set by a node that, as a follower, takes by itself
+	// the commits the leader and it make a quorum for (the cluster
+	// package's follower commits): its leader need not announce them.
+	FollowerCommits bool `json:"fcommit,omitempty"`
 }
 
 // Encode returns the wire form of m, or an error if m is invalid or its

@@ -32,9 +32,9 @@ type collector struct {
 	// upstream webhooks and connection events (hub/upstream.go, events.go)
 	upstreamCalls, eventsDelivered, eventGaps, eventsLeading *prometheus.Desc
 	// cluster
-	raftState, term, commitIndex, appliedIndex, lastLogIndex, lastSnapIndex, logBytes *prometheus.Desc
-	fsmPending, lastContact, leaderChanges, servers                                   *prometheus.Desc
-	snapDuration, snapFailures, forwards, peerTLSFailures, commitNotices              *prometheus.Desc
+	raftState, term, commitIndex, appliedIndex, lastLogIndex, lastSnapIndex, logBytes     *prometheus.Desc
+	fsmPending, lastContact, leaderChanges, servers                                       *prometheus.Desc
+	snapDuration, snapFailures, forwards, peerTLSFailures, commitNotices, followerCommits *prometheus.Desc
 }
 
 func newCollector(cfg Config) *collector {
@@ -95,6 +95,7 @@ func newCollector(cfg Config) *collector {
 	c.forwards = d("forward_rpcs_total", "Attempts to forward a batch to the leader, by result.", "result")
 	c.peerTLSFailures = d("peer_tls_failures_total", "TLS handshakes the Raft port refused.")
 	c.commitNotices = d("raft_commit_notices_total", "Commit notices this node sent to followers as leader, by result (sent, failed).", "result")
+	c.followerCommits = d("raft_follower_commits_total", "Commits this node took by itself as a follower, the leader and it being a quorum (-no-sync only).")
 	return c
 }
 
@@ -252,6 +253,9 @@ func (c *collector) collectCluster(ch chan<- prometheus.Metric, cs *cluster.Stat
 	counters(ch, c.forwards, cs.Forwards)
 	counter(ch, c.peerTLSFailures, cs.PeerTLSFailures)
 	counters(ch, c.commitNotices, cs.CommitNotices)
+	if cs.FollowerCommits >= 0 {
+		counter(ch, c.followerCommits, uint64(cs.FollowerCommits))
+	}
 }
 
 // capHubs keeps the max hubs with the most connections (ties by name) and
