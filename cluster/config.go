@@ -47,12 +47,13 @@ type Config struct {
 	// leader-loop drain and of one FSM batch. hashicorp/raft allocates a
 	// slice of this capacity for every AppendEntries it sends and every
 	// batch it commits, used or not: at 1024, two thirds of what a node
-	// allocates at 1,000 msg/s, and so of its garbage collections, which
-	// made most of the cross-node p99. An entry carries up to MaxBatch
-	// commands and a node has at most MaxInflight entries on their way,
-	// so 128 holds everything in flight, and a follower behind catches up
-	// at 128 entries per CommitTimeout (25,600 entries/s) when nothing new
-	// comes (docs/performance.md, "Follower commits").
+	// allocated at 1,000 msg/s, and the garbage collections that made most
+	// of the cross-node p99. The cap is seldom reached: an entry carries up
+	// to MaxBatch commands and each node has at most MaxInflight entries on
+	// their way, so a batch holds more than a few entries only for a
+	// follower that fell behind, which catches up at 128 entries per
+	// AppendEntries (one per trigger, or per CommitTimeout when nothing new
+	// comes: 25,600 entries/s) (docs/performance.md, "Follower commits").
 	MaxAppendEntries  int
 	SnapshotInterval  time.Duration
 	SnapshotThreshold uint64

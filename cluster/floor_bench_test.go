@@ -26,12 +26,14 @@ import (
 //
 //	go test -run '^$' -bench RaftFloor -benchtime 5000x ./cluster/
 func BenchmarkRaftFloor(b *testing.B) {
-	for _, c := range []struct{ sync, notices, parallel bool }{
-		{true, true, true}, {true, true, false}, {true, false, false},
-		{false, true, false}, {false, false, false},
+	// Follower commits go without notices: a leader sends none to
+	// followers that take their own (it learns that from gossip).
+	for _, c := range []struct{ sync, notices, parallel, commits bool }{
+		{true, true, true, false}, {true, true, false, false}, {true, false, false, false},
+		{false, false, false, true}, {false, true, false, false}, {false, false, false, false},
 	} {
-		name := fmt.Sprintf("fsync=%t/notices=%t/parallel=%t", c.sync, c.notices, c.parallel)
-		b.Run(name, func(b *testing.B) { raftFloor(b, !c.sync, c.notices, c.parallel) })
+		name := fmt.Sprintf("fsync=%t/notices=%t/parallel=%t/followercommits=%t", c.sync, c.notices, c.parallel, c.commits)
+		b.Run(name, func(b *testing.B) { raftFloor(b, !c.sync, c.notices, c.parallel, c.commits) })
 	}
 }
 
@@ -72,7 +74,7 @@ type floorSnapshot struct{}
 func (floorSnapshot) Persist(s raft.SnapshotSink) error { return s.Close() }
 func (floorSnapshot) Release()                          {}
 
-func raftFloor(b *testing.B, noSync, notices, parallel bool) {
+func raftFloor(b *testing.B, noSync, notices, parallel, commits bool) {
 	const n = 3
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -117,7 +119,11 @@ func raftFloor(b *testing.B, noSync, notices, parallel bool) {
 		if notices {
 			m.fsm.notices = newCommitNotices(m.trans, rc, slog.New(slog.DiscardHandler), stop, &wg)
 		}
-		trans, gate := raftTransport(m.trans, m.fsm.notices, m.fsm.durable, nil)
+		var fc *followerCommits
+		if commits {
+			fc = newFollowerCommits(rc.LocalID)
+		}
+		trans, gate := raftTransport(m.trans, m.fsm.notices, m.fsm.durable, fc)
 		m.gate = gate
 		if i == 0 {
 			if err := raft.BootstrapCluster(rc, logs, m.st.Bolt, raft.NewInmemSnapshotStore(), m.trans,
@@ -130,6 +136,9 @@ func raftFloor(b *testing.B, noSync, notices, parallel bool) {
 		}
 		if notices {
 			m.fsm.notices.raft.Store(m.r)
+		}
+		if fc != nil {
+			fc.raft.Store(m.r)
 		}
 	}
 	defer func() {

@@ -275,3 +275,24 @@ func TestNode_FollowerCommitsNoNotices(t *testing.T) {
 		t.Errorf("the leader sent %d notices for %d publishes its followers commit themselves", got, count)
 	}
 }
+
+// TestTakesFollowerCommits: only without fsync, where every node's stored
+// is written (with the parallel append the leader's copy may not be on
+// disk yet when a follower gets it), and unless turned off.
+func TestTakesFollowerCommits(t *testing.T) {
+	for _, tc := range []struct {
+		noSync, off, parallelOff, want bool
+	}{
+		{noSync: true, want: true},
+		{noSync: true, off: true, want: false},
+		{noSync: false, want: false},
+		{noSync: false, parallelOff: true, want: false}, // the leader's flags are unknown to a follower
+	} {
+		c := DefaultConfig()
+		c.NoSync, c.NoFollowerCommits, c.NoParallelAppend = tc.noSync, tc.off, tc.parallelOff
+		if got := c.TakesFollowerCommits(); got != tc.want {
+			t.Errorf("NoSync %v, NoFollowerCommits %v, NoParallelAppend %v: %v, want %v",
+				tc.noSync, tc.off, tc.parallelOff, got, tc.want)
+		}
+	}
+}
