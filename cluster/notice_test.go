@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"fmt"
 	"log/slog"
 	"sync"
 	"testing"
@@ -19,14 +18,9 @@ func TestNode_CommitNotices(t *testing.T) {
 	checkGoroutines(t)
 	// Followers that take their own commits (followercommit.go) get no
 	// notices: these do not.
-	slow := func(c *Config) { c.CommitTimeout, c.NoFollowerCommits = time.Hour, true }
-	n1 := startNode(t, nodeOpts{id: "n1", tweak: slow})
-	waitReady(t, n1)
-	n2 := startNode(t, nodeOpts{id: "n2", seeds: []string{n1.gossipAddr}, tweak: slow})
-	n3 := startNode(t, nodeOpts{id: "n3", seeds: []string{n1.gossipAddr}, tweak: slow})
-	nodes := []*testNode{n1, n2, n3}
-	waitMembership(t, nodes, 3, 0)
-	waitReady(t, nodes...)
+	nodes := startCluster(t, 3, func(o *nodeOpts) {
+		o.tweak = func(c *Config) { c.CommitTimeout, c.NoFollowerCommits = time.Hour, true }
+	})
 	l := waitLeader(t, nodes)
 	refused := func(f *testNode) int {
 		return len(f.logs.matching("failed to get previous log")) + len(f.logs.matching("previous log term mis-match"))
@@ -35,22 +29,7 @@ func TestNode_CommitNotices(t *testing.T) {
 	for _, f := range followers(nodes, l) {
 		before[f.id] = refused(f) // raft's own probes when it joined
 	}
-	clean := 0
-	for i := range 20 {
-		cur := mustPublish(t, l, fmt.Sprintf("p%d", i))
-		waitApplied(t, nodes, cur)
-		if last := l.node.raft.LastIndex(); last != cur.Index {
-			// Something else was appended meanwhile (a new leader's first
-			// entry, on a starved machine) and may have carried the commit.
-			t.Logf("publish %d at %d, but the leader's log goes on to %d: not counted", i, cur.Index, last)
-			l = waitLeader(t, nodes)
-			continue
-		}
-		clean++
-	}
-	if clean < 10 {
-		t.Fatalf("only %d of 20 publishes were the leader's last entry when every node had applied them", clean)
-	}
+	l, clean := publishLast(t, nodes, 20)
 	var sent uint64
 	for _, n := range nodes {
 		sent += n.node.notices.sent.Load()
