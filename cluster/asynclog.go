@@ -314,6 +314,9 @@ func newAckGate(log *asyncLog, commits *followerCommits, in <-chan raft.RPC) *ac
 	return g
 }
 
+// close stops the gate's goroutines; answers it held are dropped (the
+// transport's handlers end with the transport), and so is a follower
+// commit not yet handed over.
 func (g *ackGate) close() {
 	g.closeOnce.Do(func() { close(g.stop) })
 	g.wg.Wait()
