@@ -55,14 +55,13 @@ import (
 // commits (above): without fsync, unless turned off.
 func (c Config) TakesFollowerCommits() bool { return c.NoSync && !c.NoFollowerCommits }
 
-// canTake reports whether a follower taking follower commits takes the
-// commit of req's entries once it stored them, given the latest
-// configuration c: the last entry is the leader's own, no entry changes the
-// configuration, and the leader and follower are a quorum of c.
-func canTake(req *raft.AppendEntriesRequest, c raft.Configuration, leader, follower raft.ServerID) bool {
+// leadersOwn reports whether a follower that stored req's entries may take
+// their commit by itself, as far as the request goes (the quorum is the
+// other half): the last entry is the requesting leader's own (its term is
+// the request's Term), and no entry changes the configuration.
+func leadersOwn(req *raft.AppendEntriesRequest) bool {
 	n := len(req.Entries)
-	return n > 0 && req.Entries[n-1].Term == req.Term && !hasConfiguration(req.Entries) &&
-		twoAreQuorum(c, leader, follower)
+	return n > 0 && req.Entries[n-1].Term == req.Term && !hasConfiguration(req.Entries)
 }
 
 // followerCommits hands raft the commits a follower can take by itself. Its
@@ -112,17 +111,16 @@ func twoAreQuorum(c raft.Configuration, leader, local raft.ServerID) bool {
 // holds its entries. If they make a commit this node can take by itself,
 // the goroutine hands it to raft.
 func (f *followerCommits) stored(req *raft.AppendEntriesRequest) {
-	n := len(req.Entries)
-	if n == 0 || req.Entries[n-1].Term != req.Term {
-		return // a heartbeat, or only an earlier leader's entries
+	if !leadersOwn(req) {
+		return // a heartbeat, an earlier leader's entries, or a change of the voters
 	}
 	r, _ := f.raft.Load().(configurations)
-	if r == nil || !canTake(req, r.GetConfiguration().Configuration(), raft.ServerID(req.ID), f.local) {
+	if r == nil || !twoAreQuorum(r.GetConfiguration().Configuration(), raft.ServerID(req.ID), f.local) {
 		return
 	}
-	last := req.Entries[n-1]
+	last := req.Entries[len(req.Entries)-1]
 	f.mu.Lock()
-	if f.next == nil || f.next.Term < req.Term || f.next.LeaderCommitIndex < last.Index {
+	if n := f.next; n == nil || req.Term > n.Term || req.Term == n.Term && last.Index > n.LeaderCommitIndex {
 		f.next = &raft.AppendEntriesRequest{RPCHeader: req.RPCHeader, Term: req.Term,
 			PrevLogEntry: last.Index, PrevLogTerm: last.Term, LeaderCommitIndex: last.Index}
 	}

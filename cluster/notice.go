@@ -153,11 +153,7 @@ func (c *commitNotices) stored(id raft.ServerID, addr raft.ServerAddress, req *r
 // decides on its own configuration).
 func (c *commitNotices) takesOwn(id raft.ServerID, req *raft.AppendEntriesRequest) bool {
 	own := c.ownCommits.Load()
-	if own == nil || !(*own)[id] {
-		return false
-	}
-	n := len(req.Entries)
-	return n > 0 && req.Entries[n-1].Term == req.Term && !hasConfiguration(req.Entries)
+	return own != nil && (*own)[id] && leadersOwn(req)
 }
 
 // setOwnCommits records which followers take their own commits, from the
