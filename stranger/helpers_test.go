@@ -29,10 +29,15 @@ import (
 // status reads that show what changed.
 
 const (
-	readyTimeout   = 30 * time.Second
-	stableTimeout  = 30 * time.Second
-	stopTimeout    = 10 * time.Second // SIGTERM, then SIGKILL after this
-	strangerBudget = 2 * time.Minute  // one stranger run, every attack
+	readyTimeout  = 30 * time.Second
+	stableTimeout = 30 * time.Second
+	stopTimeout   = 10 * time.Second // SIGTERM, then SIGKILL after this
+	// nodeShutdown bounds a node's own graceful stop (-shutdown-timeout,
+	// 15s by default) below stopTimeout: after the attacks that wreck the
+	// terms no leader can take a leaving node out, and it waits its whole
+	// timeout (a CI run killed node3 so, at 10s of 15).
+	nodeShutdown   = "5s"
+	strangerBudget = 2 * time.Minute // one stranger run, every attack
 	pollInterval   = 50 * time.Millisecond
 )
 
@@ -68,7 +73,8 @@ func startNode(t *testing.T, bin, name string, extra ...string) *node {
 	t.Helper()
 	n := &node{name: name, httpAddr: freeAddr(t), raft: freeAddr(t), gossip: freeAddr(t)}
 	n.url = "http://" + n.httpAddr
-	args := append([]string{"-data", t.TempDir(), "-http", n.httpAddr, "-raft", n.raft, "-gossip", n.gossip, "-node-id", name}, extra...)
+	args := append([]string{"-data", t.TempDir(), "-http", n.httpAddr, "-raft", n.raft, "-gossip", n.gossip, "-node-id", name,
+		"-shutdown-timeout", nodeShutdown}, extra...)
 	n.proc = testproc.Start(t, bin, testproc.Options{Name: name, Args: args, StopTimeout: stopTimeout})
 	return n
 }
