@@ -48,12 +48,16 @@ type Config struct {
 	// slice of this capacity for every AppendEntries it sends and every
 	// batch it commits, used or not: at 1024, two thirds of what a node
 	// allocated at 1,000 msg/s, and the garbage collections that made most
-	// of the cross-node p99. The cap is seldom reached: an entry carries up
-	// to MaxBatch commands and each node has at most MaxInflight entries on
-	// their way, so a batch holds more than a few entries only for a
-	// follower that fell behind, which catches up at 128 entries per
-	// AppendEntries (one per trigger, or per CommitTimeout when nothing new
-	// comes: 25,600 entries/s) (docs/performance.md, "Follower commits").
+	// of the cross-node p99 (at 64, a leader allocates a fifth less than at
+	// 128). The cap is seldom reached: an entry carries up to MaxBatch
+	// commands and each node has at most MaxInflight entries on their way,
+	// so a batch holds more than a few entries only for a follower that
+	// fell behind. Such a follower catches up at MaxAppendEntries entries
+	// per round trip (raft sends them one AppendEntries at a time until it
+	// is level): tens of thousands of entries/s over a LAN, where a round
+	// trip with the follower's fsync is under a millisecond, but 1,280/s
+	// over a 50 ms link, which a busy leader can outrun; raise it for
+	// followers that far away (docs/scaling.md).
 	MaxAppendEntries  int
 	SnapshotInterval  time.Duration
 	SnapshotThreshold uint64
@@ -144,7 +148,7 @@ func DefaultConfig() Config {
 		ElectionTimeout:    500 * time.Millisecond,
 		LeaderLeaseTimeout: 250 * time.Millisecond,
 		CommitTimeout:      5 * time.Millisecond,
-		MaxAppendEntries:   128,
+		MaxAppendEntries:   64,
 		SnapshotInterval:   20 * time.Second,
 		SnapshotThreshold:  16384,
 		TrailingLogs:       10240,

@@ -84,7 +84,7 @@ func (n *Node) PublishGroup(ctx context.Context, cmds []fsm.Command) ([]fsm.Resu
 // Submission is a group of commands on its way into the log (Submit).
 type Submission struct {
 	n   *Node
-	req *request
+	req request // one allocation for both: the batcher takes &req
 }
 
 // Wait returns the group's results once its entry is committed and applied
@@ -123,11 +123,14 @@ func (n *Node) Submit(ctx context.Context, cmds []fsm.Command) (*Submission, err
 	}
 	cmds = append([]fsm.Command(nil), cmds...)
 	now := n.stamp()
-	effect := effects(cmds)
+	var effect []bool // a lone command is nobody's effect
+	if len(cmds) > 1 {
+		effect = effects(cmds)
+	}
 	for i := range cmds {
 		c := &cmds[i]
 		c.Time = now
-		if c.ID == "" && !effect[i] {
+		if c.ID == "" && (effect == nil || !effect[i]) {
 			n.submitMu.Lock()
 			n.idSeq++
 			seq := n.idSeq
@@ -135,10 +138,10 @@ func (n *Node) Submit(ctx context.Context, cmds []fsm.Command) (*Submission, err
 			c.ID = n.idPrefix + strconv.FormatUint(seq, 36)
 		}
 	}
-	req := &request{cmds: cmds, done: make(chan outcome, 1)}
+	s := &Submission{n: n, req: request{cmds: cmds, done: make(chan outcome, 1)}}
 	select {
-	case n.submitCh <- req:
-		return &Submission{n: n, req: req}, nil
+	case n.submitCh <- &s.req:
+		return s, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	case <-n.stop:

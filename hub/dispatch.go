@@ -105,9 +105,18 @@ func (s *Server) kickTouched() {
 func (s *Server) dispatched(pos fsm.Cursor) {
 	s.dispMu.Lock()
 	s.dispPos = pos
-	close(s.dispCh)
-	s.dispCh = make(chan struct{})
+	if s.dispCh != nil {
+		close(s.dispCh)
+		s.dispCh = nil // the next waiter makes one: most dispatches have none
+	}
 	s.dispMu.Unlock()
+}
+
+// isDispatched reports whether the dispatcher has queued everything up to c.
+func (s *Server) isDispatched(c fsm.Cursor) bool {
+	s.dispMu.Lock()
+	defer s.dispMu.Unlock()
+	return !s.dispPos.Less(c)
 }
 
 // waitDispatched waits until the dispatcher has queued everything up to c,
@@ -116,7 +125,11 @@ func (s *Server) dispatched(pos fsm.Cursor) {
 func (s *Server) waitDispatched(ctx context.Context, c fsm.Cursor) {
 	for {
 		s.dispMu.Lock()
-		done, ch := !s.dispPos.Less(c), s.dispCh
+		done := !s.dispPos.Less(c)
+		if !done && s.dispCh == nil {
+			s.dispCh = make(chan struct{})
+		}
+		ch := s.dispCh
 		s.dispMu.Unlock()
 		if done {
 			return

@@ -41,12 +41,19 @@ import (
 
 // pipeItem is one entry of a connection's pipeline, in client order.
 type pipeItem struct {
-	reply   bool // the client wants a Completion
-	invID   string
-	name    string // the method's name, for error texts
-	cmd     fsm.Command
+	reply bool // the client wants a Completion
+	invID string
+	name  string // the method's name, for error texts
+	// cmd is the command, as the one-command group Submit takes: the
+	// item holds it, so a submission copies nothing more onto the heap.
+	cmd     [1]fsm.Command
 	pending Pending   // the submitted command, nil for the other kinds
 	start   time.Time // when it was submitted
+	// ctx ends PublishTimeout after start: the one deadline of the
+	// command's submission, its wait and its resubmissions (one context
+	// and one timer per invocation); cancel releases it once resolved.
+	ctx    context.Context
+	cancel context.CancelFunc
 	// errText, when pending is nil and barrier is nil: a Completion with
 	// this error, in its turn (a refused invocation).
 	errText string
@@ -190,17 +197,19 @@ func (c *conn) invokePipelined(m hubMessage) {
 	c.pipe.seq++
 	cmd.Origin = fsm.Origin{Conn: c.id, Seq: c.pipe.seq}
 	cmd.ID = pipeID(c.id, c.pipe.seq)
-	it.cmd, it.start = cmd, time.Now()
-	ctx, cancel := context.WithTimeout(c.ctx, c.srv.cfg.PublishTimeout)
-	it.pending, err = c.srv.sub.Submit(ctx, []fsm.Command{cmd})
-	cancel()
+	it.cmd[0], it.start = cmd, time.Now()
+	it.ctx, it.cancel = context.WithTimeout(c.ctx, c.srv.cfg.PublishTimeout)
+	it.pending, err = c.srv.sub.Submit(it.ctx, it.cmd[:])
 	if err != nil {
 		// Not queued, so not in the log: the number is given again.
+		it.cancel()
 		c.pipe.seq--
 		c.srv.stats.published(it.start, err) // stats.go
 		it.errText = publishError(it.name, cmd, err)
 		it.pending = nil
 	}
+	// An item the completer never reaches (the connection ended) has its
+	// context ended with the connection's.
 	c.push(it)
 }
 
@@ -241,14 +250,14 @@ func (c *conn) complete1By1() {
 // end (it could not be decided, or it ended).
 func (c *conn) resolve(it *pipeItem) bool {
 	timeout := c.srv.cfg.PublishTimeout
-	ctx, cancel := context.WithDeadline(c.ctx, it.start.Add(timeout))
-	defer cancel()
+	ctx := it.ctx
+	defer it.cancel()
 	res, err := it.pending.Wait(ctx)
 	for err == nil && res[0].Err == fsm.ErrOutOfOrder {
 		// Everything before it is decided now: in its turn, it applies.
 		c.srv.stats.pipelineResent.Add(1)
 		var p Pending
-		if p, err = c.srv.sub.Submit(ctx, []fsm.Command{it.cmd}); err == nil {
+		if p, err = c.srv.sub.Submit(ctx, it.cmd[:]); err == nil {
 			res, err = p.Wait(ctx)
 		}
 	}
@@ -279,14 +288,17 @@ func (c *conn) resolve(it *pipeItem) bool {
 	c.srv.stats.published(it.start, r.Err)
 	if r.Err != nil {
 		if it.reply {
-			c.complete(it.invID, nil, publishError(it.name, it.cmd, r.Err))
+			c.complete(it.invID, nil, publishError(it.name, it.cmd[0], r.Err))
 		}
 		return true
 	}
-	if it.reply {
+	if it.reply && !c.srv.isDispatched(r.Cursor) {
+		// A timer only when there is something to wait for.
 		wctx, wcancel := context.WithTimeout(c.ctx, timeout)
 		c.srv.waitDispatched(wctx, r.Cursor)
 		wcancel()
+	}
+	if it.reply {
 		res, _ := json.Marshal(r.Cursor.Format(c.srv.stream.Epoch()))
 		c.complete(it.invID, res, "")
 	}
@@ -304,7 +316,7 @@ var errNotCommitted = errors.New("hub: not committed in time")
 // invocations cannot apply until the gap is decided.
 func (c *conn) decide(it *pipeItem) (fsm.Result, bool) {
 	rej := fsm.Reject(c.hub, "not committed in time")
-	rej.Origin, rej.ID = it.cmd.Origin, it.cmd.ID
+	rej.Origin, rej.ID = it.cmd[0].Origin, it.cmd[0].ID
 	ctx, cancel := context.WithTimeout(c.ctx, c.srv.cfg.PublishTimeout)
 	defer cancel()
 	p, err := c.srv.sub.Submit(ctx, []fsm.Command{rej})

@@ -55,7 +55,7 @@ type Server struct {
 	dispMu  sync.Mutex
 	dispPos fsm.Cursor    // the dispatcher has queued everything up to here
 	touched []*conn       // queued on in this batch, writers not started; the dispatcher's
-	dispCh  chan struct{} // closed and replaced when dispPos moves
+	dispCh  chan struct{} // made by a waiter, closed (and dropped) when dispPos moves
 
 	stop     chan struct{}
 	life     context.Context // ends with stop, for waits that take a context
@@ -98,7 +98,6 @@ func New(cfg Config, pub Publisher, stream Stream) (*Server, error) {
 		idx:      map[string]*localHub{},
 		apps:     map[string]*app{},
 		stop:     make(chan struct{}),
-		dispCh:   make(chan struct{}),
 		pings:    make(chan *conn),
 		ws: websocket.Upgrader{
 			ReadBufferSize:  upgraderReadBuffer(cfg.WSReadBufferSize),
