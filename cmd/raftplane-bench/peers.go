@@ -192,7 +192,18 @@ func runPeers(ctx context.Context, p *peersConfig, w, logw io.Writer) error {
 	if err := runScript(ctx, root, env, logw, filepath.Join(dir, "side-by-side.sh"), p.cells...); err != nil {
 		return fmt.Errorf("side-by-side.sh: %w", err)
 	}
+	if ranS2RP(p.cells) {
+		if err := appendDiskLine(ctx, out, logw); err != nil {
+			return err
+		}
+	}
 	return printPeersFile(w, out, p.format)
+}
+
+// ranS2RP reports whether raftplane's S2 cell with fsync ran (nil cells:
+// every cell), whose floor the disk probe measures.
+func ranS2RP(cells []string) bool {
+	return cells == nil || slices.Contains(cells, "s2-rp")
 }
 
 // runScript runs a script in its own process group, so that a cancelled
@@ -262,6 +273,15 @@ type peersLine struct {
 	Requested       int                `json:"requested"`
 	BytesPerConn    map[string]float64 `json:"bytes_per_conn"`
 	BytesPerConnEnd map[string]float64 `json:"bytes_per_conn_end_of_hold"`
+	// disk (this tool's probe, disk.go)
+	Writers      int   `json:"writers"`
+	Rate         int   `json:"rate"`
+	Skipped      int   `json:"skipped"`
+	SyncP50us    int64 `json:"sync_p50_us"`
+	SyncP99us    int64 `json:"sync_p99_us"`
+	QuorumP50us  int64 `json:"quorum_p50_us"`
+	QuorumP99us  int64 `json:"quorum_p99_us"`
+	QuorumP999us int64 `json:"quorum_p999_us"`
 
 	line int // 1-based line number in the file
 }
@@ -286,8 +306,8 @@ func parsePeersJSONL(r io.Reader) ([]peersLine, error) {
 		if l.Label == "" {
 			return nil, fmt.Errorf("line %d: no label", n)
 		}
-		if l.Scenario != "fanout" && l.Scenario != "conns" {
-			return nil, fmt.Errorf("line %d: scenario %q: want fanout or conns", n, l.Scenario)
+		if l.Scenario != "fanout" && l.Scenario != "conns" && l.Scenario != "disk" {
+			return nil, fmt.Errorf("line %d: scenario %q: want fanout, conns or disk", n, l.Scenario)
 		}
 		l.line = n
 		out = append(out, l)
@@ -381,6 +401,7 @@ type peersTable struct {
 	rows    []*peersRow
 	foreign map[string][]string // col -> "S1 12%" ...
 	ignored []string
+	disk    []peersLine // the disk probe's lines (disk.go)
 }
 
 // pickAttempts keeps, per rate, the least noisy attempt (the harness re-runs
@@ -488,6 +509,10 @@ func buildPeersTable(lines []peersLine) *peersTable {
 	var groups []*group
 	byKey := map[cellKey]*group{}
 	for _, l := range lines {
+		if l.Scenario == "disk" {
+			t.disk = append(t.disk, l)
+			continue
+		}
 		k, ok := classify(l.Label)
 		if !ok || (k.row == "s3") != (l.Scenario == "conns") {
 			t.ignored = append(t.ignored, fmt.Sprintf("line %d (%s)", l.line, l.Label))
@@ -691,6 +716,10 @@ const peersLegend = "Ratios in brackets: raftplane's figure / the ceiling's and 
 
 func (t *peersTable) notes() []string {
 	n := []string{peersLegend}
+	for _, d := range t.disk {
+		n = append(n, fmt.Sprintf("The disk alone, for S2 with fsync (%s, this tool's probe after the cells): %d writers, each appending and fdatasyncing %s records/s on the nodes' filesystem, as the three nodes' logs do: one sync p50 / p99 %s / %s; the median of a tick's %d syncs, under which no commit can come (a majority durable), p50 / p99 / p99.9 %s / %s / %s.",
+			d.Label, d.Writers, thousands(float64(d.Rate)), fmtMS(d.SyncP50us), fmtMS(d.SyncP99us), d.Writers, fmtMS(d.QuorumP50us), fmtMS(d.QuorumP99us), fmtMS(d.QuorumP999us)))
+	}
 	if len(t.ignored) > 0 {
 		n = append(n, "ignored (label not of a known cell): "+strings.Join(t.ignored, ", "))
 	}

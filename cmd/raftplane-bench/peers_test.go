@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -34,8 +35,8 @@ func readSample(t *testing.T) []peersLine {
 
 func TestParsePeersJSONL(t *testing.T) {
 	ls := readSample(t)
-	if len(ls) != 45 {
-		t.Fatalf("%d lines, want 45", len(ls))
+	if len(ls) != 46 {
+		t.Fatalf("%d lines, want 46", len(ls))
 	}
 	byLabel := map[string]peersLine{}
 	for _, l := range ls {
@@ -52,8 +53,12 @@ func TestParsePeersJSONL(t *testing.T) {
 	if s3.Scenario != "conns" || s3.Connected != 10000 || s3.BytesPerConn["rp0"] != 21200 || s3.BytesPerConnEnd["rp0"] != 26800 {
 		t.Errorf("rp1-s3: %+v", s3)
 	}
-	if ls[0].line != 1 || ls[44].line != 45 {
-		t.Errorf("line numbers %d..%d", ls[0].line, ls[44].line)
+	if d := byLabel["disk3-s2"]; d.Scenario != "disk" || d.Writers != 3 || d.Rate != 1000 || d.Skipped != 1 ||
+		d.SyncP50us != 280 || d.SyncP99us != 690 || d.QuorumP50us != 270 || d.QuorumP99us != 610 || d.QuorumP999us != 2400 {
+		t.Errorf("disk3-s2: %+v", d)
+	}
+	if ls[0].line != 1 || ls[45].line != 46 {
+		t.Errorf("line numbers %d..%d", ls[0].line, ls[45].line)
 	}
 }
 
@@ -206,6 +211,10 @@ func TestPeersTable_Figures(t *testing.T) {
 	}
 	if got := strings.Join(tb.foreign["rp"], ", "); got != "S1 10%, S2 7%" {
 		t.Errorf("foreign CPU of rp: %q", got)
+	}
+	wantDisk := "The disk alone, for S2 with fsync (disk3-s2, this tool's probe after the cells): 3 writers, each appending and fdatasyncing 1,000 records/s on the nodes' filesystem, as the three nodes' logs do: one sync p50 / p99 0.28 ms / 0.69 ms; the median of a tick's 3 syncs, under which no commit can come (a majority durable), p50 / p99 / p99.9 0.27 ms / 0.61 ms / 2.40 ms."
+	if notes := tb.notes(); !slices.Contains(notes, wantDisk) {
+		t.Errorf("notes %q\nlack %q", notes, wantDisk)
 	}
 }
 
