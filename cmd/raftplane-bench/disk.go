@@ -159,10 +159,14 @@ func quantileUs(sorted []time.Duration, q float64) int64 {
 	return sorted[i].Microseconds()
 }
 
-// appendDiskLine runs the probe and appends its line to the JSONL file
-// out; what it measured is also said on logw.
-func appendDiskLine(ctx context.Context, out string, logw io.Writer) error {
-	l, err := diskFloor(ctx, os.TempDir(), 3, 1000, 10*time.Second)
+// diskProbeTime is how long -peers measures the disk alone: as long as a
+// step of the harness (its DURATION default).
+const diskProbeTime = 10 * time.Second
+
+// appendDiskLine runs the probe for d and appends its line to the JSONL
+// file out; what it measured is also said on logw.
+func appendDiskLine(ctx context.Context, out string, d time.Duration, logw io.Writer) error {
+	l, err := diskFloor(ctx, os.TempDir(), 3, 1000, d)
 	if err != nil {
 		return fmt.Errorf("disk probe: %w", err)
 	}

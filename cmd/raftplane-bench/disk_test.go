@@ -54,14 +54,11 @@ func TestDiskFloor_Errors(t *testing.T) {
 
 // TestAppendDiskLine: the line it appends parses as the table's input.
 func TestAppendDiskLine(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs the 10 s probe")
-	}
 	out := filepath.Join(t.TempDir(), "run.jsonl")
 	if err := os.WriteFile(out, []byte(`{"label":"rp3-s2-client","scenario":"fanout","target_rate":1000}`+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := appendDiskLine(context.Background(), out, nopWriter{}); err != nil {
+	if err := appendDiskLine(context.Background(), out, 300*time.Millisecond, nopWriter{}); err != nil {
 		t.Fatal(err)
 	}
 	f, err := os.Open(out)

@@ -193,7 +193,7 @@ func runPeers(ctx context.Context, p *peersConfig, w, logw io.Writer) error {
 		return fmt.Errorf("side-by-side.sh: %w", err)
 	}
 	if ranS2RP(p.cells) {
-		if err := appendDiskLine(ctx, out, logw); err != nil {
+		if err := appendDiskLine(ctx, out, diskProbeTime, logw); err != nil {
 			return err
 		}
 	}
