@@ -27,8 +27,8 @@ func TestDiskFloor(t *testing.T) {
 	if l.SyncP50us > l.SyncP99us || l.QuorumP50us > l.QuorumP99us || l.QuorumP99us > l.QuorumP999us {
 		t.Fatalf("quantiles out of order: %+v", l)
 	}
-	if l.QuorumP999us > l.SyncP99us*1000+1_000_000 || l.SyncP50us < 0 {
-		t.Fatalf("implausible: %+v", l)
+	if l.DurationS < 0.45 {
+		t.Fatalf("the probe ran %.2f s, want its 0.5 s", l.DurationS)
 	}
 	left, err := os.ReadDir(dir)
 	if err != nil || len(left) != 0 {
