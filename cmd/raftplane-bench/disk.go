@@ -64,7 +64,9 @@ func diskFloor(ctx context.Context, dir string, writers, rate int, d time.Durati
 		}
 		defer files[i].Close()
 	}
-	ticks := int(d.Seconds() * float64(rate))
+	begin := time.Now()
+	pace := newPacer(begin, float64(rate), d)
+	ticks := pace.count()
 	lat := make([][]time.Duration, writers) // lat[w][tick], -1 when skipped
 	starts := make([]chan int, writers)
 	errs := make([]error, writers)
@@ -93,11 +95,8 @@ func diskFloor(ctx context.Context, dir string, writers, rate int, d time.Durati
 			}
 		}()
 	}
-	tick := time.NewTicker(time.Second / time.Duration(rate))
-	begin := time.Now()
 	sent := 0
-	for sent < ticks && ctx.Err() == nil {
-		<-tick.C
+	for sent < ticks && pace.wait(ctx, sent) {
 		for _, s := range starts {
 			select {
 			case s <- sent:
@@ -106,7 +105,6 @@ func diskFloor(ctx context.Context, dir string, writers, rate int, d time.Durati
 		}
 		sent++
 	}
-	tick.Stop()
 	for _, s := range starts {
 		close(s)
 	}
@@ -119,7 +117,7 @@ func diskFloor(ctx context.Context, dir string, writers, rate int, d time.Durati
 	}
 	// A tick's quorum: the median of the writers' syncs of that tick; a
 	// tick some writer skipped is left out of it.
-	var all, quorum []time.Duration
+	var all, quorum hist
 	row := make([]time.Duration, writers)
 	skipped := 0
 	for i := range sent {
@@ -130,33 +128,21 @@ func diskFloor(ctx context.Context, dir string, writers, rate int, d time.Durati
 				whole = false
 				continue
 			}
-			all = append(all, row[w])
+			all.record(row[w].Microseconds())
 		}
 		if !whole {
 			skipped++
 			continue
 		}
 		slices.Sort(row)
-		quorum = append(quorum, row[writers/2])
+		quorum.record(row[writers/2].Microseconds())
 	}
-	slices.Sort(all)
-	slices.Sort(quorum)
 	return diskLine{
 		Label: fmt.Sprintf("disk%d-s2", writers), Scenario: "disk", Writers: writers, Rate: rate,
-		RecordBytes: diskRecordBytes, DurationS: time.Since(begin).Seconds(), Syncs: len(all), Skipped: skipped,
-		SyncP50us: quantileUs(all, 0.50), SyncP99us: quantileUs(all, 0.99),
-		QuorumP50us: quantileUs(quorum, 0.50), QuorumP99us: quantileUs(quorum, 0.99), QuorumP999us: quantileUs(quorum, 0.999),
+		RecordBytes: diskRecordBytes, DurationS: time.Since(begin).Seconds(), Syncs: int(all.n), Skipped: skipped,
+		SyncP50us: all.quantile(0.50), SyncP99us: all.quantile(0.99),
+		QuorumP50us: quorum.quantile(0.50), QuorumP99us: quorum.quantile(0.99), QuorumP999us: quorum.quantile(0.999),
 	}, nil
-}
-
-// quantileUs is the q-quantile of sorted durations in microseconds (0 for
-// none).
-func quantileUs(sorted []time.Duration, q float64) int64 {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := min(int(q*float64(len(sorted))), len(sorted)-1)
-	return sorted[i].Microseconds()
 }
 
 // diskProbeTime is how long -peers measures the disk alone: as long as a

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -58,7 +59,7 @@ func TestAppendDiskLine(t *testing.T) {
 	if err := os.WriteFile(out, []byte(`{"label":"rp3-s2-client","scenario":"fanout","target_rate":1000}`+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := appendDiskLine(context.Background(), out, 300*time.Millisecond, nopWriter{}); err != nil {
+	if err := appendDiskLine(context.Background(), out, 300*time.Millisecond, io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	f, err := os.Open(out)
@@ -74,7 +75,3 @@ func TestAppendDiskLine(t *testing.T) {
 		t.Fatalf("table's disk lines: %+v", tb.disk)
 	}
 }
-
-type nopWriter struct{}
-
-func (nopWriter) Write(p []byte) (int, error) { return len(p), nil }
