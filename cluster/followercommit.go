@@ -43,9 +43,8 @@ import (
 // yet synced, when the follower gets it, so a follower could not count it
 // (and with -no-parallel-append it could, but a follower cannot know its
 // leader's flags). Follower commits are therefore on only without fsync
-// (-no-sync), where
-// stored is written for every node, and survive what that mode survives: a
-// crash of the process, not of the machine. A -no-sync follower of a leader
+// (-no-sync), where stored is written for every node, and survive what that
+// mode survives: a crash of the process, not of the machine. A -no-sync follower of a leader
 // that syncs counts the leader's written copy too (such a mixed cluster is
 // as durable as its -no-sync nodes). A node that takes follower commits
 // says so in gossip, and its leader sends it no commit notices for what it

@@ -292,13 +292,13 @@ func (c *conn) resolve(it *pipeItem) bool {
 		}
 		return true
 	}
-	if it.reply && !c.srv.isDispatched(r.Cursor) {
-		// A timer only when there is something to wait for.
-		wctx, wcancel := context.WithTimeout(c.ctx, timeout)
-		c.srv.waitDispatched(wctx, r.Cursor)
-		wcancel()
-	}
 	if it.reply {
+		if !c.srv.isDispatched(r.Cursor) {
+			// A timer only when there is something to wait for.
+			wctx, wcancel := context.WithTimeout(c.ctx, timeout)
+			c.srv.waitDispatched(wctx, r.Cursor)
+			wcancel()
+		}
 		res, _ := json.Marshal(r.Cursor.Format(c.srv.stream.Epoch()))
 		c.complete(it.invID, res, "")
 	}
