@@ -165,7 +165,7 @@ func Options() []Option {
 		opt("no-parallel-append", GroupCluster, "Cluster.NoParallelAppend", flag(func(c *Config) *bool { return &c.Cluster.NoParallelAppend }),
 			"every node fsyncs each write of its log on raft's loop (the leader before replicating, a follower before answering) instead of behind it (slower commits)"),
 		opt("no-follower-commits", GroupCluster, "Cluster.NoFollowerCommits", flag(func(c *Config) *bool { return &c.Cluster.NoFollowerCommits }),
-			"with -no-sync and two or three voters, a follower does not take the commit of what it stored from the leader by itself: it waits to hear of it from the leader (slower delivery on followers)"),
+			"with two or three voters, a follower does not take the commit of what it stored from the leader by itself (with fsync: once the leader says its copy is on disk too): it waits to hear of it from the leader (slower delivery on followers)"),
 		opt("no-commit-notices", GroupCluster, "Cluster.NoCommitNotices", flag(func(c *Config) *bool { return &c.Cluster.NoCommitNotices }),
 			"the leader does not tell followers of each commit at once: they learn it with the next entry (slower delivery on followers)"),
 

@@ -73,6 +73,9 @@ type asyncLog struct {
 
 	// For tests: testBeforeSync runs before every sync of appended entries.
 	testBeforeSync atomic.Pointer[func()]
+	// onDurable, if set, is called (without ll.mu) after durable moved on:
+	// the leader's durable notices (notice.go).
+	onDurable atomic.Pointer[func()]
 
 	durable atomic.Uint64 // every entry up to this index is on disk
 
@@ -174,11 +177,22 @@ func hasConfiguration(es []*raft.Log) bool {
 // raiseDurable records that the log up to last is on disk.
 func (ll *asyncLog) raiseDurable(last uint64) {
 	ll.mu.Lock()
-	if last > ll.durable.Load() {
+	raised := last > ll.durable.Load()
+	if raised {
 		ll.durable.Store(last)
 	}
 	ll.changed.Broadcast()
 	ll.mu.Unlock()
+	if raised {
+		ll.tellDurable()
+	}
+}
+
+// tellDurable calls onDurable, if set.
+func (ll *asyncLog) tellDurable() {
+	if f := ll.onDurable.Load(); f != nil {
+		(*f)()
+	}
 }
 
 // syncer syncs what StoreLogs appended, one fdatasync for all that came
@@ -226,13 +240,17 @@ func (ll *asyncLog) syncNow() error {
 	// The tail was deleted since the sync began: it may have covered a log
 	// that is gone, and raft may have written new entries at its indexes.
 	// Another round covers what is there now.
-	if !stale && last > ll.durable.Load() {
+	raised := !stale && last > ll.durable.Load()
+	if raised {
 		ll.durable.Store(last)
 	}
 	ll.changed.Broadcast()
 	ll.mu.Unlock()
 	if stale {
 		ll.kickSyncer()
+	}
+	if raised {
+		ll.tellDurable()
 	}
 	return nil
 }

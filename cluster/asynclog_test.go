@@ -360,7 +360,7 @@ func TestAsyncLog_DeposedLeaderAcksDurable(t *testing.T) {
 // A power cut of the whole cluster, losing every write that was not
 // synced on every node at once, loses no publish that was acknowledged
 // before it: an acknowledgement means the entry is on disk on a quorum
-// that counts the leader. Three publishers (one per node) run; then every
+// that counts the leader, and so does a follower's own commit of it. Three publishers (one per node) run; then every
 // node's syncs are held, so that writes pile up unsynced, until either the
 // followers hold their answers for lack of a sync (what must happen) or a
 // publish is acknowledged anyway (what must not); then the power is cut.
@@ -406,6 +406,15 @@ func TestAsyncLog_PowerCut(t *testing.T) {
 		}
 		return nil
 	})
+	// The followers take commits themselves on the leader's durable
+	// notices (followercommit.go): the cut below tests those too.
+	var taken int64
+	for _, f := range followers(nodes, l) {
+		taken += f.node.Stats().FollowerCommits
+	}
+	if taken == 0 {
+		t.Error("no follower took a commit itself before the cut")
+	}
 	var gates []*syncGate
 	for _, n := range nodes {
 		gates = append(gates, blockSyncs(n.node.asyncLog))
@@ -427,6 +436,22 @@ func TestAsyncLog_PowerCut(t *testing.T) {
 		n.node.stores.wal.SimulatePowerCut()
 	}
 	t.Logf("%d publishes acknowledged before the syncs were held, %d after", before, total.Load()-before)
+	// What any node applied (its subscribers saw it), by the leader's
+	// commit or its own, was on disk on a quorum: it must survive too.
+	// With the syncs held no node applies anything past its disk, so
+	// nothing is applied after this read that the cut could take.
+	appliedOn := map[string]string{}
+	for _, n := range nodes {
+		es, err := n.machine.Since(fsm.Cursor{}, 0)
+		if err != nil {
+			t.Fatalf("%s: Since: %v", n.id, err)
+		}
+		for _, e := range es {
+			if e.Kind == fsm.KindPublish && e.Err == nil {
+				appliedOn[e.ID] = n.id
+			}
+		}
+	}
 	for _, g := range gates {
 		g.release()
 	}
@@ -449,6 +474,11 @@ func TestAsyncLog_PowerCut(t *testing.T) {
 		if e.Kind == fsm.KindPublish && e.Err == nil {
 			seen[e.ID]++
 			order = append(order, e.ID)
+		}
+	}
+	for id, on := range appliedOn {
+		if seen[id] == 0 {
+			t.Errorf("publish %s, applied on %s before the power cut, is gone after it", id, on)
 		}
 	}
 	lost, dups := 0, 0

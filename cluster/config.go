@@ -75,10 +75,11 @@ type Config struct {
 	// nothing to move and this has no effect.
 	NoParallelAppend bool
 	// NoFollowerCommits turns follower commits off (followercommit.go): with
-	// two or three voters, a follower without fsync (NoSync) takes the
-	// commit of entries it stored from the leader of its term by itself
-	// instead of waiting to hear of it from the leader. It has no effect
-	// with fsync.
+	// two or three voters, a follower takes the commit of entries it stored
+	// from the leader of its term by itself instead of waiting to hear of it
+	// from the leader; with fsync once the leader said they are on its disk
+	// too (its durable notices, sent by a leader that appends in parallel
+	// and sends commit notices).
 	NoFollowerCommits bool
 
 	// MaxBatch caps the commands packed into one log entry.

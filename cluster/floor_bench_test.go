@@ -121,7 +121,7 @@ func raftFloor(b *testing.B, noSync, notices, parallel, commits bool) {
 		}
 		var fc *followerCommits
 		if commits {
-			fc = newFollowerCommits(rc.LocalID)
+			fc = newFollowerCommits(rc.LocalID, false)
 		}
 		trans, gate := raftTransport(m.trans, m.fsm.notices, m.fsm.durable, fc)
 		m.gate = gate

@@ -96,7 +96,7 @@ func TestFollowerCommits_Stored(t *testing.T) {
 		{"raft not running", nil, appendReq("l", 3, [2]uint64{5, 3}), 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFollowerCommits("f")
+			f := newFollowerCommits("f", false)
 			if tc.raft != nil {
 				f.raft.Store(tc.raft)
 			}
@@ -121,7 +121,7 @@ func TestFollowerCommits_Stored(t *testing.T) {
 	}
 
 	// Only the latest commit waits to be handed over.
-	f := newFollowerCommits("f")
+	f := newFollowerCommits("f", false)
 	f.raft.Store(three)
 	f.stored(appendReq("l", 3, [2]uint64{8, 3}))
 	f.stored(appendReq("l", 3, [2]uint64{6, 3})) // an earlier one, late
@@ -134,10 +134,157 @@ func TestFollowerCommits_Stored(t *testing.T) {
 	}
 }
 
+// TestFollowerCommits_Durable: with fsync, a follower takes the commit of
+// the last entry both it and the leader have on disk, and only one of the
+// leader's own term, told by that term's leader.
+func TestFollowerCommits_Durable(t *testing.T) {
+	three := fakeConfigs{voters("l", "f", "x")}
+	said := func(leader string, term, index uint64) durableNotice {
+		return durableNotice{leader: leader, term: term, index: index}
+	}
+	for _, tc := range []struct {
+		name        string
+		reqs        []*raft.AppendEntriesRequest // stored, in order
+		notices     []durableNotice              // after them
+		noticeFirst bool                         // the notices come before the requests
+		want        uint64                       // the commit handed over; 0: none
+	}{
+		{"leader on disk past the follower", []*raft.AppendEntriesRequest{appendReq("l", 3, [2]uint64{5, 3}, [2]uint64{6, 3})},
+			[]durableNotice{said("l", 3, 9)}, false, 6},
+		{"leader on disk behind the follower", []*raft.AppendEntriesRequest{appendReq("l", 3, [2]uint64{5, 3}, [2]uint64{6, 3})},
+			[]durableNotice{said("l", 3, 5)}, false, 5},
+		{"the notice first", []*raft.AppendEntriesRequest{appendReq("l", 3, [2]uint64{5, 3}, [2]uint64{6, 3})},
+			[]durableNotice{said("l", 3, 6)}, true, 6},
+		{"no notice", []*raft.AppendEntriesRequest{appendReq("l", 3, [2]uint64{5, 3})}, nil, false, 0},
+		{"on disk only up to an earlier term's entry", []*raft.AppendEntriesRequest{appendReq("l", 3, [2]uint64{5, 2}, [2]uint64{6, 3})},
+			[]durableNotice{said("l", 3, 5)}, false, 0},
+		{"the term's first entry in an earlier request", []*raft.AppendEntriesRequest{
+			appendReq("l", 3, [2]uint64{5, 2}, [2]uint64{6, 3}), appendReq("l", 3, [2]uint64{7, 3}, [2]uint64{8, 3})},
+			[]durableNotice{said("l", 3, 7)}, false, 7},
+		{"a notice of an earlier term", []*raft.AppendEntriesRequest{appendReq("l", 3, [2]uint64{5, 3})},
+			[]durableNotice{said("l", 2, 9)}, false, 0},
+		{"a notice of a later term", []*raft.AppendEntriesRequest{appendReq("l", 3, [2]uint64{5, 3})},
+			[]durableNotice{said("x", 4, 9)}, false, 0},
+		{"a notice from another server", []*raft.AppendEntriesRequest{appendReq("l", 3, [2]uint64{5, 3})},
+			[]durableNotice{said("x", 3, 9)}, false, 0},
+		{"a later notice, further", []*raft.AppendEntriesRequest{appendReq("l", 3, [2]uint64{5, 3}, [2]uint64{6, 3})},
+			[]durableNotice{said("l", 3, 5), said("l", 3, 6)}, false, 6},
+		{"a late notice, behind", []*raft.AppendEntriesRequest{appendReq("l", 3, [2]uint64{5, 3}, [2]uint64{6, 3})},
+			[]durableNotice{said("l", 3, 6), said("l", 3, 5)}, false, 6},
+		{"a configuration entry", []*raft.AppendEntriesRequest{func() *raft.AppendEntriesRequest {
+			r := appendReq("l", 3, [2]uint64{5, 3})
+			r.Entries[0].Type = raft.LogConfiguration
+			return r
+		}()}, []durableNotice{said("l", 3, 5)}, false, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFollowerCommits("f", true)
+			f.raft.Store(three)
+			if tc.noticeFirst {
+				for _, d := range tc.notices {
+					f.leaderDurable(d)
+				}
+			}
+			for _, r := range tc.reqs {
+				f.stored(r)
+			}
+			if !tc.noticeFirst {
+				for _, d := range tc.notices {
+					f.leaderDurable(d)
+				}
+			}
+			if tc.want == 0 {
+				if f.next != nil {
+					t.Fatalf("handed over %+v", f.next)
+				}
+				return
+			}
+			got, term := f.next, tc.reqs[0].Term
+			if got == nil {
+				t.Fatal("no commit handed over")
+			}
+			if got.Term != term || got.PrevLogEntry != tc.want || got.PrevLogTerm != term ||
+				got.LeaderCommitIndex != tc.want || len(got.Entries) != 0 || string(got.ID) != "l" {
+				t.Errorf("handed over %+v, want term %d, prev %d/%d, commit %d, the leader's header",
+					got, term, tc.want, term, tc.want)
+			}
+		})
+	}
+
+	// Once handed over, the same commit is not made ready again; a further
+	// one is.
+	f := newFollowerCommits("f", true)
+	f.raft.Store(three)
+	f.stored(appendReq("l", 3, [2]uint64{5, 3}, [2]uint64{6, 3}))
+	f.leaderDurable(said("l", 3, 6))
+	f.next = nil // handed over
+	f.stored(appendReq("l", 3, [2]uint64{6, 3}))
+	if f.next != nil {
+		t.Errorf("the commit of 6 made ready again: %+v", f.next)
+	}
+	f.stored(appendReq("l", 3, [2]uint64{7, 3}))
+	if f.next != nil {
+		t.Errorf("7 made ready before the leader had it on disk: %+v", f.next)
+	}
+	f.leaderDurable(said("l", 3, 7))
+	if f.next == nil || f.next.LeaderCommitIndex != 7 {
+		t.Errorf("after the leader's 7, handing over %+v", f.next)
+	}
+
+	// Without fsync, notices change nothing.
+	f = newFollowerCommits("f", false)
+	f.raft.Store(three)
+	f.leaderDurable(said("l", 3, 1))
+	f.stored(appendReq("l", 3, [2]uint64{5, 3}))
+	if f.next == nil || f.next.LeaderCommitIndex != 5 {
+		t.Errorf("without fsync, handing over %+v", f.next)
+	}
+}
+
+func TestDurableNotice_Decode(t *testing.T) {
+	d := durableNotice{leader: "node-1", term: 7, index: 1 << 40}
+	got, ok := decodeDurableNotice(d.encode())
+	if !ok || got != d {
+		t.Errorf("round trip of %+v: %+v, %v", d, got, ok)
+	}
+	for _, b := range [][]byte{
+		nil,
+		{0x80},      // a truncated term
+		{7},         // no index
+		{7, 0x80},   // a truncated index
+		{7, 9},      // no leader
+		{0, 9, 'l'}, // term 0
+		{7, 0, 'l'}, // index 0
+		{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 1, 'l'}, // a term past 64 bits
+	} {
+		if d, ok := decodeDurableNotice(b); ok {
+			t.Errorf("% x decoded to %+v", b, d)
+		}
+	}
+}
+
+func FuzzDurableNotice(f *testing.F) {
+	f.Add(durableNotice{leader: "n1", term: 3, index: 9}.encode())
+	f.Add([]byte{})
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 1, 'x'})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		d, ok := decodeDurableNotice(b)
+		if !ok {
+			return
+		}
+		if d.term == 0 || d.index == 0 || d.leader == "" {
+			t.Fatalf("decoded %+v from % x", d, b)
+		}
+		if again, ok := decodeDurableNotice(d.encode()); !ok || again != d {
+			t.Fatalf("%+v re-encoded decodes to %+v, %v", d, again, ok)
+		}
+	})
+}
+
 // TestAckGate_FollowerCommits: with follower commits and no asyncLog, the
 // gate answers at once and then hands raft the commit.
 func TestAckGate_FollowerCommits(t *testing.T) {
-	f := newFollowerCommits("f")
+	f := newFollowerCommits("f", false)
 	f.raft.Store(fakeConfigs{voters("l", "f", "x")})
 	in := make(chan raft.RPC)
 	g := newAckGate(nil, f, in)
@@ -205,6 +352,41 @@ func TestNode_FollowerCommits(t *testing.T) {
 	}
 }
 
+// TestNode_DurableCommits: three nodes with fsync whose leader commits on
+// no timer: a follower applies the leader's last entry, which nothing after
+// it can announce and for which the leader sends no commit notice, only by
+// taking the commit itself once the leader said the entry is on its disk.
+// (Without the leader's durable notices, which I tried by hand, the test
+// times out waiting for the first publish on the followers.)
+func TestNode_DurableCommits(t *testing.T) {
+	t.Parallel()
+	checkGoroutines(t)
+	nodes := startCluster(t, 3, func(o *nodeOpts) {
+		o.tweak = func(c *Config) { fsynced(c); c.CommitTimeout = time.Hour }
+	})
+	for _, n := range nodes {
+		if n.node.asyncLog == nil || n.node.commits == nil || !n.node.commits.needDurable {
+			t.Fatalf("%s: not a fsyncing node that takes durable commits", n.id)
+		}
+		for _, m := range nodes[0].agent.Members() {
+			if m.ID == n.id && (!m.DurableCommits || m.FollowerCommits) {
+				t.Fatalf("%s does not advertise durable commits alone: %+v", n.id, m.Meta)
+			}
+		}
+	}
+	l, clean := publishLast(t, nodes, 20)
+	for _, f := range followers(nodes, l) {
+		if got := f.node.Stats().FollowerCommits; got < int64(clean) {
+			t.Errorf("%s took %d commits itself for %d publishes", f.id, got, clean)
+		}
+	}
+	cn := l.node.Stats().CommitNotices
+	t.Logf("the leader's notices: %v", cn)
+	if cn["durable"] < uint64(clean) {
+		t.Errorf("the leader sent %d durable notices for %d publishes", cn["durable"], clean)
+	}
+}
+
 // TestNode_FollowerCommitsNoNotices: a leader sends no commit notices for
 // what its followers commit themselves (they say so in gossip), and they
 // still apply every publish at once.
@@ -251,23 +433,27 @@ func TestNode_FollowerCommitsNoNotices(t *testing.T) {
 	}
 }
 
-// TestTakesFollowerCommits: only without fsync, where every node's stored
-// is written (with the parallel append the leader's copy may not be on
-// disk yet when a follower gets it), and unless turned off.
+// TestTakesFollowerCommits: unless turned off; with fsync they wait for
+// the leader's word on its disk (with or without the parallel append: a
+// follower cannot know its leader's flags).
 func TestTakesFollowerCommits(t *testing.T) {
 	for _, tc := range []struct {
-		noSync, off, parallelOff, want bool
+		noSync, off, parallelOff bool
+		takes, needDurable       bool
 	}{
-		{noSync: true, want: true},
-		{noSync: true, off: true, want: false},
-		{noSync: false, want: false},
-		{noSync: false, parallelOff: true, want: false}, // the leader's flags are unknown to a follower
+		{noSync: true, takes: true},
+		{noSync: true, off: true},
+		{noSync: false, takes: true, needDurable: true},
+		{noSync: false, parallelOff: true, takes: true, needDurable: true},
+		{noSync: false, off: true},
 	} {
 		c := DefaultConfig()
 		c.NoSync, c.NoFollowerCommits, c.NoParallelAppend = tc.noSync, tc.off, tc.parallelOff
-		if got := c.TakesFollowerCommits(); got != tc.want {
-			t.Errorf("NoSync %v, NoFollowerCommits %v, NoParallelAppend %v: %v, want %v",
-				tc.noSync, tc.off, tc.parallelOff, got, tc.want)
+		takes := c.TakesFollowerCommits()
+		needDurable := takes && c.FollowerCommitsNeedDurable()
+		if takes != tc.takes || needDurable != tc.needDurable {
+			t.Errorf("NoSync %v, NoFollowerCommits %v, NoParallelAppend %v: takes %v, needs durable notices %v; want %v, %v",
+				tc.noSync, tc.off, tc.parallelOff, takes, needDurable, tc.takes, tc.needDurable)
 		}
 	}
 }

@@ -191,9 +191,14 @@ func (n *Node) Open() (err error) {
 	if !n.cfg.NoCommitNotices { // notice.go
 		n.notices = newCommitNotices(trans, rc, n.log, n.stop, &n.wg)
 		machine.c = n.notices
+		if n.asyncLog != nil { // durable notices: only a leader that syncs behind its replication sends them
+			n.notices.disk, n.notices.post = n.asyncLog, n.postDurable
+			synced := n.notices.synced
+			n.asyncLog.onDurable.Store(&synced)
+		}
 	}
-	if n.cfg.TakesFollowerCommits() { // followercommit.go: only where stored means written
-		n.commits = newFollowerCommits(rc.LocalID)
+	if n.cfg.TakesFollowerCommits() { // followercommit.go
+		n.commits = newFollowerCommits(rc.LocalID, n.cfg.FollowerCommitsNeedDurable())
 	}
 	var rtrans raft.Transport
 	if rtrans, n.gate = raftTransport(trans, n.notices, n.asyncLog, n.commits); n.gate != nil {
@@ -211,7 +216,8 @@ func (n *Node) Open() (err error) {
 	if n.commits != nil {
 		n.commits.raft.Store(r)
 		if n.cfg.Members != nil { // a leader sends this node no commit notices it would not need
-			if err := n.cfg.Members.UpdateMeta(func(m *gossip.Meta) { m.FollowerCommits = true }); err != nil {
+			durable := n.commits.needDurable
+			if err := n.cfg.Members.UpdateMeta(func(m *gossip.Meta) { m.FollowerCommits, m.DurableCommits = !durable, durable }); err != nil {
 				n.log.Warn("could not advertise follower commits; the leader will announce this node's commits", "err", err)
 			}
 		}

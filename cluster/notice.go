@@ -35,6 +35,13 @@ import (
 // Notices go over the transport's own connection pool, each follower from
 // its own goroutine (a slow or dead follower does not hold up the others),
 // coalesced: one in flight per follower, carrying the latest index.
+//
+// A follower with fsync that takes its own commits (followercommit.go) gets
+// durable notices instead: after every sync that moved this leader's log on
+// disk, its term and how far the log is on disk, one-way on the internal RPC
+// (rpcDurable), from the same goroutine, coalesced the same way. Only a
+// leader that appends in parallel (asynclog.go) sends them: it alone syncs
+// behind what it replicates, and knows when.
 
 // noticeIdle is how long a follower's notice goroutine waits for work
 // before it ends (it starts again with the follower's next acknowledgement):
@@ -56,9 +63,17 @@ type commitNotices struct {
 
 	sent, failed atomic.Uint64
 	skipped      atomic.Uint64 // acknowledgements whose follower commits them itself
+	durables     atomic.Uint64 // durable notices sent
 
 	local      raft.ServerID
 	ownCommits atomic.Pointer[map[raft.ServerID]bool] // followers that take their own commits
+	// durableCommits are the followers among them that need durable notices.
+	durableCommits atomic.Pointer[map[raft.ServerID]bool]
+	// disk is this node's asyncLog, and post sends a durable notice body to
+	// a follower's internal RPC; both nil: no durable notices. Set before
+	// raft runs.
+	disk *asyncLog
+	post func(addr raft.ServerAddress, body []byte) error
 
 	mu sync.Mutex
 	// term is the leader term the acknowledgements below were given in: the
@@ -78,6 +93,8 @@ type noticePeer struct {
 	addr             raft.ServerAddress
 	acked, ackedTerm uint64 // the last entry it acknowledged storing, and its term
 	notified         uint64 // the highest commit index sent to it
+	wantsDurable     bool   // it takes durable notices (as of its last acknowledgement)
+	durableSent      uint64 // the highest index of a durable notice sent to it
 	running          bool   // its goroutine runs
 	wake             chan struct{}
 }
@@ -114,7 +131,7 @@ func (c *commitNotices) stored(id raft.ServerID, addr raft.ServerAddress, req *r
 	if idx == 0 {
 		return // a heartbeat
 	}
-	takes := c.takesOwn(id, req)
+	takes, durable := c.takesOwn(id, req)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch {
@@ -129,44 +146,87 @@ func (c *commitNotices) stored(id raft.ServerID, addr raft.ServerAddress, req *r
 		p = &noticePeer{wake: make(chan struct{}, 1)}
 		c.peers[id] = p
 	}
-	p.addr = addr
+	p.addr, p.wantsDurable = addr, durable
 	if idx <= p.acked {
 		return
 	}
 	p.acked, p.ackedTerm = idx, term
 	if takes {
 		// It commits these itself (followercommit.go): telling it would
-		// cost a round trip each and change nothing.
+		// cost a round trip each and change nothing. With fsync it needs
+		// to hear how far this leader's disk is (a notice of it may have
+		// gone before it had a goroutine).
 		p.notified = max(p.notified, idx)
 		c.skipped.Add(1)
-		return
 	}
 	c.poke(id, p)
 }
 
 // takesOwn reports whether follower id takes the commit of req's entries
 // itself (followercommit.go): it says so in gossip, it and this leader are
-// a quorum, and these entries are ones it takes. The set comes from the
-// leader loop's last pass, so it may be a second behind a change of the
-// voters or of the follower's flags; that costs the follower only the
-// wait for the next AppendEntries, never a wrong commit (the follower
-// decides on its own configuration).
-func (c *commitNotices) takesOwn(id raft.ServerID, req *raft.AppendEntriesRequest) bool {
+// a quorum, and these entries are ones it takes; and whether it is told of
+// this leader's disk for that (durable). The sets come from the leader
+// loop's last pass, so they may be a second behind a change of the voters
+// or of the follower's flags; that costs the follower only the wait for
+// the next AppendEntries, never a wrong commit (the follower decides on
+// its own configuration, and on what this leader said of its disk).
+func (c *commitNotices) takesOwn(id raft.ServerID, req *raft.AppendEntriesRequest) (takes, durable bool) {
 	own := c.ownCommits.Load()
-	return own != nil && (*own)[id] && leadersOwn(req)
+	if own == nil || !(*own)[id] {
+		return false, false
+	}
+	d := c.durableCommits.Load()
+	durable = d != nil && (*d)[id]
+	return leadersOwn(req), durable
 }
 
 // setOwnCommits records which followers take their own commits, from the
 // gossip members and the configuration of one pass of the leader loop:
-// those that say so and make a quorum with this leader.
+// those that say so and make a quorum with this leader; with fsync only
+// if this leader sends durable notices.
 func (c *commitNotices) setOwnCommits(members []gossip.Member, conf raft.Configuration) {
-	own := map[raft.ServerID]bool{}
+	own, durable := map[raft.ServerID]bool{}, map[raft.ServerID]bool{}
 	for _, m := range members {
-		if id := raft.ServerID(m.ID); m.FollowerCommits && twoAreQuorum(conf, c.local, id) {
+		id := raft.ServerID(m.ID)
+		if !twoAreQuorum(conf, c.local, id) {
+			continue
+		}
+		switch {
+		case m.FollowerCommits:
 			own[id] = true
+		case m.DurableCommits && c.post != nil:
+			own[id], durable[id] = true, true
 		}
 	}
+	c.durableCommits.Store(&durable)
 	c.ownCommits.Store(&own)
+}
+
+// synced is told by the asyncLog that its log is on disk further: the
+// followers that take durable notices can be told.
+func (c *commitNotices) synced() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id, p := range c.peers {
+		if p.wantsDurable {
+			c.poke(id, p)
+		}
+	}
+}
+
+// leaderDisk reads how far this node's log is on disk, with the term it
+// leads in, if it leads: ok is false if it does not, or its term changed
+// meanwhile. Within one term a leader's log only grows, so what is on disk
+// up to index then is its log of that term; a node that lost the lead, had
+// its tail replaced and leads again is in a newer term.
+func (c *commitNotices) leaderDisk() (term, index uint64, ok bool) {
+	r := c.raft.Load()
+	if r == nil || r.State() != raft.Leader {
+		return 0, 0, false
+	}
+	term = r.CurrentTerm()
+	index = c.disk.durable.Load()
+	return term, index, r.State() == raft.Leader && r.CurrentTerm() == term
 }
 
 // committed records that this node's FSM applied the entry at index (of
@@ -186,9 +246,15 @@ func (c *commitNotices) committed(index, term uint64) {
 	}
 }
 
+// due reports whether p has a notice to be sent. c.mu is held.
+func (c *commitNotices) due(p *noticePeer) bool {
+	return min(c.applied, p.acked) > p.notified ||
+		p.wantsDurable && c.disk != nil && c.disk.durable.Load() > p.durableSent
+}
+
 // poke wakes p's goroutine, starting it if it is not running. c.mu is held.
 func (c *commitNotices) poke(id raft.ServerID, p *noticePeer) {
-	if min(c.applied, p.acked) <= p.notified {
+	if !c.due(p) {
 		return
 	}
 	if !p.running {
@@ -247,22 +313,39 @@ func (c *commitNotices) run(id raft.ServerID, p *noticePeer, ended <-chan struct
 	}
 }
 
-// send tells p the highest commit index it can be told, if it has not been
-// told it yet. It reports false if the RPC failed.
+// send tells p how far this leader's disk is, if it takes durable notices,
+// and the highest commit index it can be told, if it has not been told them
+// yet. It reports false if an RPC failed.
 func (c *commitNotices) send(id raft.ServerID, p *noticePeer) bool {
 	c.mu.Lock()
+	var durable []byte
+	if p.wantsDurable {
+		if term, disk, ok := c.leaderDisk(); ok && disk > p.durableSent {
+			p.durableSent = disk
+			durable = durableNotice{leader: string(c.local), term: term, index: disk}.encode()
+		}
+	}
 	idx, term, addr, leaderTerm := p.acked, p.ackedTerm, p.addr, c.term
 	if c.applied < idx {
 		idx, term = c.applied, c.appliedTerm
 	}
-	if idx <= p.notified {
-		c.mu.Unlock()
-		return true
+	notify := idx > p.notified
+	if notify {
+		p.notified = idx
 	}
-	p.notified = idx
 	c.mu.Unlock()
-	if !c.isLeader() {
-		return true // lost the lead since: the acknowledgements are stale
+	ok := true
+	if durable != nil {
+		if err := c.post(addr, durable); err != nil {
+			c.failed.Add(1)
+			c.log.Debug("durable notice failed", "peer", id, "err", err)
+			ok = false
+		} else {
+			c.durables.Add(1)
+		}
+	}
+	if !notify || !c.isLeader() {
+		return ok // nothing to tell, or lost the lead since: the acknowledgements are stale
 	}
 	req := &raft.AppendEntriesRequest{
 		RPCHeader:         c.header,
@@ -278,7 +361,7 @@ func (c *commitNotices) send(id raft.ServerID, p *noticePeer) bool {
 		return false
 	}
 	c.sent.Add(1)
-	return true
+	return ok
 }
 
 // noticeTransport is the transport raft is given when commit notices or the

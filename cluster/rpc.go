@@ -25,6 +25,10 @@ import (
 // Requests: rpcForward (body: an fsm batch), rpcForwardStamped (the same,
 // from a deposed leader: its commands already carry a leader's time, which
 // the receiver keeps unless it is too far ahead) and rpcStats (no body).
+// One-way, with request id 0 and no response: rpcDurable, a leader's
+// durable notice (body: uvarint term, uvarint index, the leader's ID;
+// followercommit.go). A node that does not know a type answers rpcFailed,
+// which for id 0 its sender drops.
 // Responses: rpcForwardOK (uvarint n, then n x {uvarint index, uvarint
 // offset, byte outcome code, byte duplicate}), rpcStatsOK (uvarint applied,
 // uvarint last log index), rpcNotLeader, rpcFailed (body: message; the
@@ -40,6 +44,7 @@ const (
 
 	rpcForwardStamped byte = 7
 	rpcRefused        byte = 8
+	rpcDurable        byte = 9
 )
 
 // Refusal bytes of an rpcRefused response.
@@ -239,6 +244,12 @@ func (n *Node) serveRPCConn(c net.Conn) {
 				defer reqs.Done()
 				reply(n.answerForwarded(id, req))
 			}(f.id)
+		case rpcDurable:
+			// One-way: nothing is answered, and a body that is not a
+			// notice is dropped (only a peer past the mux sends these).
+			if d, ok := decodeDurableNotice(f.body); ok && n.commits != nil {
+				n.commits.leaderDurable(d)
+			}
 		case rpcStats:
 			st := n.Status()
 			b := binary.AppendUvarint(nil, n.machine.Position().Applied)
@@ -442,6 +453,34 @@ func (c *rpcClient) call(ctx context.Context, typ byte, body []byte) (frame, err
 		return frame{}, err
 	}
 	return c.wait(ctx, id, ch)
+}
+
+// post writes one request that has no response (id 0).
+func (c *rpcClient) post(typ byte, body []byte) error {
+	c.mu.Lock()
+	err := c.err
+	c.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	c.wmu.Lock()
+	_ = c.c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	err = writeFrame(c.c, frame{typ: typ, body: body})
+	c.wmu.Unlock()
+	if err != nil {
+		c.fail(err)
+	}
+	return err
+}
+
+// postDurable sends a durable notice body to the peer at addr (its Raft
+// address, where the internal RPC runs too).
+func (n *Node) postDurable(addr raft.ServerAddress, body []byte) error {
+	c, err := n.rpcTo(string(addr))
+	if err != nil {
+		return err
+	}
+	return c.post(rpcDurable, body)
 }
 
 // send writes one request; wait waits for its response. Requests sent one

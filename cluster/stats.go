@@ -80,9 +80,10 @@ type Stats struct {
 	PeerTLSFailures uint64
 	RejectedEntries uint64
 	// CommitNotices counts the commit notices this node sent as leader
-	// (notice.go), by result: "sent" (answered) and "failed", and the
-	// acknowledgements it sent none for, "skipped": their follower commits
-	// them itself (followercommit.go).
+	// (notice.go), by result: "sent" (answered) and "failed" (durable
+	// notices too), the acknowledgements it sent none for, "skipped": their
+	// follower commits them itself (followercommit.go), and the durable
+	// notices it sent to such followers with fsync, "durable".
 	CommitNotices map[string]uint64
 	// FollowerCommits counts the commits this node took by itself as a
 	// follower (followercommit.go); -1 when they are off.
@@ -115,7 +116,8 @@ func (n *Node) Stats() Stats {
 		out.Forwards[name] = st.forwards[i].Load()
 	}
 	if c := n.notices; c != nil {
-		out.CommitNotices = map[string]uint64{"sent": c.sent.Load(), "failed": c.failed.Load(), "skipped": c.skipped.Load()}
+		out.CommitNotices = map[string]uint64{"sent": c.sent.Load(), "failed": c.failed.Load(),
+			"skipped": c.skipped.Load(), "durable": c.durables.Load()}
 	}
 	if f := n.commits; f != nil {
 		out.FollowerCommits = int64(f.taken.Load())

@@ -44,6 +44,11 @@ type Meta struct {
 	// the commits the leader and it make a quorum for (the cluster
 	// package's follower commits): its leader need not announce them.
 	FollowerCommits bool `json:"fcommit,omitempty"`
+	// DurableCommits is set by a node that, as a follower with fsync, takes
+	// by itself the commits the leader and it make a quorum for once the
+	// leader says its copy is on disk: its leader sends it durable notices
+	// instead of commit notices.
+	DurableCommits bool `json:"dcommit,omitempty"`
 }
 
 // Encode returns the wire form of m, or an error if m is invalid or its

@@ -94,8 +94,8 @@ func newCollector(cfg Config) *collector {
 	c.snapFailures = d("raft_snapshot_failures_total", "Raft snapshots cancelled or failed.")
 	c.forwards = d("forward_rpcs_total", "Attempts to forward a batch to the leader, by result.", "result")
 	c.peerTLSFailures = d("peer_tls_failures_total", "TLS handshakes the Raft port refused.")
-	c.commitNotices = d("raft_commit_notices_total", "Commit notices this node sent to followers as leader, by result (sent, failed), and acknowledgements it sent none for because their follower commits them itself (skipped).", "result")
-	c.followerCommits = d("raft_follower_commits_total", "Commits this node took by itself as a follower, the leader and it being a quorum (-no-sync only).")
+	c.commitNotices = d("raft_commit_notices_total", "Commit notices this node sent to followers as leader, by result (sent, failed), acknowledgements it sent none for because their follower commits them itself (skipped), and durable notices it sent such followers with fsync (durable).", "result")
+	c.followerCommits = d("raft_follower_commits_total", "Commits this node took by itself as a follower, the leader and it being a quorum.")
 	return c
 }
 
