@@ -203,8 +203,11 @@ func (c *commitNotices) setOwnCommits(members []gossip.Member, conf raft.Configu
 }
 
 // synced is told by the asyncLog that its log is on disk further: the
-// followers that take durable notices can be told.
+// followers that take durable notices can be told, if this node leads.
 func (c *commitNotices) synced() {
+	if !c.isLeader() {
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for id, p := range c.peers {
@@ -246,10 +249,13 @@ func (c *commitNotices) committed(index, term uint64) {
 	}
 }
 
-// due reports whether p has a notice to be sent. c.mu is held.
+// due reports whether p has a notice to be sent. c.mu is held. (A node
+// that no longer leads keeps its followers until a term of its own
+// replaces them: their durable notices are not due, though its disk moves
+// on as a follower's.)
 func (c *commitNotices) due(p *noticePeer) bool {
 	return min(c.applied, p.acked) > p.notified ||
-		p.wantsDurable && c.disk != nil && c.disk.durable.Load() > p.durableSent
+		p.wantsDurable && c.disk != nil && c.disk.durable.Load() > p.durableSent && c.isLeader()
 }
 
 // poke wakes p's goroutine, starting it if it is not running. c.mu is held.
