@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/raftplane/raftplane/gossip"
 )
 
 // BenchmarkRaftFloor measures what hashicorp/raft and the log store give on
@@ -26,10 +27,13 @@ import (
 //
 //	go test -run '^$' -bench RaftFloor -benchtime 5000x ./cluster/
 func BenchmarkRaftFloor(b *testing.B) {
-	// Follower commits go without notices: a leader sends none to
-	// followers that take their own (it learns that from gossip).
+	// Follower commits without fsync go without notices: a leader sends
+	// none to followers that take their own (it learns that from gossip).
+	// With fsync they go with the leader's durable notices, handed to the
+	// followers by a function call here (a node posts them on its internal
+	// RPC, one way).
 	for _, c := range []struct{ sync, notices, parallel, commits bool }{
-		{true, true, true, false}, {true, true, false, false}, {true, false, false, false},
+		{true, true, true, true}, {true, true, true, false}, {true, true, false, false}, {true, false, false, false},
 		{false, false, false, true}, {false, true, false, false}, {false, false, false, false},
 	} {
 		name := fmt.Sprintf("fsync=%t/notices=%t/parallel=%t/followercommits=%t", c.sync, c.notices, c.parallel, c.commits)
@@ -84,6 +88,7 @@ func raftFloor(b *testing.B, noSync, notices, parallel, commits bool) {
 		trans *raft.NetworkTransport
 		st    *Stores
 		gate  *ackGate
+		fc    *followerCommits
 	}
 	ms := make([]*member, n)
 	var servers []raft.Server
@@ -121,7 +126,8 @@ func raftFloor(b *testing.B, noSync, notices, parallel, commits bool) {
 		}
 		var fc *followerCommits
 		if commits {
-			fc = newFollowerCommits(rc.LocalID, false)
+			fc = newFollowerCommits(rc.LocalID, !noSync)
+			m.fc = fc
 		}
 		trans, gate := raftTransport(m.trans, m.fsm.notices, m.fsm.durable, fc)
 		m.gate = gate
@@ -136,6 +142,20 @@ func raftFloor(b *testing.B, noSync, notices, parallel, commits bool) {
 		}
 		if notices {
 			m.fsm.notices.raft.Store(m.r)
+		}
+		if notices && commits && m.fsm.durable != nil { // durable notices, as Node.Open wires them
+			c := m.fsm.notices
+			c.disk, c.post = m.fsm.durable, func(addr raft.ServerAddress, body []byte) error {
+				d, ok := decodeDurableNotice(body)
+				for _, o := range ms {
+					if ok && o.trans.LocalAddr() == addr && o.fc != nil {
+						o.fc.leaderDurable(d)
+					}
+				}
+				return nil
+			}
+			synced := c.synced
+			m.fsm.durable.onDurable.Store(&synced)
 		}
 		if fc != nil {
 			fc.raft.Store(m.r)
@@ -171,6 +191,13 @@ func raftFloor(b *testing.B, noSync, notices, parallel, commits bool) {
 	}
 	if err := leader.r.Barrier(10 * time.Second).Error(); err != nil {
 		b.Fatal(err)
+	}
+	if c := leader.fsm.notices; c != nil && c.post != nil { // what the leader loop learns from gossip
+		var members []gossip.Member
+		for _, sv := range servers {
+			members = append(members, gossip.Member{Meta: gossip.Meta{ID: string(sv.ID), DurableCommits: true}})
+		}
+		c.setOwnCommits(members, raft.Configuration{Servers: servers})
 	}
 
 	sent := make([]time.Time, b.N)
