@@ -65,10 +65,10 @@ type commitNotices struct {
 	skipped      atomic.Uint64 // acknowledgements whose follower commits them itself
 	durables     atomic.Uint64 // durable notices sent
 
-	local      raft.ServerID
-	ownCommits atomic.Pointer[map[raft.ServerID]bool] // followers that take their own commits
-	// durableCommits are the followers among them that need durable notices.
-	durableCommits atomic.Pointer[map[raft.ServerID]bool]
+	local raft.ServerID
+	// ownCommits are the followers that take their own commits; true for
+	// those that need durable notices for it.
+	ownCommits atomic.Pointer[map[raft.ServerID]bool]
 	// disk is this node's asyncLog, and post sends a durable notice body to
 	// a follower's internal RPC; both nil: no durable notices. Set before
 	// raft runs.
@@ -172,12 +172,11 @@ func (c *commitNotices) stored(id raft.ServerID, addr raft.ServerAddress, req *r
 // its own configuration, and on what this leader said of its disk).
 func (c *commitNotices) takesOwn(id raft.ServerID, req *raft.AppendEntriesRequest) (takes, durable bool) {
 	own := c.ownCommits.Load()
-	if own == nil || !(*own)[id] {
+	if own == nil {
 		return false, false
 	}
-	d := c.durableCommits.Load()
-	durable = d != nil && (*d)[id]
-	return leadersOwn(req), durable
+	durable, takes = (*own)[id]
+	return takes && leadersOwn(req), durable
 }
 
 // setOwnCommits records which followers take their own commits, from the
@@ -185,7 +184,7 @@ func (c *commitNotices) takesOwn(id raft.ServerID, req *raft.AppendEntriesReques
 // those that say so and make a quorum with this leader; with fsync only
 // if this leader sends durable notices.
 func (c *commitNotices) setOwnCommits(members []gossip.Member, conf raft.Configuration) {
-	own, durable := map[raft.ServerID]bool{}, map[raft.ServerID]bool{}
+	own := map[raft.ServerID]bool{}
 	for _, m := range members {
 		id := raft.ServerID(m.ID)
 		if !twoAreQuorum(conf, c.local, id) {
@@ -193,12 +192,11 @@ func (c *commitNotices) setOwnCommits(members []gossip.Member, conf raft.Configu
 		}
 		switch {
 		case m.FollowerCommits:
-			own[id] = true
+			own[id] = false
 		case m.DurableCommits && c.post != nil:
-			own[id], durable[id] = true, true
+			own[id] = true
 		}
 	}
-	c.durableCommits.Store(&durable)
 	c.ownCommits.Store(&own)
 }
 

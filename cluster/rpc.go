@@ -463,9 +463,14 @@ func (c *rpcClient) post(typ byte, body []byte) error {
 	if err != nil {
 		return err
 	}
+	return c.write(frame{typ: typ, body: body})
+}
+
+// write writes f whole, or fails the connection.
+func (c *rpcClient) write(f frame) error {
 	c.wmu.Lock()
 	_ = c.c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	err = writeFrame(c.c, frame{typ: typ, body: body})
+	err := writeFrame(c.c, f)
 	c.wmu.Unlock()
 	if err != nil {
 		c.fail(err)
@@ -500,12 +505,7 @@ func (c *rpcClient) send(typ byte, body []byte) (uint64, chan frame, error) {
 	c.pending[id] = ch
 	c.mu.Unlock()
 
-	c.wmu.Lock()
-	_ = c.c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	err := writeFrame(c.c, frame{typ: typ, id: id, body: body})
-	c.wmu.Unlock()
-	if err != nil {
-		c.fail(err)
+	if err := c.write(frame{typ: typ, id: id, body: body}); err != nil {
 		return 0, nil, err
 	}
 	return id, ch, nil
