@@ -129,7 +129,7 @@ func raftFloor(b *testing.B, noSync, notices, parallel, commits bool) {
 			fc = newFollowerCommits(rc.LocalID, !noSync)
 			m.fc = fc
 		}
-		trans, gate := raftTransport(m.trans, m.fsm.notices, m.fsm.durable, fc)
+		trans, gate := raftTransport(guardedTransport{m.trans, &heartbeats{}}, m.fsm.notices, m.fsm.durable, fc)
 		m.gate = gate
 		if i == 0 {
 			if err := raft.BootstrapCluster(rc, logs, m.st.Bolt, raft.NewInmemSnapshotStore(), m.trans,

@@ -34,7 +34,8 @@ type Node struct {
 	notices   *commitNotices   // notice.go; nil with Config.NoCommitNotices
 	asyncLog  *asyncLog        // asynclog.go; nil when writes sync before raft goes on
 	gate      *ackGate         // asynclog.go: with asyncLog or commits, between the transport and raft
-	commits   *followerCommits // followercommit.go; nil unless NoSync
+	commits   *followerCommits // followercommit.go; nil unless Config.TakesFollowerCommits
+	beats     heartbeats       // heartbeat.go: closed after raft, before the stores
 	stores    nodeStores       // its closer is nil with injected stores: their caller closes them
 
 	idPrefix string    // unique per process start, for command ids
@@ -201,7 +202,7 @@ func (n *Node) Open() (err error) {
 		n.commits = newFollowerCommits(rc.LocalID, n.cfg.FollowerCommitsNeedDurable())
 	}
 	var rtrans raft.Transport
-	if rtrans, n.gate = raftTransport(trans, n.notices, n.asyncLog, n.commits); n.gate != nil {
+	if rtrans, n.gate = raftTransport(guardedTransport{trans, &n.beats}, n.notices, n.asyncLog, n.commits); n.gate != nil {
 		undo = append(undo, n.gate.close)
 	}
 	r, err := raft.NewRaft(rc, machine, watched, watchedStable{st.stable, &n.disk},
@@ -512,6 +513,7 @@ func (n *Node) Close(ctx context.Context) error {
 				// unblocks the resolver and a leader duty stuck in Apply.
 				errs = append(errs, n.raft.Shutdown().Error())
 			}
+			n.beats.close() // heartbeat.go: none still writing when the stores close
 			if n.mux != nil {
 				_ = n.mux.close()
 			}

@@ -374,7 +374,7 @@ func (c *commitNotices) send(id raft.ServerID, p *noticePeer) bool {
 // and the commit index it carries held to what is durable on this leader
 // (durable; asynclog.go).
 type noticeTransport struct {
-	*raft.NetworkTransport
+	guardedTransport
 	c       *commitNotices // nil: notices off
 	durable *asyncLog      // nil: writes sync before raft goes on
 	gate    *ackGate       // with durable or follower commits: raft reads its RPCs from here
@@ -392,11 +392,11 @@ func (t noticeTransport) Consumer() <-chan raft.RPC {
 // noticeTransport over it when notices (c), an asyncLog (al) or follower
 // commits (fc) are on; with al or fc it also starts the ackGate raft reads
 // its RPCs from, which the caller closes after raft shut down.
-func raftTransport(trans *raft.NetworkTransport, c *commitNotices, al *asyncLog, fc *followerCommits) (raft.Transport, *ackGate) {
+func raftTransport(trans guardedTransport, c *commitNotices, al *asyncLog, fc *followerCommits) (raft.Transport, *ackGate) {
 	if c == nil && al == nil && fc == nil {
 		return trans, nil
 	}
-	t := noticeTransport{NetworkTransport: trans, c: c, durable: al}
+	t := noticeTransport{guardedTransport: trans, c: c, durable: al}
 	if al != nil || fc != nil {
 		t.gate = newAckGate(al, fc, trans.Consumer())
 	}
