@@ -266,8 +266,9 @@ func (c *conn) dropAfterFlush() {
 // time, and only while there is something to write: an idle connection has
 // no writer goroutine (the node's keep-alive sweep and its acknowledgement
 // timer start one when due). c.writing says that someone owns the transport: the serving
-// goroutine until startWriter (handshake, replay), then a drain goroutine
-// while one runs. Whoever sets it owns the transport until it clears it.
+// goroutine until startWriter (handshake, replay), then a writer running
+// drain (writers.go: started, or taken from those waiting, by kickLocked)
+// while it runs. Whoever sets it owns the transport until it clears it.
 
 // startWriter hands the transport over from the serving goroutine to the
 // writer, puts the connection under the node's keep-alive sweep
@@ -333,11 +334,11 @@ func (c *conn) disarmCloseOnCancel() bool {
 	return ok
 }
 
-// kickLocked starts a drain goroutine if there is work and no one owns the
+// kickLocked has a writer drain c if there is work and no one owns the
 // transport. c.mu is held.
 func (c *conn) kickLocked() {
 	if c.claimWriterLocked() {
-		go c.drain()
+		c.srv.startDrain(c) // writers.go
 	}
 }
 

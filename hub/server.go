@@ -32,6 +32,11 @@ type Server struct {
 	// pings hands the keep-alive sweep's connections to the ping workers
 	// (conn.go); unbuffered, so none is left in it when they stop.
 	pings chan *conn
+	// writers hands a connection to drain to a writer waiting for one
+	// (writers.go); unbuffered, so a handoff is to a writer, never a queue.
+	writers chan *conn
+	// writersStarted counts the writer goroutines startDrain started.
+	writersStarted atomic.Uint64
 	// connBufs lends connectionStats its list of connections (*[]*conn).
 	connBufs sync.Pool
 	// jsonSplits and msgpackSplits hold resting splitters (inbox.go).
@@ -99,6 +104,7 @@ func New(cfg Config, pub Publisher, stream Stream) (*Server, error) {
 		apps:     map[string]*app{},
 		stop:     make(chan struct{}),
 		pings:    make(chan *conn),
+		writers:  make(chan *conn),
 		ws: websocket.Upgrader{
 			ReadBufferSize:  upgraderReadBuffer(cfg.WSReadBufferSize),
 			WriteBufferSize: cfg.WSWriteBufferSize,
