@@ -383,7 +383,7 @@ func (s *Server) keepAliveSweep(conns []*conn) {
 			continue
 		}
 		if direct {
-			go c.drain()
+			s.startDrain(c) // writers.go
 			continue
 		}
 		select {
@@ -402,10 +402,10 @@ func (s *Server) keepAliveSweep(conns []*conn) {
 		case s.pings <- c:
 		case <-late.C:
 			direct = true
-			go c.drain()
+			s.startDrain(c)
 		case <-s.stop:
 			direct = true
-			go c.drain()
+			s.startDrain(c)
 		}
 	}
 }

@@ -4,7 +4,8 @@ import "time"
 
 // Writer goroutines. A connection's messages are written by a drain
 // goroutine that runs only while the connection has something to write
-// (conn.go: kickLocked). Under fan-out every batch the dispatcher hands out
+// (conn.go: kickLocked, and the keep-alive sweep when its ping workers are
+// held up). Under fan-out every batch the dispatcher hands out
 // touches most connections, and a new goroutine per connection per batch
 // costs more than its write's bookkeeping: its stack starts small and is
 // grown, by copying, on the way down to write(2), every time (about 5% of a
@@ -17,8 +18,9 @@ import "time"
 // before (conn.writing).
 
 // writerIdle is how long a writer with nothing to do waits for another
-// connection before it ends. Idle writers cost a grown stack each (a few
-// KB); a node with no traffic keeps none after this.
+// connection before it ends (between one and two of these, as its timer is
+// set once per period). Idle writers cost a grown stack each (a few KB); a
+// node with no traffic keeps none after that.
 const writerIdle = time.Second
 
 // startDrain has c drained by a waiting writer, or by a new one. The
