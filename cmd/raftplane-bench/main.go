@@ -41,7 +41,9 @@
 //
 // With -peers the tool runs ../shared/bench/side-by-side.sh instead
 // (raftplane against Centrifugo, Socket.IO and a bare ceiling server, one
-// load tool for all) and prints issue 17's S1/S2/S3 table of what it
+// load tool for all), then the ceiling's cells once more with the durable
+// ceiling (durable.go: the ceiling delivering only what a majority of its
+// nodes has on disk), and prints issue 17's S1/S2/S3 table of what it
 // measured (peers.go):
 //
 //	raftplane-bench -peers [-cells s1-rp-client,s2-rp,...] [-peers-format markdown]

@@ -49,6 +49,7 @@ type peersConfig struct {
 	out      string   // OUT: the JSONL file ("" = a fresh file in build)
 	jsonl    string   // only render this file, run nothing
 	skipBld  bool     // do not run peers-build.sh
+	durable  bool     // run the ceiling's cells again with the durable ceiling (durable.go)
 }
 
 func addPeersFlags(fs *flag.FlagSet, p *peersConfig, cells *string) {
@@ -62,6 +63,7 @@ func addPeersFlags(fs *flag.FlagSet, p *peersConfig, cells *string) {
 	fs.StringVar(&p.out, "peers-out", "", "-peers: the JSONL file side-by-side.sh writes (default: a new side-by-side-<time>.jsonl in -peers-build)")
 	fs.StringVar(&p.jsonl, "peers-jsonl", "", "-peers: only print the table of this JSONL file of an earlier run (runs nothing)")
 	fs.BoolVar(&p.skipBld, "peers-skip-build", false, "-peers: do not run peers-build.sh (what -peers-build holds is used as it is)")
+	fs.BoolVar(&p.durable, "peers-durable-ceiling", true, "-peers: after the cells, run the ceiling's (s1-ceil, s2-ceil) again with the durable ceiling (docs/experiments/durableceiling: delivered once on disk on a majority), the floor of a durable server with the ceiling's fan-out")
 }
 
 var cellRE = regexp.MustCompile(`^s[123]-[a-z0-9-]+$`)
@@ -191,6 +193,11 @@ func runPeers(ctx context.Context, p *peersConfig, w, logw io.Writer) error {
 	fmt.Fprintf(logw, "raftplane-bench: %s/side-by-side.sh %s (RP=%s OUT=%s)\n", dir, strings.Join(p.cells, " "), root, out)
 	if err := runScript(ctx, root, env, logw, filepath.Join(dir, "side-by-side.sh"), p.cells...); err != nil {
 		return fmt.Errorf("side-by-side.sh: %w", err)
+	}
+	if dc := durableCells(p.cells); p.durable && len(dc) > 0 {
+		if err := runDurableCells(ctx, root, dir, build, env, out, dc, logw); err != nil {
+			return err
+		}
 	}
 	if ranS2RP(p.cells) {
 		// The probe explains a figure, it is not one: a failed probe
@@ -326,7 +333,7 @@ var labelRE = regexp.MustCompile(`^([a-z]+?)(\d+)-(s[123])(?:-(.+))?$`)
 
 // cellKey says where a line goes in the table.
 type cellKey struct {
-	col  string // column key: cf, sio, ceil, rp, or rp:<variant>
+	col  string // column key: cf, sio, ceil, dceil, rp, or rp:<variant>
 	row  string // s1, s2, s2-500, s3
 	qual string // publish mode within a cell: api, client or ""
 }
@@ -338,7 +345,7 @@ func classify(label string) (cellKey, bool) {
 	}
 	k := cellKey{col: m[1], row: m[3]}
 	switch k.col {
-	case "cf", "sio", "ceil", "rp":
+	case "cf", "sio", "ceil", "dceil", "rp":
 	default:
 		return cellKey{}, false
 	}
@@ -371,6 +378,8 @@ func colTitle(col string) string {
 		return "Socket.IO+Redis"
 	case "ceil":
 		return "ceiling"
+	case "dceil":
+		return "durable ceiling"
 	case "rp":
 		return "raftplane, default flags"
 	}
@@ -531,7 +540,7 @@ func buildPeersTable(lines []peersLine) *peersTable {
 	// The peers, the ceiling and raftplane in a fixed order, raftplane's
 	// variants after them as they come; a column without a line (cells not
 	// run) is left out.
-	for _, c := range []string{"cf", "sio", "ceil", "rp"} {
+	for _, c := range []string{"cf", "sio", "ceil", "dceil", "rp"} {
 		if slices.ContainsFunc(groups, func(g *group) bool { return g.key.col == c }) {
 			t.cols = append(t.cols, c)
 		}
@@ -658,7 +667,7 @@ func (r *peersRow) cell(col string) string {
 	if len(es) == 0 {
 		return ""
 	}
-	ceil, peer := r.best("ceil"), r.best("cf", "sio")
+	ceil, dceil, peer := r.best("ceil"), r.best("dceil"), r.best("cf", "sio")
 	parts := make([]string, 0, len(es))
 	for _, e := range es {
 		s := e.text
@@ -666,6 +675,9 @@ func (r *peersRow) cell(col string) string {
 			var rs []string
 			if !math.IsNaN(ceil) && ceil > 0 {
 				rs = append(rs, fmtRatio(e.v/ceil)+" ceiling")
+			}
+			if !math.IsNaN(dceil) && dceil > 0 {
+				rs = append(rs, fmtRatio(e.v/dceil)+" durable ceiling")
 			}
 			if !math.IsNaN(peer) && peer > 0 {
 				rs = append(rs, fmtRatio(e.v/peer)+" best peer")
@@ -714,7 +726,7 @@ func (t *peersTable) body() [][]string {
 	return out
 }
 
-const peersLegend = "Ratios in brackets: raftplane's figure / the ceiling's and / the best peer's (the higher rate, the lower latency or memory); S2 ratios are of p99. A step counts when >= 98% of the rate is achieved, >= 99.9% delivered, every publish acknowledged and p99 within the bar; of a re-run (noisy) step the least noisy attempt counts."
+const peersLegend = "Ratios in brackets: raftplane's figure / the ceiling's, / the durable ceiling's (the ceiling delivering only what a majority of its nodes has on disk: docs/experiments/durableceiling) and / the best peer's (the higher rate, the lower latency or memory); S2 ratios are of p99. A step counts when >= 98% of the rate is achieved, >= 99.9% delivered, every publish acknowledged and p99 within the bar; of a re-run (noisy) step the least noisy attempt counts."
 
 func (t *peersTable) notes() []string {
 	n := []string{peersLegend}

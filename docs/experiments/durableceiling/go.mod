@@ -1,0 +1,3 @@
+module durableceiling
+
+go 1.22
