@@ -247,3 +247,40 @@ func readRecord(t *testing.T, c *websocket.Conn) string {
 	}
 	return strings.TrimSuffix(string(b), "\x1e")
 }
+
+// TestRunPeers_DurableCeilingFailureKeepsTable: a durable ceiling that does
+// not build (here: a ceiling the patch does not fit) is logged, and the
+// run's table is still printed from what side-by-side.sh wrote.
+func TestRunPeers_DurableCeilingFailureKeepsTable(t *testing.T) {
+	if _, err := exec.LookPath("patch"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("CI: patch(1) is needed")
+		}
+		t.Skip("no patch(1)")
+	}
+	bench := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(bench, "ceiling"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(bench, "ceiling", "main.go"), []byte("package main\n\nfunc main() {}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	line := `{"label":"ceil3-s2-client","scenario":"fanout","target_rate":1000,"pub_workers":1,"achieved_pub_rate":1000,"delivery_ratio":1,"lat_p50_us":250,"lat_p99_us":1000,"sustainable":true}`
+	script := "#!/usr/bin/env bash\ncase $1 in\n\ts2-ceil) echo '" + line + "' >> \"$OUT\" ;;\nesac\n"
+	if err := os.WriteFile(filepath.Join(bench, "side-by-side.sh"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	build := t.TempDir()
+	p := &peersConfig{enabled: true, format: "text", build: build, dir: bench, skipBld: true, durable: true,
+		cells: []string{"s2-ceil"}, out: filepath.Join(build, "run.jsonl")}
+	var out, logs bytes.Buffer
+	if err := runPeers(t.Context(), p, &out, &logs); err != nil {
+		t.Fatalf("runPeers: %v\n%s", err, logs.String())
+	}
+	if !strings.Contains(logs.String(), "the table follows without the durable ceiling") {
+		t.Errorf("the failure was not logged:\n%s", logs.String())
+	}
+	if !strings.Contains(out.String(), "0.25 ms / 1.00 ms") || strings.Contains(out.String(), "durable ceiling  ") {
+		t.Errorf("table:\n%s", out.String())
+	}
+}
