@@ -3,7 +3,9 @@ package main
 // durable.go is not part of the ceiling: raftplane's docs/experiments/
 // durableceiling adds it (with a small patch to the ceiling's other files)
 // to measure the floor of a durable, replicated fan-out with the ceiling's
-// own fan-out code. One node (-durable-leader) orders every publish; a
+// own fan-out code, when -durable-dir (default $CEILING_DURABLE_DIR) names
+// a folder for the nodes' logs. One node (-durable-leader, c0 unless set)
+// orders every publish; a
 // publish is delivered, anywhere, only once it is on disk (write +
 // fdatasync) on a majority of the three nodes, which is the least any
 // design that keeps acknowledged messages through a crash has to wait for.
@@ -12,7 +14,10 @@ package main
 // the leader and commits by itself once the leader says its own copy is on
 // disk (a durable notice); the leader commits on its own sync and one
 // follower's answer. No terms, no elections, no recovery: it measures, it
-// does not survive faults.
+// does not survive faults. Publish only once the links are up: like the
+// ceiling's forwards, an append a down link would carry is dropped, and
+// the followers then refuse every later one (out of order), so nothing
+// commits again.
 
 import (
 	"encoding/binary"
