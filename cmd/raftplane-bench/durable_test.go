@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +14,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/raftplane/raftplane/internal/testnet"
+	"github.com/raftplane/raftplane/internal/testproc"
 )
 
 func TestDurableCells(t *testing.T) {
@@ -126,55 +126,42 @@ func TestDurableCeiling_DeliversWhatAMajorityWrote(t *testing.T) {
 		t.Fatalf("the rest of the build is not linked beside: %v", err)
 	}
 	logs := t.TempDir()
-	ports := freePorts(t, 6)
-	httpAddr := func(i int) string { return ports[i] }
-	link := func(i int) string { return ports[3+i] }
-	connected := make(chan string, 16)
+	var httpAddr, link [3]string
+	for i := range 3 {
+		httpAddr[i], link[i] = testnet.Addr(t), testnet.Addr(t)
+	}
+	var nodes [3]*testproc.Proc
 	for i := range 3 {
 		var peers []string
 		for j := range 3 {
 			if j != i {
-				peers = append(peers, link(j))
+				peers = append(peers, link[j])
 			}
 		}
-		cmd := exec.Command(filepath.Join(dir, "ceiling"), "-addr", httpAddr(i), "-node", fmt.Sprintf("c%d", i),
-			"-link", link(i), "-peers", strings.Join(peers, ","))
-		cmd.Env = append(os.Environ(), "CEILING_DURABLE_DIR="+logs)
-		stderr, err := cmd.StderrPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		read := make(chan struct{})
-		go func() { // ends at EOF, when the node is killed
-			defer close(read)
-			sc := bufio.NewScanner(stderr)
-			for sc.Scan() {
-				if strings.Contains(sc.Text(), "link: connected to peer") {
-					connected <- sc.Text()
-				}
-			}
-		}()
-		t.Cleanup(func() { _ = cmd.Process.Kill(); <-read; _ = cmd.Wait() })
+		nodes[i] = testproc.Start(t, filepath.Join(dir, "ceiling"), testproc.Options{
+			Name: fmt.Sprintf("c%d", i),
+			Args: []string{"-addr", httpAddr[i], "-node", fmt.Sprintf("c%d", i), "-link", link[i], "-peers", strings.Join(peers, ",")},
+			Env:  []string{"CEILING_DURABLE_DIR=" + logs},
+		})
 	}
 	// A publish is replicated only over links that are up (the durable
 	// ceiling, like the ceiling, drops what a down link would carry): wait
-	// for the six.
-	for range 6 {
-		select {
-		case <-connected:
-		case <-ctx.Done():
-			t.Fatal("the nodes' links did not all come up")
-		}
+	// for each node's two, and for its line saying it listens for clients.
+	for _, n := range nodes {
+		testproc.WaitFor(t, n, time.Minute, n.Name+"'s links", func() error {
+			out := n.Output()
+			if k := strings.Count(out, "link: connected to peer"); k < 2 || !strings.Contains(out, "ceiling node "+n.Name+": http") {
+				return fmt.Errorf("%d of 2 links up, listening: %t", k, strings.Contains(out, "ceiling node "))
+			}
+			return nil
+		})
 	}
-	sub := dialCeiling(t, httpAddr(2))
+	sub := dialCeiling(t, httpAddr[2])
 	invoke(t, sub, `{"type":1,"invocationId":"1","target":"JoinGroup","arguments":["g"]}`)
 	if m := readRecord(t, sub); !strings.Contains(m, `"invocationId":"1"`) || strings.Contains(m, "error") {
 		t.Fatalf("JoinGroup answered %s", m)
 	}
-	pub := dialCeiling(t, httpAddr(0))
+	pub := dialCeiling(t, httpAddr[0])
 	invoke(t, pub, `{"type":1,"invocationId":"2","target":"SendToGroup","arguments":["g","m","hello-durable"]}`)
 	if m := readRecord(t, sub); !strings.Contains(m, `"target":"m"`) || !strings.Contains(m, "hello-durable") {
 		t.Fatalf("node 3 delivered %s", m)
@@ -191,44 +178,20 @@ func TestDurableCeiling_DeliversWhatAMajorityWrote(t *testing.T) {
 	}
 }
 
-func freePorts(t *testing.T, n int) []string {
-	t.Helper()
-	var out []string
-	var ls []net.Listener
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().String())
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return out
-}
-
 // dialCeiling connects to a ceiling node's hub over WebSockets and makes
-// the JSON protocol's handshake, retrying while the node starts.
+// the JSON protocol's handshake (the node has logged that it listens).
 func dialCeiling(t *testing.T, addr string) *websocket.Conn {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		c, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/hubs/bench", nil)
-		if err == nil {
-			t.Cleanup(func() { c.Close() })
-			invoke(t, c, `{"protocol":"json","version":1}`)
-			if m := readRecord(t, c); m != "{}" {
-				t.Fatalf("handshake answered %q", m)
-			}
-			return c
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("dial %s: %v", addr, err)
-		}
-		time.Sleep(50 * time.Millisecond)
+	c, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/hubs/bench", nil)
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
 	}
+	t.Cleanup(func() { c.Close() })
+	invoke(t, c, `{"protocol":"json","version":1}`)
+	if m := readRecord(t, c); m != "{}" {
+		t.Fatalf("handshake answered %q", m)
+	}
+	return c
 }
 
 func invoke(t *testing.T, c *websocket.Conn, rec string) {
